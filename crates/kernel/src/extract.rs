@@ -1,0 +1,149 @@
+//! Extractors whose rejections are [`ApiError`]s that name the offending field, instead of
+//! axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON request body (deserialised with the failing field's path) or a JSON response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !has_json_content_type(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected a request body with `Content-Type: application/json`".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(body_rejection)?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::BadRequest { message: rejection.body_text(), field: None }
+    }
+}
+
+/// Deserialises JSON, reporting syntax errors as 400 and shape errors as 422 with the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
+    let error = match result {
+        Ok(value) => return Ok(value),
+        Err(error) => error,
+    };
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    match inner.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            Err(ApiError::BadRequest { message: format!("request body is not valid JSON: {inner}"), field: None })
+        }
+        serde_json::error::Category::Io | serde_json::error::Category::Data => {
+            let message = strip_position(&inner.to_string());
+            let field = field_of(&path, &message);
+            Err(ApiError::Validation { message: describe(&field, &message), field })
+        }
+    }
+}
+
+/// serde_json appends " at line L column C"; the field name says more than the position.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// The dotted path of the failing field. For a missing field, serde reports the path of the
+/// enclosing object, so the missing name is appended.
+fn field_of(path: &str, message: &str) -> String {
+    let missing = message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next());
+    let base = if path == "." { "" } else { path };
+    match (base, missing) {
+        ("", Some(name)) => name.to_owned(),
+        (base, Some(name)) => format!("{base}.{name}"),
+        ("", None) => "body".to_owned(),
+        (base, None) => base.to_owned(),
+    }
+}
+
+fn describe(field: &str, message: &str) -> String {
+    if message.starts_with("missing field") {
+        format!("`{field}` is required")
+    } else {
+        format!("`{field}`: {message}")
+    }
+}
+
+/// Path parameters; a malformed one (e.g. not a UUID) is a 404: no such object exists.
+#[derive(Debug, Clone, Copy)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|_| ApiError::NotFound("resource"))
+    }
+}
+
+/// Query string parameters with the failing parameter named.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer).map(Query).map_err(|error| {
+            let field = error.path().to_string();
+            let message = error.into_inner().to_string();
+            let field = field_of(&field, &message);
+            ApiError::Validation { message: describe(&field, &message), field }
+        })
+    }
+}

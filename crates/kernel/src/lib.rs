@@ -1,0 +1,16 @@
+//! The shared kernel: the few types every module agrees on, and nothing of any domain.
+//!
+//! Belongs here: typed ids, the authenticated [`auth::Caller`] extractor, the one error type
+//! that becomes an HTTP response ([`error::ApiError`]), JSON/path/query extractors whose
+//! rejections are JSON errors naming the field, cursor pagination, secret wrappers.
+//!
+//! Must not be here: SQL against any module's schema, provider knowledge, or business rules.
+//! Modules depend on the kernel; the kernel depends on no module.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod ids;
+pub mod pagination;
+
+pub use secrecy::{ExposeSecret, SecretString};

@@ -1,0 +1,76 @@
+//! The HTTP application: bound listener plus router, served until a shutdown signal, then
+//! given a grace period for in-flight requests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::http;
+use crate::settings::Settings;
+
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    grace: Duration,
+}
+
+impl Application {
+    /// Binds `http.bind` (port 0 picks a free port) and builds the router over `pool`.
+    pub async fn build(settings: &Settings, pool: PgPool) -> anyhow::Result<Self> {
+        http::install_recorder();
+        let listener = TcpListener::bind(settings.http.bind)
+            .await
+            .with_context(|| format!("cannot listen on {} (http.bind)", settings.http.bind))?;
+        Ok(Self {
+            listener,
+            router: http::router(settings, pool),
+            grace: Duration::from_secs(settings.http.shutdown_grace_secs),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish within the grace
+    /// period; connections still open after it are dropped.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+        let graceful = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            let _ = stopping_tx.send(true);
+        };
+        let server = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(graceful);
+        let grace = self.grace;
+        let grace_over = async move {
+            let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = server.into_future() => result,
+            () = grace_over => {
+                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; dropping remaining connections");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,87 @@
+//! The one PostgreSQL database: an external one (`database.url`) or the embedded cluster, and
+//! the single migration history (our `migrations/` plus the job queue's own schema).
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis_postgres::PostgresStorage;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::settings::DatabaseSettings;
+use embedded::{EmbeddedPostgres, PgBinaries};
+
+/// The pool, plus the embedded cluster when there is one (stopped by [`Database::close`]).
+#[derive(Debug)]
+pub struct Database {
+    pub pool: PgPool,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let (options, embedded) = match settings.external_url() {
+            Some(url) => {
+                let options: PgConnectOptions = url.parse().context("database.url is not a valid PostgreSQL URL")?;
+                (options, None)
+            }
+            None => {
+                let binaries = PgBinaries::locate(settings.pg_bin_dir())?;
+                let timeout = Duration::from_secs(settings.start_timeout_secs);
+                let server = EmbeddedPostgres::start(&binaries, &settings.data_dir, timeout).await?;
+                (server.connect_options(embedded::DATABASE_NAME), Some(server))
+            }
+        };
+        let options = options.log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
+            .connect_with(options)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        Ok(Self { pool, embedded })
+    }
+
+    pub fn embedded(&self) -> Option<&EmbeddedPostgres> {
+        self.embedded.as_ref()
+    }
+
+    /// Closes the pool and stops the embedded cluster if this process started it.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(server) = self.embedded {
+            server.stop().await;
+        }
+    }
+}
+
+/// Every migration, in version order, recorded in one `_sqlx_migrations` table: ours
+/// (`migrations/`, one schema per file) and apalis's job-queue tables (schema `apalis`),
+/// taken from the apalis-postgres crate itself rather than copied.
+pub fn migrator() -> Migrator {
+    let ours = sqlx::migrate!("../../migrations");
+    let job_queue = PostgresStorage::migrations();
+    let mut all: Vec<_> = ours.iter().chain(job_queue.iter()).cloned().collect();
+    all.sort_by_key(|migration| migration.version);
+    Migrator::with_migrations(all)
+}
+
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    migrator().run(pool).await.context("database migration failed")
+}
+
+/// Whether every known migration has been applied successfully (for `/readyz`).
+pub async fn migrations_current(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM public._sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .or_else(|error| match &error {
+            // No history table yet: nothing applied.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+            _ => Err(error),
+        })?;
+    Ok(migrator().iter().all(|migration| applied.contains(&migration.version)))
+}

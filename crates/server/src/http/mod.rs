@@ -1,0 +1,79 @@
+//! Router composition and the cross-cutting HTTP layers.
+
+mod errors;
+mod health;
+mod metrics;
+mod openapi;
+mod request_id;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use identity::Identity;
+use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::settings::Settings;
+
+/// Shared by the operational routes.
+#[derive(Clone)]
+pub struct OpsState {
+    pub pool: PgPool,
+    pub openapi: std::sync::Arc<utoipa::openapi::OpenApi>,
+}
+
+impl std::fmt::Debug for OpsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsState").finish_non_exhaustive()
+    }
+}
+
+pub fn router(settings: &Settings, pool: PgPool) -> Router {
+    let identity = Identity::new(pool.clone(), settings.auth.clone());
+
+    let (api, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(identity::http::router().with_state(identity.clone()))
+        .split_for_parts();
+    let api = api.layer(from_fn_with_state(identity, identity::http::authenticate));
+
+    let (ops, ops_doc) = health::router().split_for_parts();
+    openapi.merge(ops_doc);
+    let ops = ops.with_state(OpsState { pool, openapi: std::sync::Arc::new(openapi) });
+
+    let timeout = Duration::from_secs(settings.http.request_timeout_secs);
+    Router::new()
+        .merge(ops)
+        .merge(api)
+        .fallback(errors::route_not_found)
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+                .layer(from_fn(request_id::drop_unacceptable))
+                .layer(SetRequestIdLayer::x_request_id(request_id::MakeRequestId))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_id::make_span)
+                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(CatchPanicLayer::custom(errors::panic_response))
+                .layer(from_fn(metrics::record))
+                .layer(from_fn(errors::ensure_json_errors))
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+                .layer(DefaultBodyLimit::max(settings.http.body_limit_bytes)),
+        )
+}
+
+pub use metrics::install_recorder;

@@ -1,0 +1,36 @@
+//! The OpenAPI document's frame; paths come from the routers themselves (utoipa-axum), so the
+//! document cannot drift from the routes.
+
+use utoipa::Modify;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchboard", description = "Omnichannel inbox, notification dispatcher and fulfillment for operators."),
+    components(schemas(kernel::error::ErrorBody)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "auth", description = "Agent login sessions and the caller's identity"),
+        (name = "agents", description = "The people who work the inbox"),
+        (name = "api-keys", description = "Operator API keys"),
+        (name = "ops", description = "Health, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(identity::http::SESSION_COOKIE))),
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! Layered configuration: the built-in `config/default.toml` < `config/$SWITCHBOARD_ENV.toml`
+//! < `SWITCHBOARD__SECTION__KEY` environment variables; `DATABASE_URL` sets `database.url`.
+//! Everything is validated before anything starts; an error names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use identity::AuthSettings;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub log: LogSettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub bind: SocketAddr,
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Empty means: run the embedded cluster.
+    pub url: SecretString,
+    pub data_dir: PathBuf,
+    pub pg_bin_dir: PathBuf,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+    pub start_timeout_secs: u64,
+}
+
+impl DatabaseSettings {
+    pub fn external_url(&self) -> Option<&str> {
+        Some(self.url.expose_secret().trim()).filter(|url| !url.is_empty())
+    }
+
+    pub fn pg_bin_dir(&self) -> Option<&Path> {
+        Some(self.pg_bin_dir.as_path()).filter(|dir| !dir.as_os_str().is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// A configuration problem, phrased as `key: what is wrong`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    fn at(key: &str, problem: impl std::fmt::Display) -> Self {
+        Self(format!("{key}: {problem}"))
+    }
+}
+
+impl Settings {
+    /// Loads from `config_dir` and the process environment.
+    pub fn load(config_dir: &Path) -> Result<Self, ConfigError> {
+        Self::load_from(config_dir, std::env::vars())
+    }
+
+    /// Loads from `config_dir` and the given environment (tests pass their own).
+    pub fn load_from(config_dir: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(profile) = env.get("SWITCHBOARD_ENV").filter(|p| !p.is_empty()) {
+            let path = config_dir.join(format!("{profile}.toml"));
+            if !path.is_file() {
+                return Err(ConfigError::at("SWITCHBOARD_ENV", format!("there is no {}", path.display())));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("SWITCHBOARD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env.clone().into_iter().collect())),
+        );
+        if let Some(url) = env.get("DATABASE_URL").filter(|url| !url.is_empty()) {
+            builder = builder.set_override("database.url", url.as_str()).map_err(|e| ConfigError(e.to_string()))?;
+        }
+        let merged: config::Value =
+            builder.build().and_then(Config::try_deserialize).map_err(|error| ConfigError(error.to_string()))?;
+        let settings: Settings = serde_path_to_error::deserialize(merged).map_err(|error| {
+            let key = error.path().to_string();
+            ConfigError::at(&key, error.into_inner())
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("http.body_limit_bytes", self.http.body_limit_bytes as u64),
+            ("http.request_timeout_secs", self.http.request_timeout_secs),
+            ("database.max_connections", u64::from(self.database.max_connections)),
+            ("database.acquire_timeout_secs", self.database.acquire_timeout_secs),
+            ("database.start_timeout_secs", self.database.start_timeout_secs),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(ConfigError::at(key, "must be greater than 0"));
+        }
+        if let Some(url) = self.database.external_url()
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::at("database.url", "must start with postgres:// or postgresql://"));
+        }
+        if self.database.external_url().is_none() && self.database.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::at("database.data_dir", "must be set when database.url is empty"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|error| ConfigError::at("log.level", format!("not a valid filter: {error}")))?;
+        self.auth.validate().map_err(|(key, problem)| ConfigError::at(key, problem))?;
+        Ok(())
+    }
+}
+
+/// Where environment-specific files live: `SWITCHBOARD_CONFIG_DIR`, default `./config`.
+pub fn config_dir() -> PathBuf {
+    std::env::var_os("SWITCHBOARD_CONFIG_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("config"))
+}
