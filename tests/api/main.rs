@@ -1,1 +1,17 @@
+//! Black-box tests: the real application (in-process on port 0, or the real binary) against a
+//! real PostgreSQL, one fresh database per test cloned from a migrated template.
+//! Run them with `scripts/test`, which provides the PostgreSQL server (TEST_DATABASE_URL).
 
+#![allow(clippy::unwrap_used)]
+
+mod agents;
+mod api_keys;
+mod auth;
+mod binary;
+mod config;
+mod embedded_postgres;
+mod health;
+mod helpers;
+mod http_basics;
+mod isolation;
+mod module_boundaries;

@@ -40,7 +40,7 @@ pub enum EmbeddedError {
         "PostgreSQL server binaries (initdb, postgres) not found on PATH, in /usr/lib/postgresql/*/bin or Homebrew: {INSTALL_HINT}"
     )]
     BinariesNotFound,
-    #[error("database.pg_bin_dir {0} does not contain initdb and postgres")]
+    #[error("database.pg_bin_dir {0} does not contain initdb and postgres: {INSTALL_HINT}")]
     BinDirIncomplete(PathBuf),
     #[error(
         "running as root, but there is no `postgres` user to run PostgreSQL as (it refuses to run as root): create one (`useradd --system postgres`) or set DATABASE_URL"

@@ -1,0 +1,70 @@
+//! Configuration layering and validation, in process. (Exit code 2 is tested in `binary`.)
+
+use switchboard::settings::Settings;
+
+use crate::helpers::repo_root;
+
+fn load(env: &[(&str, &str)]) -> Result<Settings, String> {
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    Settings::load_from(&repo_root().join("config"), env).map_err(|e| e.to_string())
+}
+
+#[test]
+fn defaults_come_from_config_default_toml() {
+    let settings = load(&[]).unwrap();
+    assert_eq!(settings.http.bind.to_string(), "127.0.0.1:8080");
+    assert!(settings.database.external_url().is_none(), "embedded by default");
+    assert_eq!(settings.database.data_dir.to_str(), Some("var/postgres"));
+}
+
+#[test]
+fn environment_variables_override_files() {
+    let settings = load(&[
+        ("SWITCHBOARD__HTTP__BIND", "0.0.0.0:9000"),
+        ("SWITCHBOARD__DATABASE__DATA_DIR", "/tmp/elsewhere"),
+        ("SWITCHBOARD__AUTH__SECURE_COOKIES", "true"),
+        ("SWITCHBOARD__HTTP__BODY_LIMIT_BYTES", "4096"),
+    ])
+    .unwrap();
+    assert_eq!(settings.http.bind.to_string(), "0.0.0.0:9000");
+    assert_eq!(settings.database.data_dir.to_str(), Some("/tmp/elsewhere"));
+    assert!(settings.auth.secure_cookies);
+    assert_eq!(settings.http.body_limit_bytes, 4096);
+}
+
+#[test]
+fn the_environment_profile_file_applies_between_defaults_and_variables() {
+    let settings = load(&[("SWITCHBOARD_ENV", "production")]).unwrap();
+    assert!(settings.auth.secure_cookies, "config/production.toml sets it");
+    let settings = load(&[("SWITCHBOARD_ENV", "production"), ("SWITCHBOARD__AUTH__SECURE_COOKIES", "false")]).unwrap();
+    assert!(!settings.auth.secure_cookies, "a variable beats the profile");
+    let missing = load(&[("SWITCHBOARD_ENV", "nosuchprofile")]).unwrap_err();
+    assert!(missing.starts_with("SWITCHBOARD_ENV:"), "{missing}");
+}
+
+#[test]
+fn database_url_is_honoured_and_never_printed() {
+    let settings = load(&[("DATABASE_URL", "postgres://app:s3cr3t-pw@db.internal/switchboard")]).unwrap();
+    assert_eq!(settings.database.external_url(), Some("postgres://app:s3cr3t-pw@db.internal/switchboard"));
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains("s3cr3t-pw"), "{debug}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("SWITCHBOARD__HTTP__BIND", "nope")], "http.bind"),
+        (&[("SWITCHBOARD__HTTP__BODY_LIMIT_BYTES", "lots")], "http.body_limit_bytes"),
+        (&[("SWITCHBOARD__HTTP__REQUEST_TIMEOUT_SECS", "0")], "http.request_timeout_secs"),
+        (&[("SWITCHBOARD__LOG__FORMAT", "xml")], "log.format"),
+        (&[("SWITCHBOARD__LOG__LEVEL", "info,=[")], "log.level"),
+        (&[("SWITCHBOARD__AUTH__SESSION_TTL_SECS", "5")], "auth.session_ttl_secs"),
+        (&[("DATABASE_URL", "mysql://x")], "database.url"),
+        (&[("SWITCHBOARD__HTTP__BINDD", "x")], "bindd"),
+    ];
+    for (env, key) in cases {
+        let error = load(env).unwrap_err();
+        assert!(error.contains(key), "error for {env:?} should name {key}: {error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+}

@@ -1,0 +1,88 @@
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["status"], "ok");
+}
+
+#[tokio::test]
+async fn readyz_is_ready_when_database_is_migrated() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["migrations"], "current");
+}
+
+#[tokio::test]
+async fn readyz_is_unavailable_when_a_migration_is_missing() {
+    let app = spawn_app().await;
+    sqlx::query(
+        "DELETE FROM public._sqlx_migrations WHERE version = (SELECT max(version) FROM public._sqlx_migrations)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.json::<Value>().await.unwrap()["migrations"], "pending");
+}
+
+#[tokio::test]
+async fn readyz_is_unavailable_when_the_database_is_unreachable() {
+    let app = spawn_app().await;
+    app.pool.close().await;
+    let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.json::<Value>().await.unwrap()["database"], "unreachable");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("metrics").await;
+    app.get("/api/v1/me", &tenant.api_key).await;
+    app.client.get(app.url("/api/v1/agents/not-a-uuid")).bearer_auth(&tenant.api_key).send().await.unwrap();
+
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"http_requests_total{route="/api/v1/me",method="GET",status="200"}"#), "{text}");
+    assert!(text.contains(r#"http_requests_total{route="/api/v1/agents/{id}",method="GET",status="404"}"#), "{text}");
+    assert!(text.contains("http_request_duration_seconds_bucket{"), "latency histogram missing: {text}");
+}
+
+#[tokio::test]
+async fn openapi_document_describes_every_route() {
+    let app = spawn_app().await;
+    let doc: Value = app.client.get(app.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let paths = doc["paths"].as_object().expect("paths");
+    let expected = [
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/api/openapi.json", "get"),
+        ("/api/v1/auth/login", "post"),
+        ("/api/v1/auth/logout", "post"),
+        ("/api/v1/me", "get"),
+        ("/api/v1/agents", "get"),
+        ("/api/v1/agents", "post"),
+        ("/api/v1/agents/{id}", "get"),
+        ("/api/v1/api-keys", "get"),
+        ("/api/v1/api-keys", "post"),
+        ("/api/v1/api-keys/{id}", "get"),
+        ("/api/v1/api-keys/{id}/revoke", "post"),
+    ];
+    for (path, method) in expected {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing from the OpenAPI document"
+        );
+    }
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(documented, expected.len(), "the document has operations this test does not know: {:?}", paths.keys());
+}

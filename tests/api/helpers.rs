@@ -1,0 +1,318 @@
+//! The test harness: databases, a spawned app, and helpers for tenants, agents and keys.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use reqwest::{Client, Response};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use switchboard::app::Application;
+use switchboard::settings::Settings;
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The server every test database lives on (a superuser URL to its `postgres` database).
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "TEST_DATABASE_URL is not set: run the tests with `scripts/test`, which starts a throwaway \
+             PostgreSQL, or point TEST_DATABASE_URL at a PostgreSQL superuser URL"
+        )
+    })
+}
+
+fn url_for(database: &str) -> String {
+    let admin = admin_url();
+    let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
+    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+/// A name that changes whenever a migration does, so a stale template is never used.
+fn template_name() -> String {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for migration in switchboard::database::migrator().iter() {
+            for byte in migration.version.to_le_bytes().iter().chain(migration.checksum.iter()) {
+                hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("switchboard_template_{hash:016x}")
+    })
+    .clone()
+}
+
+/// Builds the migrated template once per server (serialised by an advisory lock, published by
+/// an atomic rename), then clones it: a fresh, migrated database in milliseconds.
+pub async fn fresh_database() -> String {
+    let template = template_name();
+    let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to TEST_DATABASE_URL");
+    sqlx::query("SELECT pg_advisory_lock(727274)").execute(&mut admin).await.expect("advisory lock");
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&template)
+        .fetch_one(&mut admin)
+        .await
+        .expect("look up template");
+    if !exists {
+        let building = format!("{template}_building");
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {building}")))
+            .execute(&mut admin)
+            .await
+            .expect("drop half-built template");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {building}")))
+            .execute(&mut admin)
+            .await
+            .expect("create template");
+        let pool = PgPool::connect(&url_for(&building)).await.expect("connect to template");
+        switchboard::database::migrate(&pool).await.expect("migrate template");
+        pool.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE {building} RENAME TO {template}")))
+            .execute(&mut admin)
+            .await
+            .expect("publish template");
+    }
+    sqlx::query("SELECT pg_advisory_unlock(727274)").execute(&mut admin).await.expect("advisory unlock");
+
+    let name = format!("switchboard_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} TEMPLATE {template}")))
+        .execute(&mut admin)
+        .await
+        .expect("clone template");
+    let _ = admin.close().await;
+    url_for(&name)
+}
+
+/// Settings as `config/default.toml` gives them, pointed at `database_url`, on a free port.
+pub fn test_settings(database_url: &str) -> Settings {
+    let env = [("DATABASE_URL".to_owned(), database_url.to_owned())];
+    let mut settings = Settings::load_from(&repo_root().join("config"), env).expect("default settings load");
+    settings.http.bind = "127.0.0.1:0".parse().expect("address");
+    settings
+}
+
+#[derive(Debug)]
+pub struct TestApp {
+    pub address: String,
+    pub pool: PgPool,
+    /// No cookie store: tests that need a session use [`TestApp::session_client`].
+    pub client: Client,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    init_test_logging();
+    let database_url = fresh_database().await;
+    let mut settings = test_settings(&database_url);
+    configure(&mut settings);
+    let options: PgConnectOptions = database_url.parse().expect("database url");
+    let pool = PgPoolOptions::new().max_connections(5).connect_with(options).await.expect("connect test database");
+    let app = Application::build(&settings, pool.clone()).await.expect("build app");
+    let address = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    TestApp { address, pool, client: Client::new() }
+}
+
+/// Logs go to the test output only when TEST_LOG is set.
+fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+    }
+}
+
+/// A tenant made through the same code as the CLI, with its first API key.
+#[derive(Debug, Clone)]
+pub struct TestTenant {
+    pub id: uuid::Uuid,
+    pub slug: String,
+    pub api_key: String,
+}
+
+/// An agent with the password it was created with.
+#[derive(Debug, Clone)]
+pub struct TestAgent {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn create_tenant(&self, slug: &str) -> TestTenant {
+        let slug_parsed = identity::tenants::Slug::parse(slug).expect("valid slug");
+        let tenant =
+            identity::tenants::create(&self.pool, &format!("Tenant {slug}"), &slug_parsed).await.expect("tenant");
+        let key = identity::api_keys::issue(&self.pool, tenant.id, "test").await.expect("api key");
+        TestTenant { id: tenant.id.0, slug: tenant.slug, api_key: key.secret }
+    }
+
+    pub async fn get(&self, path: &str, api_key: &str) -> Response {
+        self.client.get(self.url(path)).bearer_auth(api_key).send().await.expect("request")
+    }
+
+    pub async fn post(&self, path: &str, api_key: &str, body: Value) -> Response {
+        self.client.post(self.url(path)).bearer_auth(api_key).json(&body).send().await.expect("request")
+    }
+
+    /// Creates an agent through the API with the tenant's key.
+    pub async fn create_agent(&self, tenant: &TestTenant, email: &str, role: &str) -> TestAgent {
+        let response = self
+            .post(
+                "/api/v1/agents",
+                &tenant.api_key,
+                json!({"email": email, "name": "Test Agent", "role": role, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "create agent: {}", response.text().await.unwrap_or_default());
+        let body: Value = response.json().await.expect("json");
+        TestAgent {
+            id: body["id"].as_str().expect("id").to_owned(),
+            email: email.to_owned(),
+            password: PASSWORD.to_owned(),
+        }
+    }
+
+    /// A client with a cookie store, logged in as `agent`; returns it with the CSRF token.
+    pub async fn session_client(&self, tenant: &TestTenant, agent: &TestAgent) -> (Client, String) {
+        let client = Client::builder().cookie_store(true).build().expect("client");
+        let response = client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({"workspace": tenant.slug, "email": agent.email, "password": agent.password}))
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(response.status(), 200, "login");
+        let body: Value = response.json().await.expect("json");
+        (client, body["csrf_token"].as_str().expect("csrf token").to_owned())
+    }
+}
+
+/// Asserts the JSON error shape and returns the body.
+pub async fn assert_error(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(content_type.starts_with("application/json"), "content type {content_type}");
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["error"]["code"], code, "error code in {body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    body
+}
+
+/// The app in process, on an existing database (e.g. one the CLI just wrote to).
+pub async fn spawn_app_on(database_url: &str) -> TestApp {
+    let settings = test_settings(database_url);
+    let pool = PgPoolOptions::new().max_connections(5).connect(database_url).await.expect("connect");
+    let app = Application::build(&settings, pool.clone()).await.expect("build app");
+    let address = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    TestApp { address, pool, client: Client::new() }
+}
+
+/// The real `switchboard` binary, run from the repository root with a clean configuration
+/// environment plus `env`.
+pub fn switchboard(args: &[&str], env: &[(&str, &str)]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command.args(args).current_dir(repo_root());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SWITCHBOARD") || key == "DATABASE_URL" || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// A running `switchboard serve`, its log lines collected as they come.
+#[derive(Debug)]
+pub struct RunningServer {
+    pub child: std::process::Child,
+    pub address: String,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RunningServer {
+    /// Starts the binary (it must bind 127.0.0.1:0) and waits for its "listening" line.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut env: Vec<(&str, &str)> = env.to_vec();
+        env.push(("SWITCHBOARD__HTTP__BIND", "127.0.0.1:0"));
+        env.push(("SWITCHBOARD__LOG__FORMAT", "json"));
+        let mut child = switchboard(args, &env)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn switchboard");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let address = lines.lock().unwrap().iter().find_map(|line| {
+                let value: Value = serde_json::from_str(line).ok()?;
+                (value["message"].as_str()?.starts_with("switchboard listening"))
+                    .then(|| value["address"].as_str().map(str::to_owned))?
+            });
+            if let Some(address) = address {
+                return Self { child, address: format!("http://{address}"), lines };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("switchboard exited ({status}) before listening: {:#?}", lines.lock().unwrap());
+            }
+            assert!(std::time::Instant::now() < deadline, "switchboard did not start: {:#?}", lines.lock().unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` and waits (up to 60 s) for the process to exit.
+    pub fn stop(mut self, signal: nix::sys::signal::Signal) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal switchboard");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "switchboard did not exit after {signal:?}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
