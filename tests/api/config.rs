@@ -68,3 +68,25 @@ fn bad_values_name_their_key() {
         assert!(!error.contains('\n'), "one line: {error}");
     }
 }
+
+/// docker-compose.yml and the Dockerfile configure Switchboard only through the environment;
+/// every variable they set must be one the configuration accepts.
+#[test]
+fn docker_files_use_valid_configuration() {
+    let mut env = Vec::new();
+    for file in ["docker-compose.yml", "Dockerfile"] {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        for line in text.lines() {
+            let line = line.trim().trim_start_matches("ENV ").trim_end_matches('\\').trim();
+            let Some((key, value)) = line.split_once([':', '=']) else { continue };
+            let key = key.trim();
+            if key.starts_with("SWITCHBOARD__") || key == "DATABASE_URL" {
+                env.push((key.to_owned(), value.trim().trim_matches('"').to_owned()));
+            }
+        }
+    }
+    assert!(env.iter().any(|(k, _)| k == "DATABASE_URL"), "compose sets DATABASE_URL: {env:?}");
+    assert!(env.len() >= 5, "{env:?}");
+    let settings = Settings::load_from(&repo_root().join("config"), env.clone()).unwrap_or_else(|e| panic!("{e}: {env:?}"));
+    assert_eq!(settings.http.bind.to_string(), "0.0.0.0:8080");
+}

@@ -1,1 +1,11 @@
-//! placeholder
+//! Communications: the omnichannel inbox and the notification pipeline.
+//!
+//! Belongs here: channel accounts and their encrypted provider configuration, contacts and
+//! their identifiers, conversations (claim, snooze, resolve, read cursors), messages and their
+//! append-only event trail, templates, trigger rules, the dispatch jobs and their workers, and
+//! the handling of provider webhooks once `cpaas` has verified and parsed them.
+//! Owns the Postgres schema `communications`.
+//!
+//! Must not be here: SQL against any other schema (`fulfillment`, `identity`, …), provider wire
+//! formats (those live in `cpaas`), or a dependency on the `fulfillment` crate: the two modules
+//! meet only through narrow traits in `kernel`, wired together in the server.
