@@ -210,3 +210,46 @@ async fn shutdown_lets_an_in_flight_request_finish() {
         .unwrap();
     assert_eq!(stored, 1);
 }
+
+#[tokio::test]
+async fn demo_prints_working_credentials_once_per_start() {
+    let database_url = fresh_database().await;
+    let credentials = |server: &RunningServer| {
+        let lines = server.lines();
+        let find = |label: &str| {
+            lines.iter().find_map(|line| line.trim().strip_prefix(label).map(|rest| rest.trim().to_owned())).unwrap()
+        };
+        let admin = find("admin:");
+        let (email, password) = admin.split_once("  password: ").unwrap();
+        (find("API key:"), email.trim().to_owned(), password.trim().to_owned())
+    };
+    let server = RunningServer::start(&["demo"], &[("DATABASE_URL", &database_url)]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (api_key, email, password) = credentials(&server);
+    let client = reqwest::Client::new();
+    let me: Value =
+        client.get(server.url("/api/v1/me")).bearer_auth(&api_key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["tenant"]["slug"], "demo");
+    let login = client
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({"workspace": "demo", "email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    server.stop(Signal::SIGTERM);
+
+    // A second start reuses the workspace and prints a new password; the old one stops working.
+    let server = RunningServer::start(&["demo"], &[("DATABASE_URL", &database_url)]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, _, new_password) = credentials(&server);
+    assert_ne!(new_password, password);
+    let old = client
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({"workspace": "demo", "email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401);
+    server.stop(Signal::SIGTERM);
+}

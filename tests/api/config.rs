@@ -87,6 +87,7 @@ fn docker_files_use_valid_configuration() {
     }
     assert!(env.iter().any(|(k, _)| k == "DATABASE_URL"), "compose sets DATABASE_URL: {env:?}");
     assert!(env.len() >= 5, "{env:?}");
-    let settings = Settings::load_from(&repo_root().join("config"), env.clone()).unwrap_or_else(|e| panic!("{e}: {env:?}"));
+    let settings =
+        Settings::load_from(&repo_root().join("config"), env.clone()).unwrap_or_else(|e| panic!("{e}: {env:?}"));
     assert_eq!(settings.http.bind.to_string(), "0.0.0.0:8080");
 }

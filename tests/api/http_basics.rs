@@ -74,3 +74,15 @@ async fn a_request_that_stalls_gets_408() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains(r#""code":"request_timeout""#), "{text}");
 }
+
+#[tokio::test]
+async fn an_internal_failure_is_a_json_500_without_details() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("acme").await;
+    // The database goes away under the app: authentication cannot be checked.
+    app.pool.close().await;
+    let response = app.get("/api/v1/me", &tenant.api_key).await;
+    let body = assert_error(response, 500, "internal").await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(message, "internal error", "no database details leak to the client");
+}
