@@ -44,13 +44,7 @@ async fn cookies_are_secure_when_configured_for_tls() {
     let app = spawn_app_with(|s| s.auth.secure_cookies = true).await;
     let tenant = app.create_tenant("acme").await;
     let agent = app.create_agent(&tenant, "ann@acme.test", "agent").await;
-    let response = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"workspace": "acme", "email": agent.email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.login("acme", agent.email, PASSWORD).await;
     for cookie in set_cookies(&response) {
         assert!(cookie.contains("; Secure"), "{cookie}");
     }
@@ -67,13 +61,7 @@ async fn wrong_password_unknown_email_and_unknown_workspace_look_the_same() {
         ("acme", "nobody@acme.test", PASSWORD),
         ("nowhere", "ann@acme.test", PASSWORD),
     ] {
-        let response = app
-            .client
-            .post(app.url("/api/v1/auth/login"))
-            .json(&json!({"workspace": workspace, "email": email, "password": password}))
-            .send()
-            .await
-            .unwrap();
+        let response = app.login(workspace, email, password).await;
         let body = assert_error(response, 401, "invalid_credentials").await;
         messages.push(body["error"]["message"].as_str().unwrap().to_owned());
     }
@@ -105,13 +93,7 @@ async fn a_stolen_cookie_is_useless_after_logout() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("acme").await;
     let agent = app.create_agent(&tenant, "ann@acme.test", "agent").await;
-    let response = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"workspace": "acme", "email": agent.email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.login("acme", agent.email, PASSWORD).await;
     let session = set_cookies(&response).into_iter().find(|c| c.starts_with("sb_session=")).unwrap();
     let pair = session.split(';').next().unwrap().to_owned();
     let csrf = response.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_owned();
@@ -181,16 +163,10 @@ async fn repeated_failures_lock_the_account_even_for_the_right_password() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("acme").await;
     let agent = app.create_agent(&tenant, "ann@acme.test", "agent").await;
-    let login = |password: &'static str| {
-        app.client
-            .post(app.url("/api/v1/auth/login"))
-            .json(&json!({"workspace": "acme", "email": agent.email, "password": password}))
-            .send()
-    };
     for _ in 0..5 {
-        assert_eq!(login("not the password").await.unwrap().status(), 401);
+        assert_eq!(app.login("acme", &agent.email, "not the password").await.status(), 401);
     }
-    let locked = login(PASSWORD).await.unwrap();
+    let locked = app.login("acme", &agent.email, PASSWORD).await;
     let retry_after: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=900).contains(&retry_after), "{retry_after}");
     assert_error(locked, 429, "too_many_requests").await;
@@ -200,7 +176,7 @@ async fn repeated_failures_lock_the_account_even_for_the_right_password() {
         .execute(&app.pool)
         .await
         .unwrap();
-    assert_eq!(login(PASSWORD).await.unwrap().status(), 200);
+    assert_eq!(app.login("acme", &agent.email, PASSWORD).await.status(), 200);
 }
 
 #[tokio::test]
@@ -208,18 +184,12 @@ async fn a_successful_login_forgives_earlier_failures() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("acme").await;
     let agent = app.create_agent(&tenant, "ann@acme.test", "agent").await;
-    let login = |password: &'static str| {
-        app.client
-            .post(app.url("/api/v1/auth/login"))
-            .json(&json!({"workspace": "acme", "email": agent.email, "password": password}))
-            .send()
-    };
     for _ in 0..4 {
-        login("not the password").await.unwrap();
+        app.login("acme", &agent.email, "not the password").await;
     }
-    assert_eq!(login(PASSWORD).await.unwrap().status(), 200);
+    assert_eq!(app.login("acme", &agent.email, PASSWORD).await.status(), 200);
     for _ in 0..4 {
-        assert_eq!(login("not the password").await.unwrap().status(), 401, "the count started again");
+        assert_eq!(app.login("acme", &agent.email, "not the password").await.status(), 401, "the count started again");
     }
 }
 
@@ -229,21 +199,9 @@ async fn many_failures_from_one_address_throttle_it_across_accounts() {
     let tenant = app.create_tenant("acme").await;
     let agent = app.create_agent(&tenant, "ann@acme.test", "agent").await;
     for n in 0..3 {
-        let response = app
-            .client
-            .post(app.url("/api/v1/auth/login"))
-            .json(&json!({"workspace": "acme", "email": format!("guess{n}@acme.test"), "password": "x"}))
-            .send()
-            .await
-            .unwrap();
+        let response = app.login("acme", format!("guess{n}@acme.test"), "x").await;
         assert_eq!(response.status(), 401);
     }
-    let response = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"workspace": "acme", "email": agent.email, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.login("acme", agent.email, PASSWORD).await;
     assert_error(response, 429, "too_many_requests").await;
 }

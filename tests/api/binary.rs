@@ -95,13 +95,7 @@ async fn cli_creates_tenants_agents_and_keys_that_the_api_accepts() {
         let me: Value = app.get("/api/v1/me", api_key).await.json().await.unwrap();
         assert_eq!(me["tenant"]["id"], tenant["tenant_id"]);
     }
-    let login = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"workspace": "acme", "email": "ann@acme.test", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
+    let login = app.login("acme", "ann@acme.test", PASSWORD).await;
     assert_eq!(login.status(), 200);
     let body: Value = login.json().await.unwrap();
     assert_eq!(body["agent"]["id"], agent["agent_id"]);

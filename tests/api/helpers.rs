@@ -168,6 +168,17 @@ impl TestApp {
         self.client.post(self.url(path)).bearer_auth(api_key).json(&body).send().await.expect("request")
     }
 
+    /// `POST /api/v1/auth/login` without a cookie store.
+    pub async fn login(
+        &self,
+        workspace: impl AsRef<str>,
+        email: impl AsRef<str>,
+        password: impl AsRef<str>,
+    ) -> Response {
+        let body = json!({"workspace": workspace.as_ref(), "email": email.as_ref(), "password": password.as_ref()});
+        self.client.post(self.url("/api/v1/auth/login")).json(&body).send().await.expect("login request")
+    }
+
     /// Creates an agent through the API with the tenant's key.
     pub async fn create_agent(&self, tenant: &TestTenant, email: &str, role: &str) -> TestAgent {
         let response = self

@@ -48,12 +48,6 @@ async fn logging_into_another_workspace_with_the_same_email_fails() {
     let a = app.create_tenant("tenant-a").await;
     app.create_tenant("tenant-b").await;
     let agent = app.create_agent(&a, "ann@a.test", "agent").await;
-    let response = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"workspace": "tenant-b", "email": agent.email, "password": agent.password}))
-        .send()
-        .await
-        .unwrap();
+    let response = app.login("tenant-b", agent.email, agent.password).await;
     assert_error(response, 401, "invalid_credentials").await;
 }
