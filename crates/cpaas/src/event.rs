@@ -1,0 +1,103 @@
+//! What providers tell us, in our words.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Channel, Provider};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProviderEvent {
+    /// Someone wrote to us.
+    InboundMessage {
+        provider: Provider,
+        channel: Channel,
+        /// The provider's id for the inbound message (dedupe key).
+        provider_message_id: String,
+        /// Sender: E.164 phone, email address, or WhatsApp id.
+        from: String,
+        /// Our address it was sent to (phone number id / number / email).
+        to: String,
+        /// Sender's display name if the provider gives one.
+        from_name: Option<String>,
+        timestamp: DateTime<Utc>,
+        content: InboundContent,
+        /// The id of our message this replies to, when the provider says (WhatsApp context).
+        in_reply_to: Option<String>,
+    },
+    /// A status change of a message we sent.
+    StatusUpdate {
+        provider: Provider,
+        provider_message_id: String,
+        status: DeliveryStatus,
+        timestamp: DateTime<Utc>,
+        recipient: Option<String>,
+        error: Option<ProviderError>,
+    },
+    /// A call to an operator's number that nobody answered (Twilio voice status).
+    MissedCall {
+        provider: Provider,
+        call_id: String,
+        from: String,
+        to: String,
+        /// `no-answer`, `busy` or `failed`.
+        reason: String,
+        timestamp: DateTime<Utc>,
+    },
+    /// Authentic but not understood: kept, acknowledged, never an error.
+    Unknown { provider: Provider, description: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    /// SES bounce (the address should be suppressed when permanent).
+    Bounced,
+    /// SES complaint (suppress).
+    Complained,
+    /// SES rejected before sending.
+    Rejected,
+    /// SES open tracking.
+    Opened,
+    /// SES delivery delay (temporary).
+    Delayed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderError {
+    pub code: String,
+    pub reason: String,
+    /// Whether the provider says this is permanent (hard bounce, invalid number…).
+    pub permanent: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum InboundContent {
+    Text { body: String },
+    Media { kind: crate::MediaKind, media_id: Option<String>, url: Option<String>, mime_type: Option<String>, caption: Option<String>, filename: Option<String> },
+    Location { latitude: f64, longitude: f64, name: Option<String>, address: Option<String> },
+    /// A quick-reply button or interactive button reply.
+    ButtonReply { id: Option<String>, title: String },
+    ListReply { id: String, title: String, description: Option<String> },
+    Email {
+        subject: Option<String>,
+        text: Option<String>,
+        html: Option<String>,
+        attachments: Vec<InboundAttachment>,
+        message_id: Option<String>,
+        in_reply_to: Option<String>,
+        references: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundAttachment {
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: usize,
+}
