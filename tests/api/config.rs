@@ -34,9 +34,19 @@ fn environment_variables_override_files() {
 
 #[test]
 fn the_environment_profile_file_applies_between_defaults_and_variables() {
-    let settings = load(&[("SWITCHBOARD_ENV", "production")]).unwrap();
+    const OWN_KEY: [(&str, &str); 2] = [
+        ("SWITCHBOARD__SECRETS__ACTIVE_KEY", "prod1"),
+        ("SWITCHBOARD__SECRETS__KEYS__PROD1", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="),
+    ];
+    let settings = load(&[("SWITCHBOARD_ENV", "production"), OWN_KEY[0], OWN_KEY[1]]).unwrap();
     assert!(settings.auth.secure_cookies, "config/production.toml sets it");
-    let settings = load(&[("SWITCHBOARD_ENV", "production"), ("SWITCHBOARD__AUTH__SECURE_COOKIES", "false")]).unwrap();
+    let settings = load(&[
+        ("SWITCHBOARD_ENV", "production"),
+        ("SWITCHBOARD__AUTH__SECURE_COOKIES", "false"),
+        OWN_KEY[0],
+        OWN_KEY[1],
+    ])
+    .unwrap();
     assert!(!settings.auth.secure_cookies, "a variable beats the profile");
     let missing = load(&[("SWITCHBOARD_ENV", "nosuchprofile")]).unwrap_err();
     assert!(missing.starts_with("SWITCHBOARD_ENV:"), "{missing}");

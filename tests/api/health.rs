@@ -76,6 +76,16 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/api-keys", "post"),
         ("/api/v1/api-keys/{id}", "get"),
         ("/api/v1/api-keys/{id}/revoke", "post"),
+        ("/api/v1/channel-accounts", "get"),
+        ("/api/v1/channel-accounts", "post"),
+        ("/api/v1/channel-accounts/{id}", "get"),
+        ("/api/v1/channel-accounts/{id}", "patch"),
+        ("/api/v1/channel-accounts/{id}/suspend", "post"),
+        ("/api/v1/channel-accounts/{id}/reactivate", "post"),
+        ("/api/v1/channel-accounts/{id}/revoke", "post"),
+        ("/api/v1/channel-accounts/{id}/providers", "post"),
+        ("/api/v1/channel-accounts/{id}/providers/{provider_id}", "patch"),
+        ("/api/v1/channel-accounts/{id}/providers/{provider_id}", "delete"),
     ];
     for (path, method) in expected {
         assert!(

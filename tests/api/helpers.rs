@@ -24,7 +24,7 @@ pub fn admin_url() -> String {
     })
 }
 
-fn url_for(database: &str) -> String {
+pub fn url_for(database: &str) -> String {
     let admin = admin_url();
     let (base, query) = admin.split_once('?').map_or((admin.as_str(), None), |(b, q)| (b, Some(q)));
     let server = base.rsplit_once('/').map_or(base, |(server, _)| server);

@@ -8,6 +8,7 @@ mod agents;
 mod api_keys;
 mod auth;
 mod binary;
+mod channels;
 mod config;
 mod embedded_postgres;
 mod health;

@@ -27,9 +27,10 @@ impl Application {
         let listener = TcpListener::bind(settings.http.bind)
             .await
             .with_context(|| format!("cannot listen on {} (http.bind)", settings.http.bind))?;
+        let keyring = std::sync::Arc::new(settings.secrets.keyring()?);
         Ok(Self {
             listener,
-            router: http::router(settings, pool),
+            router: http::router(settings, pool, keyring),
             grace: Duration::from_secs(settings.http.shutdown_grace_secs),
         })
     }

@@ -35,6 +35,9 @@ pub enum Command {
     /// Manage operator API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Manage the master keys that seal secrets at rest.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Run the service with a demo tenant, an admin agent and an API key, printed once at start.
     Demo(ServeArgs),
 }
@@ -113,4 +116,11 @@ pub enum ApiKeyCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-encrypt every stored secret under secrets.active_key (older keys must still be
+    /// configured until this has run).
+    Rotate,
 }

@@ -63,6 +63,16 @@ pub async fn api_key(pool: &PgPool, command: ApiKeyCommand) -> anyhow::Result<()
     Ok(())
 }
 
+/// Re-seals every secret made under an older master key.
+pub async fn rotate_keys(pool: &PgPool, settings: &crate::settings::Settings) -> anyhow::Result<()> {
+    let keyring = std::sync::Arc::new(settings.secrets.keyring()?);
+    let active = keyring.active_key_id().to_owned();
+    let communications = communications::Communications::new(pool.clone(), keyring);
+    let changed = communications.rotate_secrets().await.map_err(user_error)?;
+    println!("re-sealed {changed} provider configuration(s) under key `{active}`");
+    Ok(())
+}
+
 /// What `demo` prints: the demo workspace and fresh credentials for it.
 #[derive(Debug)]
 pub struct DemoCredentials {

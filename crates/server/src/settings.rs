@@ -19,6 +19,38 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub log: LogSettings,
     pub auth: AuthSettings,
+    pub secrets: SecretsSettings,
+}
+
+/// `[secrets]`: master keys for secrets at rest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSettings {
+    pub active_key: String,
+    pub allow_dev_key: bool,
+    pub keys: std::collections::BTreeMap<String, SecretString>,
+}
+
+/// The public development key shipped in config/default.toml.
+const DEV_KEY: &str = "c3dpdGNoYm9hcmQtcHVibGljLWRldi1rZXktMzJieXQ=";
+
+impl SecretsSettings {
+    pub fn keyring(&self) -> Result<kernel::crypto::Keyring, ConfigError> {
+        let keys: Vec<(&str, &str)> = self.keys.iter().map(|(id, key)| (id.as_str(), key.expose_secret())).collect();
+        kernel::crypto::Keyring::from_base64(&self.active_key, keys).map_err(|error| ConfigError::at("secrets", error))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.keyring()?;
+        let uses_dev_key = self.keys.get(&self.active_key).is_some_and(|key| key.expose_secret() == DEV_KEY);
+        if uses_dev_key && !self.allow_dev_key {
+            return Err(ConfigError::at(
+                "secrets.active_key",
+                "the public development key is not allowed here: configure your own key",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +169,7 @@ impl Settings {
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|error| ConfigError::at("log.level", format!("not a valid filter: {error}")))?;
         self.auth.validate().map_err(|(key, problem)| ConfigError::at(key, problem))?;
+        self.secrets.validate()?;
         Ok(())
     }
 }

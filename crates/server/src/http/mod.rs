@@ -12,6 +12,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{StatusCode, header};
 use axum::middleware::{from_fn, from_fn_with_state};
+use communications::Communications;
 use identity::Identity;
 use sqlx::PgPool;
 use tower::ServiceBuilder;
@@ -39,11 +40,13 @@ impl std::fmt::Debug for OpsState {
     }
 }
 
-pub fn router(settings: &Settings, pool: PgPool) -> Router {
+pub fn router(settings: &Settings, pool: PgPool, keyring: std::sync::Arc<kernel::crypto::Keyring>) -> Router {
     let identity = Identity::new(pool.clone(), settings.auth.clone());
+    let communications = Communications::new(pool.clone(), keyring);
 
     let (api, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(identity::http::router().with_state(identity.clone()))
+        .merge(communications::channels::http::router().with_state(communications))
         .split_for_parts();
     let api = api.layer(from_fn_with_state(identity, identity::http::authenticate));
 

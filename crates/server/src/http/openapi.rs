@@ -14,6 +14,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "auth", description = "Agent login sessions and the caller's identity"),
         (name = "agents", description = "The people who work the inbox"),
         (name = "api-keys", description = "Operator API keys"),
+        (name = "channels", description = "Channel accounts (WhatsApp, email, SMS, webchat) and their providers"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

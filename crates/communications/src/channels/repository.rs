@@ -1,0 +1,349 @@
+//! SQL for channel accounts and provider configurations. Every query filters by tenant.
+
+use chrono::{DateTime, Utc};
+use kernel::error::ApiError;
+use kernel::ids::TenantId;
+use kernel::pagination::PageRequest;
+use serde_json::Value;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use super::{ChannelStatus, ChannelType, ProviderKind};
+
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub channel_type: ChannelType,
+    pub display_name: String,
+    pub status: ChannelStatus,
+    pub status_reason: Option<String>,
+    pub sender: Option<String>,
+    pub verification: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A provider configuration as stored: secrets are envelopes, shown only through `masks`.
+#[derive(Debug, Clone)]
+pub struct ProviderRow {
+    pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub channel_account_id: Option<Uuid>,
+    pub channel_type: ChannelType,
+    pub provider: ProviderKind,
+    pub priority: i32,
+    pub enabled: bool,
+    pub settings: Value,
+    pub secrets: Value,
+    pub masks: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+pub struct NewAccount<'a> {
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    pub channel_type: ChannelType,
+    pub display_name: &'a str,
+    pub sender: Option<&'a str>,
+    pub verification: Value,
+}
+
+pub async fn insert_account(db: impl PgExecutor<'_>, account: NewAccount<'_>) -> Result<AccountRow, ApiError> {
+    sqlx::query_as!(
+        AccountRow,
+        r#"INSERT INTO communications.channel_accounts (id, tenant_id, channel_type, display_name, sender, verification)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           RETURNING id, tenant_id, channel_type AS "channel_type: ChannelType", display_name,
+                     status AS "status: ChannelStatus", status_reason, sender, verification, created_at, updated_at"#,
+        account.id,
+        account.tenant_id.0,
+        account.channel_type.as_str(),
+        account.display_name,
+        account.sender,
+        account.verification,
+    )
+    .fetch_one(db)
+    .await
+    .map_err(|error| match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => ApiError::conflict(
+            Some("channel_type"),
+            format!("this workspace already has a {} channel account", account.channel_type.as_str()),
+        ),
+        _ => ApiError::from(error),
+    })
+}
+
+pub async fn list_accounts(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    page: PageRequest,
+) -> Result<Vec<AccountRow>, ApiError> {
+    Ok(sqlx::query_as!(
+        AccountRow,
+        r#"SELECT id, tenant_id, channel_type AS "channel_type: ChannelType", display_name,
+                  status AS "status: ChannelStatus", status_reason, sender, verification, created_at, updated_at
+           FROM communications.channel_accounts
+           WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id > $2)
+           ORDER BY id LIMIT $3"#,
+        tenant_id.0,
+        page.after,
+        page.fetch_limit(),
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn find_account(db: impl PgExecutor<'_>, tenant_id: TenantId, id: Uuid) -> Result<AccountRow, ApiError> {
+    sqlx::query_as!(
+        AccountRow,
+        r#"SELECT id, tenant_id, channel_type AS "channel_type: ChannelType", display_name,
+                  status AS "status: ChannelStatus", status_reason, sender, verification, created_at, updated_at
+           FROM communications.channel_accounts WHERE tenant_id = $1 AND id = $2"#,
+        tenant_id.0,
+        id,
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(ApiError::NotFound("channel account"))
+}
+
+/// The account, locked until the transaction ends: lifecycle changes are serialised per account.
+pub async fn lock_account(db: impl PgExecutor<'_>, tenant_id: TenantId, id: Uuid) -> Result<AccountRow, ApiError> {
+    sqlx::query_as!(
+        AccountRow,
+        r#"SELECT id, tenant_id, channel_type AS "channel_type: ChannelType", display_name,
+                  status AS "status: ChannelStatus", status_reason, sender, verification, created_at, updated_at
+           FROM communications.channel_accounts WHERE tenant_id = $1 AND id = $2 FOR UPDATE"#,
+        tenant_id.0,
+        id,
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(ApiError::NotFound("channel account"))
+}
+
+#[derive(Debug, Default)]
+pub struct AccountChanges<'a> {
+    pub display_name: Option<&'a str>,
+    pub status: Option<ChannelStatus>,
+    /// `Some(None)` clears the reason.
+    pub status_reason: Option<Option<&'a str>>,
+    pub sender: Option<&'a str>,
+    pub verification: Option<Value>,
+}
+
+pub async fn update_account(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+    changes: AccountChanges<'_>,
+) -> Result<AccountRow, ApiError> {
+    sqlx::query_as!(
+        AccountRow,
+        r#"UPDATE communications.channel_accounts SET
+               display_name = COALESCE($3, display_name),
+               status = COALESCE($4, status),
+               status_reason = CASE WHEN $5 THEN $6 ELSE status_reason END,
+               sender = COALESCE($7, sender),
+               verification = COALESCE($8, verification),
+               updated_at = now()
+           WHERE tenant_id = $1 AND id = $2
+           RETURNING id, tenant_id, channel_type AS "channel_type: ChannelType", display_name,
+                     status AS "status: ChannelStatus", status_reason, sender, verification, created_at, updated_at"#,
+        tenant_id.0,
+        id,
+        changes.display_name,
+        changes.status.map(ChannelStatus::as_str),
+        changes.status_reason.is_some(),
+        changes.status_reason.flatten(),
+        changes.sender,
+        changes.verification,
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(ApiError::NotFound("channel account"))
+}
+
+#[derive(Debug)]
+pub struct NewProvider {
+    pub id: Uuid,
+    pub tenant_id: Option<TenantId>,
+    pub channel_account_id: Option<Uuid>,
+    pub channel_type: ChannelType,
+    pub provider: ProviderKind,
+    pub priority: i32,
+    pub enabled: bool,
+    pub settings: Value,
+    pub secrets: Value,
+    pub masks: Value,
+}
+
+pub async fn insert_provider(db: impl PgExecutor<'_>, provider: NewProvider) -> Result<ProviderRow, ApiError> {
+    sqlx::query_as!(
+        ProviderRow,
+        r#"INSERT INTO communications.provider_configs
+               (id, tenant_id, channel_account_id, channel_type, provider, priority, enabled, settings, secrets, masks)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+           RETURNING id, tenant_id, channel_account_id, channel_type AS "channel_type: ChannelType",
+                     provider AS "provider: ProviderKind", priority, enabled, settings, secrets, masks, created_at, updated_at"#,
+        provider.id,
+        provider.tenant_id.map(|t| t.0),
+        provider.channel_account_id,
+        provider.channel_type.as_str(),
+        provider.provider.as_str(),
+        provider.priority,
+        provider.enabled,
+        provider.settings,
+        provider.secrets,
+        provider.masks,
+    )
+    .fetch_one(db)
+    .await
+    .map_err(priority_conflict)
+}
+
+fn priority_conflict(error: sqlx::Error) -> ApiError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            ApiError::conflict(Some("priority"), "another provider of this account already has that priority")
+        }
+        _ => ApiError::from(error),
+    }
+}
+
+/// The providers of the given accounts, by account then priority.
+pub async fn providers_of(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    account_ids: &[Uuid],
+) -> Result<Vec<ProviderRow>, ApiError> {
+    Ok(sqlx::query_as!(
+        ProviderRow,
+        r#"SELECT id, tenant_id, channel_account_id, channel_type AS "channel_type: ChannelType",
+                  provider AS "provider: ProviderKind", priority, enabled, settings, secrets, masks, created_at, updated_at
+           FROM communications.provider_configs
+           WHERE tenant_id = $1 AND channel_account_id = ANY($2)
+           ORDER BY channel_account_id, priority"#,
+        tenant_id.0,
+        account_ids,
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn lock_provider(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    account_id: Uuid,
+    id: Uuid,
+) -> Result<ProviderRow, ApiError> {
+    sqlx::query_as!(
+        ProviderRow,
+        r#"SELECT id, tenant_id, channel_account_id, channel_type AS "channel_type: ChannelType",
+                  provider AS "provider: ProviderKind", priority, enabled, settings, secrets, masks, created_at, updated_at
+           FROM communications.provider_configs
+           WHERE tenant_id = $1 AND channel_account_id = $2 AND id = $3 FOR UPDATE"#,
+        tenant_id.0,
+        account_id,
+        id,
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(ApiError::NotFound("provider"))
+}
+
+#[derive(Debug, Default)]
+pub struct ProviderChanges {
+    pub priority: Option<i32>,
+    pub enabled: Option<bool>,
+    pub settings: Option<Value>,
+    pub secrets: Option<Value>,
+    pub masks: Option<Value>,
+}
+
+pub async fn update_provider(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+    changes: ProviderChanges,
+) -> Result<ProviderRow, ApiError> {
+    sqlx::query_as!(
+        ProviderRow,
+        r#"UPDATE communications.provider_configs SET
+               priority = COALESCE($3, priority),
+               enabled = COALESCE($4, enabled),
+               settings = COALESCE($5, settings),
+               secrets = COALESCE($6, secrets),
+               masks = COALESCE($7, masks),
+               updated_at = now()
+           WHERE tenant_id = $1 AND id = $2
+           RETURNING id, tenant_id, channel_account_id, channel_type AS "channel_type: ChannelType",
+                     provider AS "provider: ProviderKind", priority, enabled, settings, secrets, masks, created_at, updated_at"#,
+        tenant_id.0,
+        id,
+        changes.priority,
+        changes.enabled,
+        changes.settings,
+        changes.secrets,
+        changes.masks,
+    )
+    .fetch_optional(db)
+    .await
+    .map_err(priority_conflict)?
+    .ok_or(ApiError::NotFound("provider"))
+}
+
+pub async fn delete_provider(db: impl PgExecutor<'_>, tenant_id: TenantId, id: Uuid) -> Result<(), ApiError> {
+    sqlx::query!("DELETE FROM communications.provider_configs WHERE tenant_id = $1 AND id = $2", tenant_id.0, id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The next free priority of an account (one past the highest).
+pub async fn next_priority(db: impl PgExecutor<'_>, tenant_id: TenantId, account_id: Uuid) -> Result<i32, ApiError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT COALESCE(max(priority) + 1, 0) AS "next!" FROM communications.provider_configs
+           WHERE tenant_id = $1 AND channel_account_id = $2"#,
+        tenant_id.0,
+        account_id,
+    )
+    .fetch_one(db)
+    .await?)
+}
+
+/// Secrets of every provider configuration, platform defaults included: for key rotation.
+#[derive(Debug)]
+pub struct StoredSecrets {
+    pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub secrets: Value,
+}
+
+pub async fn all_secrets(db: impl PgExecutor<'_>) -> Result<Vec<StoredSecrets>, ApiError> {
+    Ok(sqlx::query_as!(StoredSecrets, "SELECT id, tenant_id, secrets FROM communications.provider_configs ORDER BY id")
+        .fetch_all(db)
+        .await?)
+}
+
+/// Swaps the secrets only if they are still `expected`: a concurrent edit (which seals under the
+/// active key anyway) wins over rotation. Returns whether the row changed.
+pub async fn replace_secrets(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    expected: &Value,
+    secrets: &Value,
+) -> Result<bool, ApiError> {
+    let result = sqlx::query!(
+        "UPDATE communications.provider_configs SET secrets = $3, updated_at = now() WHERE id = $1 AND secrets = $2",
+        id,
+        expected,
+        secrets,
+    )
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
