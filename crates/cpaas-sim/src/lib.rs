@@ -1,1 +1,302 @@
-//! placeholder
+//! A provider simulator that speaks the real wire formats of Meta WhatsApp Cloud API, Amazon SES
+//! v2, Amazon SNS (SMS `Publish`) and Twilio Messages, so tests, benchmarks and the demo can run
+//! the real adapter code without the internet.
+//!
+//! It is deliberately an independent implementation (it does not depend on the `cpaas` crate):
+//! if the adapters and the simulator shared code, a shared misunderstanding of a provider could
+//! not be caught. The shapes follow `docs/providers/*.md`.
+//!
+//! # Endpoints (all on one base URL)
+//!
+//! | provider | endpoints |
+//! |---|---|
+//! | Meta | `POST /{version}/{phone_number_id}/messages`, `GET /{version}/oauth/access_token`, `POST /{version}/{phone_number_id}/register`, `POST /{version}/{waba_id}/subscribed_apps`, `GET /{version}/{phone_number_id}` |
+//! | SES v2 | `POST /v2/email/outbound-emails`, `POST /v2/email/identities`, `GET /v2/email/identities/{identity}` |
+//! | SNS | `POST /` (Query protocol: `Publish`, `ListOriginationNumbers`, `CheckIfPhoneNumberIsOptedOut`) |
+//! | Twilio | `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, `GET /2010-04-01/Accounts/{AccountSid}.json` |
+//! | control | `GET/DELETE /sim/ledger`, `POST/DELETE /sim/failures`, `POST /sim/callbacks`, `POST /sim/inbound`, `GET /sim/sns/cert.pem` |
+//!
+//! # Failure injection: `FailureKind` → provider error
+//!
+//! A [`FailureRule`] matches a *send* (Meta `send_message`, SES `SendEmail`, SNS `Publish`,
+//! Twilio `create_message`) by provider and normalised recipient (e-mail addresses lower-cased,
+//! phone numbers reduced to their digits). A kind that has no meaning for a provider (marked
+//! "not matched") never matches there and is not consumed.
+//!
+//! | kind | Meta | SES v2 | SNS | Twilio |
+//! |---|---|---|---|---|
+//! | `RateLimited` | 400, code 130429 | 429 `TooManyRequestsException` | 400 `Throttling` "Rate exceeded" | 429, code 20429 |
+//! | `ServerError` | 500, code 131000 | 500 `InternalServiceErrorException` | 500 `InternalError` | 500, code 20500 |
+//! | `Timeout` | ledger `timeout`, response held 30 s, then the `ServerError` reply | same | same | same |
+//! | `InvalidRecipient` | 400, code 100 (`to` invalid) | 400 `MessageRejected` | 400 `InvalidParameter` | 400, code 21211 |
+//! | `OptedOut` | 400, code 131026 (no opt-out code is documented for sends) | 400 `MessageRejected` (suppression list) | **200 with a MessageId, message dropped** (real SNS behaviour); ledger outcome `dropped:opted_out`; the number then reports `isOptedOut=true` | 400, code 21610 |
+//! | `AuthFailed` | 401, code 190 | 403 `UnrecognizedClientException` | 403 `AuthorizationError` | 401, code 20003 |
+//! | `AccountSuspended` | 403, code 368 | 400 `AccountSuspendedException` | 403 `AuthorizationError` | 401, code 20003 (Twilio answers a suspended account's REST calls as an authentication failure) |
+//! | `ReEngagementRequired` | 400, code 131047 | not matched | not matched | not matched |
+//! | `Undeliverable` | accepted (200), then a `failed` status with 131026 | accepted, then a permanent `Bounce` | accepted, dropped (no HTTP status exists for SNS SMS) | accepted (201), then `undelivered` with ErrorCode 30003 |
+//! | `MessageRejected` | 400, code 131026 | 400 `MessageRejected` | 400 `InvalidParameter` | accepted (201), then `undelivered` with ErrorCode 30007 (filtered) |
+//!
+//! A rejected send is recorded with outcome `error:<code>` (e.g. `error:130429`,
+//! `error:TooManyRequestsException`, `error:Throttling`, `error:20429`) and no
+//! `provider_message_id`. An accepted send whose failure comes later is recorded as
+//! `accepted:undeliverable` / `accepted:rejected` with its id. None of the rate-limit replies
+//! carries `Retry-After`: none of the provider notes confirms that the provider sends it.
+//!
+//! # Status callbacks
+//!
+//! [`SimHandle::post_status_callbacks`] and `auto_callbacks` post provider-shaped, signed webhooks:
+//! Meta `statuses[]` (sent/delivered/read/failed), SES events through an SNS Notification
+//! (Sent→`Send`, Delivered→`Delivery`, Read→`Open`, Bounce→`Bounce`, Complaint→`Complaint`,
+//! Failed→`Reject`), Twilio status forms (sent/delivered/read/failed). SNS SMS has no HTTP status
+//! callback in real AWS (delivery status goes to CloudWatch Logs), so for SNS messages
+//! `post_status_callbacks` returns an error saying so and `auto_callbacks` posts nothing.
+//! With `auto_callbacks` set, an accepted send gets: Meta sent→delivered→read; SES
+//! Send→Delivery; Twilio sent→delivered; an `Undeliverable`/`MessageRejected` send gets
+//! sent→failed (Meta), Send→Bounce (SES), sent→undelivered (Twilio).
+//!
+//! # Meta registry
+//!
+//! The sim learns which WABA a phone number belongs to from the business token: a
+//! `subscribed_apps` call ties its token to the WABA, and a `register` call with the same token
+//! ties the phone number to it (in either order). Unknown ids get invented, stable values.
+//! Status and inbound webhooks for a phone number go to its WABA's `override_callback_uri` if one
+//! was set, else to `{webhook_base}/api/webhooks/meta`.
+//!
+//! # SES identities
+//!
+//! `GetEmailIdentity` answers `PENDING` (not verified) on the first read after
+//! `CreateEmailIdentity` and `SUCCESS` (verified for sending) on every later read, so an adapter's
+//! "poll until verified" loop terminates on its second poll.
+
+mod callbacks;
+mod control;
+mod failures;
+mod ledger;
+mod meta;
+mod ses;
+mod signing;
+mod sns;
+mod twilio;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+pub use callbacks::{CallbackStatus, InboundSpec};
+pub use failures::{FailureKind, FailureRule};
+pub use ledger::LedgerEntry;
+
+/// How the simulator behaves; see the field comments.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Where signed callbacks and inbound webhooks go by default, e.g. `http://127.0.0.1:8080`.
+    pub webhook_base: Option<String>,
+    /// Signs Meta webhooks (`X-Hub-Signature-256`).
+    pub meta_app_secret: String,
+    /// Signs Twilio webhooks (`X-Twilio-Signature`) and is the password Twilio's Basic auth must carry.
+    pub twilio_auth_token: String,
+    /// 1 (SHA1withRSA) or 2 (SHA256withRSA).
+    pub sns_signature_version: u8,
+    /// If set, every accepted send is followed by status callbacks spaced by this delay.
+    pub auto_callbacks: Option<Duration>,
+    /// Used in SNS TopicArns and SES event fields.
+    pub aws_region: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            webhook_base: None,
+            meta_app_secret: "sim-meta-app-secret".to_owned(),
+            twilio_auth_token: "sim-twilio-auth-token".to_owned(),
+            sns_signature_version: 1,
+            auto_callbacks: None,
+            aws_region: "eu-central-1".to_owned(),
+        }
+    }
+}
+
+/// Namespace for starting the simulator.
+#[derive(Debug)]
+pub struct Simulator;
+
+impl Simulator {
+    /// Binds `127.0.0.1:0` and serves in a tokio task for the life of the runtime.
+    pub async fn start(config: SimConfig) -> anyhow::Result<SimHandle> {
+        Self::start_on(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Binds `addr` and serves in a tokio task; the handle's base URL names the bound port.
+    pub async fn start_on(config: SimConfig, addr: SocketAddr) -> anyhow::Result<SimHandle> {
+        let (router, handle) = Self::router(config)?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        handle.set_base_url(&format!("http://{local}"));
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(%error, "cpaas-sim server stopped");
+            }
+        });
+        Ok(handle)
+    }
+
+    /// The router, to embed in another server. The handle's `base_url()` is `""` until
+    /// [`SimHandle::set_base_url`] is called with the address the router is served on. Only the
+    /// SNS notifications depend on it (their `SigningCertURL` and `UnsubscribeURL` are built from
+    /// it), so set it before asking for SES events or inbound mail.
+    pub fn router(config: SimConfig) -> anyhow::Result<(axum::Router, SimHandle)> {
+        anyhow::ensure!(matches!(config.sns_signature_version, 1 | 2), "sns_signature_version must be 1 or 2");
+        let state = Arc::new(SimState::new(config)?);
+        let router = axum::Router::new()
+            .merge(control::routes())
+            .merge(ses::routes())
+            .merge(twilio::routes())
+            .merge(sns::routes())
+            .merge(meta::routes())
+            .with_state(state.clone());
+        Ok((router, SimHandle { state }))
+    }
+}
+
+/// A handle on a running (or embedded) simulator; cheap to clone.
+#[derive(Clone)]
+pub struct SimHandle {
+    state: Arc<SimState>,
+}
+
+impl fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimHandle").field("base_url", &self.base_url()).finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:PORT` (empty for an embedded router until set).
+    pub fn base_url(&self) -> String {
+        self.state.base_url()
+    }
+
+    /// Tells an embedded simulator where it is served.
+    pub fn set_base_url(&self, base_url: &str) {
+        let mut guard = self.state.base_url.write().unwrap_or_else(|e| e.into_inner());
+        *guard = base_url.trim_end_matches('/').to_owned();
+    }
+
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.state.ledger().entries()
+    }
+
+    /// Forgets the recorded requests. Sent messages stay known, so callbacks still work.
+    pub fn clear_ledger(&self) {
+        self.state.ledger().clear_entries();
+    }
+
+    pub fn add_failure(&self, rule: FailureRule) {
+        self.state.failures().push(rule);
+    }
+
+    pub fn clear_failures(&self) {
+        self.state.failures().clear();
+    }
+
+    pub fn sns_certificate_pem(&self) -> String {
+        self.state.signer.certificate_pem().to_owned()
+    }
+
+    pub fn sns_signing_cert_url(&self) -> String {
+        self.state.sns_signing_cert_url()
+    }
+
+    /// Posts signed, provider-shaped status callbacks, in order, for a message the sim accepted.
+    pub async fn post_status_callbacks(
+        &self,
+        provider_message_id: &str,
+        statuses: &[CallbackStatus],
+    ) -> anyhow::Result<()> {
+        callbacks::post_status_callbacks(&self.state, provider_message_id, statuses).await
+    }
+
+    /// Posts a signed inbound message or event webhook.
+    pub async fn post_inbound(&self, inbound: InboundSpec) -> anyhow::Result<()> {
+        callbacks::post_inbound(&self.state, inbound).await
+    }
+}
+
+/// Everything the handlers share.
+pub(crate) struct SimState {
+    pub(crate) config: SimConfig,
+    base_url: RwLock<String>,
+    ledger: Mutex<ledger::Ledger>,
+    failures: Mutex<Vec<FailureRule>>,
+    meta: Mutex<meta::Registry>,
+    ses_identities: Mutex<HashMap<String, ses::Identity>>,
+    sns_opted_out: Mutex<HashSet<String>>,
+    pub(crate) signer: signing::SnsSigner,
+    pub(crate) http: reqwest::Client,
+}
+
+impl SimState {
+    fn new(config: SimConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            config,
+            base_url: RwLock::new(String::new()),
+            ledger: Mutex::default(),
+            failures: Mutex::default(),
+            meta: Mutex::default(),
+            ses_identities: Mutex::default(),
+            sns_opted_out: Mutex::default(),
+            signer: signing::SnsSigner::generate()?,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+        })
+    }
+
+    pub(crate) fn base_url(&self) -> String {
+        self.base_url.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn sns_signing_cert_url(&self) -> String {
+        format!("{}/sim/sns/cert.pem", self.base_url())
+    }
+
+    /// The default webhook base without a trailing slash, or an error naming what is missing.
+    pub(crate) fn webhook_base(&self) -> anyhow::Result<String> {
+        self.config
+            .webhook_base
+            .as_deref()
+            .map(|b| b.trim_end_matches('/').to_owned())
+            .ok_or_else(|| anyhow::anyhow!("SimConfig.webhook_base is not set, so there is nowhere to post"))
+    }
+
+    // A poisoned lock only means a handler panicked mid-update; the data is still usable for a
+    // simulator, so recover it rather than cascade panics into every later request.
+    pub(crate) fn ledger(&self) -> MutexGuard<'_, ledger::Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn failures(&self) -> MutexGuard<'_, Vec<FailureRule>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn meta(&self) -> MutexGuard<'_, meta::Registry> {
+        self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn ses_identities(&self) -> MutexGuard<'_, HashMap<String, ses::Identity>> {
+        self.ses_identities.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn sns_opted_out(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.sns_opted_out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How long a `Timeout` failure holds the response: longer than any sane client timeout.
+pub(crate) const TIMEOUT_HOLD: Duration = Duration::from_secs(30);
+
+/// Random-looking hex, from UUIDv4 bytes (the crate has no `rand` dependency).
+pub(crate) fn random_hex(len: usize) -> String {
+    let mut out = String::new();
+    while out.len() < len {
+        out.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    out.truncate(len);
+    out
+}

@@ -1,0 +1,184 @@
+//! Posting signed webhooks: status callbacks for accepted messages, inbound messages and events,
+//! and the automatic sent→delivered(→read) sequence.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::{Fate, SentMessage};
+use crate::{SimState, meta, ses, signing, sns, twilio};
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackStatus {
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    Bounce,
+    Complaint,
+}
+
+/// An inbound message or event to post as the provider would.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case")]
+pub enum InboundSpec {
+    Meta { phone_number_id: String, from: String, text: String },
+    Twilio { account_sid: String, from: String, to: String, body: String },
+    TwilioMissedCall { account_sid: String, from: String, to: String, call_status: String },
+    SesInbound { from: String, to: String, subject: String, text: String },
+}
+
+pub(crate) async fn post_status_callbacks(
+    state: &SimState,
+    id: &str,
+    statuses: &[CallbackStatus],
+) -> anyhow::Result<()> {
+    let message =
+        state.ledger().message(id).ok_or_else(|| anyhow::anyhow!("the simulator accepted no message with id {id}"))?;
+    for status in statuses {
+        post_one_status(state, id, &message, *status).await?;
+    }
+    Ok(())
+}
+
+async fn post_one_status(
+    state: &SimState,
+    id: &str,
+    message: &SentMessage,
+    status: CallbackStatus,
+) -> anyhow::Result<()> {
+    match message {
+        SentMessage::Meta { .. } => {
+            let name = match status {
+                CallbackStatus::Sent => "sent",
+                CallbackStatus::Delivered => "delivered",
+                CallbackStatus::Read => "read",
+                CallbackStatus::Failed => "failed",
+                other => anyhow::bail!("Meta has no {other:?} status"),
+            };
+            let (url, body) = meta::status_webhook(state, id, message, name)?;
+            post_meta(state, &url, &body).await
+        }
+        SentMessage::Ses { .. } => {
+            let event_type = match status {
+                CallbackStatus::Sent => "Send",
+                CallbackStatus::Delivered => "Delivery",
+                CallbackStatus::Read => "Open",
+                CallbackStatus::Failed => "Reject",
+                CallbackStatus::Bounce => "Bounce",
+                CallbackStatus::Complaint => "Complaint",
+            };
+            let record = ses::event_record(state, id, message, event_type)?;
+            post_sns(state, sns::SES_EVENTS_TOPIC, &record).await
+        }
+        SentMessage::Twilio { fate, .. } => {
+            let (name, error_code) = match (status, fate) {
+                (CallbackStatus::Sent, _) => ("sent", None),
+                (CallbackStatus::Delivered, _) => ("delivered", None),
+                (CallbackStatus::Read, _) => ("read", None),
+                (CallbackStatus::Failed, Fate::Undeliverable) => ("undelivered", Some(30003)),
+                (CallbackStatus::Failed, Fate::Rejected) => ("undelivered", Some(30007)),
+                (CallbackStatus::Failed, _) => ("failed", Some(30008)),
+                (other, _) => anyhow::bail!("Twilio has no {other:?} status"),
+            };
+            let (url, form) = twilio::status_callback(state, id, message, name, error_code)?;
+            post_twilio(state, &url, &form).await
+        }
+        SentMessage::Sns { phone_number } => anyhow::bail!(
+            "SNS SMS to {phone_number} has no HTTP status callback: real AWS reports SMS delivery status to CloudWatch Logs"
+        ),
+    }
+}
+
+pub(crate) async fn post_inbound(state: &SimState, inbound: InboundSpec) -> anyhow::Result<()> {
+    match inbound {
+        InboundSpec::Meta { phone_number_id, from, text } => {
+            let (url, body) = meta::inbound_webhook(state, &phone_number_id, &from, &text)?;
+            post_meta(state, &url, &body).await
+        }
+        InboundSpec::Twilio { account_sid, from, to, body } => {
+            let (url, form) = twilio::inbound_sms(state, &account_sid, &from, &to, &body)?;
+            post_twilio(state, &url, &form).await
+        }
+        InboundSpec::TwilioMissedCall { account_sid, from, to, call_status } => {
+            let (url, form) = twilio::missed_call(state, &account_sid, &from, &to, &call_status)?;
+            post_twilio(state, &url, &form).await
+        }
+        InboundSpec::SesInbound { from, to, subject, text } => {
+            let record = ses::inbound_record(state, &from, &to, &subject, &text);
+            post_sns(state, sns::SES_INBOUND_TOPIC, &record).await
+        }
+    }
+}
+
+/// After an accepted send, posts the statuses a real provider would, spaced by the configured
+/// delay, in a background task (failures are logged: nobody is waiting for them).
+pub(crate) fn schedule_auto_callbacks(state: &Arc<SimState>, id: &str) {
+    let Some(delay) = state.config.auto_callbacks else { return };
+    let Some(message) = state.ledger().message(id) else { return };
+    use CallbackStatus::{Bounce, Delivered, Failed, Read, Sent};
+    let statuses: &[CallbackStatus] = match &message {
+        SentMessage::Meta { fate: Fate::Delivered, .. } => &[Sent, Delivered, Read],
+        SentMessage::Meta { .. } => &[Sent, Failed],
+        SentMessage::Ses { fate: Fate::Delivered, .. } => &[Sent, Delivered],
+        SentMessage::Ses { .. } => &[Sent, Bounce],
+        SentMessage::Twilio { fate: Fate::Delivered, .. } => &[Sent, Delivered],
+        SentMessage::Twilio { .. } => &[Sent, Failed],
+        SentMessage::Sns { .. } => return,
+    };
+    let state = Arc::clone(state);
+    let id = id.to_owned();
+    tokio::spawn(async move {
+        for status in statuses {
+            tokio::time::sleep(delay).await;
+            if let Err(error) = post_one_status(&state, &id, &message, *status).await {
+                tracing::warn!(%error, id, ?status, "automatic status callback failed");
+            }
+        }
+    });
+}
+
+async fn post_meta(state: &SimState, url: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+    let bytes = meta::serialize_ascii_json(body);
+    let signature = signing::meta_signature(&state.config.meta_app_secret, &bytes);
+    let headers = vec![
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("x-hub-signature-256".to_owned(), signature),
+        ("user-agent".to_owned(), "facebookexternalua".to_owned()),
+    ];
+    deliver(state, url, headers, bytes).await
+}
+
+async fn post_twilio(state: &SimState, url: &str, form: &[(String, String)]) -> anyhow::Result<()> {
+    let signature = signing::twilio_signature(&state.config.twilio_auth_token, url, form);
+    let body = serde_urlencoded::to_string(form)?.into_bytes();
+    let headers = vec![
+        ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
+        ("x-twilio-signature".to_owned(), signature),
+        ("user-agent".to_owned(), "TwilioProxy/1.1".to_owned()),
+        ("i-twilio-idempotency-token".to_owned(), uuid::Uuid::new_v4().to_string()),
+    ];
+    deliver(state, url, headers, body).await
+}
+
+async fn post_sns(state: &SimState, topic: &str, message: &serde_json::Value) -> anyhow::Result<()> {
+    let (url, headers, body) = sns::signed_notification(state, topic, message)?;
+    deliver(state, &url, headers, body).await
+}
+
+/// POSTs and insists on a 2xx, so a test sees a receiver that rejected the webhook.
+async fn deliver(state: &SimState, url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> anyhow::Result<()> {
+    let mut request = state.http.post(url).body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.map_err(|e| anyhow::anyhow!("POST {url} failed: {e}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        anyhow::bail!("POST {url} answered {status}: {text}");
+    }
+    tracing::debug!(url, %status, "webhook delivered");
+    Ok(())
+}
