@@ -31,9 +31,16 @@ pub enum Recipient {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Content {
-    Text { body: String },
+    Text {
+        body: String,
+    },
     Template(TemplateContent),
-    Media { kind: MediaKind, url: String, caption: Option<String>, filename: Option<String> },
+    Media {
+        kind: MediaKind,
+        url: String,
+        caption: Option<String>,
+        filename: Option<String>,
+    },
     Email {
         subject: String,
         text: Option<String>,

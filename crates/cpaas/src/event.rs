@@ -78,12 +78,33 @@ pub struct ProviderError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum InboundContent {
-    Text { body: String },
-    Media { kind: crate::MediaKind, media_id: Option<String>, url: Option<String>, mime_type: Option<String>, caption: Option<String>, filename: Option<String> },
-    Location { latitude: f64, longitude: f64, name: Option<String>, address: Option<String> },
+    Text {
+        body: String,
+    },
+    Media {
+        kind: crate::MediaKind,
+        media_id: Option<String>,
+        url: Option<String>,
+        mime_type: Option<String>,
+        caption: Option<String>,
+        filename: Option<String>,
+    },
+    Location {
+        latitude: f64,
+        longitude: f64,
+        name: Option<String>,
+        address: Option<String>,
+    },
     /// A quick-reply button or interactive button reply.
-    ButtonReply { id: Option<String>, title: String },
-    ListReply { id: String, title: String, description: Option<String> },
+    ButtonReply {
+        id: Option<String>,
+        title: String,
+    },
+    ListReply {
+        id: String,
+        title: String,
+        description: Option<String>,
+    },
     Email {
         subject: Option<String>,
         text: Option<String>,

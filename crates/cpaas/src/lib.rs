@@ -16,7 +16,9 @@ pub mod provisioning;
 pub mod send;
 pub mod webhooks;
 
-pub use command::{Attachment, Content, MediaKind, Recipient, SendError, SendMessageCommand, SendReceipt, TemplateContent};
+pub use command::{
+    Attachment, Content, MediaKind, Recipient, SendError, SendMessageCommand, SendReceipt, TemplateContent,
+};
 pub use config::{MetaConfig, ProviderConfig, SesConfig, SmsType, SnsConfig, TwilioConfig};
 pub use event::{DeliveryStatus, InboundContent, ProviderError, ProviderEvent};
 
