@@ -80,12 +80,14 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/channel-accounts", "post"),
         ("/api/v1/channel-accounts/{id}", "get"),
         ("/api/v1/channel-accounts/{id}", "patch"),
+        ("/api/v1/channel-accounts/{id}/verify", "post"),
         ("/api/v1/channel-accounts/{id}/suspend", "post"),
         ("/api/v1/channel-accounts/{id}/reactivate", "post"),
         ("/api/v1/channel-accounts/{id}/revoke", "post"),
         ("/api/v1/channel-accounts/{id}/providers", "post"),
         ("/api/v1/channel-accounts/{id}/providers/{provider_id}", "patch"),
         ("/api/v1/channel-accounts/{id}/providers/{provider_id}", "delete"),
+        ("/api/webhooks/meta/{tenant_id}", "get"),
     ];
     for (path, method) in expected {
         assert!(

@@ -11,20 +11,36 @@
 //! meet only through narrow traits in `kernel`, wired together in the server.
 
 pub mod channels;
+pub mod webhooks;
 
 use std::sync::Arc;
 
+use channels::endpoints::ProviderEndpoints;
 use kernel::crypto::Keyring;
 
-/// The module's handle: pool and master keys, cheap to clone.
+/// The module's handle: pool, master keys and provider endpoints, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Communications {
     pub pool: sqlx::PgPool,
     pub keyring: Arc<Keyring>,
+    pub endpoints: Arc<ProviderEndpoints>,
+    /// For provider calls made with reqwest (Meta, Twilio).
+    pub http: reqwest::Client,
 }
 
 impl Communications {
+    /// With the providers' public endpoints; see [`Communications::with_endpoints`].
     pub fn new(pool: sqlx::PgPool, keyring: Arc<Keyring>) -> Self {
-        Self { pool, keyring }
+        Self { pool, keyring, endpoints: Arc::new(ProviderEndpoints::default()), http: reqwest::Client::new() }
+    }
+
+    pub fn with_endpoints(mut self, endpoints: ProviderEndpoints) -> Self {
+        self.http = reqwest::Client::builder()
+            .timeout(endpoints.request_timeout)
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        self.endpoints = Arc::new(endpoints);
+        self
     }
 }

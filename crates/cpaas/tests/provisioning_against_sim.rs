@@ -136,7 +136,8 @@ async fn meta_override_callback_is_refused_locally_when_too_long() {
 
 #[tokio::test]
 async fn meta_unreachable_is_unavailable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Port 9 (discard) is closed here; a freed ephemeral port could be handed to a parallel test.
+    let port = 9;
     let err = meta::exchange_code(&reqwest::Client::new(), &meta_app(&format!("http://127.0.0.1:{port}")), "c")
         .await
         .unwrap_err();

@@ -1,15 +1,8 @@
 //! Random tokens and their digests. Tokens carry 256 random bits, so a SHA-256 digest is a safe
 //! and fast lookup key; passwords, which carry little entropy, use argon2id instead.
 
-use rand::RngCore;
+pub use kernel::crypto::random_token;
 use sha2::{Digest, Sha256};
-
-/// 32 random bytes from the OS-seeded CSPRNG, hex-encoded.
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
 
 pub fn digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()

@@ -111,6 +111,13 @@ impl Keyring {
     }
 }
 
+/// 32 random bytes from the OS-seeded CSPRNG, hex-encoded: session tokens, API keys, verify tokens.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Associated data naming where a secret belongs: `tenant/owner/field`.
 pub fn associated_data(tenant: &str, owner: &str, field: &str) -> Vec<u8> {
     format!("switchboard:v1:{tenant}/{owner}/{field}").into_bytes()

@@ -31,6 +31,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{message}")]
     TooManyRequests { message: String, retry_after_secs: u64 },
+    /// A provider we depend on failed or is unreachable.
+    #[error("{0}")]
+    BadGateway(String),
     #[error("internal error")]
     Internal(#[source] anyhow_like::BoxError),
 }
@@ -64,6 +67,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,6 +84,7 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::TooManyRequests { .. } => "too_many_requests",
+            Self::BadGateway(_) => "provider_unavailable",
             Self::Internal(_) => "internal",
         }
     }

@@ -28,9 +28,10 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (http.bind)", settings.http.bind))?;
         let keyring = std::sync::Arc::new(settings.secrets.keyring()?);
+        let endpoints = settings.providers.endpoints(listener.local_addr()?);
         Ok(Self {
             listener,
-            router: http::router(settings, pool, keyring),
+            router: http::router(settings, pool, keyring, endpoints),
             grace: Duration::from_secs(settings.http.shutdown_grace_secs),
         })
     }

@@ -35,6 +35,9 @@ pub enum Command {
     /// Manage operator API keys.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// Manage platform default providers (credentials tenants without their own inherit).
+    #[command(subcommand, name = "platform-provider")]
+    PlatformProvider(PlatformProviderCommand),
     /// Manage the master keys that seal secrets at rest.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -123,4 +126,25 @@ pub enum KeysCommand {
     /// Re-encrypt every stored secret under secrets.active_key (older keys must still be
     /// configured until this has run).
     Rotate,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProviderArg {
+    Ses,
+    Sns,
+    Twilio,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlatformProviderCommand {
+    /// Set (replace) the platform default for a provider, from a JSON configuration.
+    Set {
+        #[arg(long, value_enum)]
+        provider: ProviderArg,
+        /// e.g. '{"access_key_id":"AKIA…","secret_access_key":"…","region":"eu-central-1"}'
+        #[arg(long, value_name = "JSON")]
+        config: String,
+    },
+    /// List the platform defaults (secrets masked).
+    List,
 }

@@ -73,6 +73,34 @@ pub async fn rotate_keys(pool: &PgPool, settings: &crate::settings::Settings) ->
     Ok(())
 }
 
+pub async fn platform_provider(
+    pool: &PgPool,
+    settings: &crate::settings::Settings,
+    command: crate::cli::PlatformProviderCommand,
+) -> anyhow::Result<()> {
+    use communications::channels::ProviderKind;
+    let keyring = std::sync::Arc::new(settings.secrets.keyring()?);
+    let communications = communications::Communications::new(pool.clone(), keyring);
+    match command {
+        crate::cli::PlatformProviderCommand::Set { provider, config } => {
+            let provider = match provider {
+                crate::cli::ProviderArg::Ses => ProviderKind::Ses,
+                crate::cli::ProviderArg::Sns => ProviderKind::Sns,
+                crate::cli::ProviderArg::Twilio => ProviderKind::Twilio,
+            };
+            let config: serde_json::Value =
+                serde_json::from_str(&config).map_err(|e| anyhow::anyhow!("--config is not JSON: {e}"))?;
+            let view = communications.set_platform_default(provider, &config).await.map_err(user_error)?;
+            println!("{}", serde_json::to_string(&view)?);
+        }
+        crate::cli::PlatformProviderCommand::List => {
+            let views = communications.platform_defaults().await.map_err(user_error)?;
+            println!("{}", serde_json::to_string(&views)?);
+        }
+    }
+    Ok(())
+}
+
 /// What `demo` prints: the demo workspace and fresh credentials for it.
 #[derive(Debug)]
 pub struct DemoCredentials {

@@ -45,6 +45,7 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
         Command::Agent(command) => commands::agent(pool, command).await,
         Command::ApiKey(command) => commands::api_key(pool, command).await,
         Command::Keys(cli::KeysCommand::Rotate) => commands::rotate_keys(pool, settings).await,
+        Command::PlatformProvider(command) => commands::platform_provider(pool, settings, command).await,
         Command::Serve(args) => serve(settings, args, database, None).await,
         Command::Demo(args) => {
             let demo = commands::prepare_demo(pool).await?;

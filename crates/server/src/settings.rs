@@ -20,6 +20,61 @@ pub struct Settings {
     pub log: LogSettings,
     pub auth: AuthSettings,
     pub secrets: SecretsSettings,
+    pub providers: ProvidersSettings,
+}
+
+/// `[providers]`: where the providers are and who we are to them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersSettings {
+    pub public_base_url: String,
+    pub meta_graph_url: String,
+    pub meta_api_version: String,
+    pub meta_app_id: String,
+    pub meta_app_secret: SecretString,
+    pub twilio_api_url: String,
+    pub aws_endpoint_url: String,
+    pub aws_region: String,
+    pub request_timeout_secs: u64,
+}
+
+impl ProvidersSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let urls = [
+            ("providers.public_base_url", &self.public_base_url, true),
+            ("providers.meta_graph_url", &self.meta_graph_url, false),
+            ("providers.twilio_api_url", &self.twilio_api_url, false),
+            ("providers.aws_endpoint_url", &self.aws_endpoint_url, true),
+        ];
+        for (key, value, may_be_empty) in urls {
+            let ok =
+                (may_be_empty && value.is_empty()) || value.starts_with("http://") || value.starts_with("https://");
+            if !ok {
+                return Err(ConfigError::at(key, "must be an http(s) URL"));
+            }
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(ConfigError::at("providers.request_timeout_secs", "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    /// The endpoints `communications` uses; `bound` stands in for an empty public_base_url.
+    pub fn endpoints(&self, bound: std::net::SocketAddr) -> communications::channels::endpoints::ProviderEndpoints {
+        let public_base_url =
+            if self.public_base_url.is_empty() { format!("http://{bound}") } else { self.public_base_url.clone() };
+        communications::channels::endpoints::ProviderEndpoints {
+            public_base_url,
+            meta_graph_url: self.meta_graph_url.clone(),
+            meta_api_version: self.meta_api_version.clone(),
+            meta_app_id: self.meta_app_id.clone(),
+            meta_app_secret: self.meta_app_secret.clone(),
+            twilio_api_url: self.twilio_api_url.clone(),
+            aws_endpoint_url: Some(self.aws_endpoint_url.clone()).filter(|url| !url.is_empty()),
+            aws_region: self.aws_region.clone(),
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+        }
+    }
 }
 
 /// `[secrets]`: master keys for secrets at rest.
@@ -170,6 +225,7 @@ impl Settings {
             .map_err(|error| ConfigError::at("log.level", format!("not a valid filter: {error}")))?;
         self.auth.validate().map_err(|(key, problem)| ConfigError::at(key, problem))?;
         self.secrets.validate()?;
+        self.providers.validate()?;
         Ok(())
     }
 }

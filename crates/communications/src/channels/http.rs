@@ -21,6 +21,7 @@ pub fn router() -> OpenApiRouter<Communications> {
     OpenApiRouter::new()
         .routes(routes!(list_channel_accounts, create_channel_account))
         .routes(routes!(get_channel_account, update_channel_account))
+        .routes(routes!(verify_channel_account))
         .routes(routes!(suspend_channel_account))
         .routes(routes!(reactivate_channel_account))
         .routes(routes!(revoke_channel_account))
@@ -114,7 +115,14 @@ pub async fn create_channel_account(
         display_name: body.display_name,
         config: body.config,
     };
-    Ok((StatusCode::CREATED, Json(module.create_channel_account(caller.tenant_id, input).await?)))
+    let created = module.create_channel_account(caller.tenant_id, input).await?;
+    let created = if created.channel_type == ChannelType::Email {
+        // Show the DKIM records at once; a provider failure is recorded, not fatal.
+        module.prepare_email_identity(caller.tenant_id, created.id).await?
+    } else {
+        created
+    };
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[utoipa::path(
@@ -155,6 +163,27 @@ async fn change_status(
     caller.require_admin()?;
     let reason = body.and_then(|Json(b)| b.reason);
     Ok(Json(module.change_channel_status(caller.tenant_id, id, action, reason.as_deref()).await?))
+}
+
+/// Proves the channel with its provider; activates it once the provider confirms. For email,
+/// the answer may still be pending (DKIM records not yet published): call again later.
+#[utoipa::path(
+    post, path = "/api/v1/channel-accounts/{id}/verify", tag = "channels",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, body = ChannelAccountView, description = "Verified (active), or still pending with what is missing in `verification`"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Not pending verification"),
+        (status = 422, body = ErrorBody, description = "The provider refused the configuration"),
+        (status = 502, body = ErrorBody, description = "The provider is unavailable"),
+    )
+)]
+pub async fn verify_channel_account(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ChannelAccountView>, ApiError> {
+    caller.require_admin()?;
+    Ok(Json(module.verify_channel_account(caller.tenant_id, id).await?))
 }
 
 #[utoipa::path(

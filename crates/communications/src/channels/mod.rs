@@ -1,6 +1,8 @@
 //! Channel accounts: a tenant's WhatsApp, email, SMS and webchat endpoints, their lifecycle,
 //! and the provider configurations (with encrypted secrets) behind them.
 
+pub mod adapter_config;
+pub mod endpoints;
 pub mod http;
 pub mod lifecycle;
 pub mod provider_input;
@@ -8,6 +10,7 @@ pub mod repository;
 pub mod secrets;
 pub mod service;
 pub mod validate;
+pub mod verification;
 
 use serde::{Deserialize, Serialize};
 

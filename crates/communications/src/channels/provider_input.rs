@@ -39,6 +39,45 @@ pub fn parse(provider: ProviderKind, config: &Value) -> Result<ParsedConfig, Api
     }
 }
 
+/// A platform default: credentials (and for SMS a sender) that tenants without their own inherit.
+/// Meta has none here: the platform's Meta app is part of the server configuration.
+pub fn parse_platform(provider: ProviderKind, config: &Value) -> Result<ParsedConfig, ApiError> {
+    let parsed = match provider {
+        ProviderKind::Meta => {
+            return Err(ApiError::validation(
+                "provider",
+                "the platform's Meta app is configured in [providers]; WhatsApp numbers belong to tenants",
+            ));
+        }
+        ProviderKind::Ses => {
+            let input: AwsCredentialsInput = typed(config)?;
+            let mut parsed = ParsedConfig::default();
+            if let Some(region) = optional(input.region) {
+                parsed.settings.insert("region".into(), json!(validate::aws_region("config.region", &region)?));
+            }
+            aws_credentials(&mut parsed, Some(input.access_key_id), Some(input.secret_access_key))?;
+            parsed
+        }
+        ProviderKind::Sns => {
+            let parsed = typed::<SnsInput>(config)?.into_parsed()?;
+            if !parsed.secrets.contains_key("secret_access_key") {
+                return Err(ApiError::validation("config.access_key_id", "a platform default needs AWS credentials"));
+            }
+            parsed
+        }
+        ProviderKind::Twilio => typed::<TwilioInput>(config)?.into_parsed()?,
+    };
+    Ok(parsed)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AwsCredentialsInput {
+    access_key_id: String,
+    secret_access_key: String,
+    region: Option<String>,
+}
+
 /// Webchat needs no provider; its optional config lists the origins allowed to embed it.
 pub fn parse_webchat(config: Option<&Value>) -> Result<Map<String, Value>, ApiError> {
     let input: WebchatInput = match config {

@@ -347,3 +347,71 @@ pub async fn replace_secrets(
     .await?;
     Ok(result.rows_affected() == 1)
 }
+
+/// The account's provider tried first: enabled, lowest priority.
+pub async fn primary_provider(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    account_id: Uuid,
+) -> Result<Option<ProviderRow>, ApiError> {
+    Ok(sqlx::query_as!(
+        ProviderRow,
+        r#"SELECT id, tenant_id, channel_account_id, channel_type AS "channel_type: ChannelType",
+                  provider AS "provider: ProviderKind", priority, enabled, settings, secrets, masks, created_at, updated_at
+           FROM communications.provider_configs
+           WHERE tenant_id = $1 AND channel_account_id = $2 AND enabled
+           ORDER BY priority LIMIT 1"#,
+        tenant_id.0,
+        account_id,
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The platform's default configuration for a provider, if the platform has one.
+pub async fn platform_default(
+    db: impl PgExecutor<'_>,
+    provider: ProviderKind,
+) -> Result<Option<ProviderRow>, ApiError> {
+    Ok(sqlx::query_as!(
+        ProviderRow,
+        r#"SELECT id, tenant_id, channel_account_id, channel_type AS "channel_type: ChannelType",
+                  provider AS "provider: ProviderKind", priority, enabled, settings, secrets, masks, created_at, updated_at
+           FROM communications.provider_configs
+           WHERE tenant_id IS NULL AND provider = $1 AND enabled
+           ORDER BY priority LIMIT 1"#,
+        provider.as_str(),
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Replaces the platform default for a provider (there is one per provider).
+pub async fn replace_platform_default(
+    db: &mut sqlx::PgConnection,
+    provider: NewProvider,
+) -> Result<ProviderRow, ApiError> {
+    sqlx::query!(
+        "DELETE FROM communications.provider_configs WHERE tenant_id IS NULL AND provider = $1",
+        provider.provider.as_str()
+    )
+    .execute(&mut *db)
+    .await?;
+    insert_provider(&mut *db, provider).await
+}
+
+/// A tenant's WhatsApp providers, for the webhook handshake.
+pub async fn meta_providers(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Result<Vec<ProviderRow>, ApiError> {
+    Ok(sqlx::query_as!(
+        ProviderRow,
+        r#"SELECT p.id, p.tenant_id, p.channel_account_id, p.channel_type AS "channel_type: ChannelType",
+                  p.provider AS "provider: ProviderKind", p.priority, p.enabled, p.settings, p.secrets, p.masks,
+                  p.created_at, p.updated_at
+           FROM communications.provider_configs p
+           JOIN communications.channel_accounts a ON a.id = p.channel_account_id AND a.tenant_id = p.tenant_id
+           WHERE p.tenant_id = $1 AND p.provider = 'meta' AND a.status <> 'revoked'"#,
+        tenant_id.0,
+    )
+    .fetch_all(db)
+    .await?)
+}

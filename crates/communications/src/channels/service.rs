@@ -333,6 +333,45 @@ impl Communications {
         Ok(())
     }
 
+    /// Sets the platform default for a provider (replacing any previous one).
+    pub async fn set_platform_default(&self, provider: ProviderKind, config: &Value) -> Result<ProviderView, ApiError> {
+        let parsed = provider_input::parse_platform(provider, config)?;
+        let id = Uuid::now_v7();
+        let (sealed, masks) = secrets::seal_all(&self.keyring, None, id, &parsed.secrets);
+        let channel_type = match provider {
+            ProviderKind::Ses => ChannelType::Email,
+            ProviderKind::Meta => ChannelType::Whatsapp,
+            ProviderKind::Sns | ProviderKind::Twilio => ChannelType::Sms,
+        };
+        let new = NewProvider {
+            id,
+            tenant_id: None,
+            channel_account_id: None,
+            channel_type,
+            provider,
+            priority: 0,
+            enabled: true,
+            settings: Value::Object(parsed.settings),
+            secrets: sealed,
+            masks,
+        };
+        let mut tx = self.pool.begin().await?;
+        let row = repository::replace_platform_default(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    /// The platform defaults, masked.
+    pub async fn platform_defaults(&self) -> Result<Vec<ProviderView>, ApiError> {
+        let mut views = Vec::new();
+        for provider in [ProviderKind::Meta, ProviderKind::Ses, ProviderKind::Sns, ProviderKind::Twilio] {
+            if let Some(row) = repository::platform_default(&self.pool, provider).await? {
+                views.push(row.into());
+            }
+        }
+        Ok(views)
+    }
+
     /// The decrypted configuration of one provider (for adapters and verification flows).
     pub async fn provider_secrets(&self, provider: &ProviderRow) -> Result<BTreeMap<String, String>, ApiError> {
         secrets::open_all(&self.keyring, provider.tenant_id, provider.id, &provider.secrets)

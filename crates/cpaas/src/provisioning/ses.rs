@@ -13,7 +13,7 @@ use crate::SesConfig;
 use crate::send::SendOptions;
 
 /// One DNS record to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DnsRecord {
     pub name: String,
     /// Always `CNAME` for Easy DKIM.

@@ -238,8 +238,9 @@ async fn sdk_timeout_after_sending_is_unknown() {
 
 #[tokio::test]
 async fn sdk_connection_refused_is_retryable() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let adapter = SesAdapter::new(&config(Some(&format!("http://127.0.0.1:{port}"))), &SendOptions::default()).unwrap();
+    // Port 9 (discard) is closed here. Binding port 0 and dropping it would race with the other
+    // tests' one-shot servers, which the OS may hand that same free port.
+    let adapter = SesAdapter::new(&config(Some("http://127.0.0.1:9")), &SendOptions::default()).unwrap();
     let err = adapter.send(&command(email(vec![], None))).await.unwrap_err();
     assert!(matches!(err, SendError::Retryable { .. }), "{err:?}");
 }

@@ -40,15 +40,25 @@ impl std::fmt::Debug for OpsState {
     }
 }
 
-pub fn router(settings: &Settings, pool: PgPool, keyring: std::sync::Arc<kernel::crypto::Keyring>) -> Router {
+pub fn router(
+    settings: &Settings,
+    pool: PgPool,
+    keyring: std::sync::Arc<kernel::crypto::Keyring>,
+    endpoints: communications::channels::endpoints::ProviderEndpoints,
+) -> Router {
     let identity = Identity::new(pool.clone(), settings.auth.clone());
-    let communications = Communications::new(pool.clone(), keyring);
+    let communications = Communications::new(pool.clone(), keyring).with_endpoints(endpoints);
 
     let (api, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(identity::http::router().with_state(identity.clone()))
-        .merge(communications::channels::http::router().with_state(communications))
+        .merge(communications::channels::http::router().with_state(communications.clone()))
         .split_for_parts();
     let api = api.layer(from_fn_with_state(identity, identity::http::authenticate));
+
+    // Providers authenticate webhooks with signatures and tokens, not our credentials.
+    let (webhooks, webhooks_doc) =
+        communications::webhooks::http::router().with_state(communications).split_for_parts();
+    openapi.merge(webhooks_doc);
 
     let (ops, ops_doc) = health::router().split_for_parts();
     openapi.merge(ops_doc);
@@ -58,6 +68,7 @@ pub fn router(settings: &Settings, pool: PgPool, keyring: std::sync::Arc<kernel:
     Router::new()
         .merge(ops)
         .merge(api)
+        .merge(webhooks)
         .fallback(errors::route_not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(
