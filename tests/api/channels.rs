@@ -272,6 +272,24 @@ async fn providers_fail_over_by_priority_and_config_edits_keep_secrets() {
         .unwrap();
     assert_eq!(assert_error(bad, 422, "validation_failed").await["error"]["field"], "config.from");
 
+    // The account's own PATCH edits the primary provider, secrets untouched.
+    let account_url = app.url(&format!("/api/v1/channel-accounts/{id}"));
+    let patched = app
+        .client
+        .patch(&account_url)
+        .bearer_auth(&tenant.api_key)
+        .json(&json!({"display_name": "Alpine SMS", "config": {"sender_id": "Alpine"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let patched: Value = patched.json().await.unwrap();
+    assert_eq!(patched["display_name"], "Alpine SMS");
+    assert_eq!(patched["providers"][0]["settings"]["sender_id"], "Alpine");
+    assert_eq!(patched["providers"][0]["settings"]["origination_number"], "+4915112345678");
+    let empty = app.client.patch(&account_url).bearer_auth(&tenant.api_key).json(&json!({})).send().await.unwrap();
+    assert_error(empty, 422, "validation_failed").await;
+
     let shown: Value = app.get(&format!("/api/v1/channel-accounts/{id}"), &tenant.api_key).await.json().await.unwrap();
     let order: Vec<&str> =
         shown["providers"].as_array().unwrap().iter().map(|p| p["provider"].as_str().unwrap()).collect();

@@ -84,6 +84,7 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/channel-accounts/{id}/suspend", "post"),
         ("/api/v1/channel-accounts/{id}/reactivate", "post"),
         ("/api/v1/channel-accounts/{id}/revoke", "post"),
+        ("/api/v1/channel-accounts/{id}/test-message", "post"),
         ("/api/v1/channel-accounts/{id}/providers", "post"),
         ("/api/v1/channel-accounts/{id}/providers/{provider_id}", "patch"),
         ("/api/v1/channel-accounts/{id}/providers/{provider_id}", "delete"),

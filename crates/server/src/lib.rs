@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod database;
+pub mod demo;
 pub mod http;
 pub mod settings;
 pub mod telemetry;
@@ -46,24 +47,21 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
         Command::ApiKey(command) => commands::api_key(pool, command).await,
         Command::Keys(cli::KeysCommand::Rotate) => commands::rotate_keys(pool, settings).await,
         Command::PlatformProvider(command) => commands::platform_provider(pool, settings, command).await,
-        Command::Serve(args) => serve(settings, args, database, None).await,
-        Command::Demo(args) => {
-            let demo = commands::prepare_demo(pool).await?;
-            serve(settings, args, database, Some(demo)).await
-        }
+        Command::Serve(args) => serve(settings, args, database).await,
+        Command::Demo(args) => demo::run(settings, args, database).await,
     }
 }
 
-async fn serve(
-    settings: &mut Settings,
-    args: ServeArgs,
-    database: &Database,
-    demo: Option<commands::DemoCredentials>,
-) -> anyhow::Result<()> {
+async fn serve(settings: &mut Settings, args: ServeArgs, database: &Database) -> anyhow::Result<()> {
     if let Some(bind) = args.bind {
         settings.http.bind = bind;
     }
     let app = Application::build(settings, database.pool.clone()).await?;
+    log_listening(&app, database);
+    app.run_until_stopped(app::shutdown_signal()).await.context("HTTP server failed")
+}
+
+fn log_listening(app: &Application, database: &Database) {
     let address = app.local_addr();
     match database.embedded() {
         Some(server) => {
@@ -71,25 +69,6 @@ async fn serve(
         }
         None => tracing::info!(%address, "switchboard listening"),
     }
-    if let Some(demo) = demo {
-        print_demo(&demo, address);
-    }
-    app.run_until_stopped(app::shutdown_signal()).await.context("HTTP server failed")
-}
-
-fn print_demo(demo: &commands::DemoCredentials, address: std::net::SocketAddr) {
-    println!(
-        "\nSwitchboard demo is running at http://{address}\n\
-         \x20 workspace:  {slug}\n\
-         \x20 admin:      {email}  password: {password}\n\
-         \x20 API key:    {key}\n\
-         \x20 try:        curl -H 'Authorization: Bearer {key}' http://{address}/api/v1/me\n\
-         These credentials are new on every start and are not shown again.\n",
-        slug = demo.slug,
-        email = demo.admin_email,
-        password = demo.admin_password,
-        key = demo.api_key,
-    );
 }
 
 /// Loads the settings; `main` turns an error into exit code 2.

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::service::{ChannelAccountView, CreateAccount, ProviderView};
+use super::test_message::{TestMessage, TestMessageReceipt};
 use super::{ChannelType, LifecycleAction, ProviderKind};
 use crate::Communications;
 
@@ -25,6 +26,7 @@ pub fn router() -> OpenApiRouter<Communications> {
         .routes(routes!(suspend_channel_account))
         .routes(routes!(reactivate_channel_account))
         .routes(routes!(revoke_channel_account))
+        .routes(routes!(send_test_message))
         .routes(routes!(add_provider))
         .routes(routes!(update_provider, remove_provider))
 }
@@ -44,7 +46,10 @@ pub struct CreateChannelAccount {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateChannelAccount {
-    pub display_name: String,
+    pub display_name: Option<String>,
+    /// Merged over the primary provider's configuration: send only what changes.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -150,7 +155,16 @@ pub async fn update_channel_account(
     Json(body): Json<UpdateChannelAccount>,
 ) -> Result<Json<ChannelAccountView>, ApiError> {
     caller.require_admin()?;
-    Ok(Json(module.rename_channel_account(caller.tenant_id, id, &body.display_name).await?))
+    if body.display_name.is_none() && body.config.is_none() {
+        return Err(ApiError::validation("display_name", "send display_name and/or config"));
+    }
+    if let Some(config) = &body.config {
+        module.update_primary_config(caller.tenant_id, id, config).await?;
+    }
+    if let Some(name) = &body.display_name {
+        module.rename_channel_account(caller.tenant_id, id, name).await?;
+    }
+    Ok(Json(module.channel_account(caller.tenant_id, id).await?))
 }
 
 async fn change_status(
@@ -225,6 +239,27 @@ pub async fn revoke_channel_account(
     body: Option<Json<StatusChange>>,
 ) -> Result<Json<ChannelAccountView>, ApiError> {
     change_status(&module, caller, id, LifecycleAction::Revoke, body).await
+}
+
+/// Sends one message at once through the primary provider, to prove the channel works.
+#[utoipa::path(
+    post, path = "/api/v1/channel-accounts/{id}/test-message", tag = "channels",
+    params(("id" = Uuid, Path)), request_body = TestMessage,
+    responses(
+        (status = 200, body = TestMessageReceipt, description = "The provider accepted it"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Not active"),
+        (status = 422, body = ErrorBody, description = "The provider refused the message or the account"),
+        (status = 429, body = ErrorBody), (status = 502, body = ErrorBody),
+    )
+)]
+pub async fn send_test_message(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(body): Json<TestMessage>,
+) -> Result<Json<TestMessageReceipt>, ApiError> {
+    caller.require_admin()?;
+    Ok(Json(module.send_test_message(caller.tenant_id, id, body).await?))
 }
 
 #[utoipa::path(

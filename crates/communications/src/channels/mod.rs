@@ -9,6 +9,7 @@ pub mod provider_input;
 pub mod repository;
 pub mod secrets;
 pub mod service;
+pub mod test_message;
 pub mod validate;
 pub mod verification;
 

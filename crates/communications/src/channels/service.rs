@@ -317,6 +317,21 @@ impl Communications {
         Ok(row.into())
     }
 
+    /// Merges `config` into the account's primary (lowest-priority) provider.
+    pub async fn update_primary_config(
+        &self,
+        tenant: TenantId,
+        account_id: Uuid,
+        config: &Value,
+    ) -> Result<ProviderView, ApiError> {
+        let providers = repository::providers_of(&self.pool, tenant, &[account_id]).await?;
+        let Some(primary) = providers.first() else {
+            repository::find_account(&self.pool, tenant, account_id).await?;
+            return Err(ApiError::validation("config", "this channel has no provider to configure"));
+        };
+        self.update_provider(tenant, account_id, primary.id, None, None, Some(config)).await
+    }
+
     pub async fn remove_provider(&self, tenant: TenantId, account_id: Uuid, id: Uuid) -> Result<(), ApiError> {
         let mut tx = self.pool.begin().await?;
         repository::lock_account(&mut *tx, tenant, account_id).await?;

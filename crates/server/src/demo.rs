@@ -1,0 +1,83 @@
+//! `switchboard demo`: the service with demo data and simulated providers. A cpaas-sim runs in
+//! process on its own port; every provider endpoint points at it, platform SES/SNS defaults use
+//! it, and its signed callbacks come back to our webhook routes, so everything a real operator
+//! would do works offline, end to end.
+
+use anyhow::Context;
+use communications::Communications;
+use communications::channels::ProviderKind;
+use cpaas_sim::{SimConfig, Simulator};
+use serde_json::json;
+
+use crate::app::{self, Application};
+use crate::cli::ServeArgs;
+use crate::commands::{self, DemoCredentials};
+use crate::database::Database;
+use crate::settings::Settings;
+
+/// The simulator's SNS origination number (what `ListOriginationNumbers` reports).
+const SIMULATED_SMS_NUMBER: &str = "+18005550199";
+
+pub async fn run(settings: &mut Settings, args: ServeArgs, database: &Database) -> anyhow::Result<()> {
+    if let Some(bind) = args.bind {
+        settings.http.bind = bind;
+    }
+    let sim_listener =
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind the provider simulator")?;
+    let sim_url = format!("http://{}", sim_listener.local_addr()?);
+    let sim_config = SimConfig::default();
+    point_providers_at(settings, &sim_url, &sim_config);
+
+    let app = Application::build(settings, database.pool.clone()).await?;
+    let (router, sim) = Simulator::router(SimConfig {
+        webhook_base: Some(format!("http://{}", app.local_addr())),
+        auto_callbacks: Some(std::time::Duration::from_millis(500)),
+        ..sim_config
+    })?;
+    sim.set_base_url(&sim_url);
+    tokio::spawn(async move { axum::serve(sim_listener, router).await });
+
+    let keyring = std::sync::Arc::new(settings.secrets.keyring()?);
+    let communications = Communications::new(database.pool.clone(), keyring);
+    set_simulated_platform_defaults(&communications).await?;
+    let credentials = commands::prepare_demo(&database.pool).await?;
+
+    super::log_listening(&app, database);
+    print_banner(&credentials, &format!("http://{}", app.local_addr()), &sim_url);
+    app.run_until_stopped(app::shutdown_signal()).await.context("HTTP server failed")
+}
+
+fn point_providers_at(settings: &mut Settings, sim_url: &str, sim: &SimConfig) {
+    let providers = &mut settings.providers;
+    providers.meta_graph_url = sim_url.to_owned();
+    providers.twilio_api_url = sim_url.to_owned();
+    providers.aws_endpoint_url = sim_url.to_owned();
+    providers.meta_app_id = "1000000000000001".into();
+    providers.meta_app_secret = sim.meta_app_secret.clone().into();
+}
+
+/// Tenants that bring no AWS account of their own send email and SMS through these.
+async fn set_simulated_platform_defaults(communications: &Communications) -> anyhow::Result<()> {
+    let aws = json!({"access_key_id": "AKIASIMULATED0000001", "secret_access_key": "simulated-secret-access-key"});
+    communications.set_platform_default(ProviderKind::Ses, &aws).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut sns = aws.clone();
+    sns["origination_number"] = json!(SIMULATED_SMS_NUMBER);
+    communications.set_platform_default(ProviderKind::Sns, &sns).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn print_banner(demo: &DemoCredentials, address: &str, sim_url: &str) {
+    println!(
+        "\nSwitchboard demo is running at {address}\n\
+         \x20 workspace:  {slug}\n\
+         \x20 admin:      {email}  password: {password}\n\
+         \x20 API key:    {key}\n\
+         \x20 try:        curl -H 'Authorization: Bearer {key}' {address}/api/v1/me\n\
+         \x20 providers:  simulated at {sim_url} (requests: {sim_url}/sim/ledger)\n\
+         These credentials are new on every start and are not shown again.\n",
+        slug = demo.slug,
+        email = demo.admin_email,
+        password = demo.admin_password,
+        key = demo.api_key,
+    );
+}
