@@ -60,6 +60,22 @@ impl AwsClientSettings {
     }
 }
 
+impl AwsClientSettings {
+    /// One `SdkConfig` from which both SDKs' clients are built (`Client::new(&sdk_config)`).
+    pub fn sdk_config(self) -> aws_config::SdkConfig {
+        let mut builder = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(self.region)
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(self.credentials))
+            .retry_config(self.retry)
+            .timeout_config(self.timeouts);
+        if let Some(url) = self.endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        builder.build()
+    }
+}
+
 /// The connect timeout makes "never connected" a dispatch failure (retryable); the operation
 /// timeout bounds the whole call and, when it fires, the outcome is unknown.
 fn timeout_config(options: &SendOptions) -> TimeoutConfig {

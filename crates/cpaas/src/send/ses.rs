@@ -63,16 +63,7 @@ pub fn build_client(config: &SesConfig, options: &SendOptions) -> Result<aws_sdk
         &config.secret_access_key,
         options,
     )?;
-    let mut builder = aws_sdk_sesv2::Config::builder()
-        .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
-        .region(settings.region)
-        .credentials_provider(settings.credentials)
-        .retry_config(settings.retry)
-        .timeout_config(settings.timeouts);
-    if let Some(url) = settings.endpoint_url {
-        builder = builder.endpoint_url(url);
-    }
-    Ok(aws_sdk_sesv2::Client::from_conf(builder.build()))
+    Ok(aws_sdk_sesv2::Client::new(&settings.sdk_config()))
 }
 
 impl SesAdapter {

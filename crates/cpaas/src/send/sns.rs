@@ -87,16 +87,7 @@ pub fn build_client(config: &SnsConfig, options: &SendOptions) -> Result<aws_sdk
         &config.secret_access_key,
         options,
     )?;
-    let mut builder = aws_sdk_sns::Config::builder()
-        .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
-        .region(settings.region)
-        .credentials_provider(settings.credentials)
-        .retry_config(settings.retry)
-        .timeout_config(settings.timeouts);
-    if let Some(url) = settings.endpoint_url {
-        builder = builder.endpoint_url(url);
-    }
-    Ok(aws_sdk_sns::Client::from_conf(builder.build()))
+    Ok(aws_sdk_sns::Client::new(&settings.sdk_config()))
 }
 
 impl SnsAdapter {
