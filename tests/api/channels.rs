@@ -353,6 +353,12 @@ async fn no_secret_is_stored_in_plaintext_and_envelopes_are_bound_to_their_row()
     let mut moved = rows.iter().find(|r| r.provider == communications::channels::ProviderKind::Ses).unwrap().clone();
     moved.secrets = twilio.secrets.clone();
     assert!(module.provider_secrets(&moved).await.is_err(), "a copied envelope must not open");
+    let mut other_account = twilio.clone();
+    other_account.channel_account_id = Some(uuid::Uuid::now_v7());
+    assert!(module.provider_secrets(&other_account).await.is_err(), "bound to its channel account");
+    let mut other_tenant = twilio.clone();
+    other_tenant.tenant_id = Some(uuid::Uuid::now_v7());
+    assert!(module.provider_secrets(&other_tenant).await.is_err(), "bound to its tenant");
 }
 
 fn communications_module(app: &TestApp) -> communications::Communications {

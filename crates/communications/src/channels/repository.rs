@@ -320,13 +320,17 @@ pub async fn next_priority(db: impl PgExecutor<'_>, tenant_id: TenantId, account
 pub struct StoredSecrets {
     pub id: Uuid,
     pub tenant_id: Option<Uuid>,
+    pub channel_account_id: Option<Uuid>,
     pub secrets: Value,
 }
 
 pub async fn all_secrets(db: impl PgExecutor<'_>) -> Result<Vec<StoredSecrets>, ApiError> {
-    Ok(sqlx::query_as!(StoredSecrets, "SELECT id, tenant_id, secrets FROM communications.provider_configs ORDER BY id")
-        .fetch_all(db)
-        .await?)
+    Ok(sqlx::query_as!(
+        StoredSecrets,
+        "SELECT id, tenant_id, channel_account_id, secrets FROM communications.provider_configs ORDER BY id"
+    )
+    .fetch_all(db)
+    .await?)
 }
 
 /// Swaps the secrets only if they are still `expected`: a concurrent edit (which seals under the

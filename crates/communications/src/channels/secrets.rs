@@ -1,5 +1,6 @@
-//! Sealing provider secrets: each field is its own envelope, bound to its tenant, its provider
-//! configuration row and its field name, so a ciphertext copied anywhere else does not open.
+//! Sealing provider secrets: each field is its own envelope, bound to its tenant, its channel
+//! account, its provider configuration row and its field name, so a ciphertext copied anywhere
+//! else does not open.
 
 use std::collections::BTreeMap;
 
@@ -8,26 +9,32 @@ use kernel::error::ApiError;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// The owner part of the associated data: the tenant, or `platform` for platform defaults.
-fn tenant_part(tenant_id: Option<Uuid>) -> String {
-    tenant_id.map_or_else(|| "platform".to_owned(), |id| id.to_string())
+/// Where a secret belongs. Platform defaults have neither tenant nor account.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretOwner {
+    pub tenant_id: Option<Uuid>,
+    pub channel_account_id: Option<Uuid>,
+    pub provider_config_id: Uuid,
 }
 
-pub fn aad(tenant_id: Option<Uuid>, provider_config_id: Uuid, field: &str) -> Vec<u8> {
-    associated_data(&tenant_part(tenant_id), &format!("provider_config:{provider_config_id}"), field)
+impl From<&super::repository::ProviderRow> for SecretOwner {
+    fn from(row: &super::repository::ProviderRow) -> Self {
+        Self { tenant_id: row.tenant_id, channel_account_id: row.channel_account_id, provider_config_id: row.id }
+    }
+}
+
+pub fn aad(owner: &SecretOwner, field: &str) -> Vec<u8> {
+    let tenant = owner.tenant_id.map_or_else(|| "platform".to_owned(), |id| id.to_string());
+    let account = owner.channel_account_id.map_or_else(|| "none".to_owned(), |id| id.to_string());
+    associated_data(&tenant, &format!("channel_account:{account}/provider_config:{}", owner.provider_config_id), field)
 }
 
 /// Seals every secret field; returns (envelopes, masks) as stored.
-pub fn seal_all(
-    keyring: &Keyring,
-    tenant_id: Option<Uuid>,
-    provider_config_id: Uuid,
-    secrets: &BTreeMap<String, String>,
-) -> (Value, Value) {
+pub fn seal_all(keyring: &Keyring, owner: &SecretOwner, secrets: &BTreeMap<String, String>) -> (Value, Value) {
     let mut envelopes = Map::new();
     let mut masks = Map::new();
     for (field, plaintext) in secrets {
-        let envelope = keyring.seal(plaintext.as_bytes(), &aad(tenant_id, provider_config_id, field));
+        let envelope = keyring.seal(plaintext.as_bytes(), &aad(owner, field));
         envelopes.insert(field.clone(), serde_json::to_value(envelope).unwrap_or_default());
         masks.insert(field.clone(), Value::String(mask(plaintext)));
     }
@@ -35,19 +42,13 @@ pub fn seal_all(
 }
 
 /// Opens every secret field of a stored row.
-pub fn open_all(
-    keyring: &Keyring,
-    tenant_id: Option<Uuid>,
-    provider_config_id: Uuid,
-    stored: &Value,
-) -> Result<BTreeMap<String, String>, ApiError> {
+pub fn open_all(keyring: &Keyring, owner: &SecretOwner, stored: &Value) -> Result<BTreeMap<String, String>, ApiError> {
     let Some(fields) = stored.as_object() else { return Ok(BTreeMap::new()) };
     fields
         .iter()
         .map(|(field, value)| {
             let envelope: Envelope = serde_json::from_value(value.clone()).map_err(ApiError::internal)?;
-            let plaintext =
-                keyring.open(&envelope, &aad(tenant_id, provider_config_id, field)).map_err(ApiError::internal)?;
+            let plaintext = keyring.open(&envelope, &aad(owner, field)).map_err(ApiError::internal)?;
             let text = String::from_utf8(plaintext).map_err(ApiError::internal)?;
             Ok((field.clone(), text))
         })
@@ -55,12 +56,7 @@ pub fn open_all(
 }
 
 /// Re-seals envelopes made under an old key; `None` when all are current.
-pub fn reseal_stale(
-    keyring: &Keyring,
-    tenant_id: Option<Uuid>,
-    provider_config_id: Uuid,
-    stored: &Value,
-) -> Result<Option<Value>, ApiError> {
+pub fn reseal_stale(keyring: &Keyring, owner: &SecretOwner, stored: &Value) -> Result<Option<Value>, ApiError> {
     let Some(fields) = stored.as_object() else { return Ok(None) };
     let mut changed = false;
     let mut resealed = Map::new();
@@ -68,7 +64,7 @@ pub fn reseal_stale(
         let envelope: Envelope = serde_json::from_value(value.clone()).map_err(ApiError::internal)?;
         let fresh = if keyring.is_stale(&envelope) {
             changed = true;
-            keyring.reseal(&envelope, &aad(tenant_id, provider_config_id, field)).map_err(ApiError::internal)?
+            keyring.reseal(&envelope, &aad(owner, field)).map_err(ApiError::internal)?
         } else {
             envelope
         };

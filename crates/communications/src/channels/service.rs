@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::provider_input::{self, ParsedConfig};
 use super::repository::{self, AccountChanges, AccountRow, NewAccount, NewProvider, ProviderChanges, ProviderRow};
+use super::secrets::SecretOwner;
 use super::{ChannelStatus, ChannelType, LifecycleAction, ProviderKind, secrets};
 use crate::Communications;
 
@@ -164,7 +165,9 @@ impl Communications {
         parsed: &ParsedConfig,
     ) -> Result<ProviderRow, ApiError> {
         let id = Uuid::now_v7();
-        let (sealed, masks) = secrets::seal_all(&self.keyring, Some(tenant.0), id, &parsed.secrets);
+        let owner =
+            SecretOwner { tenant_id: Some(tenant.0), channel_account_id: Some(account.id), provider_config_id: id };
+        let (sealed, masks) = secrets::seal_all(&self.keyring, &owner, &parsed.secrets);
         let new = NewProvider {
             id,
             tenant_id: Some(tenant),
@@ -302,12 +305,12 @@ impl Communications {
                 return Err(ApiError::validation("config", "must be an object"));
             };
             let mut merged: Map<String, Value> = current.settings.as_object().cloned().unwrap_or_default();
-            for (field, value) in secrets::open_all(&self.keyring, Some(tenant.0), id, &current.secrets)? {
+            for (field, value) in secrets::open_all(&self.keyring, &SecretOwner::from(&current), &current.secrets)? {
                 merged.insert(field, Value::String(value));
             }
             merged.extend(patch.clone());
             let parsed = provider_input::parse(current.provider, &Value::Object(merged))?;
-            let (sealed, masks) = secrets::seal_all(&self.keyring, Some(tenant.0), id, &parsed.secrets);
+            let (sealed, masks) = secrets::seal_all(&self.keyring, &SecretOwner::from(&current), &parsed.secrets);
             changes.settings = Some(Value::Object(parsed.settings));
             changes.secrets = Some(sealed);
             changes.masks = Some(masks);
@@ -352,7 +355,8 @@ impl Communications {
     pub async fn set_platform_default(&self, provider: ProviderKind, config: &Value) -> Result<ProviderView, ApiError> {
         let parsed = provider_input::parse_platform(provider, config)?;
         let id = Uuid::now_v7();
-        let (sealed, masks) = secrets::seal_all(&self.keyring, None, id, &parsed.secrets);
+        let owner = SecretOwner { tenant_id: None, channel_account_id: None, provider_config_id: id };
+        let (sealed, masks) = secrets::seal_all(&self.keyring, &owner, &parsed.secrets);
         let channel_type = match provider {
             ProviderKind::Ses => ChannelType::Email,
             ProviderKind::Meta => ChannelType::Whatsapp,
@@ -389,15 +393,19 @@ impl Communications {
 
     /// The decrypted configuration of one provider (for adapters and verification flows).
     pub async fn provider_secrets(&self, provider: &ProviderRow) -> Result<BTreeMap<String, String>, ApiError> {
-        secrets::open_all(&self.keyring, provider.tenant_id, provider.id, &provider.secrets)
+        secrets::open_all(&self.keyring, &SecretOwner::from(provider), &provider.secrets)
     }
 
     /// Re-encrypts every secret sealed under an older master key; returns how many rows changed.
     pub async fn rotate_secrets(&self) -> Result<usize, ApiError> {
         let mut changed = 0;
         for stored in repository::all_secrets(&self.pool).await? {
-            let Some(resealed) = secrets::reseal_stale(&self.keyring, stored.tenant_id, stored.id, &stored.secrets)?
-            else {
+            let owner = SecretOwner {
+                tenant_id: stored.tenant_id,
+                channel_account_id: stored.channel_account_id,
+                provider_config_id: stored.id,
+            };
+            let Some(resealed) = secrets::reseal_stale(&self.keyring, &owner, &stored.secrets)? else {
                 continue;
             };
             if repository::replace_secrets(&self.pool, stored.id, &stored.secrets, &resealed).await? {

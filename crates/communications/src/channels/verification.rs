@@ -155,7 +155,7 @@ impl Communications {
         row: &ProviderRow,
         stored: &BTreeMap<String, String>,
     ) -> Result<ProviderRow, ApiError> {
-        let (sealed, masks) = secrets::seal_all(&self.keyring, Some(tenant.0), row.id, stored);
+        let (sealed, masks) = secrets::seal_all(&self.keyring, &secrets::SecretOwner::from(row), stored);
         let changes = ProviderChanges { secrets: Some(sealed), masks: Some(masks), ..Default::default() };
         repository::update_provider(&self.pool, tenant, row.id, changes).await
     }
