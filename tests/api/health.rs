@@ -89,6 +89,10 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/channel-accounts/{id}/providers/{provider_id}", "patch"),
         ("/api/v1/channel-accounts/{id}/providers/{provider_id}", "delete"),
         ("/api/webhooks/meta/{tenant_id}", "get"),
+        ("/api/v1/messages", "get"),
+        ("/api/v1/messages", "post"),
+        ("/api/v1/messages/{id}", "get"),
+        ("/api/v1/messages/{id}/cancel", "post"),
     ];
     for (path, method) in expected {
         assert!(

@@ -11,6 +11,9 @@
 //! meet only through narrow traits in `kernel`, wired together in the server.
 
 pub mod channels;
+pub mod contacts;
+pub mod dispatch;
+pub mod messages;
 pub mod webhooks;
 
 use std::sync::Arc;

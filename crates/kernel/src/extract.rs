@@ -62,6 +62,15 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// A 415 unless the request says its body is JSON (for handlers that read the raw bytes).
+pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    if has_json_content_type(headers) {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType("expected a request body with `Content-Type: application/json`".into()))
+    }
+}
+
 fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;

@@ -18,6 +18,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     grace: Duration,
+    communications: communications::Communications,
 }
 
 impl Application {
@@ -27,13 +28,18 @@ impl Application {
         let listener = TcpListener::bind(settings.http.bind)
             .await
             .with_context(|| format!("cannot listen on {} (http.bind)", settings.http.bind))?;
-        let keyring = std::sync::Arc::new(settings.secrets.keyring()?);
-        let endpoints = settings.providers.endpoints(listener.local_addr()?);
+        let communications = communications_module(settings, pool.clone(), listener.local_addr()?)?;
         Ok(Self {
             listener,
-            router: http::router(settings, pool, keyring, endpoints),
+            router: http::router(settings, pool, communications.clone()),
             grace: Duration::from_secs(settings.http.shutdown_grace_secs),
+            communications,
         })
+    }
+
+    /// The communications module this application serves (for workers in the same process).
+    pub fn communications(&self) -> communications::Communications {
+        self.communications.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -64,6 +70,30 @@ impl Application {
             }
         }
     }
+}
+
+/// The communications module: pool, master keys, provider endpoints (webhook URLs derive from
+/// `bound` when `providers.public_base_url` is empty).
+pub fn communications_module(
+    settings: &Settings,
+    pool: PgPool,
+    bound: SocketAddr,
+) -> anyhow::Result<communications::Communications> {
+    let keyring = std::sync::Arc::new(settings.secrets.keyring()?);
+    Ok(communications::Communications::new(pool, keyring).with_endpoints(settings.providers.endpoints(bound)))
+}
+
+/// Runs the dispatch workers until `shutdown`.
+pub async fn run_workers(
+    settings: &Settings,
+    communications: communications::Communications,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let dispatcher = communications::dispatch::Dispatcher::new(communications, settings.dispatch.retry_policy());
+    let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
+    communications::dispatch::worker::run(dispatcher, settings.dispatch.concurrency, grace, shutdown)
+        .await
+        .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"))
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -24,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (the default command).
     Serve(ServeArgs),
+    /// Run only the dispatch workers (no HTTP), e.g. to scale sending separately.
+    Worker,
     /// Apply database migrations, then exit.
     Migrate,
     /// Manage tenants (operator workspaces).

@@ -9,7 +9,7 @@ use communications::channels::ProviderKind;
 use cpaas_sim::{SimConfig, Simulator};
 use serde_json::json;
 
-use crate::app::{self, Application};
+use crate::app::Application;
 use crate::cli::ServeArgs;
 use crate::commands::{self, DemoCredentials};
 use crate::database::Database;
@@ -44,7 +44,7 @@ pub async fn run(settings: &mut Settings, args: ServeArgs, database: &Database) 
 
     super::log_listening(&app, database);
     print_banner(&credentials, &format!("http://{}", app.local_addr()), &sim_url);
-    app.run_until_stopped(app::shutdown_signal()).await.context("HTTP server failed")
+    super::serve_with_workers(settings, app).await
 }
 
 fn point_providers_at(settings: &mut Settings, sim_url: &str, sim: &SimConfig) {

@@ -48,6 +48,11 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
         Command::Keys(cli::KeysCommand::Rotate) => commands::rotate_keys(pool, settings).await,
         Command::PlatformProvider(command) => commands::platform_provider(pool, settings, command).await,
         Command::Serve(args) => serve(settings, args, database).await,
+        Command::Worker => {
+            let communications = app::communications_module(settings, database.pool.clone(), settings.http.bind)?;
+            tracing::info!("switchboard dispatch workers running");
+            app::run_workers(settings, communications, app::shutdown_signal()).await
+        }
         Command::Demo(args) => demo::run(settings, args, database).await,
     }
 }
@@ -58,7 +63,21 @@ async fn serve(settings: &mut Settings, args: ServeArgs, database: &Database) ->
     }
     let app = Application::build(settings, database.pool.clone()).await?;
     log_listening(&app, database);
-    app.run_until_stopped(app::shutdown_signal()).await.context("HTTP server failed")
+    serve_with_workers(settings, app).await
+}
+
+/// Serves HTTP and, when `dispatch.in_serve`, the dispatch workers, until a signal stops both.
+pub async fn serve_with_workers(settings: &Settings, app: Application) -> anyhow::Result<()> {
+    let workers = settings.dispatch.in_serve.then(|| {
+        let settings = settings.clone();
+        let communications = app.communications();
+        tokio::spawn(async move { app::run_workers(&settings, communications, app::shutdown_signal()).await })
+    });
+    let served = app.run_until_stopped(app::shutdown_signal()).await.context("HTTP server failed");
+    if let Some(workers) = workers {
+        workers.await.context("dispatch workers panicked")??;
+    }
+    served
 }
 
 fn log_listening(app: &Application, database: &Database) {

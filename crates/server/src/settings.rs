@@ -21,6 +21,28 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub secrets: SecretsSettings,
     pub providers: ProvidersSettings,
+    pub dispatch: DispatchSettings,
+}
+
+/// `[dispatch]`: the workers that send messages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchSettings {
+    pub in_serve: bool,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub retry_base_delay_ms: u64,
+    pub retry_max_delay_secs: u64,
+}
+
+impl DispatchSettings {
+    pub fn retry_policy(&self) -> communications::dispatch::RetryPolicy {
+        communications::dispatch::RetryPolicy {
+            max_attempts: self.max_attempts,
+            base_delay: std::time::Duration::from_millis(self.retry_base_delay_ms),
+            max_delay: std::time::Duration::from_secs(self.retry_max_delay_secs),
+        }
+    }
 }
 
 /// `[providers]`: where the providers are and who we are to them.
@@ -209,6 +231,8 @@ impl Settings {
             ("database.max_connections", u64::from(self.database.max_connections)),
             ("database.acquire_timeout_secs", self.database.acquire_timeout_secs),
             ("database.start_timeout_secs", self.database.start_timeout_secs),
+            ("dispatch.concurrency", self.dispatch.concurrency as u64),
+            ("dispatch.max_attempts", u64::from(self.dispatch.max_attempts)),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::at(key, "must be greater than 0"));

@@ -419,3 +419,22 @@ pub async fn meta_providers(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Res
     .fetch_all(db)
     .await?)
 }
+
+/// The tenant's non-revoked account of a channel type (there is at most one).
+pub async fn active_account_for_channel(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    channel: ChannelType,
+) -> Result<Option<AccountRow>, ApiError> {
+    Ok(sqlx::query_as!(
+        AccountRow,
+        r#"SELECT id, tenant_id, channel_type AS "channel_type: ChannelType", display_name,
+                  status AS "status: ChannelStatus", status_reason, sender, verification, created_at, updated_at
+           FROM communications.channel_accounts
+           WHERE tenant_id = $1 AND channel_type = $2 AND status <> 'revoked'"#,
+        tenant_id.0,
+        channel.as_str(),
+    )
+    .fetch_optional(db)
+    .await?)
+}

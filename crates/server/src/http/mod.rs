@@ -40,18 +40,13 @@ impl std::fmt::Debug for OpsState {
     }
 }
 
-pub fn router(
-    settings: &Settings,
-    pool: PgPool,
-    keyring: std::sync::Arc<kernel::crypto::Keyring>,
-    endpoints: communications::channels::endpoints::ProviderEndpoints,
-) -> Router {
+pub fn router(settings: &Settings, pool: PgPool, communications: Communications) -> Router {
     let identity = Identity::new(pool.clone(), settings.auth.clone());
-    let communications = Communications::new(pool.clone(), keyring).with_endpoints(endpoints);
 
     let (api, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(identity::http::router().with_state(identity.clone()))
         .merge(communications::channels::http::router().with_state(communications.clone()))
+        .merge(communications::messages::http::router().with_state(communications.clone()))
         .split_for_parts();
     let api = api.layer(from_fn_with_state(identity, identity::http::authenticate));
 

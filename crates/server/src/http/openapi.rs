@@ -15,6 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "agents", description = "The people who work the inbox"),
         (name = "api-keys", description = "Operator API keys"),
         (name = "channels", description = "Channel accounts (WhatsApp, email, SMS, webchat) and their providers"),
+        (name = "messages", description = "The send API: accept, read, list, cancel"),
         (name = "webhooks", description = "Provider callbacks (verified by signature or token)"),
         (name = "ops", description = "Health, readiness, metrics"),
     )

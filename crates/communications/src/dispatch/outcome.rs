@@ -1,0 +1,253 @@
+//! What a dispatch attempt leaves behind: the message's new state, its event, and any follow-up
+//! (a retry job, the fallback message, a suspended channel account) — in one transaction.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use cpaas::SendError;
+use kernel::error::ApiError;
+use kernel::ids::TenantId;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{Dispatcher, Failure, Sent};
+use crate::channels::{LifecycleAction, repository as channels};
+use crate::messages::model::{EventSource, MessageStatus};
+use crate::messages::queue::{self, DispatchJob};
+use crate::messages::repository::{self as messages, MessageRow, NewEvent, NewMessage};
+
+pub(crate) async fn record(
+    dispatcher: &Dispatcher,
+    tenant: TenantId,
+    job: DispatchJob,
+    message: &MessageRow,
+    result: Result<Sent, Failure>,
+) -> Result<(), ApiError> {
+    let pool = &dispatcher.module.pool;
+    let mut tx = pool.begin().await?;
+    match result {
+        Ok(sent) => {
+            sqlx::query!(
+                r#"UPDATE communications.messages SET status = 'sent', provider = $2, provider_message_id = $3,
+                       channel_account_id = $4, sent_at = now(), updated_at = now()
+                   WHERE id = $1 AND status = 'sending'"#,
+                message.id,
+                sent.receipt.provider.as_str(),
+                sent.receipt.provider_message_id,
+                sent.channel_account_id,
+            )
+            .execute(&mut *tx)
+            .await?;
+            let payload = json!({"provider": sent.receipt.provider.as_str(), "provider_message_id": sent.receipt.provider_message_id});
+            messages::record_event(
+                &mut *tx,
+                NewEvent {
+                    tenant_id: tenant.0,
+                    message_id: message.id,
+                    status: MessageStatus::Sent,
+                    reason: None,
+                    source: EventSource::Worker,
+                    payload: Some(payload),
+                    occurred_at: None,
+                },
+            )
+            .await?;
+        }
+        Err(Failure::Infrastructure(error)) => {
+            // Nothing reached a provider: hand the message back for apalis to retry the job.
+            messages::set_status(&mut *tx, tenant.0, message.id, MessageStatus::Queued, None).await?;
+            tx.commit().await?;
+            return Err(error);
+        }
+        Err(Failure::Send(error)) => apply_failure(dispatcher, &mut tx, tenant, job, message, error, None).await?,
+        Err(Failure::SendVia { error, channel_account_id }) => {
+            apply_failure(dispatcher, &mut tx, tenant, job, message, error, Some(channel_account_id)).await?
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn apply_failure(
+    dispatcher: &Dispatcher,
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    job: DispatchJob,
+    message: &MessageRow,
+    error: SendError,
+    channel_account_id: Option<Uuid>,
+) -> Result<(), ApiError> {
+    let reason = error.to_string();
+    match error {
+        SendError::Retryable { retry_after, .. } | SendError::RateLimited { retry_after, .. } => {
+            let next_attempt = job.attempt + 1;
+            if next_attempt >= dispatcher.retry.max_attempts {
+                let final_reason =
+                    format!("retry budget of {} attempts spent; last: {reason}", dispatcher.retry.max_attempts);
+                return fail_and_fall_back(tx, tenant, message, &final_reason).await;
+            }
+            let delay = backoff(dispatcher, next_attempt, retry_after);
+            messages::set_status(&mut *tx, tenant.0, message.id, MessageStatus::Queued, Some(&reason)).await?;
+            let note = format!("retrying in {}s: {reason}", delay.as_secs());
+            messages::record_event(
+                &mut *tx,
+                NewEvent {
+                    tenant_id: tenant.0,
+                    message_id: message.id,
+                    status: MessageStatus::Queued,
+                    reason: Some(&note),
+                    source: EventSource::Worker,
+                    payload: None,
+                    occurred_at: None,
+                },
+            )
+            .await?;
+            let run_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            queue::enqueue(tx, message.lane, DispatchJob { attempt: next_attempt, ..job }, Some(run_at)).await
+        }
+        SendError::Permanent { .. } => fail_and_fall_back(tx, tenant, message, &reason).await,
+        SendError::TenantBlocked { .. } => {
+            if let Some(account_id) = channel_account_id {
+                suspend_account(tx, tenant, account_id, &reason).await?;
+            }
+            fail_and_fall_back(tx, tenant, message, &reason).await
+        }
+        SendError::Unknown { .. } => {
+            messages::set_status(&mut *tx, tenant.0, message.id, MessageStatus::Unknown, Some(&reason)).await?;
+            messages::record_event(
+                &mut *tx,
+                NewEvent {
+                    tenant_id: tenant.0,
+                    message_id: message.id,
+                    status: MessageStatus::Unknown,
+                    reason: Some(&reason),
+                    source: EventSource::Worker,
+                    payload: None,
+                    occurred_at: None,
+                },
+            )
+            .await
+        }
+    }
+}
+
+/// Exponential backoff with full jitter, at least the provider's Retry-After.
+fn backoff(dispatcher: &Dispatcher, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let policy = dispatcher.retry;
+    let exponential = policy.base_delay.saturating_mul(1u32 << attempt.min(16)).min(policy.max_delay);
+    let jittered = exponential.mul_f64(0.5 + rand_unit() * 0.5);
+    jittered.max(retry_after.unwrap_or_default())
+}
+
+fn rand_unit() -> f64 {
+    f64::from(Uuid::new_v4().as_u128() as u32) / f64::from(u32::MAX)
+}
+
+/// Fails the message; when its chain has another channel, a new message takes over there and
+/// this one is superseded.
+async fn fail_and_fall_back(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    message: &MessageRow,
+    reason: &str,
+) -> Result<(), ApiError> {
+    messages::set_status(&mut *tx, tenant.0, message.id, MessageStatus::Failed, Some(reason)).await?;
+    messages::record_event(
+        &mut *tx,
+        NewEvent {
+            tenant_id: tenant.0,
+            message_id: message.id,
+            status: MessageStatus::Failed,
+            reason: Some(reason),
+            source: EventSource::Worker,
+            payload: None,
+            occurred_at: None,
+        },
+    )
+    .await?;
+    let mut steps = message.fallback.as_array().cloned().unwrap_or_default();
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let next = steps.remove(0);
+    let (Some(channel), Some(recipient)) =
+        (next["channel"].as_str().and_then(crate::messages::model::Channel::parse), next["recipient"].as_str())
+    else {
+        return Err(ApiError::internal("a malformed fallback step"));
+    };
+    let successor = Uuid::now_v7();
+    messages::insert(
+        &mut *tx,
+        NewMessage {
+            id: successor,
+            tenant_id: tenant,
+            contact_id: message.contact_id,
+            conversation_id: message.conversation_id,
+            channel,
+            fallback: Value::Array(steps),
+            recipient,
+            content: next["content"].clone(),
+            status: MessageStatus::Queued,
+            lane: message.lane,
+            scheduled_at: None,
+            metadata: message.metadata.clone(),
+            supersedes: Some(message.id),
+        },
+    )
+    .await?;
+    let reason_for_successor = format!("fallback from {} after: {reason}", message.channel.as_str());
+    messages::record_event(
+        &mut *tx,
+        NewEvent {
+            tenant_id: tenant.0,
+            message_id: successor,
+            status: MessageStatus::Queued,
+            reason: Some(&reason_for_successor),
+            source: EventSource::Worker,
+            payload: None,
+            occurred_at: None,
+        },
+    )
+    .await?;
+    sqlx::query!(
+        "UPDATE communications.messages SET status = 'superseded', superseded_by = $2, updated_at = now() WHERE id = $1",
+        message.id,
+        successor
+    )
+    .execute(&mut *tx)
+    .await?;
+    let note = format!("superseded by {successor} on {}", channel.as_str());
+    messages::record_event(
+        &mut *tx,
+        NewEvent {
+            tenant_id: tenant.0,
+            message_id: message.id,
+            status: MessageStatus::Superseded,
+            reason: Some(&note),
+            source: EventSource::Worker,
+            payload: None,
+            occurred_at: None,
+        },
+    )
+    .await?;
+    queue::enqueue(tx, message.lane, DispatchJob { message_id: successor, tenant_id: tenant.0, attempt: 0 }, None).await
+}
+
+/// A tenant-wide refusal (bad credentials, suspended provider account): stop using the channel
+/// instead of burning retries on every message.
+async fn suspend_account(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    account_id: Uuid,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let account = channels::lock_account(&mut *tx, tenant, account_id).await?;
+    if let Ok(status) = LifecycleAction::Suspend.apply(account.status) {
+        let reason = format!("suspended by the dispatcher: {reason}");
+        let changes =
+            channels::AccountChanges { status: Some(status), status_reason: Some(Some(&reason)), ..Default::default() };
+        channels::update_account(&mut *tx, tenant, account_id, changes).await?;
+        tracing::warn!(tenant_id = %tenant, channel_account_id = %account_id, %reason, "channel account suspended");
+    }
+    Ok(())
+}

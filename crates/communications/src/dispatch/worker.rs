@@ -1,0 +1,48 @@
+//! Running the dispatch workers: one apalis worker per lane on PostgreSQL (`FOR UPDATE SKIP
+//! LOCKED` fetches, LISTEN/NOTIFY wake-ups), in the `serve` process or a `switchboard worker`
+//! process — any number of them against one database.
+
+use std::future::Future;
+use std::time::Duration;
+
+use apalis::prelude::{BoxDynError, Data, Monitor, ParallelizeExt, WorkerBuilder};
+use apalis_postgres::{Config, PostgresStorage};
+
+use super::Dispatcher;
+use crate::messages::queue::{BULK_QUEUE, DispatchJob, URGENT_QUEUE};
+
+async fn handle(job: DispatchJob, dispatcher: Data<Dispatcher>) -> Result<(), BoxDynError> {
+    dispatcher.dispatch(job).await.map_err(|error| Box::new(error) as BoxDynError)
+}
+
+/// Runs the urgent and bulk workers until `shutdown` completes; in-flight jobs get
+/// `grace` to finish.
+pub async fn run(
+    dispatcher: Dispatcher,
+    concurrency: usize,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxDynError> {
+    let mut monitor = Monitor::new().shutdown_timeout(grace);
+    for (lane, queue) in [("urgent", URGENT_QUEUE), ("bulk", BULK_QUEUE)] {
+        let dispatcher = dispatcher.clone();
+        monitor = monitor.register(move |index| {
+            let config = Config::default().queue(queue).batch_size(concurrency);
+            let backend =
+                PostgresStorage::<DispatchJob>::new(&dispatcher.module.pool).with_config(config).with_pubsub();
+            WorkerBuilder::new(format!("switchboard-dispatch-{lane}-{index}-{}", uuid::Uuid::now_v7().simple()))
+                .backend(backend)
+                .data(dispatcher.clone())
+                .parallelize(tokio::spawn)
+                .build(handle)
+        });
+    }
+    monitor
+        .run_with_signal(async move {
+            shutdown.await;
+            tracing::info!("dispatch workers: no new jobs, finishing the ones in flight");
+            Ok(())
+        })
+        .await
+        .map_err(|error| Box::new(error) as BoxDynError)
+}

@@ -1,0 +1,9 @@
+//! Messages: accepted through the send API (or triggers), dispatched by workers through the
+//! channel's providers, moved on by provider callbacks, every change on the record.
+
+pub mod content;
+pub mod http;
+pub mod model;
+pub mod queue;
+pub mod repository;
+pub mod service;

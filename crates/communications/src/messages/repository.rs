@@ -1,0 +1,303 @@
+//! SQL for messages, their events and idempotency keys.
+
+use chrono::{DateTime, Utc};
+use kernel::error::ApiError;
+use kernel::ids::TenantId;
+use kernel::pagination::PageRequest;
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use super::model::{Channel, EventSource, Lane, MessageStatus};
+
+#[derive(Debug, Clone)]
+pub struct MessageRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub contact_id: Option<Uuid>,
+    pub conversation_id: Option<Uuid>,
+    pub channel: Channel,
+    pub fallback: Value,
+    pub recipient: String,
+    pub content: Value,
+    pub status: MessageStatus,
+    pub status_reason: Option<String>,
+    pub lane: Lane,
+    pub channel_account_id: Option<Uuid>,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub attempts: i32,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub metadata: Value,
+    pub supersedes: Option<Uuid>,
+    pub superseded_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub id: Uuid,
+    pub status: String,
+    pub reason: Option<String>,
+    pub source: String,
+    pub payload: Option<Value>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+pub struct NewMessage<'a> {
+    pub id: Uuid,
+    pub tenant_id: TenantId,
+    pub contact_id: Option<Uuid>,
+    pub conversation_id: Option<Uuid>,
+    pub channel: Channel,
+    pub fallback: Value,
+    pub recipient: &'a str,
+    pub content: Value,
+    pub status: MessageStatus,
+    pub lane: Lane,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub metadata: Value,
+    pub supersedes: Option<Uuid>,
+}
+
+pub async fn insert(db: impl PgExecutor<'_>, message: NewMessage<'_>) -> Result<(), ApiError> {
+    sqlx::query!(
+        r#"INSERT INTO communications.messages
+               (id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, status, lane,
+                scheduled_at, metadata, supersedes)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+        message.id,
+        message.tenant_id.0,
+        message.contact_id,
+        message.conversation_id,
+        message.channel.as_str(),
+        message.fallback,
+        message.recipient,
+        message.content,
+        message.status.as_str(),
+        message.lane.as_str(),
+        message.scheduled_at,
+        message.metadata,
+        message.supersedes,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// One entry of the audit trail.
+#[derive(Debug)]
+pub struct NewEvent<'a> {
+    pub tenant_id: Uuid,
+    pub message_id: Uuid,
+    pub status: MessageStatus,
+    pub reason: Option<&'a str>,
+    pub source: EventSource,
+    /// The raw provider payload, for provider events.
+    pub payload: Option<Value>,
+    /// When it happened per the provider; now when `None`.
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// Appends to the audit trail.
+pub async fn record_event(db: impl PgExecutor<'_>, event: NewEvent<'_>) -> Result<(), ApiError> {
+    let NewEvent { tenant_id, message_id, status, reason, source, payload, occurred_at } = event;
+    sqlx::query!(
+        r#"INSERT INTO communications.message_events (id, tenant_id, message_id, status, reason, source, payload, occurred_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()))"#,
+        Uuid::now_v7(),
+        tenant_id,
+        message_id,
+        status.as_str(),
+        reason,
+        source.as_str(),
+        payload,
+        occurred_at,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn find(db: impl PgExecutor<'_>, tenant: TenantId, id: Uuid) -> Result<MessageRow, ApiError> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"SELECT id, tenant_id, contact_id, conversation_id, channel AS "channel: Channel", fallback, recipient, content,
+                  status AS "status: MessageStatus", status_reason, lane AS "lane: Lane", channel_account_id, provider,
+                  provider_message_id, attempts, scheduled_at, metadata, supersedes, superseded_by, created_at,
+                  updated_at, sent_at, delivered_at, read_at, failed_at
+           FROM communications.messages WHERE tenant_id = $1 AND id = $2"#,
+        tenant.0,
+        id,
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(ApiError::NotFound("message"))
+}
+
+/// The message, locked until the transaction ends (dispatch and status changes serialise on it).
+pub async fn lock(db: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<MessageRow, ApiError> {
+    sqlx::query_as!(
+        MessageRow,
+        r#"SELECT id, tenant_id, contact_id, conversation_id, channel AS "channel: Channel", fallback, recipient, content,
+                  status AS "status: MessageStatus", status_reason, lane AS "lane: Lane", channel_account_id, provider,
+                  provider_message_id, attempts, scheduled_at, metadata, supersedes, superseded_by, created_at,
+                  updated_at, sent_at, delivered_at, read_at, failed_at
+           FROM communications.messages WHERE tenant_id = $1 AND id = $2 FOR UPDATE"#,
+        tenant.0,
+        id,
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or(ApiError::NotFound("message"))
+}
+
+pub async fn events(db: impl PgExecutor<'_>, tenant: TenantId, message_id: Uuid) -> Result<Vec<EventRow>, ApiError> {
+    Ok(sqlx::query_as!(
+        EventRow,
+        r#"SELECT id, status, reason, source, payload, occurred_at FROM communications.message_events
+           WHERE tenant_id = $1 AND message_id = $2 ORDER BY id"#,
+        tenant.0,
+        message_id,
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<MessageStatus>,
+    pub channel: Option<Channel>,
+    pub contact_id: Option<Uuid>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    filter: &ListFilter,
+    page: PageRequest,
+) -> Result<Vec<MessageRow>, ApiError> {
+    Ok(sqlx::query_as!(
+        MessageRow,
+        r#"SELECT id, tenant_id, contact_id, conversation_id, channel AS "channel: Channel", fallback, recipient, content,
+                  status AS "status: MessageStatus", status_reason, lane AS "lane: Lane", channel_account_id, provider,
+                  provider_message_id, attempts, scheduled_at, metadata, supersedes, superseded_by, created_at,
+                  updated_at, sent_at, delivered_at, read_at, failed_at
+           FROM communications.messages
+           WHERE tenant_id = $1
+             AND ($2::text IS NULL OR status = $2)
+             AND ($3::text IS NULL OR channel = $3)
+             AND ($4::uuid IS NULL OR contact_id = $4)
+             AND ($5::timestamptz IS NULL OR created_at >= $5)
+             AND ($6::timestamptz IS NULL OR created_at < $6)
+             AND ($7::uuid IS NULL OR id > $7)
+           ORDER BY id LIMIT $8"#,
+        tenant.0,
+        filter.status.map(MessageStatus::as_str),
+        filter.channel.map(Channel::as_str),
+        filter.contact_id,
+        filter.created_after,
+        filter.created_before,
+        page.after,
+        page.fetch_limit(),
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn set_status(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    id: Uuid,
+    status: MessageStatus,
+    reason: Option<&str>,
+) -> Result<(), ApiError> {
+    sqlx::query!(
+        r#"UPDATE communications.messages SET status = $3, status_reason = $4, updated_at = now(),
+               failed_at = CASE WHEN $3 = 'failed' THEN now() ELSE failed_at END
+           WHERE tenant_id = $1 AND id = $2"#,
+        tenant_id,
+        id,
+        status.as_str(),
+        reason,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The outcome of claiming an idempotency key.
+#[derive(Debug)]
+pub enum KeyClaim {
+    /// First use: go ahead, then [`complete_key`] in the same transaction.
+    New,
+    /// Used before with this request hash: replay this response.
+    Replay { status: u16, body: Value },
+    /// Used before with another request.
+    Mismatch,
+}
+
+/// Claims `key`. A concurrent request with the same key waits here until the first one's
+/// transaction ends, then sees its stored response.
+pub async fn claim_key(
+    db: &mut PgConnection,
+    tenant: TenantId,
+    key: &str,
+    request_hash: &[u8],
+) -> Result<KeyClaim, ApiError> {
+    let inserted = sqlx::query!(
+        r#"INSERT INTO communications.idempotency_keys (tenant_id, key, request_hash) VALUES ($1, $2, $3)
+           ON CONFLICT DO NOTHING"#,
+        tenant.0,
+        key,
+        request_hash,
+    )
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(KeyClaim::New);
+    }
+    let stored = sqlx::query!(
+        r#"SELECT request_hash, response_status, response_body FROM communications.idempotency_keys
+           WHERE tenant_id = $1 AND key = $2"#,
+        tenant.0,
+        key,
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    if stored.request_hash != request_hash {
+        return Ok(KeyClaim::Mismatch);
+    }
+    match (stored.response_status, stored.response_body) {
+        (Some(status), Some(body)) => Ok(KeyClaim::Replay { status: status as u16, body }),
+        _ => Err(ApiError::internal("an idempotency key without its response")),
+    }
+}
+
+pub async fn complete_key(
+    db: &mut PgConnection,
+    tenant: TenantId,
+    key: &str,
+    status: u16,
+    body: &Value,
+) -> Result<(), ApiError> {
+    sqlx::query!(
+        "UPDATE communications.idempotency_keys SET response_status = $3, response_body = $4 WHERE tenant_id = $1 AND key = $2",
+        tenant.0,
+        key,
+        status as i16,
+        body,
+    )
+    .execute(&mut *db)
+    .await?;
+    Ok(())
+}
