@@ -1,25 +1,14 @@
 //! Verification flows against the provider simulator: Embedded Signup, SES DKIM, SNS and Twilio.
 
-use cpaas_sim::{SimConfig, SimHandle, Simulator};
+use cpaas_sim::SimHandle;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestTenant, assert_error, spawn_app_with};
+use crate::helpers::{TestApp, TestTenant, assert_error, spawn_app_with, spawn_app_with_sim};
 
 const SIM_TWILIO_TOKEN: &str = "sim-twilio-auth-token";
 
 async fn app_with_sim() -> (TestApp, SimHandle) {
-    let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    let base = sim.base_url();
-    let app = spawn_app_with(|settings| {
-        let providers = &mut settings.providers;
-        providers.meta_graph_url = base.clone();
-        providers.twilio_api_url = base.clone();
-        providers.aws_endpoint_url = base.clone();
-        providers.meta_app_id = "1096153271234567".into();
-        providers.meta_app_secret = "sim-meta-app-secret".to_owned().into();
-    })
-    .await;
-    (app, sim)
+    spawn_app_with_sim(|_| {}).await
 }
 
 async fn create(app: &TestApp, tenant: &TestTenant, body: Value) -> Value {

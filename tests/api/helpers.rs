@@ -110,16 +110,48 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn(configure, false).await
+}
+
+async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> TestApp {
     init_test_logging();
     let database_url = fresh_database().await;
     let mut settings = test_settings(&database_url);
     configure(&mut settings);
     let options: PgConnectOptions = database_url.parse().expect("database url");
-    let pool = PgPoolOptions::new().max_connections(5).connect_with(options).await.expect("connect test database");
+    let pool = PgPoolOptions::new().max_connections(10).connect_with(options).await.expect("connect test database");
     let app = Application::build(&settings, pool.clone()).await.expect("build app");
     let address = format!("http://{}", app.local_addr());
+    if with_workers {
+        let communications = app.communications();
+        let worker_settings = settings.clone();
+        tokio::spawn(async move {
+            switchboard::app::run_workers(&worker_settings, communications, std::future::pending()).await
+        });
+    }
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp { address, pool, client: Client::new() }
+}
+
+/// The app with its dispatch workers, every provider pointed at a fresh simulator.
+pub async fn spawn_app_with_sim(configure: impl FnOnce(&mut Settings)) -> (TestApp, cpaas_sim::SimHandle) {
+    let sim = cpaas_sim::Simulator::start(cpaas_sim::SimConfig::default()).await.expect("start simulator");
+    let base = sim.base_url();
+    let app = spawn(
+        |settings| {
+            let providers = &mut settings.providers;
+            providers.meta_graph_url = base.clone();
+            providers.twilio_api_url = base.clone();
+            providers.aws_endpoint_url = base.clone();
+            providers.meta_app_id = "1096153271234567".into();
+            providers.meta_app_secret = "sim-meta-app-secret".to_owned().into();
+            settings.dispatch.retry_base_delay_ms = 100;
+            configure(settings);
+        },
+        true,
+    )
+    .await;
+    (app, sim)
 }
 
 /// Logs go to the test output only when TEST_LOG is set.

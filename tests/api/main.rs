@@ -17,4 +17,5 @@ mod health;
 mod helpers;
 mod http_basics;
 mod isolation;
+mod messages;
 mod module_boundaries;

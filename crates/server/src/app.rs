@@ -91,7 +91,8 @@ pub async fn run_workers(
 ) -> anyhow::Result<()> {
     let dispatcher = communications::dispatch::Dispatcher::new(communications, settings.dispatch.retry_policy());
     let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
-    communications::dispatch::worker::run(dispatcher, settings.dispatch.concurrency, grace, shutdown)
+    let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
+    communications::dispatch::worker::run(dispatcher, settings.dispatch.concurrency, poll, grace, shutdown)
         .await
         .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"))
 }

@@ -33,6 +33,7 @@ pub struct DispatchSettings {
     pub max_attempts: u32,
     pub retry_base_delay_ms: u64,
     pub retry_max_delay_secs: u64,
+    pub poll_interval_ms: u64,
 }
 
 impl DispatchSettings {
@@ -233,6 +234,7 @@ impl Settings {
             ("database.start_timeout_secs", self.database.start_timeout_secs),
             ("dispatch.concurrency", self.dispatch.concurrency as u64),
             ("dispatch.max_attempts", u64::from(self.dispatch.max_attempts)),
+            ("dispatch.poll_interval_ms", self.dispatch.poll_interval_ms),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::at(key, "must be greater than 0"));

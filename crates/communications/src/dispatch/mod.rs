@@ -16,7 +16,6 @@ pub mod worker;
 
 use std::time::Duration;
 
-use chrono::Utc;
 use cpaas::{SendError, SendMessageCommand, SendReceipt};
 use kernel::error::ApiError;
 use kernel::ids::TenantId;
@@ -105,9 +104,6 @@ impl Dispatcher {
                 return Ok(None);
             }
             _ => return Ok(None),
-        }
-        if message.scheduled_at.is_some_and(|at| at > Utc::now() + chrono::Duration::seconds(1)) {
-            return Ok(None);
         }
         sqlx::query!(
             "UPDATE communications.messages SET status = 'sending', attempts = attempts + 1, updated_at = now() WHERE id = $1",

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use apalis::prelude::{BoxDynError, Data, Monitor, ParallelizeExt, WorkerBuilder};
+use apalis::prelude::{BackendExt, BoxDynError, Data, Monitor, ParallelizeExt, WorkerBuilder};
 use apalis_postgres::{Config, PostgresStorage};
 
 use super::Dispatcher;
@@ -15,11 +15,12 @@ async fn handle(job: DispatchJob, dispatcher: Data<Dispatcher>) -> Result<(), Bo
     dispatcher.dispatch(job).await.map_err(|error| Box::new(error) as BoxDynError)
 }
 
-/// Runs the urgent and bulk workers until `shutdown` completes; in-flight jobs get
-/// `grace` to finish.
+/// Runs the urgent and bulk workers until `shutdown` completes; in-flight jobs get `grace` to
+/// finish. Delayed jobs are picked up within `poll_interval` of coming due.
 pub async fn run(
     dispatcher: Dispatcher,
     concurrency: usize,
+    poll_interval: Duration,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxDynError> {
@@ -28,8 +29,12 @@ pub async fn run(
         let dispatcher = dispatcher.clone();
         monitor = monitor.register(move |index| {
             let config = Config::default().queue(queue).batch_size(concurrency);
-            let backend =
-                PostgresStorage::<DispatchJob>::new(&dispatcher.module.pool).with_config(config).with_pubsub();
+            // NOTIFY wakes workers for jobs due now; the interval finds delayed jobs (retries,
+            // scheduled sends) once they come due.
+            let backend = PostgresStorage::<DispatchJob>::new(&dispatcher.module.pool)
+                .with_config(config)
+                .with_pubsub()
+                .poll_with_interval(poll_interval);
             WorkerBuilder::new(format!("switchboard-dispatch-{lane}-{index}-{}", uuid::Uuid::now_v7().simple()))
                 .backend(backend)
                 .data(dispatcher.clone())

@@ -2,8 +2,6 @@
 //! message never waits behind a bulk backlog. Jobs are pushed inside the caller's transaction:
 //! a message and its job commit together or not at all.
 
-use std::time::SystemTime;
-
 use apalis::prelude::TaskBuilder;
 use chrono::{DateTime, Utc};
 use kernel::error::ApiError;
@@ -28,6 +26,13 @@ pub struct DispatchJob {
     pub attempt: u32,
 }
 
+/// apalis schedules in whole seconds (truncating); rounding up keeps a job from running before
+/// its time.
+fn whole_seconds_not_before(at: DateTime<Utc>) -> u64 {
+    let seconds = at.timestamp().max(0) as u64;
+    if at.timestamp_subsec_nanos() > 0 { seconds + 1 } else { seconds }
+}
+
 pub fn queue_name(lane: Lane) -> &'static str {
     match lane {
         Lane::Urgent => URGENT_QUEUE,
@@ -48,7 +53,7 @@ pub async fn enqueue(
         .max_attempts(MAX_ATTEMPTS)
         .idempotency_key(format!("dispatch:{}:{}", job.message_id, job.attempt));
     if let Some(at) = run_at {
-        builder = builder.run_at_time(SystemTime::from(at));
+        builder = builder.run_at_timestamp(whole_seconds_not_before(at));
     }
     apalis_postgres::queries::push_tasks(db, queue_name(lane), vec![builder.build()])
         .await
