@@ -14,6 +14,8 @@ pub mod channels;
 pub mod contacts;
 pub mod dispatch;
 pub mod messages;
+pub mod rate_limit;
+pub mod templates;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -68,6 +68,14 @@ pub enum MessageContent {
     Text { text: String },
     Media { kind: MediaKind, url: String, caption: Option<String>, filename: Option<String> },
     Email { subject: String, text: Option<String>, html: Option<String>, attachments: Vec<StoredAttachment> },
+    /// An approved Meta template (WhatsApp outside the 24-hour window).
+    WhatsappTemplate {
+        name: String,
+        language: String,
+        #[serde(default)]
+        body_parameters: Vec<String>,
+        components: Option<serde_json::Value>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +192,14 @@ impl MessageContent {
                 caption: caption.clone(),
                 filename: filename.clone(),
             },
+            Self::WhatsappTemplate { name, language, body_parameters, components } => {
+                cpaas::Content::Template(cpaas::TemplateContent {
+                    name: name.clone(),
+                    language: language.clone(),
+                    body_parameters: body_parameters.clone(),
+                    components: components.clone(),
+                })
+            }
             Self::Email { subject, text, html, attachments } => cpaas::Content::Email {
                 subject: subject.clone(),
                 text: text.clone(),
