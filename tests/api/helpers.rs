@@ -135,8 +135,19 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
 
 /// The app with its dispatch workers, every provider pointed at a fresh simulator.
 pub async fn spawn_app_with_sim(configure: impl FnOnce(&mut Settings)) -> (TestApp, cpaas_sim::SimHandle) {
-    let sim = cpaas_sim::Simulator::start(cpaas_sim::SimConfig::default()).await.expect("start simulator");
-    let base = sim.base_url();
+    spawn_app_with_sim_config(configure, cpaas_sim::SimConfig::default()).await
+}
+
+/// As [`spawn_app_with_sim`], with the simulator configured (e.g. automatic callbacks); its
+/// callbacks come back to the app's webhook routes.
+pub async fn spawn_app_with_sim_config(
+    configure: impl FnOnce(&mut Settings),
+    sim_config: cpaas_sim::SimConfig,
+) -> (TestApp, cpaas_sim::SimHandle) {
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
+    let sim_address = sim_listener.local_addr().expect("simulator address");
+    let base = format!("http://{sim_address}");
+    let meta_secret = sim_config.meta_app_secret.clone();
     let app = spawn(
         |settings| {
             let providers = &mut settings.providers;
@@ -144,13 +155,20 @@ pub async fn spawn_app_with_sim(configure: impl FnOnce(&mut Settings)) -> (TestA
             providers.twilio_api_url = base.clone();
             providers.aws_endpoint_url = base.clone();
             providers.meta_app_id = "1096153271234567".into();
-            providers.meta_app_secret = "sim-meta-app-secret".to_owned().into();
+            providers.meta_app_secret = meta_secret.into();
+            providers.sns_cert_hosts = vec![sim_address.to_string()];
+            providers.sns_cert_allow_http = true;
             settings.dispatch.retry_base_delay_ms = 100;
             configure(settings);
         },
         true,
     )
     .await;
+    let (router, sim) =
+        cpaas_sim::Simulator::router(cpaas_sim::SimConfig { webhook_base: Some(app.address.clone()), ..sim_config })
+            .expect("simulator router");
+    sim.set_base_url(&base);
+    tokio::spawn(async move { axum::serve(sim_listener, router).await });
     (app, sim)
 }
 

@@ -11,6 +11,7 @@ mod binary;
 mod channel_verification;
 mod channels;
 mod config;
+mod delivery;
 mod demo_channels;
 mod embedded_postgres;
 mod health;

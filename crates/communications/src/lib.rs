@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod messages;
 pub mod rate_limit;
 pub mod templates;
+pub mod tracking;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -31,12 +32,16 @@ pub struct Communications {
     pub endpoints: Arc<ProviderEndpoints>,
     /// For provider calls made with reqwest (Meta, Twilio).
     pub http: reqwest::Client,
+    /// Verifies SNS notifications (SES events); holds the signing-certificate cache.
+    pub sns: Arc<cpaas::webhooks::sns::SnsVerifier>,
 }
 
 impl Communications {
     /// With the providers' public endpoints; see [`Communications::with_endpoints`].
     pub fn new(pool: sqlx::PgPool, keyring: Arc<Keyring>) -> Self {
-        Self { pool, keyring, endpoints: Arc::new(ProviderEndpoints::default()), http: reqwest::Client::new() }
+        let endpoints = ProviderEndpoints::default();
+        let sns = Arc::new(sns_verifier(&endpoints));
+        Self { pool, keyring, endpoints: Arc::new(endpoints), http: reqwest::Client::new(), sns }
     }
 
     pub fn with_endpoints(mut self, endpoints: ProviderEndpoints) -> Self {
@@ -45,7 +50,16 @@ impl Communications {
             .connect_timeout(std::time::Duration::from_secs(5))
             .build()
             .unwrap_or_default();
+        self.sns = Arc::new(sns_verifier(&endpoints));
         self.endpoints = Arc::new(endpoints);
         self
     }
+}
+
+fn sns_verifier(endpoints: &ProviderEndpoints) -> cpaas::webhooks::sns::SnsVerifier {
+    cpaas::webhooks::sns::SnsVerifier::new(endpoints.sns_trust()).unwrap_or_else(|error| {
+        // Only pinned certificates can fail here, and we pin none.
+        tracing::error!(%error, "SNS trust policy refused; trusting AWS hosts only");
+        cpaas::webhooks::sns::SnsVerifier::new(cpaas::webhooks::sns::SnsTrust::aws()).expect("the AWS trust policy has no pinned certificates")
+    })
 }

@@ -59,6 +59,8 @@ pub struct ProvidersSettings {
     pub aws_endpoint_url: String,
     pub aws_region: String,
     pub request_timeout_secs: u64,
+    pub sns_cert_hosts: Vec<String>,
+    pub sns_cert_allow_http: bool,
 }
 
 impl ProvidersSettings {
@@ -96,6 +98,8 @@ impl ProvidersSettings {
             aws_endpoint_url: Some(self.aws_endpoint_url.clone()).filter(|url| !url.is_empty()),
             aws_region: self.aws_region.clone(),
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
+            sns_cert_hosts: self.sns_cert_hosts.clone(),
+            sns_cert_allow_http: self.sns_cert_allow_http,
         }
     }
 }

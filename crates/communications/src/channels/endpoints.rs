@@ -16,6 +16,10 @@ pub struct ProviderEndpoints {
     pub aws_endpoint_url: Option<String>,
     pub aws_region: String,
     pub request_timeout: std::time::Duration,
+    /// Hosts besides AWS's own whose SNS signing certificates we trust (the simulator).
+    pub sns_cert_hosts: Vec<String>,
+    /// Whether those extra hosts may serve certificates over plain http.
+    pub sns_cert_allow_http: bool,
 }
 
 impl Default for ProviderEndpoints {
@@ -30,11 +34,21 @@ impl Default for ProviderEndpoints {
             aws_endpoint_url: None,
             aws_region: "eu-central-1".into(),
             request_timeout: std::time::Duration::from_secs(20),
+            sns_cert_hosts: Vec::new(),
+            sns_cert_allow_http: false,
         }
     }
 }
 
 impl ProviderEndpoints {
+    /// The SNS signature trust policy: AWS's certificate hosts, plus the configured extra ones.
+    pub fn sns_trust(&self) -> cpaas::webhooks::sns::SnsTrust {
+        self.sns_cert_hosts
+            .iter()
+            .fold(cpaas::webhooks::sns::SnsTrust::aws(), |trust, host| trust.with_allowed_host(host.clone()))
+            .with_http_allowed(self.sns_cert_allow_http)
+    }
+
     /// The URL Meta posts this tenant's WhatsApp webhooks to (the WABA override callback).
     pub fn meta_webhook_url(&self, tenant_id: uuid::Uuid) -> String {
         format!("{}/api/webhooks/meta/{tenant_id}", self.public_base_url.trim_end_matches('/'))

@@ -423,3 +423,26 @@ fn parse_priority(priority: i32) -> Result<i32, ApiError> {
         Err(ApiError::validation("priority", "must be between 0 and 99"))
     }
 }
+
+impl Communications {
+    /// The auth tokens a Twilio webhook for this tenant may be signed with: the tenant's Twilio
+    /// providers', then the platform default's.
+    pub async fn twilio_tokens(&self, tenant: TenantId) -> Result<Vec<String>, ApiError> {
+        let mut tokens = Vec::new();
+        let accounts = repository::list_accounts(&self.pool, tenant, kernel::pagination::PageRequest { limit: 100, after: None }).await?;
+        let ids: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
+        for row in repository::providers_of(&self.pool, tenant, &ids).await? {
+            if row.provider == ProviderKind::Twilio
+                && let Some(token) = self.provider_secrets(&row).await?.remove("auth_token")
+            {
+                tokens.push(token);
+            }
+        }
+        if let Some(platform) = repository::platform_default(&self.pool, ProviderKind::Twilio).await?
+            && let Some(token) = self.provider_secrets(&platform).await?.remove("auth_token")
+        {
+            tokens.push(token);
+        }
+        Ok(tokens)
+    }
+}

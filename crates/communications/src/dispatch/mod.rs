@@ -11,7 +11,7 @@
 //!   channel account is suspended with the reason. `Unknown`: the message is `unknown`.
 
 mod adapters;
-mod outcome;
+pub(crate) mod outcome;
 pub mod worker;
 
 use std::time::Duration;
@@ -117,6 +117,12 @@ impl Dispatcher {
 
     /// Tries the channel account's enabled providers by priority.
     async fn send_through_providers(&self, tenant: TenantId, message: &messages::MessageRow) -> Result<Sent, Failure> {
+        let suppressed = messages::suppression(&self.module.pool, tenant.0, message.channel, &message.recipient)
+            .await
+            .map_err(Failure::Infrastructure)?;
+        if let Some(why) = suppressed {
+            return Err(Failure::Send(SendError::Permanent { code: "suppressed".into(), reason: format!("the address is suppressed ({why})") }));
+        }
         let account = channels::active_account_for_channel(&self.module.pool, tenant, channel_type(message.channel))
             .await
             .map_err(Failure::Infrastructure)?

@@ -145,12 +145,7 @@ fn rand_unit() -> f64 {
 
 /// Fails the message; when its chain has another channel, a new message takes over there and
 /// this one is superseded.
-async fn fail_and_fall_back(
-    tx: &mut sqlx::PgConnection,
-    tenant: TenantId,
-    message: &MessageRow,
-    reason: &str,
-) -> Result<(), ApiError> {
+async fn fail_and_fall_back(tx: &mut sqlx::PgConnection, tenant: TenantId, message: &MessageRow, reason: &str) -> Result<(), ApiError> {
     messages::set_status(&mut *tx, tenant.0, message.id, MessageStatus::Failed, Some(reason)).await?;
     messages::record_event(
         &mut *tx,
@@ -165,6 +160,18 @@ async fn fail_and_fall_back(
         },
     )
     .await?;
+    fall_back(tx, tenant, message, reason, EventSource::Worker).await
+}
+
+/// Hands a failed message's next fallback channel a new message and supersedes this one; does
+/// nothing when the chain is exhausted.
+pub(crate) async fn fall_back(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    message: &MessageRow,
+    reason: &str,
+    source: EventSource,
+) -> Result<(), ApiError> {
     let mut steps = message.fallback.as_array().cloned().unwrap_or_default();
     if steps.is_empty() {
         return Ok(());
@@ -203,7 +210,7 @@ async fn fail_and_fall_back(
             message_id: successor,
             status: MessageStatus::Queued,
             reason: Some(&reason_for_successor),
-            source: EventSource::Worker,
+            source,
             payload: None,
             occurred_at: None,
         },
@@ -224,7 +231,7 @@ async fn fail_and_fall_back(
             message_id: message.id,
             status: MessageStatus::Superseded,
             reason: Some(&note),
-            source: EventSource::Worker,
+            source,
             payload: None,
             occurred_at: None,
         },

@@ -301,3 +301,105 @@ pub async fn complete_key(
     .await?;
     Ok(())
 }
+
+/// The message a provider id belongs to, locked; restricted to `tenant` when the webhook named one.
+pub async fn lock_by_provider_id(
+    db: &mut PgConnection,
+    provider: &str,
+    provider_message_id: &str,
+    tenant: Option<Uuid>,
+) -> Result<Option<MessageRow>, ApiError> {
+    Ok(sqlx::query_as!(
+        MessageRow,
+        r#"SELECT id, tenant_id, contact_id, conversation_id, channel AS "channel: Channel", fallback, recipient, content,
+                  status AS "status: MessageStatus", status_reason, lane AS "lane: Lane", channel_account_id, provider,
+                  provider_message_id, attempts, scheduled_at, metadata, supersedes, superseded_by, created_at,
+                  updated_at, sent_at, delivered_at, read_at, failed_at
+           FROM communications.messages
+           WHERE provider = $1 AND provider_message_id = $2 AND ($3::uuid IS NULL OR tenant_id = $3)
+           FOR UPDATE"#,
+        provider,
+        provider_message_id,
+        tenant,
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// Appends a provider event unless the same one is on record; returns whether it was new.
+pub async fn record_provider_event(db: impl PgExecutor<'_>, event: NewEvent<'_>, dedupe_key: &str) -> Result<bool, ApiError> {
+    let inserted = sqlx::query!(
+        r#"INSERT INTO communications.message_events
+               (id, tenant_id, message_id, status, reason, source, payload, occurred_at, dedupe_key)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()), $9)
+           ON CONFLICT (message_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"#,
+        Uuid::now_v7(),
+        event.tenant_id,
+        event.message_id,
+        event.status.as_str(),
+        event.reason,
+        event.source.as_str(),
+        event.payload,
+        event.occurred_at,
+        dedupe_key,
+    )
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Moves a message forward on delivery (the caller decided it is a forward move).
+pub async fn advance(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    status: MessageStatus,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    sqlx::query!(
+        r#"UPDATE communications.messages SET
+               status = $2,
+               status_reason = CASE WHEN $2 = 'failed' THEN $3 ELSE status_reason END,
+               sent_at = CASE WHEN $2 IN ('sent', 'delivered', 'read') THEN COALESCE(sent_at, $4) ELSE sent_at END,
+               delivered_at = CASE WHEN $2 IN ('delivered', 'read') THEN COALESCE(delivered_at, $4) ELSE delivered_at END,
+               read_at = CASE WHEN $2 = 'read' THEN COALESCE(read_at, $4) ELSE read_at END,
+               failed_at = CASE WHEN $2 = 'failed' THEN COALESCE(failed_at, $4) ELSE failed_at END,
+               updated_at = now()
+           WHERE id = $1"#,
+        id,
+        status.as_str(),
+        reason,
+        at,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Stops sending to an address on a channel for a tenant (bounces, complaints).
+pub async fn suppress(db: impl PgExecutor<'_>, tenant_id: Uuid, channel: Channel, address: &str, reason: &str) -> Result<(), ApiError> {
+    sqlx::query!(
+        r#"INSERT INTO communications.suppressions (tenant_id, channel, address, reason) VALUES ($1, $2, $3, $4)
+           ON CONFLICT DO NOTHING"#,
+        tenant_id,
+        channel.as_str(),
+        address.to_lowercase(),
+        reason,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Why an address is suppressed for a tenant on a channel, if it is.
+pub async fn suppression(db: impl PgExecutor<'_>, tenant_id: Uuid, channel: Channel, address: &str) -> Result<Option<String>, ApiError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT reason FROM communications.suppressions WHERE tenant_id = $1 AND channel = $2 AND address = $3",
+        tenant_id,
+        channel.as_str(),
+        address.to_lowercase(),
+    )
+    .fetch_optional(db)
+    .await?)
+}

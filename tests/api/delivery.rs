@@ -1,0 +1,280 @@
+//! Delivery tracking from the providers' signed callbacks (posted by the simulator to the real
+//! webhook routes): statuses move forward only, duplicates and any order converge, forged
+//! callbacks are refused, bounces suppress the address, a failed delivery falls back.
+
+use std::time::{Duration, Instant};
+
+use cpaas_sim::{CallbackStatus, FailureKind, FailureRule, SimConfig};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestTenant, assert_error, spawn_app_with_sim, spawn_app_with_sim_config};
+
+const PHONE: &str = "+4915112345678";
+
+fn auto_callbacks() -> SimConfig {
+    SimConfig { auto_callbacks: Some(Duration::from_millis(50)), ..SimConfig::default() }
+}
+
+async fn channel(app: &TestApp, tenant: &TestTenant, body: Value) {
+    let created: Value = app.post("/api/v1/channel-accounts", &tenant.api_key, body).await.json().await.unwrap();
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("{created}"));
+    for _ in 0..2 {
+        let verified: Value = app
+            .post(&format!("/api/v1/channel-accounts/{id}/verify"), &tenant.api_key, json!({}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if verified["status"] == "active" {
+            return;
+        }
+    }
+    panic!("channel {id} did not activate");
+}
+
+async fn whatsapp(app: &TestApp, tenant: &TestTenant) {
+    channel(
+        app,
+        tenant,
+        json!({"channel_type": "whatsapp", "display_name": "WA",
+        "config": {"phone_number_id": "106540352242922", "waba_id": "102290129340398", "signup_code": "AQB-code"}}),
+    )
+    .await;
+}
+
+async fn sms(app: &TestApp, tenant: &TestTenant) {
+    channel(app, tenant, json!({"channel_type": "sms", "provider": "twilio", "display_name": "SMS",
+        "config": {"account_sid": format!("AC{}", "0123456789abcdef".repeat(2)), "auth_token": "sim-twilio-auth-token", "from": "+15005550006"}})).await;
+}
+
+async fn email(app: &TestApp, tenant: &TestTenant) {
+    channel(
+        app,
+        tenant,
+        json!({"channel_type": "email", "display_name": "Mail",
+        "config": {"domain": "mail.alpine.example", "from_address": "tours@mail.alpine.example",
+                   "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "secret"}}),
+    )
+    .await;
+}
+
+async fn send(app: &TestApp, tenant: &TestTenant, body: Value) -> String {
+    let accepted: Value = app.post("/api/v1/messages", &tenant.api_key, body).await.json().await.unwrap();
+    accepted["id"].as_str().unwrap_or_else(|| panic!("{accepted}")).to_owned()
+}
+
+async fn wait_for(app: &TestApp, tenant: &TestTenant, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let message: Value = app.get(&format!("/api/v1/messages/{id}"), &tenant.api_key).await.json().await.unwrap();
+        if message["status"] == status {
+            return message;
+        }
+        assert!(Instant::now() < deadline, "still {} (waiting for {status}): {message:#}", message["status"]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn provider_events(message: &Value) -> Vec<String> {
+    message["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source"] == "provider")
+        .map(|e| e["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn whatsapp_reaches_read_from_signed_callbacks() {
+    let (app, _sim) = spawn_app_with_sim_config(|_| {}, auto_callbacks()).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    let id = send(
+        &app,
+        &tenant,
+        json!({"to": {"phone": PHONE}, "channels": "whatsapp", "content": {"text": "Bus delayed"}}),
+    )
+    .await;
+    let read = wait_for(&app, &tenant, &id, "read").await;
+    assert!(read["delivered_at"].is_string() && read["read_at"].is_string(), "{read}");
+    let events = read["events"].as_array().unwrap();
+    let from_provider: Vec<&Value> = events.iter().filter(|e| e["source"] == "provider").collect();
+    assert!(
+        from_provider.iter().all(|e| e["payload"]["object"] == "whatsapp_business_account"),
+        "the raw payload is kept"
+    );
+}
+
+#[tokio::test]
+async fn sms_and_email_reach_delivered() {
+    let (app, _sim) = spawn_app_with_sim_config(|_| {}, auto_callbacks()).await;
+    let tenant = app.create_tenant("alpine").await;
+    sms(&app, &tenant).await;
+    email(&app, &tenant).await;
+    let sms_id =
+        send(&app, &tenant, json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": "Hi"}})).await;
+    let email_id = send(&app, &tenant, json!({"to": {"email": "ann@example.org"}, "channels": "email", "content": {"subject": "Ticket", "text": "Hi"}})).await;
+    wait_for(&app, &tenant, &sms_id, "delivered").await;
+    let delivered = wait_for(&app, &tenant, &email_id, "delivered").await;
+    assert!(
+        delivered["events"].as_array().unwrap().iter().any(|e| e["payload"]["Type"] == "Notification"),
+        "SES event via SNS kept raw"
+    );
+}
+
+#[tokio::test]
+async fn callbacks_in_any_order_and_repeated_converge() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    use CallbackStatus::{Delivered, Read, Sent};
+    let orders: [&[CallbackStatus]; 6] = [
+        &[Sent, Delivered, Read],
+        &[Read, Delivered, Sent],
+        &[Delivered, Sent, Read],
+        &[Read, Read, Sent, Sent, Delivered],
+        &[Delivered, Delivered, Delivered, Sent, Read, Read],
+        &[Sent, Read, Delivered, Sent],
+    ];
+    for (index, order) in orders.iter().enumerate() {
+        let to = format!("+49151000000{index:02}");
+        let id =
+            send(&app, &tenant, json!({"to": {"phone": to}, "channels": "whatsapp", "content": {"text": "x"}})).await;
+        let sent = wait_for(&app, &tenant, &id, "sent").await;
+        let provider_id = sent["provider_message_id"].as_str().unwrap();
+        sim.post_status_callbacks(provider_id, order).await.unwrap();
+        let read = wait_for(&app, &tenant, &id, "read").await;
+        let events = provider_events(&read);
+        let mut distinct = events.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(events.len(), distinct.len(), "a duplicate callback was recorded twice: {events:?} for {order:?}");
+        // A late `sent` or `delivered` never moved it back.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after: Value = app.get(&format!("/api/v1/messages/{id}"), &tenant.api_key).await.json().await.unwrap();
+        assert_eq!(after["status"], "read", "{order:?}");
+    }
+}
+
+#[tokio::test]
+async fn forged_callbacks_are_refused_and_nothing_is_stored() {
+    let (app, _sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    let body = r#"{"object":"whatsapp_business_account","entry":[]}"#;
+    let unsigned =
+        app.client.post(app.url(&format!("/api/webhooks/meta/{}", tenant.id))).body(body).send().await.unwrap();
+    assert_error(unsigned, 401, "invalid_credentials").await;
+    let forged = app
+        .client
+        .post(app.url(&format!("/api/webhooks/meta/{}", tenant.id)))
+        .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_error(forged, 403, "forbidden").await;
+    let twilio = app
+        .client
+        .post(app.url(&format!("/api/webhooks/twilio/{}/status", tenant.id)))
+        .header("x-twilio-signature", "bm9wZQ==")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("MessageSid=SM1&MessageStatus=delivered")
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(twilio.status().as_u16(), 401 | 403), "{}", twilio.status());
+    let sns = app
+        .client
+        .post(app.url("/api/webhooks/aws/sns"))
+        .body(json!({"Type": "Notification", "MessageId": "m", "TopicArn": "arn", "Message": "{}", "Timestamp": "2026-01-01T00:00:00Z",
+                     "SignatureVersion": "1", "Signature": "AAAA", "SigningCertURL": "https://evil.example/cert.pem"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sns.status(), 403);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM communications.webhook_envelopes").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn a_bounce_suppresses_the_address() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    email(&app, &tenant).await;
+    let first = send(
+        &app,
+        &tenant,
+        json!({"to": {"email": "gone@example.org"}, "channels": "email", "content": {"subject": "S", "text": "x"}}),
+    )
+    .await;
+    let sent = wait_for(&app, &tenant, &first, "sent").await;
+    sim.post_status_callbacks(sent["provider_message_id"].as_str().unwrap(), &[CallbackStatus::Bounce]).await.unwrap();
+    let bounced = wait_for(&app, &tenant, &first, "failed").await;
+    assert!(bounced["status_reason"].is_string(), "{bounced}");
+    let second = send(
+        &app,
+        &tenant,
+        json!({"to": {"email": "gone@example.org"}, "channels": "email", "content": {"subject": "S", "text": "again"}}),
+    )
+    .await;
+    let refused = wait_for(&app, &tenant, &second, "failed").await;
+    assert!(refused["status_reason"].as_str().unwrap().contains("suppressed"), "{refused}");
+    let attempts = sim.ledger().iter().filter(|e| e.operation == "SendEmail").count();
+    assert_eq!(attempts, 1, "the suppressed address was not sent to again");
+}
+
+#[tokio::test]
+async fn a_failed_delivery_falls_back_to_the_next_channel() {
+    let (app, sim) = spawn_app_with_sim_config(|_| {}, auto_callbacks()).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    sms(&app, &tenant).await;
+    sim.add_failure(FailureRule {
+        provider: Some("meta".into()),
+        recipient: None,
+        kind: FailureKind::Undeliverable,
+        probability: 1.0,
+        remaining: None,
+    });
+    let id = send(
+        &app,
+        &tenant,
+        json!({"to": {"phone": PHONE}, "channels": ["whatsapp", "sms"], "content": {"text": "Pickup moved"}}),
+    )
+    .await;
+    let superseded = wait_for(&app, &tenant, &id, "superseded").await;
+    let successor = superseded["superseded_by"].as_str().unwrap().to_owned();
+    let fallback = wait_for(&app, &tenant, &successor, "delivered").await;
+    assert_eq!(fallback["channel"], "sms");
+}
+
+#[tokio::test]
+async fn inbound_and_unmatched_callbacks_are_kept_and_acknowledged() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    sim.post_inbound(cpaas_sim::InboundSpec::Meta {
+        phone_number_id: "106540352242922".into(),
+        from: "4915112345678".into(),
+        text: "Where is my bus?".into(),
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stored: Option<(String, Option<uuid::Uuid>)> =
+            sqlx::query_as("SELECT outcome, tenant_id FROM communications.webhook_envelopes WHERE provider = 'meta'")
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        if let Some((outcome, tenant_id)) = stored {
+            assert_eq!(outcome, "stored", "inbound messages wait for the inbox");
+            assert_eq!(tenant_id, Some(tenant.id));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the inbound envelope was not stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
