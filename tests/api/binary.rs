@@ -247,3 +247,44 @@ async fn demo_prints_working_credentials_once_per_start() {
     assert_eq!(old.status(), 401);
     server.stop(Signal::SIGTERM);
 }
+
+#[tokio::test]
+async fn messages_stuck_in_queued_are_counted_and_logged() {
+    let database_url = fresh_database().await;
+    let tenant = run_json(&["tenant", "create", "--name", "Acme", "--slug", "acme", "--json"], &database_url, None);
+    let server = RunningServer::start(
+        &["serve"],
+        &[
+            ("DATABASE_URL", &database_url),
+            ("SWITCHBOARD__DISPATCH__IN_SERVE", "false"),
+            ("SWITCHBOARD__DISPATCH__STUCK_AFTER_SECS", "1"),
+            ("SWITCHBOARD__DISPATCH__SWEEP_INTERVAL_SECS", "1"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let accepted: Value = client
+        .post(server.url("/api/v1/messages"))
+        .bearer_auth(tenant["api_key"].as_str().unwrap())
+        .json(&json!({"to": {"phone": "+4915112345678"}, "channels": "sms", "content": {"text": "nobody sends me"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let found = server.lines().into_iter().find(|l| l.contains("messages stuck in queued") && l.contains(&id));
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(std::time::Instant::now() < deadline, "no stuck-message alert: {:#?}", server.lines());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let logged: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(logged["level"], "ERROR");
+    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "messages_stuck 1"), "{metrics}");
+    server.stop(Signal::SIGTERM);
+}

@@ -60,6 +60,7 @@ fn sns_verifier(endpoints: &ProviderEndpoints) -> cpaas::webhooks::sns::SnsVerif
     cpaas::webhooks::sns::SnsVerifier::new(endpoints.sns_trust()).unwrap_or_else(|error| {
         // Only pinned certificates can fail here, and we pin none.
         tracing::error!(%error, "SNS trust policy refused; trusting AWS hosts only");
-        cpaas::webhooks::sns::SnsVerifier::new(cpaas::webhooks::sns::SnsTrust::aws()).expect("the AWS trust policy has no pinned certificates")
+        cpaas::webhooks::sns::SnsVerifier::new(cpaas::webhooks::sns::SnsTrust::aws())
+            .expect("the AWS trust policy has no pinned certificates")
     })
 }

@@ -92,9 +92,19 @@ pub async fn run_workers(
     let dispatcher = communications::dispatch::Dispatcher::new(communications, settings.dispatch.retry_policy());
     let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
-    communications::dispatch::worker::run(dispatcher, settings.dispatch.concurrency, poll, grace, shutdown)
+    let result = communications::dispatch::worker::run(dispatcher, settings.dispatch.concurrency, poll, grace, shutdown)
         .await
-        .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"))
+        .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"));
+    result
+}
+
+/// Starts the stuck-message sweeper (every serve and worker process; one sweeps per round).
+pub fn spawn_sweeper(settings: &Settings, pool: PgPool) -> tokio::task::JoinHandle<()> {
+    let sweeper = communications::dispatch::sweeper::SweeperSettings {
+        stuck_after: Duration::from_secs(settings.dispatch.stuck_after_secs),
+        interval: Duration::from_secs(settings.dispatch.sweep_interval_secs),
+    };
+    tokio::spawn(communications::dispatch::sweeper::run(pool, sweeper))
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

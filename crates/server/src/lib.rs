@@ -51,7 +51,10 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
         Command::Worker => {
             let communications = app::communications_module(settings, database.pool.clone(), settings.http.bind)?;
             tracing::info!("switchboard dispatch workers running");
-            app::run_workers(settings, communications, app::shutdown_signal()).await
+            let sweeper = app::spawn_sweeper(settings, database.pool.clone());
+            let result = app::run_workers(settings, communications, app::shutdown_signal()).await;
+            sweeper.abort();
+            result
         }
         Command::Demo(args) => demo::run(settings, args, database).await,
     }
@@ -68,6 +71,7 @@ async fn serve(settings: &mut Settings, args: ServeArgs, database: &Database) ->
 
 /// Serves HTTP and, when `dispatch.in_serve`, the dispatch workers, until a signal stops both.
 pub async fn serve_with_workers(settings: &Settings, app: Application) -> anyhow::Result<()> {
+    let sweeper = app::spawn_sweeper(settings, app.communications().pool.clone());
     let workers = settings.dispatch.in_serve.then(|| {
         let settings = settings.clone();
         let communications = app.communications();
@@ -77,6 +81,7 @@ pub async fn serve_with_workers(settings: &Settings, app: Application) -> anyhow
     if let Some(workers) = workers {
         workers.await.context("dispatch workers panicked")??;
     }
+    sweeper.abort();
     served
 }
 

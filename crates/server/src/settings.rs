@@ -34,6 +34,8 @@ pub struct DispatchSettings {
     pub retry_base_delay_ms: u64,
     pub retry_max_delay_secs: u64,
     pub poll_interval_ms: u64,
+    pub stuck_after_secs: u64,
+    pub sweep_interval_secs: u64,
 }
 
 impl DispatchSettings {
@@ -239,6 +241,8 @@ impl Settings {
             ("dispatch.concurrency", self.dispatch.concurrency as u64),
             ("dispatch.max_attempts", u64::from(self.dispatch.max_attempts)),
             ("dispatch.poll_interval_ms", self.dispatch.poll_interval_ms),
+            ("dispatch.stuck_after_secs", self.dispatch.stuck_after_secs),
+            ("dispatch.sweep_interval_secs", self.dispatch.sweep_interval_secs),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::at(key, "must be greater than 0"));

@@ -429,7 +429,9 @@ impl Communications {
     /// providers', then the platform default's.
     pub async fn twilio_tokens(&self, tenant: TenantId) -> Result<Vec<String>, ApiError> {
         let mut tokens = Vec::new();
-        let accounts = repository::list_accounts(&self.pool, tenant, kernel::pagination::PageRequest { limit: 100, after: None }).await?;
+        let accounts =
+            repository::list_accounts(&self.pool, tenant, kernel::pagination::PageRequest { limit: 100, after: None })
+                .await?;
         let ids: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
         for row in repository::providers_of(&self.pool, tenant, &ids).await? {
             if row.provider == ProviderKind::Twilio

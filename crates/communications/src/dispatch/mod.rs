@@ -12,6 +12,7 @@
 
 mod adapters;
 pub(crate) mod outcome;
+pub mod sweeper;
 pub mod worker;
 
 use std::time::Duration;
@@ -121,7 +122,10 @@ impl Dispatcher {
             .await
             .map_err(Failure::Infrastructure)?;
         if let Some(why) = suppressed {
-            return Err(Failure::Send(SendError::Permanent { code: "suppressed".into(), reason: format!("the address is suppressed ({why})") }));
+            return Err(Failure::Send(SendError::Permanent {
+                code: "suppressed".into(),
+                reason: format!("the address is suppressed ({why})"),
+            }));
         }
         let account = channels::active_account_for_channel(&self.module.pool, tenant, channel_type(message.channel))
             .await

@@ -145,7 +145,12 @@ fn rand_unit() -> f64 {
 
 /// Fails the message; when its chain has another channel, a new message takes over there and
 /// this one is superseded.
-async fn fail_and_fall_back(tx: &mut sqlx::PgConnection, tenant: TenantId, message: &MessageRow, reason: &str) -> Result<(), ApiError> {
+async fn fail_and_fall_back(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    message: &MessageRow,
+    reason: &str,
+) -> Result<(), ApiError> {
     messages::set_status(&mut *tx, tenant.0, message.id, MessageStatus::Failed, Some(reason)).await?;
     messages::record_event(
         &mut *tx,

@@ -65,9 +65,21 @@ pub struct TemplateRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MessageContent {
-    Text { text: String },
-    Media { kind: MediaKind, url: String, caption: Option<String>, filename: Option<String> },
-    Email { subject: String, text: Option<String>, html: Option<String>, attachments: Vec<StoredAttachment> },
+    Text {
+        text: String,
+    },
+    Media {
+        kind: MediaKind,
+        url: String,
+        caption: Option<String>,
+        filename: Option<String>,
+    },
+    Email {
+        subject: String,
+        text: Option<String>,
+        html: Option<String>,
+        attachments: Vec<StoredAttachment>,
+    },
     /// An approved Meta template (WhatsApp outside the 24-hour window).
     WhatsappTemplate {
         name: String,

@@ -327,7 +327,11 @@ pub async fn lock_by_provider_id(
 }
 
 /// Appends a provider event unless the same one is on record; returns whether it was new.
-pub async fn record_provider_event(db: impl PgExecutor<'_>, event: NewEvent<'_>, dedupe_key: &str) -> Result<bool, ApiError> {
+pub async fn record_provider_event(
+    db: impl PgExecutor<'_>,
+    event: NewEvent<'_>,
+    dedupe_key: &str,
+) -> Result<bool, ApiError> {
     let inserted = sqlx::query!(
         r#"INSERT INTO communications.message_events
                (id, tenant_id, message_id, status, reason, source, payload, occurred_at, dedupe_key)
@@ -378,7 +382,13 @@ pub async fn advance(
 }
 
 /// Stops sending to an address on a channel for a tenant (bounces, complaints).
-pub async fn suppress(db: impl PgExecutor<'_>, tenant_id: Uuid, channel: Channel, address: &str, reason: &str) -> Result<(), ApiError> {
+pub async fn suppress(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    channel: Channel,
+    address: &str,
+    reason: &str,
+) -> Result<(), ApiError> {
     sqlx::query!(
         r#"INSERT INTO communications.suppressions (tenant_id, channel, address, reason) VALUES ($1, $2, $3, $4)
            ON CONFLICT DO NOTHING"#,
@@ -393,7 +403,12 @@ pub async fn suppress(db: impl PgExecutor<'_>, tenant_id: Uuid, channel: Channel
 }
 
 /// Why an address is suppressed for a tenant on a channel, if it is.
-pub async fn suppression(db: impl PgExecutor<'_>, tenant_id: Uuid, channel: Channel, address: &str) -> Result<Option<String>, ApiError> {
+pub async fn suppression(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    channel: Channel,
+    address: &str,
+) -> Result<Option<String>, ApiError> {
     Ok(sqlx::query_scalar!(
         "SELECT reason FROM communications.suppressions WHERE tenant_id = $1 AND channel = $2 AND address = $3",
         tenant_id,
