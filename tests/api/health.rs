@@ -93,6 +93,18 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/messages", "post"),
         ("/api/v1/messages/{id}", "get"),
         ("/api/v1/messages/{id}/cancel", "post"),
+        ("/api/v1/messages/{id}/approve", "post"),
+        ("/api/v1/messages/{id}/reject", "post"),
+        ("/api/webhooks/meta", "post"),
+        ("/api/webhooks/meta/{tenant_id}", "post"),
+        ("/api/webhooks/aws/sns", "post"),
+        ("/api/webhooks/twilio/{tenant_id}/{kind}", "post"),
+        ("/api/v1/templates", "get"),
+        ("/api/v1/templates", "post"),
+        ("/api/v1/templates/{id}", "get"),
+        ("/api/v1/templates/{id}", "patch"),
+        ("/api/v1/templates/{id}", "delete"),
+        ("/api/v1/templates/{id}/preview", "post"),
     ];
     for (path, method) in expected {
         assert!(

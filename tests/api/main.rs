@@ -20,3 +20,4 @@ mod http_basics;
 mod isolation;
 mod messages;
 mod module_boundaries;
+mod templates;

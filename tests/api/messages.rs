@@ -392,3 +392,89 @@ async fn messages_are_listed_filtered_and_isolated_per_tenant() {
     let a_view: Value = app.get(&format!("/api/v1/messages/{sms}"), &a.api_key).await.json().await.unwrap();
     assert_ne!(a_view["contact_id"], b_view["contact_id"], "contacts are per tenant");
 }
+
+#[tokio::test]
+async fn messages_needing_review_wait_until_approved_or_rejected() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    twilio_sms(&app, &tenant).await;
+    let body = |text: &str| json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": text}, "require_review": true});
+    let accepted: Value = app.post("/api/v1/messages", &tenant.api_key, body("Approve me")).await.json().await.unwrap();
+    assert_eq!(accepted["status"], "pending_review");
+    let approve_me = accepted["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(sends_to(&sim, PHONE).is_empty(), "nothing leaves before review");
+
+    let approved = app.post(&format!("/api/v1/messages/{approve_me}/approve"), &tenant.api_key, json!({})).await;
+    assert_eq!(approved.status(), 200);
+    let sent = wait_for(&app, &tenant, &approve_me, &["sent"]).await;
+    assert!(sent["events"].as_array().unwrap().iter().any(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("approved by"))));
+    assert_error(app.post(&format!("/api/v1/messages/{approve_me}/approve"), &tenant.api_key, json!({})).await, 409, "conflict").await;
+
+    let reject_me = send_for_review(&app, &tenant, body("Reject me")).await;
+    let rejected: Value = app.post(&format!("/api/v1/messages/{reject_me}/reject"), &tenant.api_key, json!({"reason": "wrong tone"})).await.json().await.unwrap();
+    assert_eq!(rejected["status"], "canceled");
+    assert!(rejected["status_reason"].as_str().unwrap().ends_with("wrong tone"));
+
+    let agent = app.create_agent(&tenant, "agent@alpine.test", "agent").await;
+    let (client, csrf) = app.session_client(&tenant, &agent).await;
+    let waiting = send_for_review(&app, &tenant, body("Agents may not approve")).await;
+    let refused = client.post(app.url(&format!("/api/v1/messages/{waiting}/approve"))).header("x-csrf-token", csrf).send().await.unwrap();
+    assert_error(refused, 403, "forbidden").await;
+    assert_eq!(sends_to(&sim, PHONE).len(), 1, "only the approved message went out");
+}
+
+async fn send_for_review(app: &TestApp, tenant: &TestTenant, body: Value) -> String {
+    let accepted: Value = app.post("/api/v1/messages", &tenant.api_key, body).await.json().await.unwrap();
+    assert_eq!(accepted["status"], "pending_review");
+    accepted["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn templated_messages_are_rendered_per_channel_at_accept_time() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    twilio_sms(&app, &tenant).await;
+    let template = json!({
+        "name": "departure_delayed",
+        "default_locale": "en",
+        "variants": [
+            {"channel": "sms", "locale": "en", "body": {"text": "Hi {{ passenger.first_name }}, departure {{ trip.ref }} is delayed to {{ trip.new_time }}."}},
+            {"channel": "sms", "locale": "de", "body": {"text": "Hallo {{ passenger.first_name }}, Abfahrt {{ trip.ref }} verschiebt sich auf {{ trip.new_time }}."}},
+            {"channel": "whatsapp", "locale": "de", "body": {"meta_template": {"name": "departure_delayed", "language": "de",
+                "body_parameters": ["{{ passenger.first_name }}", "{{ trip.ref }}", "{{ trip.new_time }}"]}}}
+        ]
+    });
+    let created = app.post("/api/v1/templates", &tenant.api_key, template).await;
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let variables = json!({"passenger": {"first_name": "Anna"}, "trip": {"ref": "BX-204", "new_time": "09:40"}});
+
+    let missing = json!({"to": {"phone": PHONE}, "channels": "sms",
+                         "content": {"template": {"name": "departure_delayed", "locale": "de", "variables": {"passenger": {"first_name": "Anna"}}}}});
+    let error = assert_error(app.post("/api/v1/messages", &tenant.api_key, missing).await, 422, "validation_failed").await;
+    assert!(error["error"]["field"].as_str().unwrap().starts_with("content.template.variables.trip"), "{error}");
+
+    let id = send(
+        &app,
+        &tenant,
+        json!({"to": {"phone": PHONE}, "channels": ["whatsapp", "sms"],
+               "content": {"template": {"name": "departure_delayed", "locale": "de-AT", "variables": variables}}}),
+    )
+    .await;
+    let sent = wait_for(&app, &tenant, &id, &["sent"]).await;
+    assert_eq!(sent["content"]["type"], "whatsapp_template");
+    let request = sends_to(&sim, PHONE).pop().expect("sent to Meta");
+    assert_eq!(request.body["type"], "template");
+    assert_eq!(request.body["template"]["name"], "departure_delayed");
+    let parameters: Vec<&str> = request.body["template"]["components"][0]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(parameters, ["Anna", "BX-204", "09:40"]);
+    // The SMS fallback step was rendered too, in German (de-AT → de).
+    let stored: Value = sqlx::query_scalar("SELECT fallback FROM communications.messages WHERE id = $1::uuid").bind(&id).fetch_one(&app.pool).await.unwrap();
+    assert_eq!(stored[0]["content"]["text"], "Hallo Anna, Abfahrt BX-204 verschiebt sich auf 09:40.");
+}

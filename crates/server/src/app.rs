@@ -92,10 +92,9 @@ pub async fn run_workers(
     let dispatcher = communications::dispatch::Dispatcher::new(communications, settings.dispatch.retry_policy());
     let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
-    let result = communications::dispatch::worker::run(dispatcher, settings.dispatch.concurrency, poll, grace, shutdown)
+    communications::dispatch::worker::run(dispatcher, settings.dispatch.concurrency, poll, grace, shutdown)
         .await
-        .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"));
-    result
+        .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"))
 }
 
 /// Starts the stuck-message sweeper (every serve and worker process; one sweeps per round).

@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Arbitrary constant naming the sweeper's advisory lock.
-const SWEEPER_LOCK: i64 = 0x5357_4545_5045_52;
+const SWEEPER_LOCK: i64 = 0x0053_5745_4550_4552;
 const IDS_LOGGED: i64 = 50;
 
 #[derive(Debug, Clone, Copy)]

@@ -103,9 +103,8 @@ const MAX_SUBJECT: usize = 998;
 
 /// The content `input` means on `channel`, or a 422 naming the field that is missing or wrong.
 pub fn for_channel(input: &ContentInput, channel: Channel) -> Result<MessageContent, ApiError> {
-    if let Some(template) = &input.template {
-        // Templates are resolved before this point; a name that got here matched nothing.
-        return Err(ApiError::validation("content.template.name", format!("no template named `{}`", template.name)));
+    if input.template.is_some() {
+        return Err(ApiError::internal("templated content is rendered by the templates module"));
     }
     let text = input.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
     if text.is_some_and(|t| t.chars().count() > MAX_TEXT) {

@@ -25,6 +25,8 @@ pub fn router() -> OpenApiRouter<Communications> {
         .routes(routes!(send_message, list_messages))
         .routes(routes!(get_message))
         .routes(routes!(cancel_message))
+        .routes(routes!(approve_message))
+        .routes(routes!(reject_message))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -206,4 +208,48 @@ pub async fn cancel_message(
     Path(id): Path<Uuid>,
 ) -> Result<Json<MessageView>, ApiError> {
     Ok(Json(view(module.cancel_message(caller.tenant_id, id).await?, None)))
+}
+
+fn reviewer(caller: &Caller) -> String {
+    match caller.actor {
+        kernel::auth::Actor::ApiKey(id) => format!("api key {id}"),
+        kernel::auth::Actor::Agent { id, .. } => format!("agent {id}"),
+    }
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rejection {
+    pub reason: Option<String>,
+}
+
+/// Approves a message waiting in `pending_review`: it is queued for dispatch.
+#[utoipa::path(
+    post, path = "/api/v1/messages/{id}/approve", tag = "messages", params(("id" = Uuid, Path)),
+    responses((status = 200, body = MessageView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Not pending review"))
+)]
+pub async fn approve_message(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<MessageView>, ApiError> {
+    caller.require_admin()?;
+    Ok(Json(view(module.approve_message(caller.tenant_id, id, &reviewer(&caller)).await?, None)))
+}
+
+/// Rejects a message waiting in `pending_review`: it is canceled with the reason.
+#[utoipa::path(
+    post, path = "/api/v1/messages/{id}/reject", tag = "messages", params(("id" = Uuid, Path)),
+    request_body(content = Option<Rejection>),
+    responses((status = 200, body = MessageView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "Not pending review"))
+)]
+pub async fn reject_message(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    body: Option<Json<Rejection>>,
+) -> Result<Json<MessageView>, ApiError> {
+    caller.require_admin()?;
+    let reason = body.and_then(|Json(b)| b.reason);
+    Ok(Json(view(module.reject_message(caller.tenant_id, id, &reviewer(&caller), reason.as_deref()).await?, None)))
 }

@@ -37,6 +37,9 @@ pub struct SendRequest {
     pub conversation_id: Option<Uuid>,
     /// `urgent` (transactional, the default) or `bulk` (campaigns): separate queues.
     pub lane: Option<Lane>,
+    /// Hold the message in `pending_review` until it is approved (or rejected) through the API.
+    #[serde(default)]
+    pub require_review: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -110,10 +113,10 @@ impl Communications {
             return Err(ApiError::validation("metadata", "must be an object of at most 16 KiB"));
         }
         // Content first: a bad request should not create a contact as a side effect.
-        let contents = chain
-            .iter()
-            .map(|channel| content::for_channel(&request.content, *channel))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut contents = Vec::with_capacity(chain.len());
+        for channel in &chain {
+            contents.push(self.content_for(tenant, &request.content, *channel).await?);
+        }
         let contact = contacts::resolve(tx, tenant, &request.to).await?;
         let mut steps = Vec::with_capacity(chain.len());
         for (channel, content) in chain.iter().zip(contents) {
@@ -121,6 +124,7 @@ impl Communications {
         }
         let first = steps.remove(0);
         let lane = request.lane.unwrap_or_default();
+        let status = if request.require_review { MessageStatus::PendingReview } else { MessageStatus::Queued };
         let id = Uuid::now_v7();
         let message = NewMessage {
             id,
@@ -131,7 +135,7 @@ impl Communications {
             fallback: serde_json::to_value(&steps).map_err(ApiError::internal)?,
             recipient: &first.recipient,
             content: serde_json::to_value(&first.content).map_err(ApiError::internal)?,
-            status: MessageStatus::Queued,
+            status,
             lane,
             scheduled_at: request.scheduled_at,
             metadata,
@@ -139,22 +143,38 @@ impl Communications {
         };
         repository::insert(&mut *tx, message).await?;
         let reason = request.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339()));
-        repository::record_event(
-            &mut *tx,
-            NewEvent {
-                tenant_id: tenant.0,
-                message_id: id,
-                status: MessageStatus::Queued,
-                reason: reason.as_deref(),
-                source: EventSource::Api,
-                payload: None,
-                occurred_at: None,
-            },
-        )
-        .await?;
-        let run_at = request.scheduled_at.filter(|at| *at > Utc::now());
-        queue::enqueue(tx, lane, DispatchJob { message_id: id, tenant_id: tenant.0, attempt: 0 }, run_at).await?;
-        Ok(Accepted { id, status: MessageStatus::Queued })
+        let event = NewEvent {
+            tenant_id: tenant.0,
+            message_id: id,
+            status,
+            reason: reason.as_deref(),
+            source: EventSource::Api,
+            payload: None,
+            occurred_at: None,
+        };
+        repository::record_event(&mut *tx, event).await?;
+        if status == MessageStatus::Queued {
+            let run_at = request.scheduled_at.filter(|at| *at > Utc::now());
+            queue::enqueue(tx, lane, DispatchJob { message_id: id, tenant_id: tenant.0, attempt: 0 }, run_at).await?;
+        }
+        Ok(Accepted { id, status })
+    }
+
+    /// The content on `channel`: rendered from the named template (strictly: a missing variable
+    /// is a 422 now, never a failure at send time), or taken as given.
+    async fn content_for(
+        &self,
+        tenant: TenantId,
+        input: &ContentInput,
+        channel: Channel,
+    ) -> Result<MessageContent, ApiError> {
+        match &input.template {
+            Some(template) => {
+                let variables = template.variables.clone().unwrap_or_else(|| json!({}));
+                self.render_template(tenant, &template.name, template.locale.as_deref(), &variables, channel).await
+            }
+            None => content::for_channel(input, channel),
+        }
     }
 
     pub async fn message(
@@ -165,6 +185,67 @@ impl Communications {
         let message = repository::find(&self.pool, tenant, id).await?;
         let events = repository::events(&self.pool, tenant, id).await?;
         Ok((message, events))
+    }
+
+    /// Approves a message waiting for review: it is queued for dispatch (at its scheduled time).
+    pub async fn approve_message(&self, tenant: TenantId, id: Uuid, reviewer: &str) -> Result<MessageRow, ApiError> {
+        let mut tx = self.pool.begin().await?;
+        let message = repository::lock(&mut tx, tenant, id).await?;
+        if message.status != MessageStatus::PendingReview {
+            return Err(ApiError::conflict(
+                Some("status"),
+                format!("only messages pending review can be approved; this one is {}", message.status.as_str()),
+            ));
+        }
+        repository::set_status(&mut *tx, tenant.0, id, MessageStatus::Queued, None).await?;
+        let reason = format!("approved by {reviewer}");
+        let event = NewEvent {
+            tenant_id: tenant.0,
+            message_id: id,
+            status: MessageStatus::Queued,
+            reason: Some(&reason),
+            source: EventSource::Api,
+            payload: None,
+            occurred_at: None,
+        };
+        repository::record_event(&mut *tx, event).await?;
+        let run_at = message.scheduled_at.filter(|at| *at > Utc::now());
+        queue::enqueue(&mut tx, message.lane, DispatchJob { message_id: id, tenant_id: tenant.0, attempt: 0 }, run_at)
+            .await?;
+        tx.commit().await?;
+        repository::find(&self.pool, tenant, id).await
+    }
+
+    /// Rejects a message waiting for review: it is canceled with the reason.
+    pub async fn reject_message(
+        &self,
+        tenant: TenantId,
+        id: Uuid,
+        reviewer: &str,
+        reason: Option<&str>,
+    ) -> Result<MessageRow, ApiError> {
+        let mut tx = self.pool.begin().await?;
+        let message = repository::lock(&mut tx, tenant, id).await?;
+        if message.status != MessageStatus::PendingReview {
+            return Err(ApiError::conflict(
+                Some("status"),
+                format!("only messages pending review can be rejected; this one is {}", message.status.as_str()),
+            ));
+        }
+        let note = format!("rejected by {reviewer}{}", reason.map(|r| format!(": {r}")).unwrap_or_default());
+        repository::set_status(&mut *tx, tenant.0, id, MessageStatus::Canceled, Some(&note)).await?;
+        let event = NewEvent {
+            tenant_id: tenant.0,
+            message_id: id,
+            status: MessageStatus::Canceled,
+            reason: Some(&note),
+            source: EventSource::Api,
+            payload: None,
+            occurred_at: None,
+        };
+        repository::record_event(&mut *tx, event).await?;
+        tx.commit().await?;
+        repository::find(&self.pool, tenant, id).await
     }
 
     /// Cancels a message that has not left us yet (queued, scheduled or pending review).
