@@ -20,4 +20,6 @@ mod http_basics;
 mod isolation;
 mod messages;
 mod module_boundaries;
+mod rate_limits;
 mod templates;
+mod triggers;

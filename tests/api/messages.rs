@@ -408,18 +408,39 @@ async fn messages_needing_review_wait_until_approved_or_rejected() {
     let approved = app.post(&format!("/api/v1/messages/{approve_me}/approve"), &tenant.api_key, json!({})).await;
     assert_eq!(approved.status(), 200);
     let sent = wait_for(&app, &tenant, &approve_me, &["sent"]).await;
-    assert!(sent["events"].as_array().unwrap().iter().any(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("approved by"))));
-    assert_error(app.post(&format!("/api/v1/messages/{approve_me}/approve"), &tenant.api_key, json!({})).await, 409, "conflict").await;
+    assert!(
+        sent["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("approved by")))
+    );
+    assert_error(
+        app.post(&format!("/api/v1/messages/{approve_me}/approve"), &tenant.api_key, json!({})).await,
+        409,
+        "conflict",
+    )
+    .await;
 
     let reject_me = send_for_review(&app, &tenant, body("Reject me")).await;
-    let rejected: Value = app.post(&format!("/api/v1/messages/{reject_me}/reject"), &tenant.api_key, json!({"reason": "wrong tone"})).await.json().await.unwrap();
+    let rejected: Value = app
+        .post(&format!("/api/v1/messages/{reject_me}/reject"), &tenant.api_key, json!({"reason": "wrong tone"}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(rejected["status"], "canceled");
     assert!(rejected["status_reason"].as_str().unwrap().ends_with("wrong tone"));
 
     let agent = app.create_agent(&tenant, "agent@alpine.test", "agent").await;
     let (client, csrf) = app.session_client(&tenant, &agent).await;
     let waiting = send_for_review(&app, &tenant, body("Agents may not approve")).await;
-    let refused = client.post(app.url(&format!("/api/v1/messages/{waiting}/approve"))).header("x-csrf-token", csrf).send().await.unwrap();
+    let refused = client
+        .post(app.url(&format!("/api/v1/messages/{waiting}/approve")))
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .unwrap();
     assert_error(refused, 403, "forbidden").await;
     assert_eq!(sends_to(&sim, PHONE).len(), 1, "only the approved message went out");
 }
@@ -452,7 +473,8 @@ async fn templated_messages_are_rendered_per_channel_at_accept_time() {
 
     let missing = json!({"to": {"phone": PHONE}, "channels": "sms",
                          "content": {"template": {"name": "departure_delayed", "locale": "de", "variables": {"passenger": {"first_name": "Anna"}}}}});
-    let error = assert_error(app.post("/api/v1/messages", &tenant.api_key, missing).await, 422, "validation_failed").await;
+    let error =
+        assert_error(app.post("/api/v1/messages", &tenant.api_key, missing).await, 422, "validation_failed").await;
     assert!(error["error"]["field"].as_str().unwrap().starts_with("content.template.variables.trip"), "{error}");
 
     let id = send(
@@ -475,6 +497,10 @@ async fn templated_messages_are_rendered_per_channel_at_accept_time() {
         .collect();
     assert_eq!(parameters, ["Anna", "BX-204", "09:40"]);
     // The SMS fallback step was rendered too, in German (de-AT → de).
-    let stored: Value = sqlx::query_scalar("SELECT fallback FROM communications.messages WHERE id = $1::uuid").bind(&id).fetch_one(&app.pool).await.unwrap();
+    let stored: Value = sqlx::query_scalar("SELECT fallback FROM communications.messages WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(stored[0]["content"]["text"], "Hallo Anna, Abfahrt BX-204 verschiebt sich auf 09:40.");
 }

@@ -17,6 +17,7 @@ pub mod messages;
 pub mod rate_limit;
 pub mod templates;
 pub mod tracking;
+pub mod triggers;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -92,7 +92,7 @@ impl Communications {
         Ok((202, body))
     }
 
-    async fn insert_message(
+    pub(crate) async fn insert_message(
         &self,
         tx: &mut sqlx::PgConnection,
         tenant: TenantId,

@@ -48,6 +48,7 @@ pub fn router(settings: &Settings, pool: PgPool, communications: Communications)
         .merge(communications::channels::http::router().with_state(communications.clone()))
         .merge(communications::messages::http::router().with_state(communications.clone()))
         .merge(communications::templates::http::router().with_state(communications.clone()))
+        .merge(communications::triggers::http::router().with_state(communications.clone()))
         .split_for_parts();
     let api = api.layer(from_fn_with_state(identity, identity::http::authenticate));
 

@@ -16,6 +16,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "api-keys", description = "Operator API keys"),
         (name = "channels", description = "Channel accounts (WhatsApp, email, SMS, webchat) and their providers"),
         (name = "messages", description = "The send API: accept, read, list, cancel"),
+        (name = "templates", description = "Notification templates per channel and locale"),
+        (name = "triggers", description = "Upstream events (domain or Hasura) and the rules that turn them into messages"),
         (name = "webhooks", description = "Provider callbacks (verified by signature or token)"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
