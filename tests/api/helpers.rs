@@ -119,10 +119,14 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
     let mut settings = test_settings(&database_url);
     configure(&mut settings);
     let options: PgConnectOptions = database_url.parse().expect("database url");
-    let pool = PgPoolOptions::new().max_connections(10).connect_with(options).await.expect("connect test database");
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.database.max_connections)
+        .connect_with(options)
+        .await
+        .expect("connect test database");
     let app = Application::build(&settings, pool.clone()).await.expect("build app");
     let address = format!("http://{}", app.local_addr());
-    if with_workers {
+    if with_workers && settings.dispatch.in_serve {
         let communications = app.communications();
         let worker_settings = settings.clone();
         tokio::spawn(async move {
@@ -198,6 +202,13 @@ pub struct TestAgent {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 impl TestApp {
+    /// The URL of this app's database (for processes the test starts).
+    pub fn database_url(&self) -> String {
+        let options = self.pool.connect_options();
+        let database = options.get_database().unwrap_or("postgres").to_owned();
+        url_for(&database)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -20,6 +20,7 @@ mod http_basics;
 mod isolation;
 mod messages;
 mod module_boundaries;
+mod pipeline;
 mod rate_limits;
 mod templates;
 mod triggers;

@@ -89,12 +89,20 @@ pub async fn run_workers(
     communications: communications::Communications,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let dispatcher = communications::dispatch::Dispatcher::new(communications, settings.dispatch.retry_policy());
+    let dispatcher = communications::dispatch::Dispatcher::new(
+        communications,
+        settings.dispatch.retry_policy(),
+        settings.dispatch.rate_defaults(),
+    );
     let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
-    communications::dispatch::worker::run(dispatcher, settings.dispatch.concurrency, poll, grace, shutdown)
-        .await
-        .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"))
+    let waker = tokio::spawn(crate::queue_waker::run(dispatcher.module.pool.clone(), poll));
+    let result =
+        communications::dispatch::worker::run(dispatcher, settings.dispatch.concurrency, poll, grace, shutdown)
+            .await
+            .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"));
+    waker.abort();
+    result
 }
 
 /// Starts the stuck-message sweeper (every serve and worker process; one sweeps per round).

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod database;
 pub mod demo;
 pub mod http;
+pub mod queue_waker;
 pub mod settings;
 pub mod telemetry;
 
@@ -21,7 +22,7 @@ use settings::Settings;
 /// stopped before returning, whatever happened.
 pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
-    let serving = matches!(command, Command::Serve(_) | Command::Demo(_));
+    let serving = matches!(command, Command::Serve(_) | Command::Demo(_) | Command::Worker);
     if !serving {
         // Keep standard output clean for `--json`: commands log only warnings, to stderr.
         settings.log.level = "warn".into();

@@ -36,9 +36,22 @@ pub struct DispatchSettings {
     pub poll_interval_ms: u64,
     pub stuck_after_secs: u64,
     pub sweep_interval_secs: u64,
+    pub whatsapp_rate_per_sec: f64,
+    pub email_rate_per_sec: f64,
+    pub sms_rate_per_sec: f64,
+    pub rate_burst_max: u32,
 }
 
 impl DispatchSettings {
+    pub fn rate_defaults(&self) -> communications::rate_limit::RateDefaults {
+        communications::rate_limit::RateDefaults {
+            whatsapp_per_second: self.whatsapp_rate_per_sec,
+            email_per_second: self.email_rate_per_sec,
+            sms_per_second: self.sms_rate_per_sec,
+            burst: self.rate_burst_max,
+        }
+    }
+
     pub fn retry_policy(&self) -> communications::dispatch::RetryPolicy {
         communications::dispatch::RetryPolicy {
             max_attempts: self.max_attempts,
@@ -243,9 +256,28 @@ impl Settings {
             ("dispatch.poll_interval_ms", self.dispatch.poll_interval_ms),
             ("dispatch.stuck_after_secs", self.dispatch.stuck_after_secs),
             ("dispatch.sweep_interval_secs", self.dispatch.sweep_interval_secs),
+            ("dispatch.rate_burst_max", u64::from(self.dispatch.rate_burst_max)),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::at(key, "must be greater than 0"));
+        }
+        let needed = 2 * self.dispatch.concurrency as u64 + 8;
+        if u64::from(self.database.max_connections) < needed {
+            return Err(ConfigError::at(
+                "database.max_connections",
+                format!(
+                    "must be at least {needed} (2 × dispatch.concurrency + 8): every dispatch task holds a connection"
+                ),
+            ));
+        }
+        for (key, rate) in [
+            ("dispatch.whatsapp_rate_per_sec", self.dispatch.whatsapp_rate_per_sec),
+            ("dispatch.email_rate_per_sec", self.dispatch.email_rate_per_sec),
+            ("dispatch.sms_rate_per_sec", self.dispatch.sms_rate_per_sec),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ConfigError::at(key, "must be a positive number"));
+            }
         }
         if let Some(url) = self.database.external_url()
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))

@@ -51,11 +51,12 @@ pub struct Dispatcher {
     pub module: Communications,
     pub adapters: AdapterCache,
     pub retry: RetryPolicy,
+    pub rates: crate::rate_limit::RateDefaults,
 }
 
 impl Dispatcher {
-    pub fn new(module: Communications, retry: RetryPolicy) -> Self {
-        Self { module, adapters: AdapterCache::default(), retry }
+    pub fn new(module: Communications, retry: RetryPolicy, rates: crate::rate_limit::RateDefaults) -> Self {
+        Self { module, adapters: AdapterCache::default(), retry, rates }
     }
 
     /// Handles one job to the end. Errors are infrastructure failures (the database), which
@@ -63,7 +64,7 @@ impl Dispatcher {
     pub async fn dispatch(&self, job: DispatchJob) -> Result<(), ApiError> {
         let tenant = TenantId(job.tenant_id);
         let Some(claimed) = self.claim(tenant, job).await? else { return Ok(()) };
-        let result = self.send_through_providers(tenant, &claimed).await;
+        let result = self.send_through_providers(tenant, job, &claimed).await;
         outcome::record(self, tenant, job, &claimed, result).await
     }
 
@@ -117,7 +118,12 @@ impl Dispatcher {
     }
 
     /// Tries the channel account's enabled providers by priority.
-    async fn send_through_providers(&self, tenant: TenantId, message: &messages::MessageRow) -> Result<Sent, Failure> {
+    async fn send_through_providers(
+        &self,
+        tenant: TenantId,
+        job: DispatchJob,
+        message: &messages::MessageRow,
+    ) -> Result<Sent, Failure> {
         let suppressed = messages::suppression(&self.module.pool, tenant.0, message.channel, &message.recipient)
             .await
             .map_err(Failure::Infrastructure)?;
@@ -141,6 +147,12 @@ impl Dispatcher {
                 code: "channel_inactive".into(),
                 reason: "the channel account is not active".into(),
             }));
+        }
+        if job.deferrals == 0 {
+            let delay = self.reserve_send_slot(tenant, message, &account).await.map_err(Failure::Infrastructure)?;
+            if !delay.is_zero() {
+                return Err(Failure::Throttled(delay));
+            }
         }
         let providers =
             channels::providers_of(&self.module.pool, tenant, &[account.id]).await.map_err(Failure::Infrastructure)?;
@@ -181,6 +193,37 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// Reserves this message's send slot under the channel account's rate limit, shared by every
+    /// worker process; returns how long until the slot (zero: now). A job deferred to its slot
+    /// comes back holding the reservation, so it is never counted twice.
+    ///
+    /// Urgent messages have the account's own key at the full rate and also use up the bulk key;
+    /// bulk messages only reserve on the bulk key, at 80 % of the rate. So urgent messages never
+    /// wait behind a bulk backlog, bulk gets what urgent leaves, and together they stay within
+    /// the provider's rate.
+    async fn reserve_send_slot(
+        &self,
+        tenant: TenantId,
+        message: &messages::MessageRow,
+        account: &channels::AccountRow,
+    ) -> Result<Duration, ApiError> {
+        use crate::rate_limit::{RateLimit, channel_account_key, limit_for, reserve};
+        let limit = limit_for(message.channel, &account.verification, &self.rates);
+        let urgent_key = channel_account_key(tenant.0, account.id);
+        let bulk_key = format!("{urgent_key}:bulk");
+        let bulk_limit = RateLimit { per_second: limit.per_second * 0.8, burst: (limit.burst * 4 / 5).max(1) };
+        match message.lane {
+            crate::messages::model::Lane::Urgent => {
+                let delay = reserve(&self.module.pool, &urgent_key, limit).await?;
+                reserve(&self.module.pool, &bulk_key, bulk_limit).await?;
+                Ok(delay)
+            }
+            crate::messages::model::Lane::Bulk => reserve(&self.module.pool, &bulk_key, bulk_limit).await,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Sent {
     receipt: SendReceipt,
@@ -196,6 +239,8 @@ pub(crate) enum Failure {
         channel_account_id: uuid::Uuid,
     },
     Infrastructure(ApiError),
+    /// The channel account is at its rate limit: try again after this long.
+    Throttled(Duration),
 }
 
 fn channel_type(channel: Channel) -> crate::channels::ChannelType {

@@ -59,6 +59,21 @@ pub(crate) async fn record(
             tx.commit().await?;
             return Err(error);
         }
+        Err(Failure::Throttled(wait)) => {
+            // Not an attempt: the message goes back to the queue for when its token is due. The
+            // job leaves the worker at once, so a tenant at its limit holds no worker slot.
+            sqlx::query!(
+                r#"UPDATE communications.messages SET status = 'queued', attempts = attempts - 1,
+                       status_reason = 'waiting for the channel rate limit', updated_at = now()
+                   WHERE id = $1 AND status = 'sending'"#,
+                message.id
+            )
+            .execute(&mut *tx)
+            .await?;
+            let run_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            let again = DispatchJob { deferrals: job.deferrals + 1, ..job };
+            queue::enqueue(&mut tx, message.lane, again, Some(run_at)).await?;
+        }
         Err(Failure::Send(error)) => apply_failure(dispatcher, &mut tx, tenant, job, message, error, None).await?,
         Err(Failure::SendVia { error, channel_account_id }) => {
             apply_failure(dispatcher, &mut tx, tenant, job, message, error, Some(channel_account_id)).await?
@@ -103,7 +118,8 @@ async fn apply_failure(
             )
             .await?;
             let run_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-            queue::enqueue(tx, message.lane, DispatchJob { attempt: next_attempt, ..job }, Some(run_at)).await
+            queue::enqueue(tx, message.lane, DispatchJob { attempt: next_attempt, deferrals: 0, ..job }, Some(run_at))
+                .await
         }
         SendError::Permanent { .. } => fail_and_fall_back(tx, tenant, message, &reason).await,
         SendError::TenantBlocked { .. } => {
@@ -242,7 +258,13 @@ pub(crate) async fn fall_back(
         },
     )
     .await?;
-    queue::enqueue(tx, message.lane, DispatchJob { message_id: successor, tenant_id: tenant.0, attempt: 0 }, None).await
+    queue::enqueue(
+        tx,
+        message.lane,
+        DispatchJob { message_id: successor, tenant_id: tenant.0, attempt: 0, deferrals: 0 },
+        None,
+    )
+    .await
 }
 
 /// A tenant-wide refusal (bad credentials, suspended provider account): stop using the channel

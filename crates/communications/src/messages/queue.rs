@@ -24,6 +24,9 @@ pub struct DispatchJob {
     pub tenant_id: Uuid,
     /// Our own attempt number (retries are new jobs), part of the job's idempotency key.
     pub attempt: u32,
+    /// How often this attempt was put back for the rate limit (also part of the key).
+    #[serde(default)]
+    pub deferrals: u32,
 }
 
 /// apalis schedules in whole seconds (truncating); rounding up keeps a job from running before
@@ -51,7 +54,7 @@ pub async fn enqueue(
     let payload = serde_json::to_vec(&job).map_err(ApiError::internal)?;
     let mut builder = TaskBuilder::new(payload)
         .max_attempts(MAX_ATTEMPTS)
-        .idempotency_key(format!("dispatch:{}:{}", job.message_id, job.attempt));
+        .idempotency_key(format!("dispatch:{}:{}:{}", job.message_id, job.attempt, job.deferrals));
     if let Some(at) = run_at {
         builder = builder.run_at_timestamp(whole_seconds_not_before(at));
     }

@@ -155,7 +155,13 @@ impl Communications {
         repository::record_event(&mut *tx, event).await?;
         if status == MessageStatus::Queued {
             let run_at = request.scheduled_at.filter(|at| *at > Utc::now());
-            queue::enqueue(tx, lane, DispatchJob { message_id: id, tenant_id: tenant.0, attempt: 0 }, run_at).await?;
+            queue::enqueue(
+                tx,
+                lane,
+                DispatchJob { message_id: id, tenant_id: tenant.0, attempt: 0, deferrals: 0 },
+                run_at,
+            )
+            .await?;
         }
         Ok(Accepted { id, status })
     }
@@ -210,8 +216,13 @@ impl Communications {
         };
         repository::record_event(&mut *tx, event).await?;
         let run_at = message.scheduled_at.filter(|at| *at > Utc::now());
-        queue::enqueue(&mut tx, message.lane, DispatchJob { message_id: id, tenant_id: tenant.0, attempt: 0 }, run_at)
-            .await?;
+        queue::enqueue(
+            &mut tx,
+            message.lane,
+            DispatchJob { message_id: id, tenant_id: tenant.0, attempt: 0, deferrals: 0 },
+            run_at,
+        )
+        .await?;
         tx.commit().await?;
         repository::find(&self.pool, tenant, id).await
     }

@@ -1,0 +1,39 @@
+//! Wakes dispatch workers for delayed jobs as they come due.
+//!
+//! apalis-postgres wakes parked workers with `NOTIFY apalis::job::insert`, but its insert trigger
+//! only notifies for jobs due at insert time: a job scheduled for later (a retry after backoff, a
+//! scheduled send, a rate-limit slot) would wait for the next heartbeat (30 s). This task sends
+//! the same notification, every interval, for each queue that has due jobs; a woken worker
+//! drains everything due before it parks again.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+/// Notifies once per queue with due jobs; returns how many queues were woken.
+pub async fn wake_due(pool: &PgPool, queues: &[&str]) -> Result<usize, sqlx::Error> {
+    let woken = sqlx::query_scalar!(
+        r#"SELECT count(pg_notify('apalis::job::insert',
+                      json_build_object('job_type', job_type, 'id', id, 'run_at', run_at)::text)) AS "woken!"
+           FROM (SELECT DISTINCT ON (job_type) job_type, id, run_at FROM apalis.jobs
+                 WHERE status = 'Pending' AND run_at <= now() AND job_type = ANY($1)
+                 ORDER BY job_type, run_at) AS due"#,
+        queues as &[&str],
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(usize::try_from(woken).unwrap_or(0))
+}
+
+/// Runs until the task is dropped.
+pub async fn run(pool: PgPool, interval: Duration) {
+    let queues = [communications::messages::queue::URGENT_QUEUE, communications::messages::queue::BULK_QUEUE];
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = wake_due(&pool, &queues).await {
+            tracing::warn!(%error, "waking workers for due jobs failed");
+        }
+    }
+}
