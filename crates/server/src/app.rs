@@ -97,11 +97,26 @@ pub async fn run_workers(
     let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
     let waker = tokio::spawn(crate::queue_waker::run(dispatcher.module.pool.clone(), poll));
-    let result =
-        communications::dispatch::worker::run(dispatcher, settings.dispatch.concurrency, poll, grace, shutdown)
-            .await
-            .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"));
+    let reconcile = communications::dispatch::sweeper::ReconcileSettings {
+        settle_after: Duration::from_secs(settings.dispatch.unknown_settle_secs),
+        resend_unsettled: settings.dispatch.resend_unsettled,
+    };
+    let reconciler = tokio::spawn(communications::dispatch::sweeper::run_reconciler(
+        dispatcher.module.pool.clone(),
+        reconcile,
+        Duration::from_secs(settings.dispatch.sweep_interval_secs.clamp(1, 60)),
+    ));
+    let options = communications::dispatch::worker::WorkerOptions {
+        concurrency: settings.dispatch.concurrency,
+        poll_interval: poll,
+        heartbeat: Duration::from_secs(settings.dispatch.heartbeat_secs),
+        grace,
+    };
+    let result = communications::dispatch::worker::run(dispatcher, options, shutdown)
+        .await
+        .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"));
     waker.abort();
+    reconciler.abort();
     result
 }
 

@@ -43,6 +43,9 @@ pub enum Command {
     /// Manage the master keys that seal secrets at rest.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Drive messages through the real pipeline against the provider simulator and report
+    /// throughput, latency, and lost/duplicated counts.
+    Bench(crate::bench::BenchArgs),
     /// Run the service with a demo tenant, an admin agent and an API key, printed once at start.
     Demo(ServeArgs),
 }

@@ -2,6 +2,7 @@
 //! composition, and the CLI commands. `main.rs` only parses arguments and calls [`run`].
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod database;
@@ -23,7 +24,8 @@ use settings::Settings;
 pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     let serving = matches!(command, Command::Serve(_) | Command::Demo(_) | Command::Worker);
-    if !serving {
+    let benchmarking = matches!(command, Command::Bench(_));
+    if !serving || benchmarking {
         // Keep standard output clean for `--json`: commands log only warnings, to stderr.
         settings.log.level = "warn".into();
     }
@@ -58,6 +60,7 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
             result
         }
         Command::Demo(args) => demo::run(settings, args, database).await,
+        Command::Bench(args) => bench::run(settings, database, args).await,
     }
 }
 
@@ -72,13 +75,24 @@ async fn serve(settings: &mut Settings, args: ServeArgs, database: &Database) ->
 
 /// Serves HTTP and, when `dispatch.in_serve`, the dispatch workers, until a signal stops both.
 pub async fn serve_with_workers(settings: &Settings, app: Application) -> anyhow::Result<()> {
+    serve_with_workers_until(settings, app, app::shutdown_signal).await
+}
+
+/// As [`serve_with_workers`], stopping when `shutdown()` futures complete (one for the HTTP
+/// server, one for the workers).
+pub async fn serve_with_workers_until<F, Fut>(settings: &Settings, app: Application, shutdown: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let sweeper = app::spawn_sweeper(settings, app.communications().pool.clone());
     let workers = settings.dispatch.in_serve.then(|| {
         let settings = settings.clone();
         let communications = app.communications();
-        tokio::spawn(async move { app::run_workers(&settings, communications, app::shutdown_signal()).await })
+        let stop = shutdown();
+        tokio::spawn(async move { app::run_workers(&settings, communications, stop).await })
     });
-    let served = app.run_until_stopped(app::shutdown_signal()).await.context("HTTP server failed");
+    let served = app.run_until_stopped(shutdown()).await.context("HTTP server failed");
     if let Some(workers) = workers {
         workers.await.context("dispatch workers panicked")??;
     }

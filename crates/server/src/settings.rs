@@ -40,6 +40,9 @@ pub struct DispatchSettings {
     pub email_rate_per_sec: f64,
     pub sms_rate_per_sec: f64,
     pub rate_burst_max: u32,
+    pub heartbeat_secs: u64,
+    pub unknown_settle_secs: u64,
+    pub resend_unsettled: bool,
 }
 
 impl DispatchSettings {
@@ -257,6 +260,8 @@ impl Settings {
             ("dispatch.stuck_after_secs", self.dispatch.stuck_after_secs),
             ("dispatch.sweep_interval_secs", self.dispatch.sweep_interval_secs),
             ("dispatch.rate_burst_max", u64::from(self.dispatch.rate_burst_max)),
+            ("dispatch.heartbeat_secs", self.dispatch.heartbeat_secs),
+            ("dispatch.unknown_settle_secs", self.dispatch.unknown_settle_secs),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::at(key, "must be greater than 0"));

@@ -69,3 +69,102 @@ pub async fn run(pool: PgPool, settings: SweeperSettings) {
         }
     }
 }
+
+/// Arbitrary constant naming the reconciler's advisory lock.
+const RECONCILER_LOCK: i64 = 0x0052_4543_4f4e_4349;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcileSettings {
+    /// How long an outcome may stay open before it is acted on (well above provider timeouts).
+    pub settle_after: Duration,
+    /// Send `unknown` messages again that no callback settled: safe only where the providers'
+    /// callbacks carry our correlation id (Twilio's status callback URL), hence opt-in.
+    pub resend_unsettled: bool,
+}
+
+/// One reconciliation round: messages stuck in `sending` (their worker died) become `unknown`;
+/// with `resend_unsettled`, `unknown` messages without a provider id after the settle window are
+/// queued again. Returns (interrupted, resent), or `None` when another process holds the round.
+pub async fn reconcile_once(pool: &PgPool, settings: ReconcileSettings) -> Result<Option<(usize, usize)>, ApiError> {
+    use crate::messages::model::{EventSource, Lane, MessageStatus};
+    use crate::messages::queue::{self, DispatchJob};
+    use crate::messages::repository::{self as messages, NewEvent};
+
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar!(r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#, RECONCILER_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(None);
+    }
+    let seconds = settings.settle_after.as_secs_f64();
+    let interrupted = sqlx::query!(
+        r#"UPDATE communications.messages SET status = 'unknown', updated_at = now(),
+               status_reason = 'the dispatch was interrupted: its worker is gone'
+           WHERE status = 'sending' AND updated_at < now() - make_interval(secs => $1)
+           RETURNING id, tenant_id"#,
+        seconds,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in &interrupted {
+        let event = NewEvent {
+            tenant_id: row.tenant_id,
+            message_id: row.id,
+            status: MessageStatus::Unknown,
+            reason: Some("the dispatch was interrupted; the provider may have the message"),
+            source: EventSource::System,
+            payload: None,
+            occurred_at: None,
+        };
+        messages::record_event(&mut *tx, event).await?;
+    }
+    let mut resent = 0;
+    if settings.resend_unsettled {
+        let unsettled = sqlx::query!(
+            r#"UPDATE communications.messages SET status = 'queued', updated_at = now(),
+                   status_reason = 'no provider callback settled it: sending again'
+               WHERE status = 'unknown' AND provider_message_id IS NULL
+                 AND updated_at < now() - make_interval(secs => $1)
+               RETURNING id, tenant_id, lane AS "lane: Lane", attempts"#,
+            seconds,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &unsettled {
+            let reason = format!("no provider callback within {}s: sending again", settings.settle_after.as_secs());
+            let event = NewEvent {
+                tenant_id: row.tenant_id,
+                message_id: row.id,
+                status: MessageStatus::Queued,
+                reason: Some(&reason),
+                source: EventSource::System,
+                payload: None,
+                occurred_at: None,
+            };
+            messages::record_event(&mut *tx, event).await?;
+            // Each claim counted an attempt, so this attempt number has not been used by a job.
+            let attempt = u32::try_from(row.attempts).unwrap_or(0);
+            let job = DispatchJob { message_id: row.id, tenant_id: row.tenant_id, attempt, deferrals: 0 };
+            queue::enqueue(&mut tx, row.lane, job, None).await?;
+        }
+        resent = unsettled.len();
+    }
+    tx.commit().await?;
+    if !interrupted.is_empty() || resent > 0 {
+        tracing::warn!(interrupted = interrupted.len(), resent, "reconciled messages whose outcome was open");
+    }
+    Ok(Some((interrupted.len(), resent)))
+}
+
+/// Reconciles every `interval` until the task is dropped.
+pub async fn run_reconciler(pool: PgPool, settings: ReconcileSettings, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = reconcile_once(&pool, settings).await {
+            tracing::warn!(%error, "reconciliation failed");
+        }
+    }
+}

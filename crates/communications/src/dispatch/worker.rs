@@ -15,20 +15,34 @@ async fn handle(job: DispatchJob, dispatcher: Data<Dispatcher>) -> Result<(), Bo
     dispatcher.dispatch(job).await.map_err(|error| Box::new(error) as BoxDynError)
 }
 
-/// Runs the urgent and bulk workers until `shutdown` completes; in-flight jobs get `grace` to
-/// finish. Delayed jobs are picked up within `poll_interval` of coming due.
+/// How the workers run.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerOptions {
+    /// Jobs each lane's worker runs at once.
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    /// A worker silent for three heartbeats is dead: its jobs go to the others.
+    pub heartbeat: Duration,
+    /// In-flight jobs get this long to finish on shutdown.
+    pub grace: Duration,
+}
+
+/// Runs the urgent and bulk workers until `shutdown` completes.
 pub async fn run(
     dispatcher: Dispatcher,
-    concurrency: usize,
-    poll_interval: Duration,
-    grace: Duration,
+    options: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxDynError> {
+    let WorkerOptions { concurrency, poll_interval, heartbeat, grace } = options;
     let mut monitor = Monitor::new().shutdown_timeout(grace);
     for (lane, queue) in [("urgent", URGENT_QUEUE), ("bulk", BULK_QUEUE)] {
         let dispatcher = dispatcher.clone();
         monitor = monitor.register(move |index| {
-            let config = Config::default().queue(queue).batch_size(concurrency);
+            let config = Config::default()
+                .queue(queue)
+                .batch_size(concurrency)
+                .heartbeat_interval(heartbeat)
+                .missed_heartbeats(3);
             // NOTIFY wakes workers for jobs due now; the interval finds delayed jobs (retries,
             // scheduled sends) once they come due.
             let backend = PostgresStorage::<DispatchJob>::new(&dispatcher.module.pool)

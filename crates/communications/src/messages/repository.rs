@@ -418,3 +418,30 @@ pub async fn suppression(
     .fetch_optional(db)
     .await?)
 }
+
+/// Records the provider id of a message whose send outcome is unknown (or not recorded yet), from
+/// a callback that carried our correlation id; returns the message, locked.
+pub async fn adopt_provider_id(
+    db: &mut PgConnection,
+    id: Uuid,
+    tenant: Option<Uuid>,
+    provider: &str,
+    provider_message_id: &str,
+) -> Result<Option<MessageRow>, ApiError> {
+    let adopted = sqlx::query!(
+        r#"UPDATE communications.messages SET provider = $3, provider_message_id = $4, updated_at = now()
+           WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) AND provider_message_id IS NULL
+             AND status IN ('sending', 'unknown')
+           RETURNING tenant_id"#,
+        id,
+        tenant,
+        provider,
+        provider_message_id,
+    )
+    .fetch_optional(&mut *db)
+    .await?;
+    match adopted {
+        Some(row) => lock(db, TenantId(row.tenant_id), id).await.map(Some),
+        None => Ok(None),
+    }
+}

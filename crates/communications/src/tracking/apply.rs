@@ -28,6 +28,9 @@ pub struct TrackedEvent<'a> {
     pub envelope_id: Option<&'a str>,
     pub body: &'a str,
     pub events: &'a [ProviderEvent],
+    /// Our message id when the provider echoes it (Twilio's per-message status callback URL):
+    /// finds the message even if its provider id was never recorded.
+    pub correlation: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +91,8 @@ impl Communications {
                         recipient: recipient.as_deref(),
                         error: error.as_ref(),
                     };
-                    let (outcome, message_tenant) = apply_status(&mut tx, envelope.tenant, update, &payload).await?;
+                    let (outcome, message_tenant) =
+                        apply_status(&mut tx, envelope.tenant, envelope.correlation, update, &payload).await?;
                     tenant = tenant.or(message_tenant);
                     outcome
                 }
@@ -132,12 +136,21 @@ struct StatusUpdate<'a> {
 async fn apply_status(
     tx: &mut sqlx::PgConnection,
     tenant_hint: Option<Uuid>,
+    correlation: Option<Uuid>,
     update: StatusUpdate<'_>,
     payload: &serde_json::Value,
 ) -> Result<(EnvelopeOutcome, Option<Uuid>), ApiError> {
-    let Some(message) =
-        messages::lock_by_provider_id(&mut *tx, update.provider, update.provider_message_id, tenant_hint).await?
-    else {
+    let found =
+        messages::lock_by_provider_id(&mut *tx, update.provider, update.provider_message_id, tenant_hint).await?;
+    let found = match (found, correlation) {
+        (Some(message), _) => Some(message),
+        // The send's outcome was never recorded (or not yet): the callback tells us its provider id.
+        (None, Some(id)) => {
+            messages::adopt_provider_id(&mut *tx, id, tenant_hint, update.provider, update.provider_message_id).await?
+        }
+        (None, None) => None,
+    };
+    let Some(message) = found else {
         return Ok((EnvelopeOutcome::Unmatched, None));
     };
     let tenant = TenantId(message.tenant_id);

@@ -71,6 +71,7 @@ pub struct Acknowledged {
     pub outcome: &'static str,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn record(
     module: &Communications,
     provider: &str,
@@ -79,9 +80,11 @@ async fn record(
     envelope_id: Option<&str>,
     body: &[u8],
     events: &[cpaas::ProviderEvent],
+    correlation: Option<Uuid>,
 ) -> Result<axum::Json<Acknowledged>, ApiError> {
     let body = String::from_utf8_lossy(body);
-    let envelope = crate::tracking::TrackedEvent { provider, kind, tenant, envelope_id, body: &body, events };
+    let envelope =
+        crate::tracking::TrackedEvent { provider, kind, tenant, envelope_id, body: &body, events, correlation };
     let outcome = module.record_webhook(envelope).await?;
     Ok(axum::Json(Acknowledged { outcome: outcome.as_str() }))
 }
@@ -104,7 +107,7 @@ pub async fn meta_webhook(
     let secret = module.endpoints.meta_app_secret.expose_secret().as_bytes();
     cpaas::webhooks::meta::verify_signature(secret, signature, &body).map_err(|e| rejected(&e))?;
     let events = cpaas::webhooks::meta::parse(&body).map_err(|e| rejected(&e))?;
-    record(&module, "meta", "notification", Some(tenant_id), None, &body, &events).await
+    record(&module, "meta", "notification", Some(tenant_id), None, &body, &events, None).await
 }
 
 /// The platform Meta app's own callback (WABAs without an override): statuses find their
@@ -123,7 +126,7 @@ pub async fn meta_app_webhook(
     let secret = module.endpoints.meta_app_secret.expose_secret().as_bytes();
     cpaas::webhooks::meta::verify_signature(secret, signature, &body).map_err(|e| rejected(&e))?;
     let events = cpaas::webhooks::meta::parse(&body).map_err(|e| rejected(&e))?;
-    record(&module, "meta", "notification", None, None, &body, &events).await
+    record(&module, "meta", "notification", None, None, &body, &events, None).await
 }
 
 /// Amazon SNS: SES delivery events and inbound mail, and subscription confirmations; verified
@@ -142,13 +145,13 @@ pub async fn sns_webhook(
             let confirmed = module.http.get(url).send().await.map(|r| r.status().is_success()).unwrap_or(false);
             tracing::info!(topic = %message.topic_arn, confirmed, "SNS subscription confirmation");
         }
-        return record(&module, "sns", "subscription", None, Some(&message.message_id), &body, &[]).await;
+        return record(&module, "sns", "subscription", None, Some(&message.message_id), &body, &[], None).await;
     }
     if !message.is_notification() {
-        return record(&module, "sns", "unsubscribe", None, Some(&message.message_id), &body, &[]).await;
+        return record(&module, "sns", "unsubscribe", None, Some(&message.message_id), &body, &[], None).await;
     }
     let events = cpaas::webhooks::ses::parse(&message.message).map_err(|e| rejected(&e))?;
-    record(&module, "sns", "notification", None, Some(&message.message_id), &body, &events).await
+    record(&module, "sns", "notification", None, Some(&message.message_id), &body, &events, None).await
 }
 
 /// Twilio callbacks for one tenant: `status` (message status), `inbound` (SMS), `voice` (calls),
@@ -193,5 +196,16 @@ pub async fn twilio_webhook(
         .map(|(_, v)| v.as_str())
         .unwrap_or("inbound");
     let envelope_id = format!("{kind}:{sid}:{state}");
-    record(&module, "twilio", &kind, Some(tenant_id), Some(&envelope_id), &body, &events).await
+    let correlation = uri
+        .query()
+        .and_then(|query| form_urlencoded_pairs(query).find(|(k, _)| k == "correlation_id").map(|(_, v)| v))
+        .and_then(|v| v.parse::<Uuid>().ok());
+    record(&module, "twilio", &kind, Some(tenant_id), Some(&envelope_id), &body, &events, correlation).await
+}
+
+fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        Some((key.to_owned(), value.to_owned()))
+    })
 }

@@ -147,9 +147,22 @@ pub fn build_form(
         Content::Email { .. } => return Err(unsupported_content("Twilio SMS", "email content")),
     }
     if let Some(url) = status_callback {
-        form.push(("StatusCallback", url.to_owned()));
+        form.push(("StatusCallback", with_correlation(url, &command.correlation_id)));
     }
     Ok(form)
+}
+
+/// Twilio posts status callbacks to exactly this URL: carrying our correlation id lets a
+/// callback find its message even when the provider's id was never recorded (a worker that died
+/// between the send and recording its outcome).
+fn with_correlation(url: &str, correlation_id: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            parsed.query_pairs_mut().append_pair("correlation_id", correlation_id);
+            parsed.to_string()
+        }
+        Err(_) => url.to_owned(),
+    }
 }
 
 fn receipt_from_response(response: &ProviderResponse) -> Result<SendReceipt, SendError> {

@@ -53,7 +53,7 @@ fn text_form_matches_the_documented_request() {
             ("To", "+15558675310".to_owned()),
             ("From", "+15017122661".to_owned()),
             ("Body", "Your code is 123456".to_owned()),
-            ("StatusCallback", "https://hooks.example.com/twilio/status".to_owned()),
+            ("StatusCallback", "https://hooks.example.com/twilio/status?correlation_id=msg_1".to_owned()),
         ]
     );
     // And it encodes as the notes show (`+` → %2B).
