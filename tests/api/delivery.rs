@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use cpaas_sim::{CallbackStatus, FailureKind, FailureRule, SimConfig};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestTenant, assert_error, spawn_app_with_sim, spawn_app_with_sim_config};
+use crate::helpers::{
+    TestApp, TestTenant, assert_error, sim_email, sim_twilio_sms, sim_whatsapp, spawn_app_with_sim,
+    spawn_app_with_sim_config,
+};
 
 const PHONE: &str = "+4915112345678";
 
@@ -15,47 +18,16 @@ fn auto_callbacks() -> SimConfig {
     SimConfig { auto_callbacks: Some(Duration::from_millis(50)), ..SimConfig::default() }
 }
 
-async fn channel(app: &TestApp, tenant: &TestTenant, body: Value) {
-    let created: Value = app.post("/api/v1/channel-accounts", &tenant.api_key, body).await.json().await.unwrap();
-    let id = created["id"].as_str().unwrap_or_else(|| panic!("{created}"));
-    for _ in 0..2 {
-        let verified: Value = app
-            .post(&format!("/api/v1/channel-accounts/{id}/verify"), &tenant.api_key, json!({}))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if verified["status"] == "active" {
-            return;
-        }
-    }
-    panic!("channel {id} did not activate");
-}
-
 async fn whatsapp(app: &TestApp, tenant: &TestTenant) {
-    channel(
-        app,
-        tenant,
-        json!({"channel_type": "whatsapp", "display_name": "WA",
-        "config": {"phone_number_id": "106540352242922", "waba_id": "102290129340398", "signup_code": "AQB-code"}}),
-    )
-    .await;
+    app.active_channel(tenant, sim_whatsapp()).await;
 }
 
 async fn sms(app: &TestApp, tenant: &TestTenant) {
-    channel(app, tenant, json!({"channel_type": "sms", "provider": "twilio", "display_name": "SMS",
-        "config": {"account_sid": format!("AC{}", "0123456789abcdef".repeat(2)), "auth_token": "sim-twilio-auth-token", "from": "+15005550006"}})).await;
+    app.active_channel(tenant, sim_twilio_sms()).await;
 }
 
 async fn email(app: &TestApp, tenant: &TestTenant) {
-    channel(
-        app,
-        tenant,
-        json!({"channel_type": "email", "display_name": "Mail",
-        "config": {"domain": "mail.alpine.example", "from_address": "tours@mail.alpine.example",
-                   "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "secret"}}),
-    )
-    .await;
+    app.active_channel(tenant, sim_email()).await;
 }
 
 async fn send(app: &TestApp, tenant: &TestTenant, body: Value) -> String {

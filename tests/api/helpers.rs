@@ -273,6 +273,45 @@ impl TestApp {
     }
 }
 
+/// Channel accounts the provider simulator accepts (its own credentials).
+pub fn sim_twilio_sms() -> Value {
+    json!({"channel_type": "sms", "provider": "twilio", "display_name": "SMS",
+           "config": {"account_sid": format!("AC{}", "0123456789abcdef".repeat(2)), "auth_token": "sim-twilio-auth-token", "from": "+15005550006"}})
+}
+
+pub fn sim_whatsapp() -> Value {
+    json!({"channel_type": "whatsapp", "display_name": "WA",
+           "config": {"phone_number_id": "106540352242922", "waba_id": "102290129340398", "signup_code": "AQB-code"}})
+}
+
+pub fn sim_email() -> Value {
+    json!({"channel_type": "email", "display_name": "Mail",
+           "config": {"domain": "mail.alpine.example", "from_address": "tours@mail.alpine.example",
+                      "access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "secret"}})
+}
+
+impl TestApp {
+    /// Creates a channel account and verifies it until it is active (SES needs a second look).
+    pub async fn active_channel(&self, tenant: &TestTenant, body: Value) -> Value {
+        let created = self.post("/api/v1/channel-accounts", &tenant.api_key, body).await;
+        assert_eq!(created.status(), 201, "{}", created.text().await.unwrap_or_default());
+        let created: Value = created.json().await.expect("json");
+        let id = created["id"].as_str().expect("id").to_owned();
+        for _ in 0..2 {
+            let verified: Value = self
+                .post(&format!("/api/v1/channel-accounts/{id}/verify"), &tenant.api_key, json!({}))
+                .await
+                .json()
+                .await
+                .expect("json");
+            if verified["status"] == "active" {
+                return verified;
+            }
+        }
+        panic!("channel {id} did not activate");
+    }
+}
+
 /// Asserts the JSON error shape and returns the body.
 pub async fn assert_error(response: Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");

@@ -5,47 +5,16 @@ use std::time::{Duration, Instant};
 use cpaas_sim::{FailureKind, FailureRule, SimHandle};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestTenant, assert_error, spawn_app, spawn_app_with_sim};
+use crate::helpers::{TestApp, TestTenant, assert_error, sim_twilio_sms, sim_whatsapp, spawn_app, spawn_app_with_sim};
 
-const SIM_TWILIO_TOKEN: &str = "sim-twilio-auth-token";
 const PHONE: &str = "+4915112345678";
 
-fn twilio_config() -> Value {
-    json!({"account_sid": format!("AC{}", "0123456789abcdef".repeat(2)), "auth_token": SIM_TWILIO_TOKEN, "from": "+15005550006"})
-}
-
-async fn active_channel(app: &TestApp, tenant: &TestTenant, body: Value) -> Value {
-    let created = app.post("/api/v1/channel-accounts", &tenant.api_key, body).await;
-    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
-    let created: Value = created.json().await.unwrap();
-    let id = created["id"].as_str().unwrap();
-    let verified: Value = app
-        .post(&format!("/api/v1/channel-accounts/{id}/verify"), &tenant.api_key, json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(verified["status"], "active", "{verified}");
-    verified
-}
-
 async fn twilio_sms(app: &TestApp, tenant: &TestTenant) -> Value {
-    active_channel(
-        app,
-        tenant,
-        json!({"channel_type": "sms", "provider": "twilio", "display_name": "SMS", "config": twilio_config()}),
-    )
-    .await
+    app.active_channel(tenant, sim_twilio_sms()).await
 }
 
 async fn whatsapp(app: &TestApp, tenant: &TestTenant) -> Value {
-    active_channel(
-        app,
-        tenant,
-        json!({"channel_type": "whatsapp", "display_name": "WA",
-               "config": {"phone_number_id": "106540352242922", "waba_id": "102290129340398", "signup_code": "AQB-code"}}),
-    )
-    .await
+    app.active_channel(tenant, sim_whatsapp()).await
 }
 
 async fn send(app: &TestApp, tenant: &TestTenant, body: Value) -> String {

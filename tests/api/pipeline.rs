@@ -6,27 +6,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestTenant, spawn_app_with_sim, switchboard};
+use crate::helpers::{TestApp, TestTenant, sim_twilio_sms, spawn_app_with_sim, switchboard};
 
 async fn twilio_sms(app: &TestApp, tenant: &TestTenant) {
-    let created: Value = app
-        .post("/api/v1/channel-accounts", &tenant.api_key, json!({"channel_type": "sms", "provider": "twilio", "display_name": "SMS",
-            "config": {"account_sid": format!("AC{}", "0123456789abcdef".repeat(2)), "auth_token": "sim-twilio-auth-token", "from": "+15005550006"}}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let verified: Value = app
-        .post(
-            &format!("/api/v1/channel-accounts/{}/verify", created["id"].as_str().unwrap()),
-            &tenant.api_key,
-            json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(verified["status"], "active");
+    app.active_channel(tenant, sim_twilio_sms()).await;
 }
 
 /// Accepts `count` SMS concurrently (16 at a time).

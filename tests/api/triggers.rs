@@ -5,31 +5,10 @@ use std::time::{Duration, Instant};
 use cpaas_sim::SimConfig;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestTenant, assert_error, spawn_app, spawn_app_with_sim_config};
+use crate::helpers::{TestApp, TestTenant, assert_error, sim_whatsapp, spawn_app, spawn_app_with_sim_config};
 
 async fn whatsapp(app: &TestApp, tenant: &TestTenant) {
-    let created: Value = app
-        .post(
-            "/api/v1/channel-accounts",
-            &tenant.api_key,
-            json!({"channel_type": "whatsapp", "display_name": "WA",
-            "config": {"phone_number_id": "106540352242922", "waba_id": "102290129340398", "signup_code": "AQB-code"}}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let verified: Value = app
-        .post(
-            &format!("/api/v1/channel-accounts/{}/verify", created["id"].as_str().unwrap()),
-            &tenant.api_key,
-            json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(verified["status"], "active");
+    app.active_channel(tenant, sim_whatsapp()).await;
 }
 
 async fn template(app: &TestApp, tenant: &TestTenant) {
