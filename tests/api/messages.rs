@@ -473,3 +473,29 @@ async fn templated_messages_are_rendered_per_channel_at_accept_time() {
         .unwrap();
     assert_eq!(stored[0]["content"]["text"], "Hallo Anna, Abfahrt BX-204 verschiebt sich auf 09:40.");
 }
+
+#[tokio::test]
+async fn idempotency_keys_are_kept_for_the_retention_then_forgotten() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("alpine").await;
+    let post = || {
+        app.client
+            .post(app.url("/api/v1/messages"))
+            .bearer_auth(&tenant.api_key)
+            .header("idempotency-key", "k-1")
+            .json(&json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": "Hi"}}))
+            .send()
+    };
+    let first: Value = post().await.unwrap().json().await.unwrap();
+    let retention = Duration::from_secs(48 * 3600);
+    let purged = communications::dispatch::sweeper::purge_idempotency_keys(&app.pool, retention).await.unwrap();
+    assert_eq!(purged, 0, "a fresh key is kept");
+    assert_eq!(post().await.unwrap().json::<Value>().await.unwrap(), first);
+    sqlx::query("UPDATE communications.idempotency_keys SET created_at = now() - interval '49 hours'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(communications::dispatch::sweeper::purge_idempotency_keys(&app.pool, retention).await.unwrap(), 1);
+    let after: Value = post().await.unwrap().json().await.unwrap();
+    assert_ne!(after["id"], first["id"], "after the retention the key is new again");
+}

@@ -125,6 +125,7 @@ pub fn spawn_sweeper(settings: &Settings, pool: PgPool) -> tokio::task::JoinHand
     let sweeper = communications::dispatch::sweeper::SweeperSettings {
         stuck_after: Duration::from_secs(settings.dispatch.stuck_after_secs),
         interval: Duration::from_secs(settings.dispatch.sweep_interval_secs),
+        idempotency_retention: Duration::from_secs(settings.dispatch.idempotency_retention_hours * 3600),
     };
     tokio::spawn(communications::dispatch::sweeper::run(pool, sweeper))
 }

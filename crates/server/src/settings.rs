@@ -43,6 +43,7 @@ pub struct DispatchSettings {
     pub heartbeat_secs: u64,
     pub unknown_settle_secs: u64,
     pub resend_unsettled: bool,
+    pub idempotency_retention_hours: u64,
 }
 
 impl DispatchSettings {
@@ -265,6 +266,9 @@ impl Settings {
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::at(key, "must be greater than 0"));
+        }
+        if self.dispatch.idempotency_retention_hours < 24 {
+            return Err(ConfigError::at("dispatch.idempotency_retention_hours", "must be at least 24"));
         }
         let needed = 2 * self.dispatch.concurrency as u64 + 8;
         if u64::from(self.database.max_connections) < needed {

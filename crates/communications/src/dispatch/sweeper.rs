@@ -20,6 +20,19 @@ pub struct SweeperSettings {
     /// A queued message older than this (and not scheduled for later) is stuck.
     pub stuck_after: Duration,
     pub interval: Duration,
+    /// Idempotency keys are answered for at least this long, then forgotten.
+    pub idempotency_retention: Duration,
+}
+
+/// Forgets idempotency keys older than `retention`; returns how many.
+pub async fn purge_idempotency_keys(pool: &PgPool, retention: Duration) -> Result<u64, ApiError> {
+    Ok(sqlx::query!(
+        "DELETE FROM communications.idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+        retention.as_secs_f64(),
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// One sweep: returns how many messages are stuck, or `None` when another process holds the
@@ -64,8 +77,15 @@ pub async fn run(pool: PgPool, settings: SweeperSettings) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if let Err(error) = sweep_once(&pool, settings.stuck_after).await {
-            tracing::warn!(%error, "the stuck-message sweep failed");
+        match sweep_once(&pool, settings.stuck_after).await {
+            // The process that swept this round also forgets expired idempotency keys.
+            Ok(Some(_)) => {
+                if let Err(error) = purge_idempotency_keys(&pool, settings.idempotency_retention).await {
+                    tracing::warn!(%error, "purging idempotency keys failed");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "the stuck-message sweep failed"),
         }
     }
 }
