@@ -128,6 +128,7 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
     let address = format!("http://{}", app.local_addr());
     if with_workers && settings.dispatch.in_serve {
         let communications = app.communications();
+        switchboard::app::spawn_cron_triggers(&settings, communications.clone());
         let worker_settings = settings.clone();
         tokio::spawn(async move {
             switchboard::app::run_workers(&worker_settings, communications, std::future::pending()).await

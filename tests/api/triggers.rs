@@ -202,3 +202,141 @@ async fn rules_are_validated_and_isolated() {
     assert_error(app.post("/api/v1/events", &tenant.api_key, json!({"event": "x"})).await, 422, "validation_failed")
         .await;
 }
+
+async fn digest_template(app: &TestApp, tenant: &TestTenant) {
+    let body = json!({
+        "name": "morning_digest",
+        "default_locale": "de",
+        "variants": [{"channel": "whatsapp", "locale": "de", "body": {"text": "Guten Morgen {{ data.payload.name }}: Ihre Touren für heute."}}]
+    });
+    let response = app.post("/api/v1/templates", &tenant.api_key, body).await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+}
+
+fn digest_rule() -> Value {
+    json!({
+        "name": "Morning digest for the dispatcher",
+        "event": "morning-digest",
+        "template_name": "morning_digest",
+        "audience": [{"phone": "data.payload.phone"}],
+        "channels": ["whatsapp"],
+        "lane": "bulk"
+    })
+}
+
+#[tokio::test]
+async fn a_due_cron_trigger_fires_once_through_its_rules_and_moves_to_its_next_time() {
+    let (app, sim) = spawn_app_with_sim_config(|_| {}, SimConfig::default()).await;
+    let tenant = app.create_tenant("busflow").await;
+    whatsapp(&app, &tenant).await;
+    digest_template(&app, &tenant).await;
+    assert_eq!(app.post("/api/v1/trigger-rules", &tenant.api_key, digest_rule()).await.status(), 201);
+    let body = json!({"name": "morning-digest", "schedule": "0 6 * * *", "payload": {"phone": "+4915112345678", "name": "Anna"}});
+    let response = app.post("/api/v1/cron-triggers", &tenant.api_key, body).await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let trigger: Value = response.json().await.unwrap();
+    let next = chrono::DateTime::parse_from_rfc3339(trigger["next_run_at"].as_str().unwrap()).unwrap();
+    assert_eq!(next.format("%H:%M:%S").to_string(), "06:00:00", "{trigger}");
+    assert!(next > chrono::Utc::now());
+
+    // Not due yet: nothing is sent.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(sim.ledger().iter().all(|e| e.operation != "send_message"));
+
+    // Three days of missed firings (the service was down): it fires once, for the latest.
+    let id: uuid::Uuid = trigger["id"].as_str().unwrap().parse().unwrap();
+    sqlx::query("UPDATE communications.cron_triggers SET next_run_at = next_run_at - interval '3 days' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sim.ledger().iter().all(|e| e.operation != "send_message") {
+        assert!(Instant::now() < deadline, "the cron trigger never sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let sends: Vec<_> = sim.ledger().into_iter().filter(|e| e.operation == "send_message").collect();
+    assert_eq!(sends.len(), 1, "one firing, not one per missed day");
+    assert_eq!(sends[0].body["text"]["body"], "Guten Morgen Anna: Ihre Touren für heute.");
+
+    let after: Value = app.get(&format!("/api/v1/cron-triggers/{id}"), &tenant.api_key).await.json().await.unwrap();
+    let last = chrono::DateTime::parse_from_rfc3339(after["last_run_at"].as_str().unwrap()).unwrap();
+    assert_eq!(last, next - chrono::Duration::days(1), "the latest missed time: {after}");
+    assert_eq!(after["next_run_at"], trigger["next_run_at"], "back on schedule: {after}");
+    let event_id: String = sqlx::query_scalar("SELECT metadata->>'event_id' FROM communications.messages")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(event_id, format!("cron:{id}:{}", last.timestamp()));
+}
+
+#[tokio::test]
+async fn a_hasura_cron_trigger_payload_is_an_event_processed_once() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("busflow").await;
+    digest_template(&app, &tenant).await;
+    assert_eq!(app.post("/api/v1/trigger-rules", &tenant.api_key, digest_rule()).await.status(), 201);
+    // Shaped as Hasura posts a cron trigger's webhook.
+    let body = json!({
+        "scheduled_time": "2026-11-23T06:00:00Z",
+        "payload": {"phone": "+4915112345678", "name": "Anna"},
+        "name": "morning-digest",
+        "id": "f3d4a1e2-0d5a-4b8a-9a64-0cc3f3d3b1aa",
+        "comment": "daily"
+    });
+    let outcome = post_event(&app, &tenant, body.clone()).await;
+    assert_eq!(outcome["messages"].as_array().unwrap().len(), 1, "{outcome}");
+    let again = post_event(&app, &tenant, body).await;
+    assert_eq!(again["duplicate"], true);
+
+    let missing_name = json!({"scheduled_time": "2026-11-23T06:00:00Z", "id": "x-1"});
+    assert_field(app.post("/api/v1/events", &tenant.api_key, missing_name).await, 422, "name").await;
+    let bad_time = json!({"scheduled_time": "tomorrow", "name": "morning-digest", "id": "x-2"});
+    assert_field(app.post("/api/v1/events", &tenant.api_key, bad_time).await, 422, "scheduled_time").await;
+}
+
+#[tokio::test]
+async fn cron_triggers_are_validated_and_isolated() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("busflow").await;
+    let other = app.create_tenant("other").await;
+    let cases = [
+        (json!({"name": "d", "schedule": "0 6 * *"}), "schedule"),
+        (json!({"name": "d", "schedule": "0 0 6 * * *"}), "schedule"),
+        (json!({"name": "d", "schedule": "61 6 * * *"}), "schedule"),
+        (json!({"name": "d", "schedule": "0 6 31 2 *"}), "schedule"),
+        (json!({"name": " ", "schedule": "0 6 * * *"}), "name"),
+        (json!({"name": "d", "schedule": "0 6 * * *", "payload": [1]}), "payload"),
+    ];
+    for (body, field) in cases {
+        assert_field(app.post("/api/v1/cron-triggers", &tenant.api_key, body).await, 422, field).await;
+    }
+    let body = json!({"name": "digest", "schedule": "*/15 8-18 * * MON-FRI"});
+    let created: Value = app.post("/api/v1/cron-triggers", &tenant.api_key, body.clone()).await.json().await.unwrap();
+    assert_field(app.post("/api/v1/cron-triggers", &tenant.api_key, body.clone()).await, 409, "name").await;
+    assert_eq!(app.post("/api/v1/cron-triggers", &other.api_key, body).await.status(), 201, "names are per tenant");
+
+    let path = format!("/api/v1/cron-triggers/{}", created["id"].as_str().unwrap());
+    assert_eq!(app.get(&path, &other.api_key).await.status(), 404);
+    let replace = json!({"name": "digest", "schedule": "0 7 * * *", "enabled": false});
+    let put = app.client.put(app.url(&path)).bearer_auth(&other.api_key).json(&replace).send().await.unwrap();
+    assert_eq!(put.status(), 404);
+    assert_eq!(app.client.delete(app.url(&path)).bearer_auth(&other.api_key).send().await.unwrap().status(), 404);
+    let listed: Value = app.get("/api/v1/cron-triggers", &other.api_key).await.json().await.unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "only its own: {listed}");
+
+    let put = app.client.put(app.url(&path)).bearer_auth(&tenant.api_key).json(&replace).send().await.unwrap();
+    assert_eq!(put.status(), 200);
+    let replaced: Value = put.json().await.unwrap();
+    assert_eq!(replaced["enabled"], false);
+    assert!(replaced["next_run_at"].as_str().unwrap().contains("T07:00:00"), "{replaced}");
+    assert_eq!(app.client.delete(app.url(&path)).bearer_auth(&tenant.api_key).send().await.unwrap().status(), 204);
+    assert_eq!(app.get(&path, &tenant.api_key).await.status(), 404);
+}
+
+async fn assert_field(response: reqwest::Response, status: u16, field: &str) {
+    let code = if status == 409 { "conflict" } else { "validation_failed" };
+    let body = assert_error(response, status, code).await;
+    assert_eq!(body["error"]["field"], field, "{body}");
+}

@@ -130,6 +130,16 @@ pub fn spawn_sweeper(settings: &Settings, pool: PgPool) -> tokio::task::JoinHand
     tokio::spawn(communications::dispatch::sweeper::run(pool, sweeper))
 }
 
+/// Starts the cron-trigger poller (every serve and worker process; a row lock gives each firing
+/// to one), checking as often as delayed dispatch jobs are.
+pub fn spawn_cron_triggers(
+    settings: &Settings,
+    communications: communications::Communications,
+) -> tokio::task::JoinHandle<()> {
+    let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
+    tokio::spawn(communications::triggers::cron::run(communications, poll))
+}
+
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();

@@ -55,8 +55,10 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
             let communications = app::communications_module(settings, database.pool.clone(), settings.http.bind)?;
             tracing::info!("switchboard dispatch workers running");
             let sweeper = app::spawn_sweeper(settings, database.pool.clone());
+            let cron = app::spawn_cron_triggers(settings, communications.clone());
             let result = app::run_workers(settings, communications, app::shutdown_signal()).await;
             sweeper.abort();
+            cron.abort();
             result
         }
         Command::Demo(args) => demo::run(settings, args, database).await,
@@ -86,6 +88,7 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let sweeper = app::spawn_sweeper(settings, app.communications().pool.clone());
+    let cron = app::spawn_cron_triggers(settings, app.communications());
     let workers = settings.dispatch.in_serve.then(|| {
         let settings = settings.clone();
         let communications = app.communications();
@@ -97,6 +100,7 @@ where
         workers.await.context("dispatch workers panicked")??;
     }
     sweeper.abort();
+    cron.abort();
     served
 }
 

@@ -41,6 +41,18 @@ pub fn parse(body: &Value) -> Result<IncomingEvent, ApiError> {
         });
         return Ok(event(id, name.to_owned(), occurred_at, data));
     }
+    if let Some(scheduled_time) = object.get("scheduled_time") {
+        // A Hasura cron trigger: `{"id","name","scheduled_time","payload","comment"}`.
+        let name = object
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && n.len() <= 200)
+            .ok_or_else(|| ApiError::validation("name", "is required in a Hasura cron-trigger payload"))?;
+        let at = timestamp(Some(scheduled_time), "scheduled_time")?;
+        let payload = object.get("payload").cloned().unwrap_or_else(|| json!({}));
+        return Ok(cron_event(id, name.to_owned(), at, payload));
+    }
     let name = object
         .get("event")
         .and_then(Value::as_str)
@@ -50,6 +62,12 @@ pub fn parse(body: &Value) -> Result<IncomingEvent, ApiError> {
     let occurred_at = timestamp(object.get("occurred_at"), "occurred_at")?;
     let data = object.get("data").cloned().unwrap_or_else(|| json!({}));
     Ok(event(id, name.to_owned(), occurred_at, data))
+}
+
+/// The event a cron trigger emits: rules see `data.scheduled_time` and `data.payload`.
+pub fn cron_event(id: String, name: String, scheduled_time: DateTime<Utc>, payload: Value) -> IncomingEvent {
+    let data = json!({ "scheduled_time": scheduled_time.to_rfc3339(), "payload": payload });
+    event(id, name, scheduled_time, data)
 }
 
 fn event(id: String, name: String, occurred_at: DateTime<Utc>, data: Value) -> IncomingEvent {

@@ -6,8 +6,10 @@
 //! (`/api/v1/trigger-rules`) match an event by name, check conditions on the payload (e.g. the
 //! status became `DELAYED`), find recipients by paths into it, render a template with the event
 //! as variables, and queue messages — at once, or relative to a time in the payload (e.g. 24 h
-//! before departure) — all in the transaction that marks the event processed.
+//! before departure) — all in the transaction that marks the event processed. Cron triggers
+//! (`/api/v1/cron-triggers`, [`cron`]) emit a named event on a schedule.
 
+pub mod cron;
 pub mod event;
 pub mod http;
 mod ingest;
