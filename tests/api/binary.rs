@@ -16,6 +16,9 @@ fn bad_configuration_exits_2_with_one_line_naming_the_key() {
         ("SWITCHBOARD__HTTP__BIND", "nope", "http.bind"),
         ("SWITCHBOARD__DATABASE__MAX_CONNECTIONS", "-1", "database.max_connections"),
         ("SWITCHBOARD__LOG__FORMAT", "xml", "log.format"),
+        ("SWITCHBOARD__DISPATCH__SWEEP_SCHEDULE", "every minute", "dispatch.sweep_schedule"),
+        ("SWITCHBOARD__DISPATCH__SWEEP_SCHEDULE", "0 0 30 2 *", "dispatch.sweep_schedule"),
+        ("SWITCHBOARD__DISPATCH__IDEMPOTENCY_RETENTION_HOURS", "1", "dispatch.idempotency_retention_hours"),
     ] {
         let output = switchboard(&["serve"], &[(key, value)]).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{key}={value}");
@@ -258,7 +261,7 @@ async fn messages_stuck_in_queued_are_counted_and_logged() {
             ("DATABASE_URL", &database_url),
             ("SWITCHBOARD__DISPATCH__IN_SERVE", "false"),
             ("SWITCHBOARD__DISPATCH__STUCK_AFTER_SECS", "1"),
-            ("SWITCHBOARD__DISPATCH__SWEEP_INTERVAL_SECS", "1"),
+            ("SWITCHBOARD__DISPATCH__SWEEP_SCHEDULE", "* * * * * *"),
         ],
     );
     let client = reqwest::Client::new();

@@ -163,7 +163,7 @@ async fn a_killed_worker_loses_nothing_and_sends_nothing_twice() {
     let extra = [
         ("SWITCHBOARD__DISPATCH__SMS_RATE_PER_SEC", "60"),
         ("SWITCHBOARD__DISPATCH__HEARTBEAT_SECS", "1"),
-        ("SWITCHBOARD__DISPATCH__SWEEP_INTERVAL_SECS", "1"),
+        ("SWITCHBOARD__DISPATCH__SWEEP_SCHEDULE", "* * * * * *"),
         ("SWITCHBOARD__DISPATCH__UNKNOWN_SETTLE_SECS", "4"),
         ("SWITCHBOARD__DISPATCH__RESEND_UNSETTLED", "true"),
         ("SWITCHBOARD__PROVIDERS__REQUEST_TIMEOUT_SECS", "2"),

@@ -104,7 +104,7 @@ pub async fn run_workers(
     let reconciler = tokio::spawn(communications::dispatch::sweeper::run_reconciler(
         dispatcher.module.pool.clone(),
         reconcile,
-        Duration::from_secs(settings.dispatch.sweep_interval_secs.clamp(1, 60)),
+        settings.dispatch.sweep().map_err(|message| anyhow::anyhow!("dispatch.sweep_schedule {message}"))?,
     ));
     let options = communications::dispatch::worker::WorkerOptions {
         concurrency: settings.dispatch.concurrency,
@@ -121,13 +121,13 @@ pub async fn run_workers(
 }
 
 /// Starts the stuck-message sweeper (every serve and worker process; one sweeps per round).
-pub fn spawn_sweeper(settings: &Settings, pool: PgPool) -> tokio::task::JoinHandle<()> {
+pub fn spawn_sweeper(settings: &Settings, pool: PgPool) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let sweeper = communications::dispatch::sweeper::SweeperSettings {
         stuck_after: Duration::from_secs(settings.dispatch.stuck_after_secs),
-        interval: Duration::from_secs(settings.dispatch.sweep_interval_secs),
+        schedule: settings.dispatch.sweep().map_err(|message| anyhow::anyhow!("dispatch.sweep_schedule {message}"))?,
         idempotency_retention: Duration::from_secs(settings.dispatch.idempotency_retention_hours * 3600),
     };
-    tokio::spawn(communications::dispatch::sweeper::run(pool, sweeper))
+    Ok(tokio::spawn(communications::dispatch::sweeper::run(pool, sweeper)))
 }
 
 /// Starts the cron-trigger poller (every serve and worker process; a row lock gives each firing

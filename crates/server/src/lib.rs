@@ -54,7 +54,7 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
         Command::Worker => {
             let communications = app::communications_module(settings, database.pool.clone(), settings.http.bind)?;
             tracing::info!("switchboard dispatch workers running");
-            let sweeper = app::spawn_sweeper(settings, database.pool.clone());
+            let sweeper = app::spawn_sweeper(settings, database.pool.clone())?;
             let cron = app::spawn_cron_triggers(settings, communications.clone());
             let result = app::run_workers(settings, communications, app::shutdown_signal()).await;
             sweeper.abort();
@@ -87,7 +87,7 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let sweeper = app::spawn_sweeper(settings, app.communications().pool.clone());
+    let sweeper = app::spawn_sweeper(settings, app.communications().pool.clone())?;
     let cron = app::spawn_cron_triggers(settings, app.communications());
     let workers = settings.dispatch.in_serve.then(|| {
         let settings = settings.clone();

@@ -35,7 +35,8 @@ pub struct DispatchSettings {
     pub retry_max_delay_secs: u64,
     pub poll_interval_ms: u64,
     pub stuck_after_secs: u64,
-    pub sweep_interval_secs: u64,
+    /// Cron schedule (UTC; five fields, or six with seconds) of the stuck sweep and reconciliation.
+    pub sweep_schedule: String,
     pub whatsapp_rate_per_sec: f64,
     pub email_rate_per_sec: f64,
     pub sms_rate_per_sec: f64,
@@ -47,6 +48,11 @@ pub struct DispatchSettings {
 }
 
 impl DispatchSettings {
+    /// The parsed `sweep_schedule`.
+    pub fn sweep(&self) -> Result<communications::triggers::cron::CronSchedule, String> {
+        communications::triggers::cron::CronSchedule::parse_config(&self.sweep_schedule)
+    }
+
     pub fn rate_defaults(&self) -> communications::rate_limit::RateDefaults {
         communications::rate_limit::RateDefaults {
             whatsapp_per_second: self.whatsapp_rate_per_sec,
@@ -259,7 +265,6 @@ impl Settings {
             ("dispatch.max_attempts", u64::from(self.dispatch.max_attempts)),
             ("dispatch.poll_interval_ms", self.dispatch.poll_interval_ms),
             ("dispatch.stuck_after_secs", self.dispatch.stuck_after_secs),
-            ("dispatch.sweep_interval_secs", self.dispatch.sweep_interval_secs),
             ("dispatch.rate_burst_max", u64::from(self.dispatch.rate_burst_max)),
             ("dispatch.heartbeat_secs", self.dispatch.heartbeat_secs),
             ("dispatch.unknown_settle_secs", self.dispatch.unknown_settle_secs),
@@ -267,6 +272,7 @@ impl Settings {
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::at(key, "must be greater than 0"));
         }
+        self.dispatch.sweep().map_err(|message| ConfigError::at("dispatch.sweep_schedule", message))?;
         if self.dispatch.idempotency_retention_hours < 24 {
             return Err(ConfigError::at("dispatch.idempotency_retention_hours", "must be at least 24"));
         }

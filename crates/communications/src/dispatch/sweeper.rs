@@ -11,15 +11,18 @@ use kernel::error::ApiError;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::triggers::cron::CronSchedule;
+
 /// Arbitrary constant naming the sweeper's advisory lock.
 const SWEEPER_LOCK: i64 = 0x0053_5745_4550_4552;
 const IDS_LOGGED: i64 = 50;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SweeperSettings {
     /// A queued message older than this (and not scheduled for later) is stuck.
     pub stuck_after: Duration,
-    pub interval: Duration,
+    /// When to sweep (a cron schedule, UTC).
+    pub schedule: CronSchedule,
     /// Idempotency keys are answered for at least this long, then forgotten.
     pub idempotency_retention: Duration,
 }
@@ -71,12 +74,10 @@ pub async fn sweep_once(pool: &PgPool, stuck_after: Duration) -> Result<Option<i
     Ok(Some(count))
 }
 
-/// Sweeps every `interval` until the task is dropped.
+/// Sweeps on its schedule until the task is dropped.
 pub async fn run(pool: PgPool, settings: SweeperSettings) {
-    let mut ticker = tokio::time::interval(settings.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
+        settings.schedule.sleep_until_next().await;
         match sweep_once(&pool, settings.stuck_after).await {
             // The process that swept this round also forgets expired idempotency keys.
             Ok(Some(_)) => {
@@ -177,12 +178,10 @@ pub async fn reconcile_once(pool: &PgPool, settings: ReconcileSettings) -> Resul
     Ok(Some((interrupted.len(), resent)))
 }
 
-/// Reconciles every `interval` until the task is dropped.
-pub async fn run_reconciler(pool: PgPool, settings: ReconcileSettings, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Reconciles on `schedule` until the task is dropped.
+pub async fn run_reconciler(pool: PgPool, settings: ReconcileSettings, schedule: CronSchedule) {
     loop {
-        ticker.tick().await;
+        schedule.sleep_until_next().await;
         if let Err(error) = reconcile_once(&pool, settings).await {
             tracing::warn!(%error, "reconciliation failed");
         }

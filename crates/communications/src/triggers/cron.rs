@@ -51,8 +51,8 @@ pub struct CronInput {
 pub struct CronSchedule(cron::Schedule);
 
 impl CronSchedule {
-    /// Standard five-field cron (what Hasura and crontab take); the seconds field the `cron`
-    /// crate expects is fixed at zero.
+    /// Standard five-field cron (what Hasura and crontab take), for API input; the seconds field
+    /// the `cron` crate expects is fixed at zero.
     pub fn parse(expression: &str) -> Result<Self, ApiError> {
         let fields: Vec<&str> = expression.split_whitespace().collect();
         if fields.len() != 5 {
@@ -61,11 +61,29 @@ impl CronSchedule {
                 "must have five fields: minute hour day-of-month month day-of-week (UTC)",
             ));
         }
-        let schedule = cron::Schedule::from_str(&format!("0 {}", fields.join(" ")))
-            .map_err(|error| ApiError::validation("schedule", format!("is not a valid cron expression: {error}")))?;
+        Self::from_fields(&fields).map_err(|message| ApiError::validation("schedule", message))
+    }
+
+    /// For configuration: five fields, or six with seconds first (`*/5 * * * * *`: every 5 s).
+    pub fn parse_config(expression: &str) -> Result<Self, String> {
+        let fields: Vec<&str> = expression.split_whitespace().collect();
+        match fields.len() {
+            5 => Self::from_fields(&fields),
+            6 => Self::from_fields(&fields[1..]).and_then(|_| Self::compile(&fields.join(" "))),
+            _ => Err("must have five fields, or six with seconds first".to_owned()),
+        }
+    }
+
+    fn from_fields(five: &[&str]) -> Result<Self, String> {
+        Self::compile(&format!("0 {}", five.join(" ")))
+    }
+
+    fn compile(six: &str) -> Result<Self, String> {
+        let schedule =
+            cron::Schedule::from_str(six).map_err(|error| format!("is not a valid cron expression: {error}"))?;
         let parsed = Self(schedule);
         if parsed.next_after(Utc::now()).is_none() {
-            return Err(ApiError::validation("schedule", "never fires"));
+            return Err("never fires".to_owned());
         }
         Ok(parsed)
     }
@@ -73,6 +91,14 @@ impl CronSchedule {
     /// The first scheduled time strictly after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.0.after(&after).next()
+    }
+
+    /// Sleeps until the next scheduled time (forever if there is none).
+    pub async fn sleep_until_next(&self) {
+        match self.next_after(Utc::now()) {
+            Some(at) => tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -261,6 +287,36 @@ pub async fn run(module: Communications, poll: std::time::Duration) {
         ticker.tick().await;
         if let Err(error) = module.fire_due_cron_triggers().await {
             tracing::warn!(%error, "firing cron triggers failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn five_fields_fire_on_the_minute_in_utc() {
+        let daily = CronSchedule::parse("0 6 * * MON-FRI").unwrap();
+        // Friday 07:00 → Monday 06:00.
+        assert_eq!(daily.next_after(at("2026-11-20T07:00:00Z")), Some(at("2026-11-23T06:00:00Z")));
+        assert_eq!(daily.next_after(at("2026-11-23T05:59:59Z")), Some(at("2026-11-23T06:00:00Z")));
+        assert_eq!(daily.next_after(at("2026-11-23T06:00:00Z")), Some(at("2026-11-24T06:00:00Z")), "strictly after");
+    }
+
+    #[test]
+    fn configuration_may_add_seconds_but_the_api_may_not() {
+        let every_second = CronSchedule::parse_config("* * * * * *").unwrap();
+        assert_eq!(every_second.next_after(at("2026-11-22T10:00:00Z")), Some(at("2026-11-22T10:00:01Z")));
+        let minutely = CronSchedule::parse_config("*/5 * * * *").unwrap();
+        assert_eq!(minutely.next_after(at("2026-11-22T10:01:30Z")), Some(at("2026-11-22T10:05:00Z")));
+        assert!(CronSchedule::parse("* * * * * *").is_err());
+        for bad in ["", "* * * *", "61 * * * *", "0 0 30 2 *", "0 0 * * * * * *", "every minute"] {
+            assert!(CronSchedule::parse_config(bad).is_err(), "{bad}");
         }
     }
 }
