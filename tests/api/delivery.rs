@@ -250,3 +250,43 @@ async fn inbound_and_unmatched_callbacks_are_kept_and_acknowledged() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A worker that died after the provider accepted a send never recorded the provider's id; the
+/// correlation id the provider echoes (Meta's `biz_opaque_callback_data`, SES's tag) still
+/// matches its callbacks to the message, which leaves `unknown` for its real status.
+#[tokio::test]
+async fn callbacks_settle_a_send_whose_answer_was_lost_by_our_correlation_id() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    email(&app, &tenant).await;
+    let cases = [
+        (
+            json!({"to": {"phone": PHONE}, "channels": "whatsapp", "content": {"text": "x"}}),
+            CallbackStatus::Delivered,
+            "delivered",
+        ),
+        (
+            json!({"to": {"email": "anna@example.org"}, "channels": "email", "content": {"subject": "S", "text": "x"}}),
+            CallbackStatus::Delivered,
+            "delivered",
+        ),
+    ];
+    for (body, callback, settled) in cases {
+        let id = send(&app, &tenant, body).await;
+        let sent = wait_for(&app, &tenant, &id, "sent").await;
+        let provider_id = sent["provider_message_id"].as_str().unwrap().to_owned();
+        // As if the worker died between the provider's answer and recording it.
+        sqlx::query(
+            "UPDATE communications.messages SET status = 'unknown', provider = NULL, provider_message_id = NULL
+             WHERE id = $1::uuid",
+        )
+        .bind(&id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        sim.post_status_callbacks(&provider_id, &[callback]).await.unwrap();
+        let message = wait_for(&app, &tenant, &id, settled).await;
+        assert_eq!(message["provider_message_id"], provider_id.as_str(), "{message}");
+    }
+}

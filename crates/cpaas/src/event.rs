@@ -33,6 +33,10 @@ pub enum ProviderEvent {
         timestamp: DateTime<Utc>,
         recipient: Option<String>,
         error: Option<ProviderError>,
+        /// The correlation id we gave the send, when the provider echoes it (Meta's
+        /// `biz_opaque_callback_data`, SES's `sb_correlation` tag): it matches the callback to
+        /// our message even when the send's answer — and so the provider's id — never reached us.
+        correlation_id: Option<String>,
     },
     /// A call to an operator's number that nobody answered (Twilio voice status).
     MissedCall {

@@ -256,3 +256,17 @@ fn several_entries_and_changes_are_all_parsed() {
     let events = parse(body.to_string().as_bytes()).unwrap();
     assert_eq!(events.len(), 3);
 }
+
+#[test]
+fn biz_opaque_callback_data_is_our_correlation_id() {
+    let correlation = |body: &[u8]| match parse(body).unwrap().into_iter().next().unwrap() {
+        ProviderEvent::StatusUpdate { correlation_id, .. } => correlation_id,
+        other => panic!("{other:?}"),
+    };
+    let plain = String::from_utf8(fixture("status_delivered.json")).unwrap();
+    assert_eq!(correlation(plain.as_bytes()), None);
+    let echoed =
+        plain.replace(r#""status":"delivered","#, r#""status":"delivered","biz_opaque_callback_data":"msg-42","#);
+    assert_ne!(echoed, plain);
+    assert_eq!(correlation(echoed.as_bytes()), Some("msg-42".to_owned()));
+}

@@ -26,7 +26,9 @@ fn statuses(file: &str) -> Vec<Update> {
         .unwrap()
         .into_iter()
         .map(|event| match event {
-            ProviderEvent::StatusUpdate { provider, provider_message_id, status, timestamp, recipient, error } => {
+            ProviderEvent::StatusUpdate {
+                provider, provider_message_id, status, timestamp, recipient, error, ..
+            } => {
                 assert_eq!(provider, Provider::Ses);
                 assert_eq!(provider_message_id, MESSAGE_ID);
                 (status, timestamp, recipient, error)
@@ -208,4 +210,24 @@ fn plain_text_only_mail_has_no_html() {
     assert!(text.as_deref().unwrap().starts_with("Just text"));
     assert_eq!(*html, None);
     assert!(attachments.is_empty() && in_reply_to.is_none() && references.is_empty());
+}
+
+#[test]
+fn our_correlation_tag_is_echoed_back() {
+    let correlation = |text: &str| -> Vec<Option<String>> {
+        parse(text)
+            .unwrap()
+            .into_iter()
+            .map(|event| match event {
+                ProviderEvent::StatusUpdate { correlation_id, .. } => correlation_id,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let plain = fixture("delivery.json");
+    assert_eq!(correlation(&plain), vec![None], "other tags are not ours");
+    let tagged =
+        plain.replace(r#""tenant": ["#, r#""sb_correlation": ["0195f3c0-7d1e-7c3a-9f00-3b1d2c4e5f60"], "tenant": ["#);
+    assert_ne!(tagged, plain);
+    assert_eq!(correlation(&tagged), vec![Some("0195f3c0-7d1e-7c3a-9f00-3b1d2c4e5f60".to_owned())]);
 }

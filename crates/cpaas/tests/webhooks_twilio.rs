@@ -162,6 +162,7 @@ fn status_callbacks() {
                 reason: "Unreachable destination handset".into(),
                 permanent: false
             }),
+            correlation_id: None,
         }
     );
     let ProviderEvent::StatusUpdate { status, error, .. } =

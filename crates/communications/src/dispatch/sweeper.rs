@@ -99,7 +99,8 @@ pub struct ReconcileSettings {
     /// How long an outcome may stay open before it is acted on (well above provider timeouts).
     pub settle_after: Duration,
     /// Send `unknown` messages again that no callback settled: safe only where the providers'
-    /// callbacks carry our correlation id (Twilio's status callback URL), hence opt-in.
+    /// callbacks carry our correlation id (Meta's `biz_opaque_callback_data`, SES's tag, Twilio's
+    /// status callback URL; SNS SMS has no callbacks), hence opt-in.
     pub resend_unsettled: bool,
 }
 

@@ -82,7 +82,15 @@ impl Communications {
         let mut tenant = envelope.tenant;
         for event in envelope.events {
             let outcome = match event {
-                ProviderEvent::StatusUpdate { provider, provider_message_id, status, timestamp, recipient, error } => {
+                ProviderEvent::StatusUpdate {
+                    provider,
+                    provider_message_id,
+                    status,
+                    timestamp,
+                    recipient,
+                    error,
+                    correlation_id,
+                } => {
                     let update = StatusUpdate {
                         provider: provider.as_str(),
                         provider_message_id,
@@ -91,8 +99,10 @@ impl Communications {
                         recipient: recipient.as_deref(),
                         error: error.as_ref(),
                     };
+                    // The event's own echo first; Twilio's comes with the envelope (its URL).
+                    let correlation = correlation_id.as_deref().and_then(|id| id.parse().ok()).or(envelope.correlation);
                     let (outcome, message_tenant) =
-                        apply_status(&mut tx, envelope.tenant, envelope.correlation, update, &payload).await?;
+                        apply_status(&mut tx, envelope.tenant, correlation, update, &payload).await?;
                     tenant = tenant.or(message_tenant);
                     outcome
                 }

@@ -292,6 +292,7 @@ pub async fn run(module: Communications, poll: std::time::Duration) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

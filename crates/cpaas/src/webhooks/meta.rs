@@ -132,6 +132,7 @@ fn parse_status(status: &Value) -> ProviderEvent {
         timestamp,
         recipient: non_empty(status, "recipient_id"),
         error,
+        correlation_id: non_empty(status, "biz_opaque_callback_data"),
     }
 }
 

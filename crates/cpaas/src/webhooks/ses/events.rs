@@ -76,6 +76,7 @@ impl Update<'_> {
             timestamp: time.or(self.mail_time)?,
             recipient,
             error,
+            correlation_id: self.mail.pointer("/tags/sb_correlation/0").and_then(Value::as_str).map(str::to_owned),
         })
     }
 

@@ -46,6 +46,8 @@ pub fn parse_message_status(params: &[(String, String)], received_at: DateTime<U
         timestamp: received_at,
         recipient: non_empty_param(params, "To").map(str::to_owned),
         error,
+        // Twilio echoes nothing in the form: ours rides in the StatusCallback URL's query.
+        correlation_id: None,
     }
 }
 
