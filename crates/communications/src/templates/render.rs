@@ -25,14 +25,18 @@ const MAX_HTML: usize = 512 * 1024;
 const MAX_BODY_PARAMETERS: usize = 60;
 /// Longest rendered WhatsApp template body parameter.
 const MAX_PARAMETER: usize = 1024;
+/// Work one render may do (about one unit per instruction or per 64 bytes made): far above any
+/// real message, far below a template an admin wrote to loop for minutes or fill memory.
+const RENDER_FUEL: u64 = 200_000;
 
 /// A strict environment: undefined values fail rendering; only templates named `*.html` (the
-/// email HTML part) are HTML-escaped.
+/// email HTML part) are HTML-escaped; a render that does too much work is stopped.
 fn environment<'a>() -> Environment<'a> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
     env.set_recursion_limit(32);
+    env.set_fuel(Some(RENDER_FUEL));
     env
 }
 
@@ -400,6 +404,12 @@ fn render_source(
         .template_from_named_str(part, source)
         .map_err(|error| ApiError::internal(format!("stored template `{template_name}` does not compile: {error}")))?;
     template.render(context.clone()).map_err(|error| {
+        if error.kind() == ErrorKind::OutOfFuel {
+            return ApiError::validation(
+                fields.variables,
+                format!("template `{template_name}` ({part}) does too much work to render: a loop too long?"),
+            );
+        }
         if let Some(path) = missing_variable(&template.undeclared_variables(true), source, variables, &error) {
             return ApiError::validation(
                 format!("{}.{path}", fields.variables),
@@ -552,6 +562,15 @@ mod tests {
             field(render("t", &sms, &json!({"people": [{"nom": "x"}]}), Fields::SEND)),
             "content.template.variables"
         );
+        let endless = "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}";
+        let endless = parse_body(Channel::Sms, "en", &json!({"text": endless}), "b").unwrap();
+        match render("t", &endless, &json!({}), Fields::SEND) {
+            Err(ApiError::Validation { field, message }) => {
+                assert_eq!(field, "content.template.variables");
+                assert!(message.contains("too much work"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
         let long = parse_body(Channel::Sms, "en", &json!({"text": "{{ x }}"}), "b").unwrap();
         assert_eq!(
             field(render("t", &long, &json!({"x": "a".repeat(1601)}), Fields::SEND)),
