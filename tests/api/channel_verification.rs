@@ -244,3 +244,44 @@ async fn webchat_verifies_at_once_and_an_active_account_cannot_verify_again() {
     let other = app.create_tenant("other").await;
     assert_error(verify(&app, &other, &chat).await, 404, "not_found").await;
 }
+
+/// The body of the SNS Publish request whose text contains `text`, once it arrives.
+async fn published(sim: &SimHandle, text: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = sim.ledger().into_iter().find(|e| e.operation == "Publish" && e.body.to_string().contains(text));
+        if let Some(entry) = found {
+            return entry.body.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "{text} was not published: {:?}", sim.ledger());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A changed platform default reaches running workers (their adapters were built from the old
+/// one) without a restart.
+#[tokio::test]
+async fn a_changed_platform_default_is_used_by_the_next_sends() {
+    let (app, sim) = app_with_sim().await;
+    let module = communications::Communications::new(
+        app.pool.clone(),
+        std::sync::Arc::new(crate::helpers::test_settings("postgres://unused").secrets.keyring().unwrap()),
+    );
+    let platform = |number: &str| json!({"access_key_id": "AKIAPLATFORM0000001", "secret_access_key": "platform-secret", "origination_number": number});
+    let sns = communications::channels::ProviderKind::Sns;
+    module.set_platform_default(sns, &platform("+18005550199")).await.unwrap();
+    let tenant = app.create_tenant("alpine").await;
+    let account = create(&app, &tenant, json!({"channel_type": "sms", "display_name": "SMS", "config": {}})).await;
+    assert_eq!(verify(&app, &tenant, &account).await.status(), 200);
+    let message = |text: &str| json!({"to": {"phone": "+4915112345678"}, "channels": "sms", "content": {"text": text}});
+
+    assert_eq!(app.post("/api/v1/messages", &tenant.api_key, message("before")).await.status(), 202);
+    assert!(published(&sim, "before").await.contains("+18005550199"));
+
+    module.set_platform_default(sns, &platform("+18005550142")).await.unwrap();
+    // Within the recheck window (2 s) a send may still use the old sender; after it, never.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(app.post("/api/v1/messages", &tenant.api_key, message("after")).await.status(), 202);
+    let body = published(&sim, "after").await;
+    assert!(body.contains("+18005550142") && !body.contains("+18005550199"), "{body}");
+}

@@ -373,6 +373,21 @@ pub async fn primary_provider(
 }
 
 /// The platform's default configuration for a provider, if the platform has one.
+/// Changes whenever a platform default of the provider is added, changed or removed: how many
+/// there are and the latest change.
+pub type PlatformVersion = (i64, Option<DateTime<Utc>>);
+
+pub async fn platform_version(db: impl PgExecutor<'_>, provider: ProviderKind) -> Result<PlatformVersion, ApiError> {
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "count!", max(updated_at) AS latest FROM communications.provider_configs
+           WHERE tenant_id IS NULL AND provider = $1"#,
+        provider.as_str(),
+    )
+    .fetch_one(db)
+    .await?;
+    Ok((row.count, row.latest))
+}
+
 pub async fn platform_default(
     db: impl PgExecutor<'_>,
     provider: ProviderKind,
