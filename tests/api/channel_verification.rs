@@ -26,6 +26,18 @@ async fn verify(app: &TestApp, tenant: &TestTenant, account: &Value) -> reqwest:
     .await
 }
 
+/// The module as the CLI's `platform-provider set` uses it, on the test's database.
+fn platform_admin(app: &TestApp) -> communications::Communications {
+    let keyring = crate::helpers::test_settings("postgres://unused").secrets.keyring().unwrap();
+    communications::Communications::new(app.pool.clone(), std::sync::Arc::new(keyring))
+}
+
+/// A WhatsApp account from Embedded Signup with this code.
+async fn signed_up_whatsapp(app: &TestApp, tenant: &TestTenant, code: &str) -> Value {
+    let config = json!({"phone_number_id": "1065", "waba_id": "1022", "signup_code": code});
+    create(app, tenant, json!({"channel_type": "whatsapp", "display_name": "WA", "config": config})).await
+}
+
 fn operations(sim: &SimHandle) -> Vec<String> {
     sim.ledger().into_iter().map(|entry| entry.operation).collect()
 }
@@ -73,13 +85,7 @@ async fn whatsapp_embedded_signup_exchanges_the_code_subscribes_and_activates() 
 async fn the_meta_handshake_echoes_only_for_the_tenants_verify_token() {
     let (app, _sim) = app_with_sim().await;
     let tenant = app.create_tenant("alpine").await;
-    let account = create(
-        &app,
-        &tenant,
-        json!({"channel_type": "whatsapp", "display_name": "WA",
-               "config": {"phone_number_id": "1065", "waba_id": "1022", "signup_code": "AQBx-code"}}),
-    )
-    .await;
+    let account = signed_up_whatsapp(&app, &tenant, "AQBx-code").await;
     assert_eq!(verify(&app, &tenant, &account).await.status(), 200);
     let url = |token: &str| {
         format!("/api/webhooks/meta/{}?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444", tenant.id)
@@ -100,13 +106,7 @@ async fn the_meta_handshake_echoes_only_for_the_tenants_verify_token() {
 async fn a_refused_signup_code_is_422_and_the_account_stays_pending() {
     let (app, _sim) = app_with_sim().await;
     let tenant = app.create_tenant("alpine").await;
-    let account = create(
-        &app,
-        &tenant,
-        json!({"channel_type": "whatsapp", "display_name": "WA",
-               "config": {"phone_number_id": "1065", "waba_id": "1022", "signup_code": "invalid"}}),
-    )
-    .await;
+    let account = signed_up_whatsapp(&app, &tenant, "invalid").await;
     let error = assert_error(verify(&app, &tenant, &account).await, 422, "validation_failed").await;
     assert_eq!(error["error"]["field"], "config");
     let shown: Value = app
@@ -155,10 +155,7 @@ async fn email_shows_dkim_records_at_once_and_activates_when_ses_has_verified_th
 #[tokio::test]
 async fn sms_through_the_platform_sns_sender_verifies_with_platform_credentials() {
     let (app, sim) = app_with_sim().await;
-    let module = communications::Communications::new(
-        app.pool.clone(),
-        std::sync::Arc::new(crate::helpers::test_settings("postgres://unused").secrets.keyring().unwrap()),
-    );
+    let module = platform_admin(&app);
     module
         .set_platform_default(
             communications::channels::ProviderKind::Sns,
@@ -263,10 +260,7 @@ async fn published(sim: &SimHandle, text: &str) -> String {
 #[tokio::test]
 async fn a_changed_platform_default_is_used_by_the_next_sends() {
     let (app, sim) = app_with_sim().await;
-    let module = communications::Communications::new(
-        app.pool.clone(),
-        std::sync::Arc::new(crate::helpers::test_settings("postgres://unused").secrets.keyring().unwrap()),
-    );
+    let module = platform_admin(&app);
     let platform = |number: &str| json!({"access_key_id": "AKIAPLATFORM0000001", "secret_access_key": "platform-secret", "origination_number": number});
     let sns = communications::channels::ProviderKind::Sns;
     module.set_platform_default(sns, &platform("+18005550199")).await.unwrap();

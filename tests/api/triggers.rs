@@ -291,9 +291,17 @@ async fn a_hasura_cron_trigger_payload_is_an_event_processed_once() {
     assert_eq!(again["duplicate"], true);
 
     let missing_name = json!({"scheduled_time": "2026-11-23T06:00:00Z", "id": "x-1"});
-    assert_field(app.post("/api/v1/events", &tenant.api_key, missing_name).await, 422, "name").await;
+    assert_eq!(
+        assert_error(app.post("/api/v1/events", &tenant.api_key, missing_name).await, 422, "validation_failed").await["error"]
+            ["field"],
+        "name"
+    );
     let bad_time = json!({"scheduled_time": "tomorrow", "name": "morning-digest", "id": "x-2"});
-    assert_field(app.post("/api/v1/events", &tenant.api_key, bad_time).await, 422, "scheduled_time").await;
+    assert_eq!(
+        assert_error(app.post("/api/v1/events", &tenant.api_key, bad_time).await, 422, "validation_failed").await["error"]
+            ["field"],
+        "scheduled_time"
+    );
 }
 
 #[tokio::test]
@@ -310,11 +318,19 @@ async fn cron_triggers_are_validated_and_isolated() {
         (json!({"name": "d", "schedule": "0 6 * * *", "payload": [1]}), "payload"),
     ];
     for (body, field) in cases {
-        assert_field(app.post("/api/v1/cron-triggers", &tenant.api_key, body).await, 422, field).await;
+        assert_eq!(
+            assert_error(app.post("/api/v1/cron-triggers", &tenant.api_key, body).await, 422, "validation_failed")
+                .await["error"]["field"],
+            field
+        );
     }
     let body = json!({"name": "digest", "schedule": "*/15 8-18 * * MON-FRI"});
     let created: Value = app.post("/api/v1/cron-triggers", &tenant.api_key, body.clone()).await.json().await.unwrap();
-    assert_field(app.post("/api/v1/cron-triggers", &tenant.api_key, body.clone()).await, 409, "name").await;
+    assert_eq!(
+        assert_error(app.post("/api/v1/cron-triggers", &tenant.api_key, body.clone()).await, 409, "conflict").await["error"]
+            ["field"],
+        "name"
+    );
     assert_eq!(app.post("/api/v1/cron-triggers", &other.api_key, body).await.status(), 201, "names are per tenant");
 
     let path = format!("/api/v1/cron-triggers/{}", created["id"].as_str().unwrap());
@@ -333,10 +349,4 @@ async fn cron_triggers_are_validated_and_isolated() {
     assert!(replaced["next_run_at"].as_str().unwrap().contains("T07:00:00"), "{replaced}");
     assert_eq!(app.client.delete(app.url(&path)).bearer_auth(&tenant.api_key).send().await.unwrap().status(), 204);
     assert_eq!(app.get(&path, &tenant.api_key).await.status(), 404);
-}
-
-async fn assert_field(response: reqwest::Response, status: u16, field: &str) {
-    let code = if status == 409 { "conflict" } else { "validation_failed" };
-    let body = assert_error(response, status, code).await;
-    assert_eq!(body["error"]["field"], field, "{body}");
 }

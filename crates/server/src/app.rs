@@ -104,7 +104,7 @@ pub async fn run_workers(
     let reconciler = tokio::spawn(communications::dispatch::sweeper::run_reconciler(
         dispatcher.module.pool.clone(),
         reconcile,
-        settings.dispatch.sweep().map_err(|message| anyhow::anyhow!("dispatch.sweep_schedule {message}"))?,
+        sweep_schedule(settings)?,
     ));
     let options = communications::dispatch::worker::WorkerOptions {
         concurrency: settings.dispatch.concurrency,
@@ -124,7 +124,7 @@ pub async fn run_workers(
 pub fn spawn_sweeper(settings: &Settings, pool: PgPool) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let sweeper = communications::dispatch::sweeper::SweeperSettings {
         stuck_after: Duration::from_secs(settings.dispatch.stuck_after_secs),
-        schedule: settings.dispatch.sweep().map_err(|message| anyhow::anyhow!("dispatch.sweep_schedule {message}"))?,
+        schedule: sweep_schedule(settings)?,
         idempotency_retention: Duration::from_secs(settings.dispatch.idempotency_retention_hours * 3600),
     };
     Ok(tokio::spawn(communications::dispatch::sweeper::run(pool, sweeper)))
@@ -138,6 +138,11 @@ pub fn spawn_cron_triggers(
 ) -> tokio::task::JoinHandle<()> {
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
     tokio::spawn(communications::triggers::cron::run(communications, poll))
+}
+
+/// Checked when the settings load; an error here means they were built some other way.
+fn sweep_schedule(settings: &Settings) -> anyhow::Result<communications::triggers::cron::CronSchedule> {
+    settings.dispatch.sweep().map_err(|message| anyhow::anyhow!("dispatch.sweep_schedule {message}"))
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -69,7 +69,7 @@ impl CronSchedule {
         let fields: Vec<&str> = expression.split_whitespace().collect();
         match fields.len() {
             5 => Self::from_fields(&fields),
-            6 => Self::from_fields(&fields[1..]).and_then(|_| Self::compile(&fields.join(" "))),
+            6 => Self::compile(&fields.join(" ")),
             _ => Err("must have five fields, or six with seconds first".to_owned()),
         }
     }
@@ -102,9 +102,20 @@ impl CronSchedule {
     }
 }
 
+/// A checked [`CronInput`], as stored.
+#[derive(Debug)]
+pub struct CronDefinition {
+    name: String,
+    /// The expression with its whitespace normalised.
+    schedule: String,
+    payload: Value,
+    enabled: bool,
+    /// The first run from now.
+    next_run_at: DateTime<Utc>,
+}
+
 impl CronInput {
-    /// Checks the input and returns its parsed schedule.
-    pub fn validate(&self) -> Result<CronSchedule, ApiError> {
+    pub fn validate(&self) -> Result<CronDefinition, ApiError> {
         let name = self.name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(ApiError::validation("name", "must be 1-200 characters"));
@@ -112,7 +123,16 @@ impl CronInput {
         if self.payload.as_ref().is_some_and(|p| !p.is_object()) {
             return Err(ApiError::validation("payload", "must be a JSON object"));
         }
-        CronSchedule::parse(&self.schedule)
+        let next_run_at = CronSchedule::parse(&self.schedule)?
+            .next_after(Utc::now())
+            .ok_or_else(|| ApiError::validation("schedule", "never fires"))?;
+        Ok(CronDefinition {
+            name: name.to_owned(),
+            schedule: self.schedule.split_whitespace().collect::<Vec<_>>().join(" "),
+            payload: self.payload.clone().unwrap_or_else(|| serde_json::json!({})),
+            enabled: self.enabled.unwrap_or(true),
+            next_run_at,
+        })
     }
 }
 
@@ -125,13 +145,7 @@ fn unique_name(error: sqlx::Error) -> ApiError {
     }
 }
 
-pub async fn insert(
-    db: impl PgExecutor<'_>,
-    tenant: TenantId,
-    input: &CronInput,
-    schedule: &CronSchedule,
-) -> Result<CronTrigger, ApiError> {
-    let next = schedule.next_after(Utc::now()).ok_or_else(|| ApiError::validation("schedule", "never fires"))?;
+pub async fn insert(db: impl PgExecutor<'_>, tenant: TenantId, cron: &CronDefinition) -> Result<CronTrigger, ApiError> {
     sqlx::query_as!(
         CronTrigger,
         r#"INSERT INTO communications.cron_triggers (id, tenant_id, name, schedule, payload, enabled, next_run_at)
@@ -139,11 +153,11 @@ pub async fn insert(
            RETURNING id, name, schedule, payload, enabled, next_run_at, last_run_at, created_at, updated_at"#,
         Uuid::now_v7(),
         tenant.0,
-        input.name.trim(),
-        input.schedule.split_whitespace().collect::<Vec<_>>().join(" "),
-        input.payload.clone().unwrap_or_else(|| serde_json::json!({})),
-        input.enabled.unwrap_or(true),
-        next,
+        cron.name,
+        cron.schedule,
+        cron.payload,
+        cron.enabled,
+        cron.next_run_at,
     )
     .fetch_one(db)
     .await
@@ -155,10 +169,8 @@ pub async fn replace(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
     id: Uuid,
-    input: &CronInput,
-    schedule: &CronSchedule,
+    cron: &CronDefinition,
 ) -> Result<CronTrigger, ApiError> {
-    let next = schedule.next_after(Utc::now()).ok_or_else(|| ApiError::validation("schedule", "never fires"))?;
     sqlx::query_as!(
         CronTrigger,
         r#"UPDATE communications.cron_triggers
@@ -167,11 +179,11 @@ pub async fn replace(
            RETURNING id, name, schedule, payload, enabled, next_run_at, last_run_at, created_at, updated_at"#,
         tenant.0,
         id,
-        input.name.trim(),
-        input.schedule.split_whitespace().collect::<Vec<_>>().join(" "),
-        input.payload.clone().unwrap_or_else(|| serde_json::json!({})),
-        input.enabled.unwrap_or(true),
-        next,
+        cron.name,
+        cron.schedule,
+        cron.payload,
+        cron.enabled,
+        cron.next_run_at,
     )
     .fetch_optional(db)
     .await

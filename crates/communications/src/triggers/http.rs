@@ -150,8 +150,8 @@ pub async fn create_cron(
     Json(input): Json<CronInput>,
 ) -> Result<(StatusCode, Json<CronTrigger>), ApiError> {
     caller.require_admin()?;
-    let schedule = input.validate()?;
-    Ok((StatusCode::CREATED, Json(cron::insert(&module.pool, caller.tenant_id, &input, &schedule).await?)))
+    let cron = input.validate()?;
+    Ok((StatusCode::CREATED, Json(cron::insert(&module.pool, caller.tenant_id, &cron).await?)))
 }
 
 #[utoipa::path(
@@ -181,8 +181,8 @@ pub async fn replace_cron(
     Json(input): Json<CronInput>,
 ) -> Result<Json<CronTrigger>, ApiError> {
     caller.require_admin()?;
-    let schedule = input.validate()?;
-    Ok(Json(cron::replace(&module.pool, caller.tenant_id, id, &input, &schedule).await?))
+    let cron = input.validate()?;
+    Ok(Json(cron::replace(&module.pool, caller.tenant_id, id, &cron).await?))
 }
 
 #[utoipa::path(
