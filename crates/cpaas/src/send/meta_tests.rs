@@ -270,19 +270,7 @@ fn the_whole_code_table() {
     ];
     for &(code, status, expected) in cases {
         let err = classify_error(status, &graph_error(code, &format!("(#{code}) title")), None);
-        let class = match &err {
-            SendError::RateLimited { .. } => "rate",
-            SendError::TenantBlocked { code: c, .. } => {
-                assert_eq!(c, &code.to_string());
-                "blocked"
-            }
-            SendError::Permanent { code: c, .. } => {
-                assert_eq!(c, &code.to_string());
-                "permanent"
-            }
-            SendError::Retryable { .. } => "retry",
-            SendError::Unknown { .. } => "unknown",
-        };
+        let class = crate::send::test_class::class_of(&err, &code.to_string());
         assert_eq!(class, expected, "code {code}: {err:?}");
     }
 }

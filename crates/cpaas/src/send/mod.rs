@@ -25,6 +25,8 @@ pub mod mime;
 pub mod ses;
 pub mod sns;
 #[cfg(test)]
+mod test_class;
+#[cfg(test)]
 mod test_server;
 pub mod twilio;
 

@@ -128,19 +128,7 @@ fn the_whole_code_table() {
         ("ServiceUnavailable", 503, "retry"),
     ];
     for &(code, status, expected) in cases {
-        let class = match classify_error(status, Some(code), Some("m"), None) {
-            SendError::RateLimited { .. } => "rate",
-            SendError::TenantBlocked { code: c, .. } => {
-                assert_eq!(c, code);
-                "blocked"
-            }
-            SendError::Permanent { code: c, .. } => {
-                assert_eq!(c, code);
-                "permanent"
-            }
-            SendError::Retryable { .. } => "retry",
-            SendError::Unknown { .. } => "unknown",
-        };
+        let class = crate::send::test_class::class_of(&classify_error(status, Some(code), Some("m"), None), code);
         assert_eq!(class, expected, "{code}");
     }
 }

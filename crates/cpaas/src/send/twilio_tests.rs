@@ -187,19 +187,7 @@ fn the_whole_code_table() {
         let body = format!(
             r#"{{"code":{code},"message":"m","more_info":"https://www.twilio.com/docs/errors/{code}","status":{status}}}"#
         );
-        let class = match classify_error(status, &body, None) {
-            SendError::RateLimited { .. } => "rate",
-            SendError::TenantBlocked { code: c, .. } => {
-                assert_eq!(c, code.to_string());
-                "blocked"
-            }
-            SendError::Permanent { code: c, .. } => {
-                assert_eq!(c, code.to_string());
-                "permanent"
-            }
-            SendError::Retryable { .. } => "retry",
-            SendError::Unknown { .. } => "unknown",
-        };
+        let class = crate::send::test_class::class_of(&classify_error(status, &body, None), &code.to_string());
         assert_eq!(class, expected, "code {code}");
     }
 }
