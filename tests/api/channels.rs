@@ -296,11 +296,8 @@ async fn providers_fail_over_by_priority_and_config_edits_keep_secrets() {
     assert_eq!(order, ["sns", "twilio"]);
 
     let primary_url = format!("{providers}/{}", shown["providers"][0]["id"].as_str().unwrap());
-    assert_eq!(
-        app.client.delete(app.url(&primary_url)).bearer_auth(&tenant.api_key).send().await.unwrap().status(),
-        204
-    );
-    let last = app.client.delete(app.url(&backup_url)).bearer_auth(&tenant.api_key).send().await.unwrap();
+    assert_eq!(app.delete(&primary_url, &tenant.api_key).await.status(), 204);
+    let last = app.delete(&backup_url, &tenant.api_key).await;
     assert_error(last, 409, "conflict").await;
 }
 

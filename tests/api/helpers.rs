@@ -230,6 +230,14 @@ impl TestApp {
         self.client.post(self.url(path)).bearer_auth(api_key).json(&body).send().await.expect("request")
     }
 
+    pub async fn put(&self, path: &str, api_key: &str, body: Value) -> Response {
+        self.client.put(self.url(path)).bearer_auth(api_key).json(&body).send().await.expect("request")
+    }
+
+    pub async fn delete(&self, path: &str, api_key: &str) -> Response {
+        self.client.delete(self.url(path)).bearer_auth(api_key).send().await.expect("request")
+    }
+
     /// `POST /api/v1/auth/login` without a cookie store.
     pub async fn login(
         &self,

@@ -48,7 +48,7 @@ async fn patch(app: &TestApp, tenant: &TestTenant, id: &str, body: Value) -> Res
 }
 
 async fn delete(app: &TestApp, tenant: &TestTenant, id: &str) -> Response {
-    app.client.delete(app.url(&format!("/api/v1/templates/{id}"))).bearer_auth(&tenant.api_key).send().await.unwrap()
+    app.delete(&format!("/api/v1/templates/{id}"), &tenant.api_key).await
 }
 
 async fn preview(app: &TestApp, tenant: &TestTenant, id: &str, body: Value) -> Response {

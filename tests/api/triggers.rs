@@ -188,13 +188,7 @@ async fn rules_are_validated_and_isolated() {
     let created: Value = app.post("/api/v1/trigger-rules", &tenant.api_key, delayed_rule()).await.json().await.unwrap();
     let id = created["id"].as_str().unwrap();
     assert_error(app.get(&format!("/api/v1/trigger-rules/{id}"), &other.api_key).await, 404, "not_found").await;
-    let delete = app
-        .client
-        .delete(app.url(&format!("/api/v1/trigger-rules/{id}")))
-        .bearer_auth(&other.api_key)
-        .send()
-        .await
-        .unwrap();
+    let delete = app.delete(&format!("/api/v1/trigger-rules/{id}"), &other.api_key).await;
     assert_error(delete, 404, "not_found").await;
     // The other tenant's event with the same name triggers nothing of ours.
     let theirs = post_event(&app, &other, hasura_event("e-1", "ON_TIME", "DELAYED")).await;
@@ -336,17 +330,17 @@ async fn cron_triggers_are_validated_and_isolated() {
     let path = format!("/api/v1/cron-triggers/{}", created["id"].as_str().unwrap());
     assert_eq!(app.get(&path, &other.api_key).await.status(), 404);
     let replace = json!({"name": "digest", "schedule": "0 7 * * *", "enabled": false});
-    let put = app.client.put(app.url(&path)).bearer_auth(&other.api_key).json(&replace).send().await.unwrap();
+    let put = app.put(&path, &other.api_key, replace.clone()).await;
     assert_eq!(put.status(), 404);
-    assert_eq!(app.client.delete(app.url(&path)).bearer_auth(&other.api_key).send().await.unwrap().status(), 404);
+    assert_eq!(app.delete(&path, &other.api_key).await.status(), 404);
     let listed: Value = app.get("/api/v1/cron-triggers", &other.api_key).await.json().await.unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "only its own: {listed}");
 
-    let put = app.client.put(app.url(&path)).bearer_auth(&tenant.api_key).json(&replace).send().await.unwrap();
+    let put = app.put(&path, &tenant.api_key, replace.clone()).await;
     assert_eq!(put.status(), 200);
     let replaced: Value = put.json().await.unwrap();
     assert_eq!(replaced["enabled"], false);
     assert!(replaced["next_run_at"].as_str().unwrap().contains("T07:00:00"), "{replaced}");
-    assert_eq!(app.client.delete(app.url(&path)).bearer_auth(&tenant.api_key).send().await.unwrap().status(), 204);
+    assert_eq!(app.delete(&path, &tenant.api_key).await.status(), 204);
     assert_eq!(app.get(&path, &tenant.api_key).await.status(), 404);
 }
