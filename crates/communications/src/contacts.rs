@@ -69,89 +69,121 @@ pub async fn resolve(
     if phone.is_none() && email.is_none() {
         return Err(ApiError::validation("to", "needs contact_id, phone or email"));
     }
-    let identifiers: Vec<(&str, String)> =
+    let identifiers: Vec<Identifier> =
         [("phone", phone), ("email", email)].into_iter().filter_map(|(kind, value)| value.map(|v| (kind, v))).collect();
-    let id = match find_by_identifiers(db, tenant, &identifiers).await? {
-        Some(id) => id,
-        None => create(db, tenant, &identifiers).await?,
-    };
-    attach_identifiers(db, tenant, id, &identifiers).await?;
-    load(db, tenant, id).await?.ok_or_else(|| ApiError::internal("a resolved contact vanished"))
+    // Two attempts: a concurrent request may create the same contact between our find and create.
+    for _ in 0..2 {
+        let mut contact = match find_by_identifiers(db, tenant, &identifiers).await? {
+            Some(found) => found,
+            None => match create(db, tenant, &identifiers[0]).await? {
+                Some(created) => created,
+                None => continue,
+            },
+        };
+        let missing: Vec<&Identifier> = identifiers.iter().filter(|i| !contact.has(i)).collect();
+        if !missing.is_empty() {
+            for (kind, value) in attach_identifiers(db, tenant, contact.id, &missing).await? {
+                contact.set(&kind, value);
+            }
+        }
+        return Ok(contact);
+    }
+    Err(ApiError::internal("contact identifier race"))
 }
 
+/// An identifier as stored: its kind (`phone`, `email`, `whatsapp`) and normalised value.
+type Identifier = (&'static str, String);
+
+/// The contact owning any of `identifiers` (the first one matched wins: phone before email),
+/// with all of its identifiers: one statement. Ordered by the input, not by an indexed column:
+/// ordering by `kind` let the planner walk the tenant's whole identifier index backwards.
 async fn find_by_identifiers(
     db: &mut PgConnection,
     tenant: TenantId,
-    identifiers: &[(&str, String)],
-) -> Result<Option<Uuid>, ApiError> {
+    identifiers: &[Identifier],
+) -> Result<Option<ResolvedContact>, ApiError> {
     let kinds: Vec<&str> = identifiers.iter().map(|(kind, _)| *kind).collect();
-    let values: Vec<String> = identifiers.iter().map(|(_, value)| value.clone()).collect();
-    Ok(sqlx::query_scalar!(
-        r#"SELECT contact_id FROM communications.contact_identifiers
-           WHERE tenant_id = $1 AND (kind, value) IN (SELECT * FROM unnest($2::text[], $3::text[]))
-           ORDER BY kind DESC LIMIT 1"#,
+    let values: Vec<&str> = identifiers.iter().map(|(_, value)| value.as_str()).collect();
+    let rows = sqlx::query!(
+        r#"WITH found AS (
+               SELECT i.contact_id
+               FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS wanted(kind, value, rank)
+               JOIN communications.contact_identifiers i
+                 ON i.tenant_id = $1 AND i.kind = wanted.kind AND i.value = wanted.value
+               ORDER BY wanted.rank LIMIT 1)
+           SELECT i.contact_id, i.kind, i.value
+           FROM found JOIN communications.contact_identifiers i ON i.contact_id = found.contact_id
+           ORDER BY i.kind, i.value"#,
         tenant.0,
         &kinds as &[&str],
-        &values,
+        &values as &[&str],
     )
-    .fetch_optional(&mut *db)
-    .await?)
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(ResolvedContact::from_rows(rows.into_iter().map(|r| (r.contact_id, Some(r.kind), Some(r.value)))))
 }
 
-/// Creates a contact, unless a concurrent request claimed its first identifier first: then that
-/// contact is the one (the identifier's primary key decides, and our row is dropped).
-async fn create(db: &mut PgConnection, tenant: TenantId, identifiers: &[(&str, String)]) -> Result<Uuid, ApiError> {
+/// Creates a contact owning `first` in one statement, unless a concurrent request claimed that
+/// identifier first (its primary key decides): then nothing is kept and `None` says to look again.
+async fn create(
+    db: &mut PgConnection,
+    tenant: TenantId,
+    first: &Identifier,
+) -> Result<Option<ResolvedContact>, ApiError> {
     let id = Uuid::now_v7();
-    sqlx::query!("INSERT INTO communications.contacts (id, tenant_id) VALUES ($1, $2)", id, tenant.0)
-        .execute(&mut *db)
-        .await?;
-    let (kind, value) = &identifiers[0];
-    let claimed = sqlx::query!(
-        r#"INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
-           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"#,
+    let (kind, value) = first;
+    let claimed = sqlx::query_scalar!(
+        r#"WITH identifier AS (
+               INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
+               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING contact_id)
+           INSERT INTO communications.contacts (id, tenant_id) SELECT contact_id, $1 FROM identifier
+           RETURNING id"#,
         tenant.0,
         kind,
         value,
         id,
     )
-    .execute(&mut *db)
-    .await?
-    .rows_affected()
-        == 1;
-    if claimed {
-        return Ok(id);
-    }
-    sqlx::query!("DELETE FROM communications.contacts WHERE id = $1", id).execute(&mut *db).await?;
-    find_by_identifiers(db, tenant, identifiers).await?.ok_or_else(|| ApiError::internal("contact identifier race"))
+    .fetch_optional(&mut *db)
+    .await?;
+    Ok(claimed.map(|id| {
+        let mut contact = ResolvedContact { id, phone: None, email: None, whatsapp: None };
+        contact.set(kind, value.clone());
+        contact
+    }))
 }
 
-/// Adds identifiers the contact does not have yet (ones owned by another contact stay there).
+/// Adds identifiers the contact does not have yet, in one statement; returns the ones it now
+/// owns (ones owned by another contact stay there).
 async fn attach_identifiers(
     db: &mut PgConnection,
     tenant: TenantId,
     id: Uuid,
-    identifiers: &[(&str, String)],
-) -> Result<(), ApiError> {
-    for (kind, value) in identifiers {
-        sqlx::query!(
-            r#"INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
-               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"#,
-            tenant.0,
-            kind,
-            value,
-            id,
-        )
-        .execute(&mut *db)
-        .await?;
-    }
-    Ok(())
+    identifiers: &[&Identifier],
+) -> Result<Vec<(String, String)>, ApiError> {
+    let kinds: Vec<&str> = identifiers.iter().map(|(kind, _)| *kind).collect();
+    let values: Vec<&str> = identifiers.iter().map(|(_, value)| value.as_str()).collect();
+    let attached = sqlx::query!(
+        r#"INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
+           SELECT $1, kind, value, $4 FROM unnest($2::text[], $3::text[]) AS i(kind, value)
+           ON CONFLICT DO NOTHING
+           RETURNING kind, value"#,
+        tenant.0,
+        &kinds as &[&str],
+        &values as &[&str],
+        id,
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(attached.into_iter().map(|row| (row.kind, row.value)).collect())
 }
 
 pub async fn load(db: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<Option<ResolvedContact>, ApiError> {
+    // Joined on the contact alone: its identifiers are its tenant's, and a join on the tenant too
+    // leads the planner to scan every identifier of the tenant.
     let rows = sqlx::query!(
         r#"SELECT c.id, i.kind AS "kind?", i.value AS "value?"
            FROM communications.contacts c
-           LEFT JOIN communications.contact_identifiers i ON i.contact_id = c.id AND i.tenant_id = c.tenant_id
+           LEFT JOIN communications.contact_identifiers i ON i.contact_id = c.id
            WHERE c.tenant_id = $1 AND c.id = $2
            ORDER BY i.kind, i.value"#,
         tenant.0,
@@ -159,18 +191,45 @@ pub async fn load(db: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<O
     )
     .fetch_all(&mut *db)
     .await?;
-    let Some(first) = rows.first() else { return Ok(None) };
-    let mut contact = ResolvedContact { id: first.id, phone: None, email: None, whatsapp: None };
-    for row in &rows {
-        let slot = match row.kind.as_deref() {
-            Some("phone") => &mut contact.phone,
-            Some("email") => &mut contact.email,
-            Some("whatsapp") => &mut contact.whatsapp,
-            _ => continue,
-        };
-        if slot.is_none() {
-            *slot = row.value.clone();
+    Ok(ResolvedContact::from_rows(rows.into_iter().map(|r| (r.id, r.kind, r.value))))
+}
+
+impl ResolvedContact {
+    /// From `(contact id, kind, value)` rows ordered by kind and value: the first value of each
+    /// kind is the contact's address of that kind.
+    fn from_rows(rows: impl IntoIterator<Item = (Uuid, Option<String>, Option<String>)>) -> Option<Self> {
+        let mut contact: Option<Self> = None;
+        for (id, kind, value) in rows {
+            let contact = contact.get_or_insert(Self { id, phone: None, email: None, whatsapp: None });
+            if let (Some(kind), Some(value)) = (kind, value) {
+                contact.set(&kind, value);
+            }
+        }
+        contact
+    }
+
+    fn slot(&mut self, kind: &str) -> Option<&mut Option<String>> {
+        match kind {
+            "phone" => Some(&mut self.phone),
+            "email" => Some(&mut self.email),
+            "whatsapp" => Some(&mut self.whatsapp),
+            _ => None,
         }
     }
-    Ok(Some(contact))
+
+    /// Records `value` as the address of `kind` unless it has one already.
+    fn set(&mut self, kind: &str, value: String) {
+        if let Some(slot @ None) = self.slot(kind) {
+            *slot = Some(value);
+        }
+    }
+
+    fn has(&self, (kind, value): &Identifier) -> bool {
+        let address = match *kind {
+            "phone" => &self.phone,
+            "email" => &self.email,
+            _ => &self.whatsapp,
+        };
+        address.as_deref() == Some(value.as_str())
+    }
 }

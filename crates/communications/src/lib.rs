@@ -35,6 +35,8 @@ pub struct Communications {
     pub http: reqwest::Client,
     /// Verifies SNS notifications (SES events); holds the signing-certificate cache.
     pub sns: Arc<cpaas::webhooks::sns::SnsVerifier>,
+    /// Wakes dispatch workers after jobs are committed.
+    pub queue_waker: messages::queue::QueueWaker,
 }
 
 impl Communications {
@@ -42,7 +44,8 @@ impl Communications {
     pub fn new(pool: sqlx::PgPool, keyring: Arc<Keyring>) -> Self {
         let endpoints = ProviderEndpoints::default();
         let sns = Arc::new(sns_verifier(&endpoints));
-        Self { pool, keyring, endpoints: Arc::new(endpoints), http: reqwest::Client::new(), sns }
+        let queue_waker = messages::queue::QueueWaker::new(pool.clone());
+        Self { pool, keyring, endpoints: Arc::new(endpoints), http: reqwest::Client::new(), sns, queue_waker }
     }
 
     pub fn with_endpoints(mut self, endpoints: ProviderEndpoints) -> Self {

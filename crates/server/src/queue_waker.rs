@@ -1,10 +1,13 @@
 //! Wakes dispatch workers for delayed jobs as they come due.
 //!
-//! apalis-postgres wakes parked workers with `NOTIFY apalis::job::insert`, but its insert trigger
-//! only notifies for jobs due at insert time: a job scheduled for later (a retry after backoff, a
-//! scheduled send, a rate-limit slot) would wait for the next heartbeat (30 s). This task sends
-//! the same notification, every interval, for each queue that has due jobs; a woken worker
-//! drains everything due before it parks again.
+//! apalis-postgres wakes parked workers with `NOTIFY apalis::job::insert`. Jobs due at once are
+//! announced after their commit by `communications::messages::queue::QueueWaker` (apalis's own
+//! insert trigger is dropped: notifying inside the inserting transaction serialised commits); a
+//! job scheduled for later (a retry after backoff, a scheduled send, a rate-limit slot), or one
+//! pushed by a writer that does not call the waker, would wait for the next heartbeat (30 s).
+//! This task sends the same notification, every interval, for each queue that has due jobs; a
+//! woken worker drains everything due before it parks again. Like the waker, it commits without
+//! waiting for a WAL flush: a notification lost in a crash only costs one interval.
 
 use std::time::Duration;
 
@@ -12,8 +15,9 @@ use sqlx::PgPool;
 
 /// Notifies once per queue with due jobs; returns how many queues were woken.
 pub async fn wake_due(pool: &PgPool, queues: &[&str]) -> Result<usize, sqlx::Error> {
-    let woken = sqlx::query_scalar!(
-        r#"SELECT count(pg_notify('apalis::job::insert',
+    let woken = sqlx::query!(
+        r#"SELECT set_config('synchronous_commit', 'off', true) AS "no_flush",
+                  count(pg_notify('apalis::job::insert',
                       json_build_object('job_type', job_type, 'id', id, 'run_at', run_at)::text)) AS "woken!"
            FROM (SELECT DISTINCT ON (job_type) job_type, id, run_at FROM apalis.jobs
                  WHERE status = 'Pending' AND run_at <= now() AND job_type = ANY($1)
@@ -21,7 +25,8 @@ pub async fn wake_due(pool: &PgPool, queues: &[&str]) -> Result<usize, sqlx::Err
         queues as &[&str],
     )
     .fetch_one(pool)
-    .await?;
+    .await?
+    .woken;
     Ok(usize::try_from(woken).unwrap_or(0))
 }
 

@@ -436,6 +436,46 @@ pub async fn meta_providers(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Res
 }
 
 /// The tenant's non-revoked account of a channel type (there is at most one).
+/// The non-revoked account of each (tenant, channel type) in `keys` that has one, in one
+/// statement.
+pub async fn active_accounts_for_channels(
+    db: impl PgExecutor<'_>,
+    keys: &[(Uuid, ChannelType)],
+) -> Result<Vec<AccountRow>, ApiError> {
+    let tenants: Vec<Uuid> = keys.iter().map(|(tenant, _)| *tenant).collect();
+    let types: Vec<&str> = keys.iter().map(|(_, channel)| channel.as_str()).collect();
+    Ok(sqlx::query_as!(
+        AccountRow,
+        r#"SELECT id, tenant_id, channel_type AS "channel_type: ChannelType", display_name,
+                  status AS "status: ChannelStatus", status_reason, sender, verification, created_at, updated_at
+           FROM communications.channel_accounts
+           WHERE (tenant_id, channel_type) IN (SELECT * FROM unnest($1::uuid[], $2::text[]))
+             AND status <> 'revoked'"#,
+        &tenants,
+        &types as &[&str],
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// The provider configurations of the given accounts (of any tenants), by account and priority.
+pub async fn providers_of_accounts(
+    db: impl PgExecutor<'_>,
+    account_ids: &[Uuid],
+) -> Result<Vec<ProviderRow>, ApiError> {
+    Ok(sqlx::query_as!(
+        ProviderRow,
+        r#"SELECT id, tenant_id, channel_account_id, channel_type AS "channel_type: ChannelType",
+                  provider AS "provider: ProviderKind", priority, enabled, settings, secrets, masks, created_at, updated_at
+           FROM communications.provider_configs
+           WHERE channel_account_id = ANY($1)
+           ORDER BY channel_account_id, priority"#,
+        account_ids,
+    )
+    .fetch_all(db)
+    .await?)
+}
+
 pub async fn active_account_for_channel(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,

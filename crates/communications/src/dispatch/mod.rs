@@ -11,7 +11,9 @@
 //!   channel account is suspended with the reason. `Unknown`: the message is `unknown`.
 
 mod adapters;
+mod batch;
 pub(crate) mod outcome;
+mod prepare;
 pub mod sweeper;
 pub mod worker;
 
@@ -22,13 +24,14 @@ use kernel::error::ApiError;
 use kernel::ids::TenantId;
 
 use crate::Communications;
-use crate::channels::{ChannelStatus, repository as channels};
 use crate::messages::content::MessageContent;
 use crate::messages::model::{Channel, EventSource, MessageStatus};
 use crate::messages::queue::DispatchJob;
-use crate::messages::repository::{self as messages, NewEvent};
+use crate::messages::repository::{self as messages, NewEvent, SentRow};
 
 pub use adapters::AdapterCache;
+use batch::Batcher;
+use prepare::Prepared;
 
 /// Retry policy of the pipeline.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +48,12 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Most jobs in one batched statement.
+const MAX_BATCH: usize = 256;
+/// Batches of one kind running at once: enough to keep the database busy while the next batch
+/// gathers, few enough that batches stay large under load.
+const BATCHES_IN_FLIGHT: usize = 2;
+
 /// Everything a worker needs, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
@@ -52,24 +61,72 @@ pub struct Dispatcher {
     pub adapters: AdapterCache,
     pub retry: RetryPolicy,
     pub rates: crate::rate_limit::RateDefaults,
+    /// Claims jobs' messages and looks up what their sends need, many jobs per statement.
+    preparer: Batcher<DispatchJob, Result<Option<Prepared>, String>>,
+    /// Records provider acceptances, many per statement.
+    recorder: Batcher<SentRow, Result<(), String>>,
 }
 
 impl Dispatcher {
+    /// Must be called on a Tokio runtime: it starts the batching tasks.
     pub fn new(module: Communications, retry: RetryPolicy, rates: crate::rate_limit::RateDefaults) -> Self {
-        Self { module, adapters: AdapterCache::default(), retry, rates }
+        let preparer = {
+            let (module, rates) = (module.clone(), rates.clone());
+            Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |jobs| {
+                let (module, rates) = (module.clone(), rates.clone());
+                async move { prepare::prepare_batch(&module, &rates, jobs).await }
+            })
+        };
+        let recorder = {
+            let pool = module.pool.clone();
+            Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |sent: Vec<SentRow>| {
+                let pool = pool.clone();
+                async move {
+                    let result = messages::record_sent(&pool, &sent).await.map_err(|e| e.to_string());
+                    vec![result; sent.len()]
+                }
+            })
+        };
+        Self { module, adapters: AdapterCache::default(), retry, rates, preparer, recorder }
     }
 
     /// Handles one job to the end. Errors are infrastructure failures (the database), which
     /// apalis retries; provider failures are outcomes, recorded on the message.
     pub async fn dispatch(&self, job: DispatchJob) -> Result<(), ApiError> {
         let tenant = TenantId(job.tenant_id);
-        let Some(claimed) = self.claim(tenant, job).await? else { return Ok(()) };
-        let result = self.send_through_providers(tenant, job, &claimed).await;
-        outcome::record(self, tenant, job, &claimed, result).await
+        let batched =
+            self.preparer.call(job).await.ok_or_else(|| ApiError::internal("the dispatch batcher stopped"))?;
+        let prepared = match batched.map_err(ApiError::internal)? {
+            Some(prepared) => prepared,
+            // Not `queued`: the careful path settles an interrupted send, or there is nothing to do.
+            None => match self.claim(tenant, job).await? {
+                Some(message) => prepare::prepare_one(self, tenant, job, message).await,
+                None => return Ok(()),
+            },
+        };
+        match self.send_through_providers(tenant, &prepared).await {
+            Ok(sent) => self.record_sent(tenant, &prepared, sent).await,
+            Err(failure) => outcome::record(self, tenant, job, &prepared.message, failure).await,
+        }
+    }
+
+    async fn record_sent(&self, tenant: TenantId, prepared: &Prepared, sent: Sent) -> Result<(), ApiError> {
+        let row = SentRow {
+            tenant_id: tenant.0,
+            message_id: prepared.message.id,
+            provider: sent.receipt.provider.as_str(),
+            provider_message_id: sent.receipt.provider_message_id,
+            channel_account_id: sent.channel_account_id,
+        };
+        let recorded =
+            self.recorder.call(row).await.ok_or_else(|| ApiError::internal("the outcome batcher stopped"))?;
+        // Left `sending`, a retry of the job marks the message `unknown` for callbacks to settle.
+        recorded.map_err(ApiError::internal)
     }
 
     /// Moves a queued message to `sending` (committed before any provider call, so a crash
-    /// leaves a trace), or settles a job that has nothing to send.
+    /// leaves a trace), or settles a job that has nothing to send. The careful, one-message path
+    /// for jobs the batched claim did not take.
     async fn claim(&self, tenant: TenantId, job: DispatchJob) -> Result<Option<messages::MessageRow>, ApiError> {
         let mut tx = self.module.pool.begin().await?;
         let message = match messages::lock(&mut tx, tenant, job.message_id).await {
@@ -118,44 +175,13 @@ impl Dispatcher {
     }
 
     /// Tries the channel account's enabled providers by priority.
-    async fn send_through_providers(
-        &self,
-        tenant: TenantId,
-        job: DispatchJob,
-        message: &messages::MessageRow,
-    ) -> Result<Sent, Failure> {
-        let suppressed = messages::suppression(&self.module.pool, tenant.0, message.channel, &message.recipient)
-            .await
-            .map_err(Failure::Infrastructure)?;
-        if let Some(why) = suppressed {
-            return Err(Failure::Send(SendError::Permanent {
-                code: "suppressed".into(),
-                reason: format!("the address is suppressed ({why})"),
-            }));
+    async fn send_through_providers(&self, tenant: TenantId, prepared: &Prepared) -> Result<Sent, Failure> {
+        let message = &prepared.message;
+        let context = prepared.context.as_ref().map_err(|e| Failure::Infrastructure(ApiError::internal(e.clone())))?;
+        let account = context.account_for(message).map_err(Failure::Send)?;
+        if !context.delay.is_zero() {
+            return Err(Failure::Throttled(context.delay));
         }
-        let account = channels::active_account_for_channel(&self.module.pool, tenant, channel_type(message.channel))
-            .await
-            .map_err(Failure::Infrastructure)?
-            .ok_or_else(|| {
-                Failure::Send(SendError::Permanent {
-                    code: "no_active_channel".into(),
-                    reason: format!("the workspace has no active {} channel account", message.channel.as_str()),
-                })
-            })?;
-        if account.status != ChannelStatus::Active {
-            return Err(Failure::Send(SendError::Permanent {
-                code: "channel_inactive".into(),
-                reason: "the channel account is not active".into(),
-            }));
-        }
-        if job.deferrals == 0 {
-            let delay = self.reserve_send_slot(tenant, message, &account).await.map_err(Failure::Infrastructure)?;
-            if !delay.is_zero() {
-                return Err(Failure::Throttled(delay));
-            }
-        }
-        let providers =
-            channels::providers_of(&self.module.pool, tenant, &[account.id]).await.map_err(Failure::Infrastructure)?;
         let content: MessageContent = serde_json::from_value(message.content.clone())
             .map_err(|e| Failure::Infrastructure(ApiError::internal(e)))?;
         let command = SendMessageCommand {
@@ -167,7 +193,7 @@ impl Dispatcher {
                 .map_err(|e| Failure::Send(SendError::Permanent { code: "content".into(), reason: e }))?,
         };
         let mut last = None;
-        for provider in providers.iter().filter(|p| p.enabled) {
+        for provider in context.providers.iter().filter(|p| p.enabled) {
             let adapter = match self.adapters.get(&self.module, tenant, provider).await {
                 Ok(adapter) => adapter,
                 // Missing or unusable configuration: the message cannot go out this way.
@@ -190,37 +216,6 @@ impl Dispatcher {
             code: "no_provider".into(),
             reason: "the channel account has no enabled provider".into(),
         })))
-    }
-}
-
-impl Dispatcher {
-    /// Reserves this message's send slot under the channel account's rate limit, shared by every
-    /// worker process; returns how long until the slot (zero: now). A job deferred to its slot
-    /// comes back holding the reservation, so it is never counted twice.
-    ///
-    /// Urgent messages have the account's own key at the full rate and also use up the bulk key;
-    /// bulk messages only reserve on the bulk key, at 80 % of the rate. So urgent messages never
-    /// wait behind a bulk backlog, bulk gets what urgent leaves, and together they stay within
-    /// the provider's rate.
-    async fn reserve_send_slot(
-        &self,
-        tenant: TenantId,
-        message: &messages::MessageRow,
-        account: &channels::AccountRow,
-    ) -> Result<Duration, ApiError> {
-        use crate::rate_limit::{RateLimit, channel_account_key, limit_for, reserve};
-        let limit = limit_for(message.channel, &account.verification, &self.rates);
-        let urgent_key = channel_account_key(tenant.0, account.id);
-        let bulk_key = format!("{urgent_key}:bulk");
-        let bulk_limit = RateLimit { per_second: limit.per_second * 0.8, burst: (limit.burst * 4 / 5).max(1) };
-        match message.lane {
-            crate::messages::model::Lane::Urgent => {
-                let delay = reserve(&self.module.pool, &urgent_key, limit).await?;
-                reserve(&self.module.pool, &bulk_key, bulk_limit).await?;
-                Ok(delay)
-            }
-            crate::messages::model::Lane::Bulk => reserve(&self.module.pool, &bulk_key, bulk_limit).await,
-        }
     }
 }
 

@@ -7,59 +7,36 @@ use chrono::Utc;
 use cpaas::SendError;
 use kernel::error::ApiError;
 use kernel::ids::TenantId;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Dispatcher, Failure, Sent};
+use super::{Dispatcher, Failure};
 use crate::channels::{LifecycleAction, repository as channels};
 use crate::messages::model::{EventSource, MessageStatus};
 use crate::messages::queue::{self, DispatchJob};
 use crate::messages::repository::{self as messages, MessageRow, NewEvent, NewMessage};
 
+/// Records a dispatch attempt that did not end with the provider accepting the message (those
+/// are recorded in batches, see [`messages::record_sent`]).
 pub(crate) async fn record(
     dispatcher: &Dispatcher,
     tenant: TenantId,
     job: DispatchJob,
     message: &MessageRow,
-    result: Result<Sent, Failure>,
+    failure: Failure,
 ) -> Result<(), ApiError> {
     let pool = &dispatcher.module.pool;
+    // A permanent failure may hand the next channel of the chain a message due now.
+    let may_fall_back = matches!(failure, Failure::Send(_) | Failure::SendVia { .. });
     let mut tx = pool.begin().await?;
-    match result {
-        Ok(sent) => {
-            sqlx::query!(
-                r#"UPDATE communications.messages SET status = 'sent', provider = $2, provider_message_id = $3,
-                       channel_account_id = $4, sent_at = now(), updated_at = now()
-                   WHERE id = $1 AND status = 'sending'"#,
-                message.id,
-                sent.receipt.provider.as_str(),
-                sent.receipt.provider_message_id,
-                sent.channel_account_id,
-            )
-            .execute(&mut *tx)
-            .await?;
-            let payload = json!({"provider": sent.receipt.provider.as_str(), "provider_message_id": sent.receipt.provider_message_id});
-            messages::record_event(
-                &mut *tx,
-                NewEvent {
-                    tenant_id: tenant.0,
-                    message_id: message.id,
-                    status: MessageStatus::Sent,
-                    reason: None,
-                    source: EventSource::Worker,
-                    payload: Some(payload),
-                    occurred_at: None,
-                },
-            )
-            .await?;
-        }
-        Err(Failure::Infrastructure(error)) => {
+    match failure {
+        Failure::Infrastructure(error) => {
             // Nothing reached a provider: hand the message back for apalis to retry the job.
             messages::set_status(&mut *tx, tenant.0, message.id, MessageStatus::Queued, None).await?;
             tx.commit().await?;
             return Err(error);
         }
-        Err(Failure::Throttled(wait)) => {
+        Failure::Throttled(wait) => {
             // Not an attempt: the message goes back to the queue for when its token is due. The
             // job leaves the worker at once, so a tenant at its limit holds no worker slot.
             sqlx::query!(
@@ -74,12 +51,15 @@ pub(crate) async fn record(
             let again = DispatchJob { deferrals: job.deferrals + 1, ..job };
             queue::enqueue(&mut tx, message.lane, again, Some(run_at)).await?;
         }
-        Err(Failure::Send(error)) => apply_failure(dispatcher, &mut tx, tenant, job, message, error, None).await?,
-        Err(Failure::SendVia { error, channel_account_id }) => {
+        Failure::Send(error) => apply_failure(dispatcher, &mut tx, tenant, job, message, error, None).await?,
+        Failure::SendVia { error, channel_account_id } => {
             apply_failure(dispatcher, &mut tx, tenant, job, message, error, Some(channel_account_id)).await?
         }
     }
     tx.commit().await?;
+    if may_fall_back {
+        dispatcher.module.queue_waker.wake(message.lane);
+    }
     Ok(())
 }
 
@@ -221,20 +201,8 @@ pub(crate) async fn fall_back(
             metadata: message.metadata.clone(),
             supersedes: Some(message.id),
         },
-    )
-    .await?;
-    let reason_for_successor = format!("fallback from {} after: {reason}", message.channel.as_str());
-    messages::record_event(
-        &mut *tx,
-        NewEvent {
-            tenant_id: tenant.0,
-            message_id: successor,
-            status: MessageStatus::Queued,
-            reason: Some(&reason_for_successor),
-            source,
-            payload: None,
-            occurred_at: None,
-        },
+        Some(&format!("fallback from {} after: {reason}", message.channel.as_str())),
+        source,
     )
     .await?;
     sqlx::query!(

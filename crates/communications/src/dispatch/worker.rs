@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use apalis::layers::WorkerBuilderExt;
 use apalis::prelude::{BackendExt, BoxDynError, Data, Monitor, ParallelizeExt, WorkerBuilder};
 use apalis_postgres::{Config, PostgresStorage};
 
@@ -42,7 +43,10 @@ pub async fn run(
                 .queue(queue)
                 .batch_size(concurrency)
                 .heartbeat_interval(heartbeat)
-                .missed_heartbeats(3);
+                .missed_heartbeats(3)
+                // A fetched job is already `Queued` with our worker's name, which is all that
+                // orphan recovery needs; a separate `Running` mark would be one more write per job.
+                .lock_tasks(false);
             // NOTIFY wakes workers for jobs due now; the interval finds delayed jobs (retries,
             // scheduled sends) once they come due.
             let backend = PostgresStorage::<DispatchJob>::new(&dispatcher.module.pool)
@@ -52,6 +56,9 @@ pub async fn run(
             WorkerBuilder::new(format!("switchboard-dispatch-{lane}-{index}-{}", uuid::Uuid::now_v7().simple()))
                 .backend(backend)
                 .data(dispatcher.clone())
+                // Jobs wait for their batch without holding a connection, so the pool no longer
+                // bounds how many run: this does.
+                .concurrency(concurrency)
                 .parallelize(tokio::spawn)
                 .build(handle)
         });

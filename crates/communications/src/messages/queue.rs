@@ -2,11 +2,14 @@
 //! message never waits behind a bulk backlog. Jobs are pushed inside the caller's transaction:
 //! a message and its job commit together or not at all.
 
+use std::sync::{Arc, OnceLock};
+
 use apalis::prelude::TaskBuilder;
 use chrono::{DateTime, Utc};
 use kernel::error::ApiError;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::model::Lane;
@@ -61,4 +64,67 @@ pub async fn enqueue(
     apalis_postgres::queries::push_tasks(db, queue_name(lane), vec![builder.build()])
         .await
         .map_err(|error| ApiError::internal(error.to_string()))
+}
+
+/// Wakes the parked dispatch workers of every process once jobs due now are committed.
+///
+/// apalis-postgres would notify from a row trigger, inside the inserting transaction; PostgreSQL
+/// serialises the commits of notifying transactions (a database-wide lock held through the WAL
+/// flush), which capped acceptance near the disk's flush rate. Migration `…8000` drops that
+/// trigger, and callers wake the workers here after their commit instead. Wake-ups that arrive
+/// while a notification is on its way are coalesced into the next one, and the notifying
+/// statement writes nothing and does not wait for a flush. The server's queue waker still
+/// re-notifies due jobs every poll interval, for jobs that come due later and for writers that
+/// do not call this (the reconciler, provider callbacks).
+#[derive(Debug, Clone)]
+pub struct QueueWaker {
+    pool: PgPool,
+    /// Started on first use, so that building the module needs no runtime.
+    sender: Arc<OnceLock<mpsc::UnboundedSender<Lane>>>,
+}
+
+impl QueueWaker {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, sender: Arc::default() }
+    }
+
+    /// Call after committing a job for `lane` that is due now. Must run on a Tokio runtime.
+    pub fn wake(&self, lane: Lane) {
+        let sender = self.sender.get_or_init(|| spawn_notifier(self.pool.clone()));
+        // The notifier ends only with the last clone of this waker.
+        let _ = sender.send(lane);
+    }
+}
+
+fn spawn_notifier(pool: PgPool) -> mpsc::UnboundedSender<Lane> {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Lane>();
+    tokio::spawn(async move {
+        while let Some(first) = receiver.recv().await {
+            let mut queues = vec![queue_name(first)];
+            while let Ok(lane) = receiver.try_recv() {
+                if !queues.contains(&queue_name(lane)) {
+                    queues.push(queue_name(lane));
+                }
+            }
+            if let Err(error) = notify(&pool, &queues).await {
+                tracing::warn!(%error, "waking the dispatch workers failed; the queue waker will");
+            }
+        }
+    });
+    sender
+}
+
+/// One notification per queue, in the shape apalis-postgres listens for (the id is not used to
+/// fetch; any value wakes the worker). Without a synchronous commit: a lost wake-up costs at
+/// most one poll interval, and the notifying transaction writes nothing else.
+async fn notify(pool: &PgPool, queues: &[&str]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"SELECT set_config('synchronous_commit', 'off', true),
+                  pg_notify('apalis::job::insert', json_build_object('job_type', queue, 'id', 'wake')::text)
+           FROM unnest($1::text[]) AS queue"#,
+        queues as &[&str],
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(())
 }

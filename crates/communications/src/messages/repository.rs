@@ -66,12 +66,23 @@ pub struct NewMessage<'a> {
     pub supersedes: Option<Uuid>,
 }
 
-pub async fn insert(db: impl PgExecutor<'_>, message: NewMessage<'_>) -> Result<(), ApiError> {
+/// Stores a new message with the first entry of its audit trail (its initial status, with
+/// `reason`, from `source`), in one statement.
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    message: NewMessage<'_>,
+    reason: Option<&str>,
+    source: EventSource,
+) -> Result<(), ApiError> {
     sqlx::query!(
-        r#"INSERT INTO communications.messages
-               (id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, status, lane,
-                scheduled_at, metadata, supersedes)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+        r#"WITH message AS (
+               INSERT INTO communications.messages
+                   (id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, status, lane,
+                    scheduled_at, metadata, supersedes)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+               RETURNING id, tenant_id, status)
+           INSERT INTO communications.message_events (id, tenant_id, message_id, status, reason, source, occurred_at)
+           SELECT $14, tenant_id, id, status, $15, $16, now() FROM message"#,
         message.id,
         message.tenant_id.0,
         message.contact_id,
@@ -85,6 +96,9 @@ pub async fn insert(db: impl PgExecutor<'_>, message: NewMessage<'_>) -> Result<
         message.scheduled_at,
         message.metadata,
         message.supersedes,
+        Uuid::now_v7(),
+        reason,
+        source.as_str(),
     )
     .execute(db)
     .await?;
@@ -156,6 +170,115 @@ pub async fn lock(db: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<M
     .fetch_optional(db)
     .await?
     .ok_or(ApiError::NotFound("message"))
+}
+
+/// A message moved from `queued` to `sending` by [`claim_queued`], with the reason its address
+/// is suppressed, if it is.
+#[derive(Debug)]
+pub struct ClaimedRow {
+    pub message: MessageRow,
+    pub suppressed: Option<String>,
+}
+
+/// Moves every message of `ids` (tenant, message) that is `queued` to `sending` and counts the
+/// attempt, in one statement; returns the claimed ones (as they were before the claim) with
+/// their suppression. A message in any other state is left alone and not returned.
+pub async fn claim_queued(db: impl PgExecutor<'_>, ids: &[(Uuid, Uuid)]) -> Result<Vec<ClaimedRow>, ApiError> {
+    let tenants: Vec<Uuid> = ids.iter().map(|(tenant, _)| *tenant).collect();
+    let messages: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
+    let rows = sqlx::query!(
+        r#"UPDATE communications.messages m SET status = 'sending', attempts = m.attempts + 1, updated_at = now()
+           FROM unnest($1::uuid[], $2::uuid[]) AS c(tenant_id, id)
+           WHERE m.tenant_id = c.tenant_id AND m.id = c.id AND m.status = 'queued'
+           RETURNING m.id, m.tenant_id, m.contact_id, m.conversation_id, m.channel AS "channel: Channel", m.fallback,
+                     m.recipient, m.content, m.status_reason, m.lane AS "lane: Lane", m.channel_account_id, m.provider,
+                     m.provider_message_id, m.attempts - 1 AS "attempts!", m.scheduled_at, m.metadata, m.supersedes,
+                     m.superseded_by, m.created_at, m.updated_at, m.sent_at, m.delivered_at, m.read_at, m.failed_at,
+                     (SELECT s.reason FROM communications.suppressions s
+                      WHERE s.tenant_id = m.tenant_id AND s.channel = m.channel AND s.address = lower(m.recipient))
+                         AS suppressed"#,
+        &tenants,
+        &messages,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ClaimedRow {
+            message: MessageRow {
+                id: r.id,
+                tenant_id: r.tenant_id,
+                contact_id: r.contact_id,
+                conversation_id: r.conversation_id,
+                channel: r.channel,
+                fallback: r.fallback,
+                recipient: r.recipient,
+                content: r.content,
+                status: MessageStatus::Queued,
+                status_reason: r.status_reason,
+                lane: r.lane,
+                channel_account_id: r.channel_account_id,
+                provider: r.provider,
+                provider_message_id: r.provider_message_id,
+                attempts: r.attempts,
+                scheduled_at: r.scheduled_at,
+                metadata: r.metadata,
+                supersedes: r.supersedes,
+                superseded_by: r.superseded_by,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+                sent_at: r.sent_at,
+                delivered_at: r.delivered_at,
+                read_at: r.read_at,
+                failed_at: r.failed_at,
+            },
+            suppressed: r.suppressed,
+        })
+        .collect())
+}
+
+/// A provider's acceptance of a message, as [`record_sent`] stores it.
+#[derive(Debug)]
+pub struct SentRow {
+    pub tenant_id: Uuid,
+    pub message_id: Uuid,
+    pub provider: &'static str,
+    pub provider_message_id: String,
+    pub channel_account_id: Uuid,
+}
+
+/// Records several messages as `sent` (those still `sending`) with a `sent` event each, in one
+/// statement.
+pub async fn record_sent(db: impl PgExecutor<'_>, sent: &[SentRow]) -> Result<(), ApiError> {
+    let event_ids: Vec<Uuid> = sent.iter().map(|_| Uuid::now_v7()).collect();
+    let tenants: Vec<Uuid> = sent.iter().map(|s| s.tenant_id).collect();
+    let messages: Vec<Uuid> = sent.iter().map(|s| s.message_id).collect();
+    let providers: Vec<&str> = sent.iter().map(|s| s.provider).collect();
+    let provider_ids: Vec<&str> = sent.iter().map(|s| s.provider_message_id.as_str()).collect();
+    let accounts: Vec<Uuid> = sent.iter().map(|s| s.channel_account_id).collect();
+    sqlx::query!(
+        r#"WITH s AS (
+               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::uuid[])
+                   AS s(event_id, tenant_id, id, provider, provider_message_id, channel_account_id)),
+           updated AS (
+               UPDATE communications.messages m SET status = 'sent', provider = s.provider,
+                      provider_message_id = s.provider_message_id, channel_account_id = s.channel_account_id,
+                      sent_at = now(), updated_at = now()
+               FROM s WHERE m.tenant_id = s.tenant_id AND m.id = s.id AND m.status = 'sending')
+           INSERT INTO communications.message_events (id, tenant_id, message_id, status, source, payload, occurred_at)
+           SELECT event_id, tenant_id, id, 'sent', 'worker',
+                  jsonb_build_object('provider', provider, 'provider_message_id', provider_message_id), now()
+           FROM s"#,
+        &event_ids,
+        &tenants,
+        &messages,
+        &providers as &[&str],
+        &provider_ids as &[&str],
+        &accounts,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 pub async fn events(db: impl PgExecutor<'_>, tenant: TenantId, message_id: Uuid) -> Result<Vec<EventRow>, ApiError> {

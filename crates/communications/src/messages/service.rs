@@ -46,6 +46,9 @@ pub struct SendRequest {
 pub struct Accepted {
     pub id: Uuid,
     pub status: MessageStatus,
+    /// The lane whose workers to wake once this is committed: set when a job due now was pushed.
+    #[serde(skip)]
+    pub(crate) wake: Option<Lane>,
 }
 
 /// A step of the fallback chain, validated at accept time.
@@ -89,6 +92,9 @@ impl Communications {
             repository::complete_key(&mut tx, tenant, key, 202, &body).await?;
         }
         tx.commit().await?;
+        if let Some(lane) = accepted.wake {
+            self.queue_waker.wake(lane);
+        }
         Ok((202, body))
     }
 
@@ -141,20 +147,12 @@ impl Communications {
             metadata,
             supersedes: None,
         };
-        repository::insert(&mut *tx, message).await?;
         let reason = request.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339()));
-        let event = NewEvent {
-            tenant_id: tenant.0,
-            message_id: id,
-            status,
-            reason: reason.as_deref(),
-            source: EventSource::Api,
-            payload: None,
-            occurred_at: None,
-        };
-        repository::record_event(&mut *tx, event).await?;
+        repository::insert(&mut *tx, message, reason.as_deref(), EventSource::Api).await?;
+        let mut wake = None;
         if status == MessageStatus::Queued {
             let run_at = request.scheduled_at.filter(|at| *at > Utc::now());
+            wake = run_at.is_none().then_some(lane);
             queue::enqueue(
                 tx,
                 lane,
@@ -163,7 +161,7 @@ impl Communications {
             )
             .await?;
         }
-        Ok(Accepted { id, status })
+        Ok(Accepted { id, status, wake })
     }
 
     /// The content on `channel`: rendered from the named template (strictly: a missing variable
@@ -224,6 +222,9 @@ impl Communications {
         )
         .await?;
         tx.commit().await?;
+        if run_at.is_none() {
+            self.queue_waker.wake(message.lane);
+        }
         repository::find(&self.pool, tenant, id).await
     }
 

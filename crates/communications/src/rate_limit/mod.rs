@@ -163,27 +163,48 @@ pub async fn acquire(db: impl PgExecutor<'_>, key: &str, limit: RateLimit, token
 /// message instead of one per message per retry. `tat` advances by `T` from
 /// `max(tat, now)`; the token is usable once `tat_before ≤ now + (burst − 1)·T`.
 pub async fn reserve(db: impl PgExecutor<'_>, key: &str, limit: RateLimit) -> Result<Duration, ApiError> {
+    Ok(reserve_many(db, key, limit, 1).await?.pop().unwrap_or_default())
+}
+
+/// Reserves the next `count` tokens of `key` in one statement and says, for each in turn, how
+/// long until it may be used — as `count` calls of [`reserve`] would, without the round trips.
+/// `tat` advances by `count × T`; token `i` (from 0) is usable once
+/// `max(tat_before, now) + i·T ≤ now + (burst − 1)·T`.
+pub async fn reserve_many(
+    db: impl PgExecutor<'_>,
+    key: &str,
+    limit: RateLimit,
+    count: u32,
+) -> Result<Vec<Duration>, ApiError> {
     if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
         return Err(ApiError::internal(format!("rate limit for {key:?} is not usable: {limit:?}")));
     }
+    if count == 0 {
+        return Ok(Vec::new());
+    }
     let interval_us = 1_000_000.0 / limit.per_second;
     let headroom_us = interval_us * f64::from(limit.burst - 1);
-    let delay_us = sqlx::query_scalar!(
+    // How far the new `tat` runs ahead of the clock, in microseconds.
+    let ahead_us = sqlx::query_scalar!(
         r#"WITH c AS (SELECT clock_timestamp() AS now)
            INSERT INTO communications.rate_limits AS r (key, tat, granted)
            SELECT $1, c.now + $2::float8 * interval '1 microsecond', true FROM c
            ON CONFLICT (key) DO UPDATE SET
                granted = true,
                tat = greatest(r.tat, (SELECT now FROM c)) + $2::float8 * interval '1 microsecond'
-           RETURNING greatest(0, (extract(epoch FROM r.tat - (SELECT now FROM c)
-                      - ($2::float8 + $3::float8) * interval '1 microsecond') * 1000000)::bigint) AS "delay_us!""#,
+           RETURNING (extract(epoch FROM r.tat - (SELECT now FROM c)) * 1000000)::float8 AS "ahead_us!""#,
         key,
-        interval_us,
-        headroom_us,
+        interval_us * f64::from(count),
     )
     .fetch_one(db)
     .await?;
-    Ok(Duration::from_micros(u64::try_from(delay_us).unwrap_or(0)))
+    // Token i starts at new_tat − (count − i)·T; it may be used `headroom` before that.
+    Ok((0..count)
+        .map(|i| {
+            let wait_us = ahead_us - f64::from(count - i) * interval_us - headroom_us;
+            Duration::from_micros(wait_us.max(0.0).round() as u64)
+        })
+        .collect())
 }
 
 /// Deletes the state of keys idle for at least `idle_for` (their row says nothing a missing row

@@ -72,6 +72,7 @@ impl Communications {
         }
         let mut outcome =
             EventOutcome { event_id: event.id.clone(), duplicate: false, messages: Vec::new(), skipped: Vec::new() };
+        let mut wake = Vec::new();
         for rule in rules::for_event(&mut *tx, tenant, &event.name).await? {
             if !rule.conditions.iter().all(|condition| condition.holds(&event.document)) {
                 continue;
@@ -97,6 +98,7 @@ impl Communications {
                 match self.insert_message(&mut savepoint, tenant, request).await {
                     Ok(accepted) => {
                         savepoint.commit().await?;
+                        wake.extend(accepted.wake);
                         outcome.messages.push(QueuedMessage {
                             id: accepted.id,
                             rule_id: rule.id,
@@ -127,6 +129,9 @@ impl Communications {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        for lane in wake {
+            self.queue_waker.wake(lane);
+        }
         Ok(outcome)
     }
 }

@@ -1,0 +1,132 @@
+//! Natural batching: many concurrent dispatch jobs share one statement.
+//!
+//! A job hands its request to a [`Batcher`] and waits for its answer. The batcher runs at most
+//! `in_flight` batches at once; whatever arrived while those ran becomes the next batch (up to
+//! `max_batch`). So an idle pipeline answers a lone job at once — no timer, no added latency —
+//! and a busy one spends one round trip and one commit on many jobs instead of one each. That
+//! is where the dispatcher's time went: a handful of statements per message, each a round trip
+//! and (for writes) a WAL flush, on a database that shares the machine's two cores.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+type Pending<Req, Resp> = (Req, oneshot::Sender<Resp>);
+
+/// Collects requests from concurrent callers into batches for `run`.
+pub(crate) struct Batcher<Req, Resp> {
+    sender: mpsc::UnboundedSender<Pending<Req, Resp>>,
+}
+
+impl<Req, Resp> Clone for Batcher<Req, Resp> {
+    fn clone(&self) -> Self {
+        Self { sender: self.sender.clone() }
+    }
+}
+
+impl<Req, Resp> std::fmt::Debug for Batcher<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher").finish_non_exhaustive()
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
+    /// Starts the batching task (on the current Tokio runtime). `run` answers a batch with one
+    /// response per request, in order. The task ends when the last clone is dropped.
+    pub fn spawn<F, Fut>(max_batch: usize, in_flight: usize, run: F) -> Self
+    where
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Resp>> + Send + 'static,
+    {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<Pending<Req, Resp>>();
+        let permits = Arc::new(Semaphore::new(in_flight.max(1)));
+        let run = Arc::new(run);
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let Some(first) = receiver.recv().await else { return };
+                let mut batch = vec![first];
+                while batch.len() < max_batch {
+                    match receiver.try_recv() {
+                        Ok(pending) => batch.push(pending),
+                        Err(_) => break,
+                    }
+                }
+                let run = run.clone();
+                tokio::spawn(async move {
+                    let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) = batch.into_iter().unzip();
+                    let responses = run(requests).await;
+                    // A caller that gave up (shutdown) just does not hear back.
+                    for (reply, response) in replies.into_iter().zip(responses) {
+                        let _ = reply.send(response);
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Self { sender }
+    }
+
+    /// Submits `request` and waits for its batch; `None` if the batching task is gone (the
+    /// runtime shutting down, or `run` panicked).
+    pub async fn call(&self, request: Req) -> Option<Resp> {
+        let (reply, response) = oneshot::channel();
+        self.sender.send((request, reply)).ok()?;
+        response.await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_callers_share_batches_and_each_gets_its_own_answer() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let batcher = Batcher::spawn(16, 1, move |requests: Vec<u32>| {
+            seen.lock().expect("not poisoned").push(requests.len());
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                requests.into_iter().map(|n| n * 10).collect::<Vec<_>>()
+            }
+        });
+        let calls: Vec<_> = (0..40u32)
+            .map(|n| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { (n, batcher.call(n).await) })
+            })
+            .collect();
+        for call in calls {
+            let (n, answer) = call.await.expect("caller task");
+            assert_eq!(answer, Some(n * 10));
+        }
+        let sizes = sizes.lock().expect("not poisoned").clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 40);
+        assert!(sizes.iter().all(|size| *size <= 16), "{sizes:?}");
+        assert!(sizes.len() < 40, "callers waiting together should share a batch: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_lone_request_is_answered_without_waiting_for_company() {
+        let batcher = Batcher::spawn(64, 2, |requests: Vec<u8>| async move { requests });
+        let answer = tokio::time::timeout(Duration::from_millis(500), batcher.call(7)).await;
+        assert_eq!(answer.expect("answered in time"), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_answers_none_instead_of_hanging() {
+        let batcher = Batcher::spawn(8, 1, |requests: Vec<u8>| async move {
+            if requests.contains(&0) {
+                panic!("boom");
+            }
+            requests
+        });
+        assert_eq!(batcher.call(0).await, None);
+        assert_eq!(batcher.call(5).await, Some(5));
+    }
+}

@@ -1,0 +1,238 @@
+//! Before a send: claim the message (`queued` → `sending`, committed before any provider call)
+//! and gather what the send needs — the address's suppression, the channel account, its
+//! providers, and the message's slot under the account's rate limit.
+//!
+//! [`prepare_batch`] does it for a batch of jobs in four statements whatever the batch's size:
+//! one claim (with the suppressions), one account lookup, one provider lookup, and one
+//! reservation per rate-limit key in the batch. [`prepare_one`] is the same for one message,
+//! for the careful path (a message the batched claim did not take).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cpaas::SendError;
+use kernel::ids::TenantId;
+use uuid::Uuid;
+
+use super::{Dispatcher, channel_type};
+use crate::Communications;
+use crate::channels::ChannelStatus;
+use crate::channels::repository::{self as channels, AccountRow, ProviderRow};
+use crate::messages::model::Lane;
+use crate::messages::queue::DispatchJob;
+use crate::messages::repository::{self as messages, MessageRow};
+use crate::rate_limit::{self, RateDefaults, RateLimit};
+
+/// A claimed message and what its send needs.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// As it was before the claim.
+    pub message: MessageRow,
+    /// Or the database failure that kept us from finding out: the message goes back to the queue.
+    pub context: Result<SendContext, String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SendContext {
+    /// Why the address is suppressed, if it is.
+    pub suppressed: Option<String>,
+    pub account: Option<AccountRow>,
+    /// The account's providers by priority.
+    pub providers: Vec<ProviderRow>,
+    /// How long until the message's rate-limit slot (zero: now, or already waited for).
+    pub delay: Duration,
+}
+
+impl SendContext {
+    /// The account to send through, or why the message cannot go out at all.
+    pub fn account_for(&self, message: &MessageRow) -> Result<&AccountRow, SendError> {
+        if let Some(why) = &self.suppressed {
+            return Err(SendError::Permanent {
+                code: "suppressed".into(),
+                reason: format!("the address is suppressed ({why})"),
+            });
+        }
+        let account = self.account.as_ref().ok_or_else(|| SendError::Permanent {
+            code: "no_active_channel".into(),
+            reason: format!("the workspace has no active {} channel account", message.channel.as_str()),
+        })?;
+        if account.status != ChannelStatus::Active {
+            return Err(SendError::Permanent {
+                code: "channel_inactive".into(),
+                reason: "the channel account is not active".into(),
+            });
+        }
+        Ok(account)
+    }
+}
+
+/// Prepares a batch of jobs: one answer per job, in order. `Ok(None)`: the job's message was not
+/// `queued` (already handled, interrupted, canceled …), for the careful path to look at. `Err`:
+/// the claim itself failed, and nothing changed.
+pub(crate) async fn prepare_batch(
+    module: &Communications,
+    rates: &RateDefaults,
+    jobs: Vec<DispatchJob>,
+) -> Vec<Result<Option<Prepared>, String>> {
+    let ids: Vec<(Uuid, Uuid)> = jobs.iter().map(|job| (job.tenant_id, job.message_id)).collect();
+    let claimed = match messages::claim_queued(&module.pool, &ids).await {
+        Ok(claimed) => claimed,
+        Err(error) => return jobs.iter().map(|_| Err(error.to_string())).collect(),
+    };
+    let mut claimed: HashMap<Uuid, messages::ClaimedRow> = claimed.into_iter().map(|c| (c.message.id, c)).collect();
+    // In job order (the queue's order), so rate-limit slots follow it too.
+    let batch: Vec<(DispatchJob, Option<messages::ClaimedRow>)> =
+        jobs.into_iter().map(|job| (job, claimed.remove(&job.message_id))).collect();
+    let contexts = match contexts_for(module, rates, &batch).await {
+        Ok(contexts) => contexts.into_iter().map(Ok).collect(),
+        Err(error) => batch.iter().map(|_| Err(error.clone())).collect::<Vec<_>>(),
+    };
+    batch
+        .into_iter()
+        .zip(contexts)
+        .map(|((_, claimed), context)| Ok(claimed.map(|c| Prepared { message: c.message, context })))
+        .collect()
+}
+
+/// One context per entry of `batch` (a default one for unclaimed entries).
+async fn contexts_for(
+    module: &Communications,
+    rates: &RateDefaults,
+    batch: &[(DispatchJob, Option<messages::ClaimedRow>)],
+) -> Result<Vec<SendContext>, String> {
+    let mut keys: Vec<(Uuid, crate::channels::ChannelType)> = batch
+        .iter()
+        .filter_map(|(_, claimed)| claimed.as_ref())
+        .map(|c| (c.message.tenant_id, channel_type(c.message.channel)))
+        .collect();
+    keys.sort_by_key(|(tenant, channel)| (*tenant, channel.as_str()));
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(batch.iter().map(|_| SendContext::default()).collect());
+    }
+    let accounts = channels::active_accounts_for_channels(&module.pool, &keys).await.map_err(|e| e.to_string())?;
+    let account_ids: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
+    let providers = channels::providers_of_accounts(&module.pool, &account_ids).await.map_err(|e| e.to_string())?;
+    let mut contexts: Vec<SendContext> = batch
+        .iter()
+        .map(|(_, claimed)| {
+            let Some(claimed) = claimed else { return SendContext::default() };
+            let message = &claimed.message;
+            let account = accounts
+                .iter()
+                .find(|a| a.tenant_id == message.tenant_id && a.channel_type == channel_type(message.channel))
+                .cloned();
+            let providers = match &account {
+                Some(account) => {
+                    providers.iter().filter(|p| p.channel_account_id == Some(account.id)).cloned().collect()
+                }
+                None => Vec::new(),
+            };
+            SendContext { suppressed: claimed.suppressed.clone(), account, providers, delay: Duration::ZERO }
+        })
+        .collect();
+    reserve_slots(module, rates, batch, &mut contexts).await?;
+    Ok(contexts)
+}
+
+/// Reserves a slot for every message that will be sent now and has not waited for its slot
+/// before: one statement per rate-limit key in the batch.
+async fn reserve_slots(
+    module: &Communications,
+    rates: &RateDefaults,
+    batch: &[(DispatchJob, Option<messages::ClaimedRow>)],
+    contexts: &mut [SendContext],
+) -> Result<(), String> {
+    // Per account: the positions of its urgent and of its bulk messages.
+    let mut by_account: HashMap<Uuid, (Vec<usize>, Vec<usize>)> = HashMap::new();
+    for (index, ((job, claimed), context)) in batch.iter().zip(contexts.iter()).enumerate() {
+        let Some(claimed) = claimed else { continue };
+        let sendable = context.account_for(&claimed.message).is_ok();
+        if !sendable || job.deferrals > 0 {
+            continue;
+        }
+        let Some(account) = &context.account else { continue };
+        let lanes = by_account.entry(account.id).or_default();
+        match claimed.message.lane {
+            Lane::Urgent => lanes.0.push(index),
+            Lane::Bulk => lanes.1.push(index),
+        }
+    }
+    for (urgent, bulk) in by_account.into_values() {
+        let first = urgent.first().or(bulk.first()).copied().unwrap_or_default();
+        let (Some(account), Some(claimed)) = (contexts[first].account.clone(), batch[first].1.as_ref()) else {
+            continue;
+        };
+        let delays = reserve_lanes(module, rates, &account, claimed.message.channel, urgent.len(), bulk.len())
+            .await
+            .map_err(|e| e.to_string())?;
+        for (index, delay) in urgent.into_iter().chain(bulk).zip(delays) {
+            contexts[index].delay = delay;
+        }
+    }
+    Ok(())
+}
+
+/// Reserves `urgent` + `bulk` send slots on a channel account's rate limit, shared by every
+/// worker process; returns the delay of each, urgent ones first.
+///
+/// Urgent messages have the account's own key at the full rate and also use up the bulk key;
+/// bulk messages only reserve on the bulk key, at 80 % of the rate. So urgent messages never
+/// wait behind a bulk backlog, bulk gets what urgent leaves, and together they stay within
+/// the provider's rate.
+async fn reserve_lanes(
+    module: &Communications,
+    rates: &RateDefaults,
+    account: &AccountRow,
+    channel: crate::messages::model::Channel,
+    urgent: usize,
+    bulk: usize,
+) -> Result<Vec<Duration>, kernel::error::ApiError> {
+    let limit = rate_limit::limit_for(channel, &account.verification, rates);
+    let urgent_key = rate_limit::channel_account_key(account.tenant_id, account.id);
+    let bulk_key = format!("{urgent_key}:bulk");
+    let bulk_limit = RateLimit { per_second: limit.per_second * 0.8, burst: (limit.burst * 4 / 5).max(1) };
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut delays = rate_limit::reserve_many(&module.pool, &urgent_key, limit, count(urgent)).await?;
+    // The bulk key counts the urgent messages first; their own slots are the urgent key's.
+    let bulk_delays = rate_limit::reserve_many(&module.pool, &bulk_key, bulk_limit, count(urgent + bulk)).await?;
+    delays.extend(bulk_delays.into_iter().skip(urgent));
+    Ok(delays)
+}
+
+/// [`prepare_batch`] for one message already claimed by the careful path.
+pub(crate) async fn prepare_one(
+    dispatcher: &Dispatcher,
+    tenant: TenantId,
+    job: DispatchJob,
+    message: MessageRow,
+) -> Prepared {
+    let context = context_for_one(dispatcher, tenant, job, &message).await.map_err(|e| e.to_string());
+    Prepared { message, context }
+}
+
+async fn context_for_one(
+    dispatcher: &Dispatcher,
+    tenant: TenantId,
+    job: DispatchJob,
+    message: &MessageRow,
+) -> Result<SendContext, kernel::error::ApiError> {
+    let pool = &dispatcher.module.pool;
+    let suppressed = messages::suppression(pool, tenant.0, message.channel, &message.recipient).await?;
+    let account = channels::active_account_for_channel(pool, tenant, channel_type(message.channel)).await?;
+    let providers = match &account {
+        Some(account) => channels::providers_of(pool, tenant, &[account.id]).await?,
+        None => Vec::new(),
+    };
+    let mut context = SendContext { suppressed, account, providers, delay: Duration::ZERO };
+    if let (Ok(account), 0) = (context.account_for(message), job.deferrals) {
+        let (urgent, bulk) = match message.lane {
+            Lane::Urgent => (1, 0),
+            Lane::Bulk => (0, 1),
+        };
+        let delays =
+            reserve_lanes(&dispatcher.module, &dispatcher.rates, account, message.channel, urgent, bulk).await?;
+        context.delay = delays.first().copied().unwrap_or_default();
+    }
+    Ok(context)
+}

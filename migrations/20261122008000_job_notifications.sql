@@ -1,0 +1,13 @@
+-- Workers are woken after the commit instead of inside the inserting transaction.
+--
+-- apalis-postgres notifies parked workers from a row trigger on apalis.jobs, so every
+-- transaction that pushes a job also NOTIFYs. PostgreSQL serialises the commits of all
+-- notifying transactions: a database-wide lock is taken before the notification is queued and
+-- held through the commit's WAL flush. Accepting a message (message, event and job in one
+-- transaction) therefore waited for the previous acceptance's flush; under load 85 % of the
+-- active backends sat in `Lock:object` and acceptance was capped near the disk's flush rate.
+--
+-- Instead, `communications::messages::queue::QueueWaker` notifies after the commit, coalesced,
+-- from a statement that writes nothing; the server's queue waker still re-notifies due jobs
+-- every poll interval, for other writers and for jobs that come due later.
+DROP TRIGGER IF EXISTS notify_workers ON apalis.jobs;
