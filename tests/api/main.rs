@@ -18,6 +18,7 @@ mod health;
 mod helpers;
 mod http_basics;
 mod isolation;
+mod job_queue;
 mod messages;
 mod module_boundaries;
 mod pipeline;

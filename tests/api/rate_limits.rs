@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use communications::rate_limit::{Acquired, RateLimit, acquire, channel_account_key};
+use communications::rate_limit::{Acquired, RateLimit, acquire, channel_account_key, reserve, reserve_many};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};
 
@@ -79,6 +79,28 @@ async fn rate_limits_grant_up_to_the_burst_then_say_how_long_to_wait() {
 
     let unusable = RateLimit { per_second: 0.0, burst: 1 };
     assert!(acquire(&db, "test:unusable", unusable, 1).await.is_err());
+}
+
+#[tokio::test]
+async fn rate_limits_reserve_many_spaces_tokens_as_one_reservation_each_would() {
+    let db = pool(&fresh_database().await, 2).await;
+    // T = 100 ms, burst 5: the first five are usable now, then one every 100 ms.
+    let limit = RateLimit { per_second: 10.0, burst: 5 };
+    let batch = reserve_many(&db, "test:many", limit, 8).await.unwrap();
+    let ms: Vec<u128> = batch.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, vec![0, 0, 0, 0, 0, 100, 200, 300]);
+    let mut one_by_one = Vec::new();
+    for _ in 0..8 {
+        one_by_one.push(reserve(&db, "test:one-by-one", limit).await.unwrap());
+    }
+    for (n, (together, alone)) in batch.iter().zip(&one_by_one).enumerate() {
+        let apart = together.abs_diff(*alone);
+        assert!(apart <= 20 * MS, "token {n}: {together:?} in a batch, {alone:?} alone");
+    }
+    // The batch advanced the key by all eight: the ninth waits behind them.
+    let ninth = reserve(&db, "test:many", limit).await.unwrap();
+    assert!(ninth > 300 * MS && ninth <= 400 * MS, "{ninth:?}");
+    assert!(reserve_many(&db, "test:many", limit, 0).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -94,29 +94,30 @@ pub async fn resolve(
 /// An identifier as stored: its kind (`phone`, `email`, `whatsapp`) and normalised value.
 type Identifier = (&'static str, String);
 
-/// The contact owning any of `identifiers` (the first one matched wins: phone before email),
-/// with all of its identifiers: one statement. Ordered by the input, not by an indexed column:
-/// ordering by `kind` let the planner walk the tenant's whole identifier index backwards.
+/// The contact owning the phone or the email of `identifiers` (the phone wins), with all of its
+/// identifiers: one statement. Each identifier is looked up by its whole key; a query over a list
+/// of them let the planner, with statistics that did not know a new tenant yet, walk the tenant's
+/// whole identifier index instead (3 ms per message after a few thousand contacts).
 async fn find_by_identifiers(
     db: &mut PgConnection,
     tenant: TenantId,
     identifiers: &[Identifier],
 ) -> Result<Option<ResolvedContact>, ApiError> {
-    let kinds: Vec<&str> = identifiers.iter().map(|(kind, _)| *kind).collect();
-    let values: Vec<&str> = identifiers.iter().map(|(_, value)| value.as_str()).collect();
+    let value_of = |kind: &str| identifiers.iter().find(|(k, _)| *k == kind).map(|(_, value)| value.as_str());
     let rows = sqlx::query!(
         r#"WITH found AS (
-               SELECT i.contact_id
-               FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS wanted(kind, value, rank)
-               JOIN communications.contact_identifiers i
-                 ON i.tenant_id = $1 AND i.kind = wanted.kind AND i.value = wanted.value
-               ORDER BY wanted.rank LIMIT 1)
+               SELECT contact_id, 1 AS rank FROM communications.contact_identifiers
+               WHERE tenant_id = $1 AND kind = 'phone' AND value = $2
+               UNION ALL
+               SELECT contact_id, 2 AS rank FROM communications.contact_identifiers
+               WHERE tenant_id = $1 AND kind = 'email' AND value = $3
+               ORDER BY rank LIMIT 1)
            SELECT i.contact_id, i.kind, i.value
            FROM found JOIN communications.contact_identifiers i ON i.contact_id = found.contact_id
            ORDER BY i.kind, i.value"#,
         tenant.0,
-        &kinds as &[&str],
-        &values as &[&str],
+        value_of("phone"),
+        value_of("email"),
     )
     .fetch_all(&mut *db)
     .await?;

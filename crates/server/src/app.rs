@@ -97,6 +97,8 @@ pub async fn run_workers(
     let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
     let waker = tokio::spawn(crate::queue_waker::run(dispatcher.module.pool.clone(), poll));
+    let purger =
+        tokio::spawn(crate::queue_waker::purge_on_schedule(dispatcher.module.pool.clone(), sweep_schedule(settings)?));
     let reconcile = communications::dispatch::sweeper::ReconcileSettings {
         settle_after: Duration::from_secs(settings.dispatch.unknown_settle_secs),
         resend_unsettled: settings.dispatch.resend_unsettled,
@@ -116,6 +118,7 @@ pub async fn run_workers(
         .await
         .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"));
     waker.abort();
+    purger.abort();
     reconciler.abort();
     result
 }

@@ -42,3 +42,35 @@ pub async fn run(pool: PgPool, interval: Duration) {
         }
     }
 }
+
+/// How long a finished dispatch job stays in the queue's table. The message and its events are
+/// the record; the job row is only transport, kept for a while for operators to look at.
+pub const FINISHED_JOB_RETENTION: Duration = Duration::from_secs(3600);
+
+/// Deletes dispatch jobs of `queues` that finished successfully more than `retention` ago (at
+/// most 50,000 per call, so no call holds a long transaction); returns how many. Without this the
+/// table grows by a row per message forever.
+pub async fn purge_finished(pool: &PgPool, queues: &[&str], retention: Duration) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        r#"DELETE FROM apalis.jobs WHERE id IN (
+               SELECT id FROM apalis.jobs
+               WHERE status = 'Done' AND done_at < now() - make_interval(secs => $1) AND job_type = ANY($2)
+               LIMIT 50000)"#,
+        retention.as_secs_f64(),
+        queues as &[&str],
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Purges finished jobs on `schedule` (the sweep's) until the task is dropped.
+pub async fn purge_on_schedule(pool: PgPool, schedule: communications::triggers::cron::CronSchedule) {
+    let queues = [communications::messages::queue::URGENT_QUEUE, communications::messages::queue::BULK_QUEUE];
+    loop {
+        schedule.sleep_until_next().await;
+        if let Err(error) = purge_finished(&pool, &queues, FINISHED_JOB_RETENTION).await {
+            tracing::warn!(%error, "purging finished dispatch jobs failed");
+        }
+    }
+}

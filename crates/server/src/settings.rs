@@ -12,6 +12,9 @@ use serde::Deserialize;
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
+/// The smallest pool the service runs with (see `Settings::validate`).
+const MIN_CONNECTIONS: u32 = 12;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -276,13 +279,13 @@ impl Settings {
         if self.dispatch.idempotency_retention_hours < 24 {
             return Err(ConfigError::at("dispatch.idempotency_retention_hours", "must be at least 24"));
         }
-        let needed = 2 * self.dispatch.concurrency as u64 + 8;
-        if u64::from(self.database.max_connections) < needed {
+        // Dispatch jobs share batched statements instead of holding a connection each; what
+        // remains at once: two batchers with two batches each, both lanes' fetches and
+        // acknowledgements, the pollers, and the API.
+        if self.database.max_connections < MIN_CONNECTIONS {
             return Err(ConfigError::at(
                 "database.max_connections",
-                format!(
-                    "must be at least {needed} (2 × dispatch.concurrency + 8): every dispatch task holds a connection"
-                ),
+                format!("must be at least {MIN_CONNECTIONS} (the dispatch workers' batches, queues and pollers)"),
             ));
         }
         for (key, rate) in [
