@@ -139,6 +139,92 @@ async fn concurrent_duplicates_create_one_message() {
 }
 
 #[tokio::test]
+async fn concurrent_sends_share_transactions_and_each_gets_its_own_answer() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("crowd").await;
+    let other = app.create_tenant("elsewhere").await;
+    let theirs = send(&app, &other, json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": "x"}})).await;
+    let foreign_contact = message(&app, &other, &theirs).await["contact_id"].clone();
+    let phone = |n: usize| format!("+49151000000{:02}", n % 10);
+    // (body, expected status, the field a 422 names)
+    let mut cases: Vec<(Value, u16, Option<&str>)> = Vec::new();
+    for n in 0..30 {
+        cases.push((
+            json!({"to": {"phone": phone(n)}, "channels": "sms", "content": {"text": format!("sms {n}")}}),
+            202,
+            None,
+        ));
+    }
+    for n in 0..4 {
+        let to = json!({"phone": phone(n), "email": format!("person{n}@example.com")});
+        cases.push((json!({"to": to, "channels": "email", "content": {"text": "mail", "subject": "S"}}), 202, None));
+    }
+    for n in 0..8 {
+        let to = json!({"email": format!("nobody{n}@example.com")});
+        cases.push((json!({"to": to, "channels": "sms", "content": {"text": "no phone"}}), 422, Some("to")));
+    }
+    for _ in 0..4 {
+        let to = json!({"contact_id": foreign_contact});
+        cases.push((json!({"to": to, "channels": "sms", "content": {"text": "not ours"}}), 422, Some("to.contact_id")));
+    }
+    let requests: Vec<_> = cases
+        .iter()
+        .map(|(body, _, _)| {
+            let (client, url, key, body) =
+                (app.client.clone(), app.url("/api/v1/messages"), tenant.api_key.clone(), body.clone());
+            tokio::spawn(async move {
+                let response = client.post(url).bearer_auth(key).json(&body).send().await.unwrap();
+                (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for ((_, status, field), request) in cases.iter().zip(requests) {
+        let (got, body) = request.await.unwrap();
+        assert_eq!(got, *status, "{body}");
+        match field {
+            Some(field) => assert_eq!(body["error"]["field"], *field, "{body}"),
+            None => accepted.push(body["id"].as_str().unwrap().to_owned()),
+        }
+    }
+    assert_eq!(accepted.len(), 34);
+    let ids: Vec<uuid::Uuid> = accepted.iter().map(|id| id.parse().unwrap()).collect();
+    let (messages, events, jobs, transactions): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM communications.messages WHERE id = ANY($1)),
+                (SELECT count(*) FROM communications.message_events WHERE message_id = ANY($1)),
+                (SELECT count(*) FROM apalis.jobs j JOIN communications.messages m
+                    ON convert_from(j.job, 'UTF8')::jsonb->>'message_id' = m.id::text WHERE m.id = ANY($1)),
+                (SELECT count(DISTINCT xmin::text) FROM communications.messages WHERE id = ANY($1))",
+    )
+    .bind(&ids)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((messages, events, jobs), (34, 34, 34), "each message with its first event and its job");
+    assert!(transactions < 34, "concurrent requests share transactions: {transactions} for 34 messages");
+    let (contacts, identifiers): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM communications.contacts WHERE tenant_id = $1),
+                (SELECT count(*) FROM communications.contact_identifiers WHERE tenant_id = $1)",
+    )
+    .bind(tenant.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    // Ten phones, four of them with an email too; the refused requests created nothing.
+    assert_eq!((contacts, identifiers), (10, 14));
+    let mut by_phone = std::collections::HashMap::new();
+    for id in &accepted {
+        let view = message(&app, &tenant, id).await;
+        if view["channel"] == "sms" {
+            let contact =
+                by_phone.entry(view["recipient"].as_str().unwrap().to_owned()).or_insert(view["contact_id"].clone());
+            assert_eq!(*contact, view["contact_id"], "one contact per phone");
+        }
+    }
+    assert_eq!(by_phone.len(), 10);
+}
+
+#[tokio::test]
 async fn invalid_requests_are_422_naming_the_field_and_store_nothing() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("alpine").await;

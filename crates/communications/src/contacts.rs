@@ -1,7 +1,11 @@
 //! Contacts: one external person across channels, de-duplicated per tenant by identifiers
-//! (E.164 phones, lower-cased emails). The send API finds or creates them.
+//! (E.164 phones, lower-cased emails). The send API finds or creates them, for a batch of
+//! messages at once: [`lookup`] reads what exists (two statements), the caller decides which
+//! messages can go ahead, and [`persist`] creates and completes their contacts (two more).
 
 use kernel::error::ApiError;
+use std::collections::HashMap;
+
 use kernel::ids::TenantId;
 use serde::Deserialize;
 use sqlx::PgConnection;
@@ -20,10 +24,61 @@ pub struct RecipientInput {
     pub email: Option<String>,
 }
 
-/// A contact with the identifiers the pipeline can address.
+/// A recipient as the API named it, validated: an existing contact, or identifiers to find or
+/// create one by.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactRequest {
+    Id(Uuid),
+    /// At least one of the two.
+    Identifiers {
+        phone: Option<String>,
+        email: Option<String>,
+    },
+}
+
+impl ContactRequest {
+    /// Validates the API's input: 422s name `to`, `to.phone` or `to.email`.
+    pub fn parse(input: &RecipientInput) -> Result<Self, ApiError> {
+        if let Some(id) = input.contact_id {
+            if input.phone.is_some() || input.email.is_some() {
+                return Err(ApiError::validation("to", "give either contact_id or phone/email, not both"));
+            }
+            return Ok(Self::Id(id));
+        }
+        let phone = input.phone.as_deref().map(|p| validate::e164("to.phone", p.trim())).transpose()?;
+        let email = input.email.as_deref().map(normalized_email).transpose()?;
+        if phone.is_none() && email.is_none() {
+            return Err(ApiError::validation("to", "needs contact_id, phone or email"));
+        }
+        Ok(Self::Identifiers { phone, email })
+    }
+
+    /// The identifiers it names, phone first (a phone match wins over an email one).
+    fn identifiers(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            Self::Id(_) => Vec::new(),
+            Self::Identifiers { phone, email } => [("phone", phone), ("email", email)]
+                .into_iter()
+                .filter_map(|(kind, value)| value.as_deref().map(|v| (kind, v)))
+                .collect(),
+        }
+    }
+}
+
+fn normalized_email(raw: &str) -> Result<String, ApiError> {
+    let email = raw.trim().to_lowercase();
+    let valid = email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && domain.contains('.') && !domain.contains('@') && !email.contains(char::is_whitespace)
+    });
+    if valid { Ok(email) } else { Err(ApiError::validation("to.email", "is not a valid email address")) }
+}
+
+/// A contact as a message will address it: an existing one (with its identifiers, completed by
+/// the request's) or one to be created from the request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ResolvedContact {
-    pub id: Uuid,
+    /// `None` until [`persist`] creates it.
+    pub id: Option<Uuid>,
     pub phone: Option<String>,
     pub email: Option<String>,
     pub whatsapp: Option<String>,
@@ -42,172 +97,6 @@ impl ResolvedContact {
             ApiError::validation("to", format!("the recipient has no {what} for the {} channel", channel.as_str()))
         })
     }
-}
-
-fn normalized_email(raw: &str) -> Result<String, ApiError> {
-    let email = raw.trim().to_lowercase();
-    let valid = email.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty() && domain.contains('.') && !domain.contains('@') && !email.contains(char::is_whitespace)
-    });
-    if valid { Ok(email) } else { Err(ApiError::validation("to.email", "is not a valid email address")) }
-}
-
-/// Finds the contact `input` names, or creates it from its phone and/or email.
-pub async fn resolve(
-    db: &mut PgConnection,
-    tenant: TenantId,
-    input: &RecipientInput,
-) -> Result<ResolvedContact, ApiError> {
-    if let Some(id) = input.contact_id {
-        if input.phone.is_some() || input.email.is_some() {
-            return Err(ApiError::validation("to", "give either contact_id or phone/email, not both"));
-        }
-        return load(db, tenant, id).await?.ok_or_else(|| ApiError::validation("to.contact_id", "no such contact"));
-    }
-    let phone = input.phone.as_deref().map(|p| validate::e164("to.phone", p.trim())).transpose()?;
-    let email = input.email.as_deref().map(normalized_email).transpose()?;
-    if phone.is_none() && email.is_none() {
-        return Err(ApiError::validation("to", "needs contact_id, phone or email"));
-    }
-    let identifiers: Vec<Identifier> =
-        [("phone", phone), ("email", email)].into_iter().filter_map(|(kind, value)| value.map(|v| (kind, v))).collect();
-    // Two attempts: a concurrent request may create the same contact between our find and create.
-    for _ in 0..2 {
-        let mut contact = match find_by_identifiers(db, tenant, &identifiers).await? {
-            Some(found) => found,
-            None => match create(db, tenant, &identifiers[0]).await? {
-                Some(created) => created,
-                None => continue,
-            },
-        };
-        let missing: Vec<&Identifier> = identifiers.iter().filter(|i| !contact.has(i)).collect();
-        if !missing.is_empty() {
-            for (kind, value) in attach_identifiers(db, tenant, contact.id, &missing).await? {
-                contact.set(&kind, value);
-            }
-        }
-        return Ok(contact);
-    }
-    Err(ApiError::internal("contact identifier race"))
-}
-
-/// An identifier as stored: its kind (`phone`, `email`, `whatsapp`) and normalised value.
-type Identifier = (&'static str, String);
-
-/// The contact owning the phone or the email of `identifiers` (the phone wins), with all of its
-/// identifiers: one statement. Each identifier is looked up by its whole key; a query over a list
-/// of them let the planner, with statistics that did not know a new tenant yet, walk the tenant's
-/// whole identifier index instead (3 ms per message after a few thousand contacts).
-async fn find_by_identifiers(
-    db: &mut PgConnection,
-    tenant: TenantId,
-    identifiers: &[Identifier],
-) -> Result<Option<ResolvedContact>, ApiError> {
-    let value_of = |kind: &str| identifiers.iter().find(|(k, _)| *k == kind).map(|(_, value)| value.as_str());
-    let rows = sqlx::query!(
-        r#"WITH found AS (
-               SELECT contact_id, 1 AS rank FROM communications.contact_identifiers
-               WHERE tenant_id = $1 AND kind = 'phone' AND value = $2
-               UNION ALL
-               SELECT contact_id, 2 AS rank FROM communications.contact_identifiers
-               WHERE tenant_id = $1 AND kind = 'email' AND value = $3
-               ORDER BY rank LIMIT 1)
-           SELECT i.contact_id, i.kind, i.value
-           FROM found JOIN communications.contact_identifiers i ON i.contact_id = found.contact_id
-           ORDER BY i.kind, i.value"#,
-        tenant.0,
-        value_of("phone"),
-        value_of("email"),
-    )
-    .fetch_all(&mut *db)
-    .await?;
-    Ok(ResolvedContact::from_rows(rows.into_iter().map(|r| (r.contact_id, Some(r.kind), Some(r.value)))))
-}
-
-/// Creates a contact owning `first` in one statement, unless a concurrent request claimed that
-/// identifier first (its primary key decides): then nothing is kept and `None` says to look again.
-async fn create(
-    db: &mut PgConnection,
-    tenant: TenantId,
-    first: &Identifier,
-) -> Result<Option<ResolvedContact>, ApiError> {
-    let id = Uuid::now_v7();
-    let (kind, value) = first;
-    let claimed = sqlx::query_scalar!(
-        r#"WITH identifier AS (
-               INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
-               VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING contact_id)
-           INSERT INTO communications.contacts (id, tenant_id) SELECT contact_id, $1 FROM identifier
-           RETURNING id"#,
-        tenant.0,
-        kind,
-        value,
-        id,
-    )
-    .fetch_optional(&mut *db)
-    .await?;
-    Ok(claimed.map(|id| {
-        let mut contact = ResolvedContact { id, phone: None, email: None, whatsapp: None };
-        contact.set(kind, value.clone());
-        contact
-    }))
-}
-
-/// Adds identifiers the contact does not have yet, in one statement; returns the ones it now
-/// owns (ones owned by another contact stay there).
-async fn attach_identifiers(
-    db: &mut PgConnection,
-    tenant: TenantId,
-    id: Uuid,
-    identifiers: &[&Identifier],
-) -> Result<Vec<(String, String)>, ApiError> {
-    let kinds: Vec<&str> = identifiers.iter().map(|(kind, _)| *kind).collect();
-    let values: Vec<&str> = identifiers.iter().map(|(_, value)| value.as_str()).collect();
-    let attached = sqlx::query!(
-        r#"INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
-           SELECT $1, kind, value, $4 FROM unnest($2::text[], $3::text[]) AS i(kind, value)
-           ON CONFLICT DO NOTHING
-           RETURNING kind, value"#,
-        tenant.0,
-        &kinds as &[&str],
-        &values as &[&str],
-        id,
-    )
-    .fetch_all(&mut *db)
-    .await?;
-    Ok(attached.into_iter().map(|row| (row.kind, row.value)).collect())
-}
-
-pub async fn load(db: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<Option<ResolvedContact>, ApiError> {
-    // Joined on the contact alone: its identifiers are its tenant's, and a join on the tenant too
-    // leads the planner to scan every identifier of the tenant.
-    let rows = sqlx::query!(
-        r#"SELECT c.id, i.kind AS "kind?", i.value AS "value?"
-           FROM communications.contacts c
-           LEFT JOIN communications.contact_identifiers i ON i.contact_id = c.id
-           WHERE c.tenant_id = $1 AND c.id = $2
-           ORDER BY i.kind, i.value"#,
-        tenant.0,
-        id,
-    )
-    .fetch_all(&mut *db)
-    .await?;
-    Ok(ResolvedContact::from_rows(rows.into_iter().map(|r| (r.id, r.kind, r.value))))
-}
-
-impl ResolvedContact {
-    /// From `(contact id, kind, value)` rows ordered by kind and value: the first value of each
-    /// kind is the contact's address of that kind.
-    fn from_rows(rows: impl IntoIterator<Item = (Uuid, Option<String>, Option<String>)>) -> Option<Self> {
-        let mut contact: Option<Self> = None;
-        for (id, kind, value) in rows {
-            let contact = contact.get_or_insert(Self { id, phone: None, email: None, whatsapp: None });
-            if let (Some(kind), Some(value)) = (kind, value) {
-                contact.set(&kind, value);
-            }
-        }
-        contact
-    }
 
     fn slot(&mut self, kind: &str) -> Option<&mut Option<String>> {
         match kind {
@@ -218,19 +107,237 @@ impl ResolvedContact {
         }
     }
 
-    /// Records `value` as the address of `kind` unless it has one already.
-    fn set(&mut self, kind: &str, value: String) {
+    /// Records `value` as the address of `kind` unless it has one already (identifiers come
+    /// ordered by kind and value: the first of each kind is the contact's address).
+    fn set(&mut self, kind: &str, value: &str) {
         if let Some(slot @ None) = self.slot(kind) {
-            *slot = Some(value);
+            *slot = Some(value.to_owned());
         }
     }
+}
 
-    fn has(&self, (kind, value): &Identifier) -> bool {
-        let address = match *kind {
-            "phone" => &self.phone,
-            "email" => &self.email,
-            _ => &self.whatsapp,
-        };
-        address.as_deref() == Some(value.as_str())
+/// Finds what each of `requests` (tenant, request) refers to: the existing contact with its
+/// identifiers plus the request's, or a contact still to create from the request. A contact id
+/// that is not the tenant's is a 422 on `to.contact_id` for that request alone. Two statements
+/// for any number of requests.
+pub async fn lookup(
+    db: &mut PgConnection,
+    requests: &[(TenantId, &ContactRequest)],
+) -> Result<Vec<Result<ResolvedContact, ApiError>>, ApiError> {
+    let hits = find_owners(db, requests).await?;
+    let mut wanted: Vec<Uuid> = hits.values().copied().collect();
+    wanted.extend(requests.iter().filter_map(|(_, request)| match request {
+        ContactRequest::Id(id) => Some(*id),
+        ContactRequest::Identifiers { .. } => None,
+    }));
+    let known = load(db, &wanted).await?;
+    Ok(requests
+        .iter()
+        .enumerate()
+        .map(|(index, (tenant, request))| {
+            let existing = match request {
+                ContactRequest::Id(id) => Some(*id),
+                ContactRequest::Identifiers { .. } => hits.get(&index).copied(),
+            };
+            let mut contact = match existing.and_then(|id| known.get(&id)) {
+                Some((owner, contact)) if *owner == tenant.0 => contact.clone(),
+                _ if matches!(request, ContactRequest::Id(_)) => {
+                    return Err(ApiError::validation("to.contact_id", "no such contact"));
+                }
+                _ => ResolvedContact::default(),
+            };
+            for (kind, value) in request.identifiers() {
+                contact.set(kind, value);
+            }
+            Ok(contact)
+        })
+        .collect())
+}
+
+/// For each identifier request (by position) that matches an existing contact: that contact,
+/// the phone's over the email's.
+async fn find_owners(
+    db: &mut PgConnection,
+    requests: &[(TenantId, &ContactRequest)],
+) -> Result<HashMap<usize, Uuid>, ApiError> {
+    let (mut positions, mut ranks, mut tenants, mut kinds, mut values) = (vec![], vec![], vec![], vec![], vec![]);
+    for (index, (tenant, request)) in requests.iter().enumerate() {
+        for (rank, (kind, value)) in request.identifiers().into_iter().enumerate() {
+            positions.push(index as i32);
+            ranks.push(rank as i32);
+            tenants.push(tenant.0);
+            kinds.push(kind);
+            values.push(value);
+        }
     }
+    if positions.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // A lateral subquery with LIMIT is looked up by its whole key for each identifier: a plain
+    // join let the planner, with statistics that did not know a new tenant yet, walk the
+    // tenant's whole identifier index instead (3 ms per lookup after a few thousand contacts).
+    let rows = sqlx::query!(
+        r#"SELECT w.position AS "position!", w.rank AS "rank!", owner.contact_id
+           FROM unnest($1::int4[], $2::int4[], $3::uuid[], $4::text[], $5::text[])
+                AS w(position, rank, tenant_id, kind, value)
+           CROSS JOIN LATERAL (
+               SELECT i.contact_id FROM communications.contact_identifiers i
+               WHERE i.tenant_id = w.tenant_id AND i.kind = w.kind AND i.value = w.value LIMIT 1) AS owner
+           ORDER BY w.position, w.rank"#,
+        &positions,
+        &ranks,
+        &tenants,
+        &kinds as &[&str],
+        &values as &[&str],
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    let mut owners = HashMap::new();
+    for row in rows {
+        owners.entry(row.position as usize).or_insert(row.contact_id);
+    }
+    Ok(owners)
+}
+
+/// The contacts of `ids` with their tenant and identifiers.
+async fn load(db: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, (Uuid, ResolvedContact)>, ApiError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query!(
+        r#"SELECT c.id, c.tenant_id, i.kind AS "kind?", i.value AS "value?"
+           FROM communications.contacts c
+           LEFT JOIN communications.contact_identifiers i ON i.contact_id = c.id
+           WHERE c.id = ANY($1)
+           ORDER BY c.id, i.kind, i.value"#,
+        ids,
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    let mut contacts: HashMap<Uuid, (Uuid, ResolvedContact)> = HashMap::new();
+    for row in rows {
+        let (_, contact) = contacts
+            .entry(row.id)
+            .or_insert_with(|| (row.tenant_id, ResolvedContact { id: Some(row.id), ..Default::default() }));
+        if let (Some(kind), Some(value)) = (&row.kind, &row.value) {
+            contact.set(kind, value);
+        }
+    }
+    Ok(contacts)
+}
+
+/// Creates the contacts [`lookup`] found missing and gives existing ones the request's new
+/// identifiers; returns each request's contact id. Requests in the batch for the same new
+/// identifier share one new contact. Where a concurrent request created that contact first
+/// (the identifier's primary key decides), its contact is the one.
+pub async fn persist(
+    db: &mut PgConnection,
+    items: &[(TenantId, &ContactRequest, &ResolvedContact)],
+) -> Result<Vec<Uuid>, ApiError> {
+    // New contacts, one per (tenant, first identifier).
+    let mut new_ids: HashMap<(Uuid, &str, &str), Uuid> = HashMap::new();
+    let mut ids: Vec<Option<Uuid>> = Vec::with_capacity(items.len());
+    for (tenant, request, contact) in items {
+        let id = match (contact.id, request.identifiers().first().copied()) {
+            (Some(id), _) => id,
+            (None, Some((kind, value))) => *new_ids.entry((tenant.0, kind, value)).or_insert_with(Uuid::now_v7),
+            (None, None) => return Err(ApiError::internal("a contact to create without identifiers")),
+        };
+        ids.push(Some(id));
+    }
+    let lost = create(db, &new_ids).await?;
+    if !lost.is_empty() {
+        // Another transaction created these first: use its contacts.
+        let retry: Vec<(TenantId, ContactRequest)> = lost
+            .iter()
+            .map(|(tenant, kind, value)| {
+                let request = match *kind {
+                    "phone" => ContactRequest::Identifiers { phone: Some(value.to_string()), email: None },
+                    _ => ContactRequest::Identifiers { phone: None, email: Some(value.to_string()) },
+                };
+                (TenantId(*tenant), request)
+            })
+            .collect();
+        let refs: Vec<(TenantId, &ContactRequest)> = retry.iter().map(|(t, r)| (*t, r)).collect();
+        let owners = find_owners(db, &refs).await?;
+        for (position, key) in lost.iter().enumerate() {
+            let owner = owners.get(&position).copied().ok_or_else(|| ApiError::internal("contact identifier race"))?;
+            let ours = new_ids[key];
+            for id in ids.iter_mut().filter(|id| **id == Some(ours)) {
+                *id = Some(owner);
+            }
+        }
+    }
+    let ids: Vec<Uuid> = ids.into_iter().map(|id| id.unwrap_or_default()).collect();
+    attach(db, items, &ids).await?;
+    Ok(ids)
+}
+
+/// Inserts the new contacts with their first identifier in one statement; returns the keys whose
+/// identifier another contact owned meanwhile (no contact was created for those).
+async fn create<'a>(
+    db: &mut PgConnection,
+    new_ids: &HashMap<(Uuid, &'a str, &'a str), Uuid>,
+) -> Result<Vec<(Uuid, &'a str, &'a str)>, ApiError> {
+    if new_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<&(Uuid, &str, &str)> = new_ids.keys().collect();
+    let tenants: Vec<Uuid> = keys.iter().map(|(tenant, _, _)| *tenant).collect();
+    let kinds: Vec<&str> = keys.iter().map(|(_, kind, _)| *kind).collect();
+    let values: Vec<&str> = keys.iter().map(|(_, _, value)| *value).collect();
+    let ids: Vec<Uuid> = keys.iter().map(|key| new_ids[*key]).collect();
+    let created: Vec<Uuid> = sqlx::query_scalar!(
+        r#"WITH identifier AS (
+               INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[])
+               ON CONFLICT DO NOTHING RETURNING contact_id, tenant_id)
+           INSERT INTO communications.contacts (id, tenant_id) SELECT contact_id, tenant_id FROM identifier
+           RETURNING id"#,
+        &tenants,
+        &kinds as &[&str],
+        &values as &[&str],
+        &ids,
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(keys.into_iter().filter(|key| !created.contains(&new_ids[*key])).copied().collect())
+}
+
+/// Gives each contact the request's identifiers, in one statement (an identifier the contact
+/// has already, or that another contact owns, stays as it is).
+async fn attach(
+    db: &mut PgConnection,
+    items: &[(TenantId, &ContactRequest, &ResolvedContact)],
+    ids: &[Uuid],
+) -> Result<(), ApiError> {
+    let (mut tenants, mut kinds, mut values, mut owners) = (vec![], vec![], vec![], vec![]);
+    for ((tenant, request, contact), id) in items.iter().zip(ids) {
+        for (position, (kind, value)) in request.identifiers().into_iter().enumerate() {
+            // A new contact was created with its first identifier. For an existing one the
+            // conflict on identifiers it has already is cheaper than telling them apart here.
+            if contact.id.is_none() && position == 0 {
+                continue;
+            }
+            tenants.push(tenant.0);
+            kinds.push(kind);
+            values.push(value);
+            owners.push(*id);
+        }
+    }
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    sqlx::query!(
+        r#"INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[])
+           ON CONFLICT DO NOTHING"#,
+        &tenants,
+        &kinds as &[&str],
+        &values as &[&str],
+        &owners,
+    )
+    .execute(&mut *db)
+    .await?;
+    Ok(())
 }

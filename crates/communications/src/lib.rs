@@ -10,6 +10,7 @@
 //! formats (those live in `cpaas`), or a dependency on the `fulfillment` crate: the two modules
 //! meet only through narrow traits in `kernel`, wired together in the server.
 
+pub(crate) mod batch;
 pub mod channels;
 pub mod contacts;
 pub mod dispatch;
@@ -20,10 +21,11 @@ pub mod tracking;
 pub mod triggers;
 pub mod webhooks;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use channels::endpoints::ProviderEndpoints;
 use kernel::crypto::Keyring;
+use kernel::error::ApiError;
 
 /// The module's handle: pool, master keys and provider endpoints, cheap to clone.
 #[derive(Debug, Clone)]
@@ -37,7 +39,16 @@ pub struct Communications {
     pub sns: Arc<cpaas::webhooks::sns::SnsVerifier>,
     /// Wakes dispatch workers after jobs are committed.
     pub queue_waker: messages::queue::QueueWaker,
+    /// Stores accepted messages in shared transactions; started on first use.
+    acceptor: Arc<OnceLock<Acceptor>>,
 }
+
+type Acceptor = batch::Batcher<messages::accept::Draft, Result<messages::service::Accepted, ApiError>>;
+
+/// Most messages stored in one transaction.
+const MAX_ACCEPT_BATCH: usize = 128;
+/// Transactions storing accepted messages at once.
+const ACCEPT_BATCHES_IN_FLIGHT: usize = 2;
 
 impl Communications {
     /// With the providers' public endpoints; see [`Communications::with_endpoints`].
@@ -45,7 +56,27 @@ impl Communications {
         let endpoints = ProviderEndpoints::default();
         let sns = Arc::new(sns_verifier(&endpoints));
         let queue_waker = messages::queue::QueueWaker::new(pool.clone());
-        Self { pool, keyring, endpoints: Arc::new(endpoints), http: reqwest::Client::new(), sns, queue_waker }
+        Self {
+            pool,
+            keyring,
+            endpoints: Arc::new(endpoints),
+            http: reqwest::Client::new(),
+            sns,
+            queue_waker,
+            acceptor: Arc::default(),
+        }
+    }
+
+    /// The batcher the send API stores its messages through (started here on first use: it
+    /// needs a Tokio runtime).
+    pub(crate) fn acceptor(&self) -> &Acceptor {
+        self.acceptor.get_or_init(|| {
+            let pool = self.pool.clone();
+            batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |drafts| {
+                let pool = pool.clone();
+                async move { messages::accept::accept_batch(&pool, drafts).await }
+            })
+        })
     }
 
     pub fn with_endpoints(mut self, endpoints: ProviderEndpoints) -> Self {

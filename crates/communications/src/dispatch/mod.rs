@@ -11,7 +11,6 @@
 //!   channel account is suspended with the reason. `Unknown`: the message is `unknown`.
 
 mod adapters;
-mod batch;
 pub(crate) mod outcome;
 mod prepare;
 pub mod sweeper;
@@ -29,8 +28,8 @@ use crate::messages::model::{Channel, EventSource, MessageStatus};
 use crate::messages::queue::DispatchJob;
 use crate::messages::repository::{self as messages, NewEvent, SentRow};
 
+use crate::batch::Batcher;
 pub use adapters::AdapterCache;
-use batch::Batcher;
 use prepare::Prepared;
 
 /// Retry policy of the pipeline.

@@ -1,6 +1,7 @@
 //! Messages: accepted through the send API (or triggers), dispatched by workers through the
 //! channel's providers, moved on by provider callbacks, every change on the record.
 
+pub(crate) mod accept;
 pub mod content;
 pub mod http;
 pub mod model;

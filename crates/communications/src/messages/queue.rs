@@ -54,16 +54,33 @@ pub async fn enqueue(
     job: DispatchJob,
     run_at: Option<DateTime<Utc>>,
 ) -> Result<(), ApiError> {
-    let payload = serde_json::to_vec(&job).map_err(ApiError::internal)?;
-    let mut builder = TaskBuilder::new(payload)
-        .max_attempts(MAX_ATTEMPTS)
-        .idempotency_key(format!("dispatch:{}:{}:{}", job.message_id, job.attempt, job.deferrals));
-    if let Some(at) = run_at {
-        builder = builder.run_at_timestamp(whole_seconds_not_before(at));
+    enqueue_many(db, &[(lane, job, run_at)]).await
+}
+
+/// [`enqueue`] for many jobs: one statement per lane.
+pub async fn enqueue_many(
+    db: &mut PgConnection,
+    jobs: &[(Lane, DispatchJob, Option<DateTime<Utc>>)],
+) -> Result<(), ApiError> {
+    for lane in [Lane::Urgent, Lane::Bulk] {
+        let mut tasks = Vec::new();
+        for (_, job, run_at) in jobs.iter().filter(|(job_lane, _, _)| *job_lane == lane) {
+            let payload = serde_json::to_vec(job).map_err(ApiError::internal)?;
+            let mut builder = TaskBuilder::new(payload)
+                .max_attempts(MAX_ATTEMPTS)
+                .idempotency_key(format!("dispatch:{}:{}:{}", job.message_id, job.attempt, job.deferrals));
+            if let Some(at) = run_at {
+                builder = builder.run_at_timestamp(whole_seconds_not_before(*at));
+            }
+            tasks.push(builder.build());
+        }
+        if !tasks.is_empty() {
+            apalis_postgres::queries::push_tasks(db, queue_name(lane), tasks)
+                .await
+                .map_err(|error| ApiError::internal(error.to_string()))?;
+        }
     }
-    apalis_postgres::queries::push_tasks(db, queue_name(lane), vec![builder.build()])
-        .await
-        .map_err(|error| ApiError::internal(error.to_string()))
+    Ok(())
 }
 
 /// Wakes the parked dispatch workers of every process once jobs due now are committed.

@@ -67,37 +67,64 @@ pub struct NewMessage<'a> {
 }
 
 /// Stores a new message with the first entry of its audit trail (its initial status, with
-/// `reason`, from `source`), in one statement.
+/// `reason`, from `source`).
 pub async fn insert(
     db: impl PgExecutor<'_>,
     message: NewMessage<'_>,
     reason: Option<&str>,
     source: EventSource,
 ) -> Result<(), ApiError> {
+    insert_many(db, std::slice::from_ref(&message), &[reason.map(str::to_owned)], source).await
+}
+
+/// Stores new messages, each with the first entry of its audit trail (its initial status, with
+/// its reason from `reasons`, from `source`), in one statement.
+pub async fn insert_many(
+    db: impl PgExecutor<'_>,
+    messages: &[NewMessage<'_>],
+    reasons: &[Option<String>],
+    source: EventSource,
+) -> Result<(), ApiError> {
+    let column = |f: fn(&NewMessage<'_>) -> Value| messages.iter().map(f).collect::<Vec<Value>>();
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+    let event_ids: Vec<Uuid> = messages.iter().map(|_| Uuid::now_v7()).collect();
+    let tenants: Vec<Uuid> = messages.iter().map(|m| m.tenant_id.0).collect();
+    let contacts: Vec<Option<Uuid>> = messages.iter().map(|m| m.contact_id).collect();
+    let conversations: Vec<Option<Uuid>> = messages.iter().map(|m| m.conversation_id).collect();
+    let channels: Vec<&str> = messages.iter().map(|m| m.channel.as_str()).collect();
+    let recipients: Vec<&str> = messages.iter().map(|m| m.recipient).collect();
+    let statuses: Vec<&str> = messages.iter().map(|m| m.status.as_str()).collect();
+    let lanes: Vec<&str> = messages.iter().map(|m| m.lane.as_str()).collect();
+    let scheduled: Vec<Option<DateTime<Utc>>> = messages.iter().map(|m| m.scheduled_at).collect();
+    let supersedes: Vec<Option<Uuid>> = messages.iter().map(|m| m.supersedes).collect();
     sqlx::query!(
         r#"WITH message AS (
                INSERT INTO communications.messages
                    (id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, status, lane,
                     scheduled_at, metadata, supersedes)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+               SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[],
+                                    $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::timestamptz[],
+                                    $12::jsonb[], $13::uuid[])
                RETURNING id, tenant_id, status)
            INSERT INTO communications.message_events (id, tenant_id, message_id, status, reason, source, occurred_at)
-           SELECT $14, tenant_id, id, status, $15, $16, now() FROM message"#,
-        message.id,
-        message.tenant_id.0,
-        message.contact_id,
-        message.conversation_id,
-        message.channel.as_str(),
-        message.fallback,
-        message.recipient,
-        message.content,
-        message.status.as_str(),
-        message.lane.as_str(),
-        message.scheduled_at,
-        message.metadata,
-        message.supersedes,
-        Uuid::now_v7(),
-        reason,
+           SELECT event.id, message.tenant_id, message.id, message.status, event.reason, $16, now()
+           FROM message JOIN unnest($1::uuid[], $14::uuid[], $15::text[]) AS event(message_id, id, reason)
+                ON event.message_id = message.id"#,
+        &ids,
+        &tenants,
+        &contacts as &[Option<Uuid>],
+        &conversations as &[Option<Uuid>],
+        &channels as &[&str],
+        &column(|m| m.fallback.clone()),
+        &recipients as &[&str],
+        &column(|m| m.content.clone()),
+        &statuses as &[&str],
+        &lanes as &[&str],
+        &scheduled as &[Option<DateTime<Utc>>],
+        &column(|m| m.metadata.clone()),
+        &supersedes as &[Option<Uuid>],
+        &event_ids,
+        reasons as &[Option<String>],
         source.as_str(),
     )
     .execute(db)

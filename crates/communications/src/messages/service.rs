@@ -8,12 +8,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::accept::{self, Draft};
 use super::content::{self, ContentInput, MessageContent};
 use super::model::{Channel, EventSource, Lane, MessageStatus};
 use super::queue::{self, DispatchJob};
-use super::repository::{self, KeyClaim, MessageRow, NewEvent, NewMessage};
+use super::repository::{self, KeyClaim, MessageRow, NewEvent};
 use crate::Communications;
-use crate::contacts::{self, RecipientInput};
+use crate::contacts::{ContactRequest, RecipientInput};
 
 /// One channel, or an ordered fallback chain such as `["whatsapp", "sms", "email"]`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -53,18 +54,19 @@ pub struct Accepted {
 
 /// A step of the fallback chain, validated at accept time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct FallbackStep {
-    channel: Channel,
-    recipient: String,
-    content: MessageContent,
+pub(crate) struct FallbackStep {
+    pub channel: Channel,
+    pub recipient: String,
+    pub content: MessageContent,
 }
 
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 impl Communications {
     /// Accepts a message: validates it for every channel of its chain, stores it `queued` with
-    /// its first event, and pushes its dispatch job — all in one transaction. With an
-    /// idempotency key, a repeat of the same request returns the first response.
+    /// its first event, and pushes its dispatch job — all in one transaction (shared with the
+    /// requests accepted alongside it, see [`accept`]). With an idempotency key, a repeat of the
+    /// same request returns the first response.
     pub async fn accept_message(
         &self,
         tenant: TenantId,
@@ -72,25 +74,30 @@ impl Communications {
         idempotency_key: Option<&str>,
         raw_body: &[u8],
     ) -> Result<(u16, Value), ApiError> {
+        let Some(key) = idempotency_key else {
+            // Without a key the request shares a batch (one transaction, one commit) with the
+            // requests arriving alongside it.
+            let draft = self.draft(tenant, request).await?;
+            let accepted =
+                self.acceptor().call(draft).await.ok_or_else(|| ApiError::internal("the acceptor stopped"))??;
+            if let Some(lane) = accepted.wake {
+                self.queue_waker.wake(lane);
+            }
+            return Ok((202, serde_json::to_value(&accepted).map_err(ApiError::internal)?));
+        };
+        // With a key, its claim waits on a concurrent duplicate: its own transaction.
         let mut tx = self.pool.begin().await?;
-        if let Some(key) = idempotency_key {
-            let hash = Sha256::digest(raw_body).to_vec();
-            match repository::claim_key(&mut tx, tenant, key, &hash).await? {
-                KeyClaim::New => {}
-                KeyClaim::Replay { status, body } => return Ok((status, body)),
-                KeyClaim::Mismatch => {
-                    return Err(ApiError::validation(
-                        "Idempotency-Key",
-                        "this key was used with a different request body",
-                    ));
-                }
+        let hash = Sha256::digest(raw_body).to_vec();
+        match repository::claim_key(&mut tx, tenant, key, &hash).await? {
+            KeyClaim::New => {}
+            KeyClaim::Replay { status, body } => return Ok((status, body)),
+            KeyClaim::Mismatch => {
+                return Err(ApiError::validation("Idempotency-Key", "this key was used with a different request body"));
             }
         }
         let accepted = self.insert_message(&mut tx, tenant, request).await?;
         let body = serde_json::to_value(&accepted).map_err(ApiError::internal)?;
-        if let Some(key) = idempotency_key {
-            repository::complete_key(&mut tx, tenant, key, 202, &body).await?;
-        }
+        repository::complete_key(&mut tx, tenant, key, 202, &body).await?;
         tx.commit().await?;
         if let Some(lane) = accepted.wake {
             self.queue_waker.wake(lane);
@@ -98,12 +105,23 @@ impl Communications {
         Ok((202, body))
     }
 
+    /// Accepts a message inside the caller's transaction (a batch of one).
     pub(crate) async fn insert_message(
         &self,
         tx: &mut sqlx::PgConnection,
         tenant: TenantId,
         request: SendRequest,
     ) -> Result<Accepted, ApiError> {
+        let draft = self.draft(tenant, request).await?;
+        accept::store(tx, std::slice::from_ref(&draft))
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(ApiError::internal("no answer")))
+    }
+
+    /// Validates `request` and renders its content for every channel of its chain, without
+    /// writing anything: a bad request is a 422 that leaves nothing behind (not even a contact).
+    pub(crate) async fn draft(&self, tenant: TenantId, request: SendRequest) -> Result<Draft, ApiError> {
         let chain = match request.channels {
             ChannelsInput::One(channel) => vec![channel],
             ChannelsInput::Chain(chain) => chain,
@@ -118,50 +136,21 @@ impl Communications {
         if !metadata.is_object() || metadata.to_string().len() > MAX_METADATA_BYTES {
             return Err(ApiError::validation("metadata", "must be an object of at most 16 KiB"));
         }
-        // Content first: a bad request should not create a contact as a side effect.
         let mut contents = Vec::with_capacity(chain.len());
-        for channel in &chain {
-            contents.push(self.content_for(tenant, &request.content, *channel).await?);
+        for channel in chain {
+            contents.push((channel, self.content_for(tenant, &request.content, channel).await?));
         }
-        let contact = contacts::resolve(tx, tenant, &request.to).await?;
-        let mut steps = Vec::with_capacity(chain.len());
-        for (channel, content) in chain.iter().zip(contents) {
-            steps.push(FallbackStep { channel: *channel, recipient: contact.address(*channel)?, content });
-        }
-        let first = steps.remove(0);
-        let lane = request.lane.unwrap_or_default();
-        let status = if request.require_review { MessageStatus::PendingReview } else { MessageStatus::Queued };
-        let id = Uuid::now_v7();
-        let message = NewMessage {
-            id,
-            tenant_id: tenant,
-            contact_id: Some(contact.id),
-            conversation_id: request.conversation_id,
-            channel: first.channel,
-            fallback: serde_json::to_value(&steps).map_err(ApiError::internal)?,
-            recipient: &first.recipient,
-            content: serde_json::to_value(&first.content).map_err(ApiError::internal)?,
-            status,
-            lane,
+        Ok(Draft {
+            id: Uuid::now_v7(),
+            tenant,
+            recipient: ContactRequest::parse(&request.to)?,
+            chain: contents,
+            lane: request.lane.unwrap_or_default(),
+            status: if request.require_review { MessageStatus::PendingReview } else { MessageStatus::Queued },
             scheduled_at: request.scheduled_at,
             metadata,
-            supersedes: None,
-        };
-        let reason = request.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339()));
-        repository::insert(&mut *tx, message, reason.as_deref(), EventSource::Api).await?;
-        let mut wake = None;
-        if status == MessageStatus::Queued {
-            let run_at = request.scheduled_at.filter(|at| *at > Utc::now());
-            wake = run_at.is_none().then_some(lane);
-            queue::enqueue(
-                tx,
-                lane,
-                DispatchJob { message_id: id, tenant_id: tenant.0, attempt: 0, deferrals: 0 },
-                run_at,
-            )
-            .await?;
-        }
-        Ok(Accepted { id, status, wake })
+            conversation_id: request.conversation_id,
+        })
     }
 
     /// The content on `channel`: rendered from the named template (strictly: a missing variable

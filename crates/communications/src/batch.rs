@@ -1,11 +1,12 @@
-//! Natural batching: many concurrent dispatch jobs share one statement.
+//! Natural batching: many concurrent callers share one statement and one commit.
 //!
-//! A job hands its request to a [`Batcher`] and waits for its answer. The batcher runs at most
-//! `in_flight` batches at once; whatever arrived while those ran becomes the next batch (up to
-//! `max_batch`). So an idle pipeline answers a lone job at once — no timer, no added latency —
-//! and a busy one spends one round trip and one commit on many jobs instead of one each. That
-//! is where the dispatcher's time went: a handful of statements per message, each a round trip
-//! and (for writes) a WAL flush, on a database that shares the machine's two cores.
+//! A caller (an API request accepting a message, a dispatch job) hands its request to a
+//! [`Batcher`] and waits for its answer. The batcher runs at most `in_flight` batches at once;
+//! whatever arrived while those ran becomes the next batch (up to `max_batch`). So an idle
+//! service answers a lone request at once — no timer, no added latency — and a busy one spends
+//! one round trip and one commit on many requests instead of one each. That is where the time
+//! went: a handful of statements per message, each a round trip and (for writes) a WAL flush, on
+//! a database that shares the machine's two cores with the service.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,0 +1,155 @@
+//! Storing accepted messages, many per transaction.
+//!
+//! A request is first made a [`Draft`]: validated and rendered, without touching the database's
+//! writes, so a bad request leaves nothing behind. [`store`] then writes a batch of drafts in a
+//! few statements whatever its size: the contacts (looked up, then created or completed), the
+//! messages with their first events, and their dispatch jobs. The send API hands its drafts to
+//! a batcher ([`accept_batch`]), so concurrent requests share one transaction and one commit;
+//! callers that already hold a transaction (idempotent requests, trigger rules) store a batch of
+//! one in it.
+
+use chrono::{DateTime, Utc};
+use kernel::error::ApiError;
+use kernel::ids::TenantId;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::content::MessageContent;
+use super::model::{Channel, EventSource, Lane, MessageStatus};
+use super::queue::{self, DispatchJob};
+use super::repository::{self, NewMessage};
+use super::service::{Accepted, FallbackStep};
+use crate::contacts::{self, ContactRequest, ResolvedContact};
+
+/// A validated, rendered message that is not stored yet.
+#[derive(Debug, Clone)]
+pub(crate) struct Draft {
+    pub id: Uuid,
+    pub tenant: TenantId,
+    pub recipient: ContactRequest,
+    /// The channel chain with each channel's content, first channel first.
+    pub chain: Vec<(Channel, MessageContent)>,
+    pub lane: Lane,
+    pub status: MessageStatus,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    pub metadata: Value,
+    pub conversation_id: Option<Uuid>,
+}
+
+/// Stores `drafts` in the caller's transaction. The outer error is the database's (nothing of
+/// the batch may be kept); an inner one is that draft's own (its recipient cannot be served on
+/// its channels, or its contact does not exist), and stores nothing for it.
+pub(crate) async fn store(
+    tx: &mut PgConnection,
+    drafts: &[Draft],
+) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
+    let requests: Vec<(TenantId, &ContactRequest)> = drafts.iter().map(|d| (d.tenant, &d.recipient)).collect();
+    let found = contacts::lookup(tx, &requests).await?;
+    // Addresses decide which drafts go ahead, before any contact is created for them.
+    let planned: Vec<Result<(ResolvedContact, Vec<FallbackStep>), ApiError>> = drafts
+        .iter()
+        .zip(found)
+        .map(|(draft, contact)| {
+            let contact = contact?;
+            let steps = draft
+                .chain
+                .iter()
+                .map(|(channel, content)| {
+                    Ok(FallbackStep {
+                        channel: *channel,
+                        recipient: contact.address(*channel)?,
+                        content: content.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            Ok((contact, steps))
+        })
+        .collect();
+    let ready: Vec<(&Draft, &ResolvedContact, &[FallbackStep])> = drafts
+        .iter()
+        .zip(&planned)
+        .filter_map(|(draft, plan)| plan.as_ref().ok().map(|(contact, steps)| (draft, contact, steps.as_slice())))
+        .collect();
+    let now = Utc::now();
+    if ready.is_empty() {
+        return Ok(answers(drafts, planned, now));
+    }
+    let items: Vec<_> = ready.iter().map(|(draft, contact, _)| (draft.tenant, &draft.recipient, *contact)).collect();
+    let contact_ids = contacts::persist(tx, &items).await?;
+    let mut rows = Vec::with_capacity(ready.len());
+    let mut reasons = Vec::with_capacity(ready.len());
+    let mut jobs = Vec::new();
+    for ((draft, _, steps), contact_id) in ready.iter().zip(&contact_ids) {
+        let (first, rest) = steps.split_first().ok_or_else(|| ApiError::internal("a draft without channels"))?;
+        rows.push(NewMessage {
+            id: draft.id,
+            tenant_id: draft.tenant,
+            contact_id: Some(*contact_id),
+            conversation_id: draft.conversation_id,
+            channel: first.channel,
+            fallback: serde_json::to_value(rest).map_err(ApiError::internal)?,
+            recipient: &first.recipient,
+            content: serde_json::to_value(&first.content).map_err(ApiError::internal)?,
+            status: draft.status,
+            lane: draft.lane,
+            scheduled_at: draft.scheduled_at,
+            metadata: draft.metadata.clone(),
+            supersedes: None,
+        });
+        reasons.push(draft.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339())));
+        if draft.status == MessageStatus::Queued {
+            let job = DispatchJob { message_id: draft.id, tenant_id: draft.tenant.0, attempt: 0, deferrals: 0 };
+            jobs.push((draft.lane, job, draft.scheduled_at.filter(|at| *at > now)));
+        }
+    }
+    repository::insert_many(&mut *tx, &rows, &reasons, EventSource::Api).await?;
+    queue::enqueue_many(tx, &jobs).await?;
+    Ok(answers(drafts, planned, now))
+}
+
+/// Each draft's answer: accepted (and which lane's workers to wake), or its own error.
+fn answers<T>(
+    drafts: &[Draft],
+    planned: Vec<Result<T, ApiError>>,
+    now: DateTime<Utc>,
+) -> Vec<Result<Accepted, ApiError>> {
+    drafts
+        .iter()
+        .zip(planned)
+        .map(|(draft, plan)| {
+            plan.map(|_| {
+                let due_now = draft.status == MessageStatus::Queued && draft.scheduled_at.is_none_or(|at| at <= now);
+                Accepted { id: draft.id, status: draft.status, wake: due_now.then_some(draft.lane) }
+            })
+        })
+        .collect()
+}
+
+/// The send API's batch: stores `drafts` in one transaction. When that fails, each draft is
+/// tried alone, so one draft the database refuses cannot fail the others with it.
+pub(crate) async fn accept_batch(pool: &PgPool, drafts: Vec<Draft>) -> Vec<Result<Accepted, ApiError>> {
+    match store_in_transaction(pool, &drafts).await {
+        Ok(answers) => answers,
+        Err(error) if drafts.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::warn!(%error, drafts = drafts.len(), "storing a batch of messages failed; storing them one by one");
+            let mut answers = Vec::with_capacity(drafts.len());
+            for draft in drafts {
+                let answer = match store_in_transaction(pool, std::slice::from_ref(&draft)).await {
+                    Ok(mut answer) => answer.pop().unwrap_or_else(|| Err(ApiError::internal("no answer"))),
+                    Err(error) => Err(error),
+                };
+                answers.push(answer);
+            }
+            answers
+        }
+    }
+}
+
+async fn store_in_transaction(pool: &PgPool, drafts: &[Draft]) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
+    let mut tx = pool.begin().await?;
+    let answers = store(&mut tx, drafts).await?;
+    tx.commit().await?;
+    Ok(answers)
+}
