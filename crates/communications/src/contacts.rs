@@ -282,7 +282,9 @@ async fn create<'a>(
     if new_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let keys: Vec<&(Uuid, &str, &str)> = new_ids.keys().collect();
+    // In key order, so concurrent batches claim shared identifiers in the same order (no deadlock).
+    let mut keys: Vec<&(Uuid, &str, &str)> = new_ids.keys().collect();
+    keys.sort();
     let tenants: Vec<Uuid> = keys.iter().map(|(tenant, _, _)| *tenant).collect();
     let kinds: Vec<&str> = keys.iter().map(|(_, kind, _)| *kind).collect();
     let values: Vec<&str> = keys.iter().map(|(_, _, value)| *value).collect();
@@ -311,7 +313,7 @@ async fn attach(
     items: &[(TenantId, &ContactRequest, &ResolvedContact)],
     ids: &[Uuid],
 ) -> Result<(), ApiError> {
-    let (mut tenants, mut kinds, mut values, mut owners) = (vec![], vec![], vec![], vec![]);
+    let mut wanted: Vec<(Uuid, &str, &str, Uuid)> = Vec::new();
     for ((tenant, request, contact), id) in items.iter().zip(ids) {
         for (position, (kind, value)) in request.identifiers().into_iter().enumerate() {
             // A new contact was created with its first identifier. For an existing one the
@@ -319,12 +321,16 @@ async fn attach(
             if contact.id.is_none() && position == 0 {
                 continue;
             }
-            tenants.push(tenant.0);
-            kinds.push(kind);
-            values.push(value);
-            owners.push(*id);
+            wanted.push((tenant.0, kind, value, *id));
         }
     }
+    // In key order, so concurrent batches claim shared identifiers in the same order.
+    wanted.sort();
+    wanted.dedup_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2));
+    let tenants: Vec<Uuid> = wanted.iter().map(|w| w.0).collect();
+    let kinds: Vec<&str> = wanted.iter().map(|w| w.1).collect();
+    let values: Vec<&str> = wanted.iter().map(|w| w.2).collect();
+    let owners: Vec<Uuid> = wanted.iter().map(|w| w.3).collect();
     if tenants.is_empty() {
         return Ok(());
     }

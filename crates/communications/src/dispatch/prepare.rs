@@ -74,7 +74,9 @@ pub(crate) async fn prepare_batch(
     rates: &RateDefaults,
     jobs: Vec<DispatchJob>,
 ) -> Vec<Result<Option<Prepared>, String>> {
-    let ids: Vec<(Uuid, Uuid)> = jobs.iter().map(|job| (job.tenant_id, job.message_id)).collect();
+    // Sorted: batches that overlap (a job apalis re-ran) lock rows in the same order.
+    let mut ids: Vec<(Uuid, Uuid)> = jobs.iter().map(|job| (job.tenant_id, job.message_id)).collect();
+    ids.sort();
     let claimed = match messages::claim_queued(&module.pool, &ids).await {
         Ok(claimed) => claimed,
         Err(error) => return jobs.iter().map(|_| Err(error.to_string())).collect(),
