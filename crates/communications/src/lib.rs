@@ -48,7 +48,7 @@ type Acceptor = batch::Batcher<messages::accept::Draft, Result<messages::service
 /// Most messages stored in one transaction.
 const MAX_ACCEPT_BATCH: usize = 128;
 /// Transactions storing accepted messages at once.
-const ACCEPT_BATCHES_IN_FLIGHT: usize = 2;
+const ACCEPT_BATCHES_IN_FLIGHT: usize = 4;
 
 impl Communications {
     /// With the providers' public endpoints; see [`Communications::with_endpoints`].
