@@ -475,21 +475,3 @@ pub async fn providers_of_accounts(
     .fetch_all(db)
     .await?)
 }
-
-pub async fn active_account_for_channel(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    channel: ChannelType,
-) -> Result<Option<AccountRow>, ApiError> {
-    Ok(sqlx::query_as!(
-        AccountRow,
-        r#"SELECT id, tenant_id, channel_type AS "channel_type: ChannelType", display_name,
-                  status AS "status: ChannelStatus", status_reason, sender, verification, created_at, updated_at
-           FROM communications.channel_accounts
-           WHERE tenant_id = $1 AND channel_type = $2 AND status <> 'revoked'"#,
-        tenant_id.0,
-        channel.as_str(),
-    )
-    .fetch_optional(db)
-    .await?)
-}

@@ -4,8 +4,8 @@
 //!
 //! [`prepare_batch`] does it for a batch of jobs in four statements whatever the batch's size:
 //! one claim (with the suppressions), one account lookup, one provider lookup, and one
-//! reservation per rate-limit key in the batch. [`prepare_one`] is the same for one message,
-//! for the careful path (a message the batched claim did not take).
+//! reservation per rate-limit key in the batch. [`prepare_one`] is a batch of one, for the
+//! careful path (a message the batched claim did not take).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -85,7 +85,9 @@ pub(crate) async fn prepare_batch(
     // In job order (the queue's order), so rate-limit slots follow it too.
     let batch: Vec<(DispatchJob, Option<messages::ClaimedRow>)> =
         jobs.into_iter().map(|job| (job, claimed.remove(&job.message_id))).collect();
-    let contexts = match contexts_for(module, rates, &batch).await {
+    let claims: Vec<(DispatchJob, Option<&messages::ClaimedRow>)> =
+        batch.iter().map(|(j, c)| (*j, c.as_ref())).collect();
+    let contexts = match contexts_for(module, rates, &claims).await {
         Ok(contexts) => contexts.into_iter().map(Ok).collect(),
         Err(error) => batch.iter().map(|_| Err(error.clone())).collect::<Vec<_>>(),
     };
@@ -100,11 +102,11 @@ pub(crate) async fn prepare_batch(
 async fn contexts_for(
     module: &Communications,
     rates: &RateDefaults,
-    batch: &[(DispatchJob, Option<messages::ClaimedRow>)],
+    batch: &[(DispatchJob, Option<&messages::ClaimedRow>)],
 ) -> Result<Vec<SendContext>, String> {
     let mut keys: Vec<(Uuid, crate::channels::ChannelType)> = batch
         .iter()
-        .filter_map(|(_, claimed)| claimed.as_ref())
+        .filter_map(|(_, claimed)| *claimed)
         .map(|c| (c.message.tenant_id, channel_type(c.message.channel)))
         .collect();
     keys.sort_by_key(|(tenant, channel)| (*tenant, channel.as_str()));
@@ -142,7 +144,7 @@ async fn contexts_for(
 async fn reserve_slots(
     module: &Communications,
     rates: &RateDefaults,
-    batch: &[(DispatchJob, Option<messages::ClaimedRow>)],
+    batch: &[(DispatchJob, Option<&messages::ClaimedRow>)],
     contexts: &mut [SendContext],
 ) -> Result<(), String> {
     // Per account: the positions of its urgent and of its bulk messages.
@@ -162,7 +164,7 @@ async fn reserve_slots(
     }
     for (urgent, bulk) in by_account.into_values() {
         let first = urgent.first().or(bulk.first()).copied().unwrap_or_default();
-        let (Some(account), Some(claimed)) = (contexts[first].account.clone(), batch[first].1.as_ref()) else {
+        let (Some(account), Some(claimed)) = (contexts[first].account.clone(), batch[first].1) else {
             continue;
         };
         let delays = reserve_lanes(module, rates, &account, claimed.message.channel, urgent.len(), bulk.len())
@@ -202,39 +204,22 @@ async fn reserve_lanes(
     Ok(delays)
 }
 
-/// [`prepare_batch`] for one message already claimed by the careful path.
+/// [`prepare_batch`] for one message already claimed by the careful path: the same lookups
+/// and reservation, as a batch of one.
 pub(crate) async fn prepare_one(
     dispatcher: &Dispatcher,
     tenant: TenantId,
     job: DispatchJob,
     message: MessageRow,
 ) -> Prepared {
-    let context = context_for_one(dispatcher, tenant, job, &message).await.map_err(|e| e.to_string());
-    Prepared { message, context }
-}
-
-async fn context_for_one(
-    dispatcher: &Dispatcher,
-    tenant: TenantId,
-    job: DispatchJob,
-    message: &MessageRow,
-) -> Result<SendContext, kernel::error::ApiError> {
     let pool = &dispatcher.module.pool;
-    let suppressed = messages::suppression(pool, tenant.0, message.channel, &message.recipient).await?;
-    let account = channels::active_account_for_channel(pool, tenant, channel_type(message.channel)).await?;
-    let providers = match &account {
-        Some(account) => channels::providers_of(pool, tenant, &[account.id]).await?,
-        None => Vec::new(),
+    let suppressed = match messages::suppression(pool, tenant.0, message.channel, &message.recipient).await {
+        Ok(suppressed) => suppressed,
+        Err(error) => return Prepared { message, context: Err(error.to_string()) },
     };
-    let mut context = SendContext { suppressed, account, providers, delay: Duration::ZERO };
-    if let (Ok(account), 0) = (context.account_for(message), job.deferrals) {
-        let (urgent, bulk) = match message.lane {
-            Lane::Urgent => (1, 0),
-            Lane::Bulk => (0, 1),
-        };
-        let delays =
-            reserve_lanes(&dispatcher.module, &dispatcher.rates, account, message.channel, urgent, bulk).await?;
-        context.delay = delays.first().copied().unwrap_or_default();
-    }
-    Ok(context)
+    let claimed = messages::ClaimedRow { message, suppressed };
+    let context = contexts_for(&dispatcher.module, &dispatcher.rates, &[(job, Some(&claimed))])
+        .await
+        .map(|mut contexts| contexts.pop().unwrap_or_default());
+    Prepared { message: claimed.message, context }
 }
