@@ -81,6 +81,51 @@ async fn a_revoked_key_is_401_and_revoking_again_changes_nothing() {
 }
 
 #[tokio::test]
+async fn concurrent_requests_with_many_keys_each_get_their_own_answer() {
+    // Keys presented together are looked up in one statement; each request still gets its own
+    // tenant, and a revoked or unknown key its own 401.
+    let app = spawn_app().await;
+    let alpha = app.create_tenant("alpha").await;
+    let beta = app.create_tenant("beta").await;
+    let created: Value = app.post("/api/v1/api-keys", &alpha.api_key, json!({})).await.json().await.unwrap();
+    let revoked = created["api_key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap();
+    app.post(&format!("/api/v1/api-keys/{id}/revoke"), &alpha.api_key, json!({})).await;
+    let unknown = format!("sbk_{}", "0".repeat(64));
+    let cases: Vec<(String, Option<&str>)> = (0..60)
+        .map(|n| match n % 4 {
+            0 => (alpha.api_key.clone(), Some("alpha")),
+            1 => (beta.api_key.clone(), Some("beta")),
+            2 => (revoked.clone(), None),
+            _ => (unknown.clone(), None),
+        })
+        .collect();
+    let requests: Vec<_> = cases
+        .iter()
+        .map(|(key, _)| {
+            let (client, url, key) = (app.client.clone(), app.url("/api/v1/me"), key.clone());
+            tokio::spawn(async move {
+                let response = client.get(url).bearer_auth(key).send().await.unwrap();
+                (response.status().as_u16(), response.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    for ((_, expected), request) in cases.iter().zip(requests) {
+        let (status, body) = request.await.unwrap();
+        match expected {
+            Some(slug) => {
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(body["tenant"]["slug"], *slug);
+            }
+            None => {
+                assert_eq!(status, 401, "{body}");
+                assert_eq!(body["error"]["code"], "invalid_credentials");
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn last_used_time_is_recorded() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("acme").await;

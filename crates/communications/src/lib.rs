@@ -10,7 +10,6 @@
 //! formats (those live in `cpaas`), or a dependency on the `fulfillment` crate: the two modules
 //! meet only through narrow traits in `kernel`, wired together in the server.
 
-pub(crate) mod batch;
 pub mod channels;
 pub mod contacts;
 pub mod dispatch;
@@ -43,7 +42,7 @@ pub struct Communications {
     acceptor: Arc<OnceLock<Acceptor>>,
 }
 
-type Acceptor = batch::Batcher<messages::accept::Draft, Result<messages::service::Accepted, ApiError>>;
+type Acceptor = kernel::batch::Batcher<messages::accept::Draft, Result<messages::service::Accepted, ApiError>>;
 
 /// Most messages stored in one transaction.
 const MAX_ACCEPT_BATCH: usize = 128;
@@ -72,7 +71,7 @@ impl Communications {
     pub(crate) fn acceptor(&self) -> &Acceptor {
         self.acceptor.get_or_init(|| {
             let pool = self.pool.clone();
-            batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |drafts| {
+            kernel::batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |drafts| {
                 let pool = pool.clone();
                 async move { messages::accept::accept_batch(&pool, drafts).await }
             })

@@ -10,7 +10,7 @@ use sqlx::PgExecutor;
 
 use crate::secrets::{digest, random_token};
 
-const KEY_PREFIX: &str = "sbk_";
+pub const KEY_PREFIX: &str = "sbk_";
 const VISIBLE_PREFIX_LEN: usize = 12;
 /// `last_used_at` is refreshed at most this often, so authentication stays a read.
 const LAST_USED_RESOLUTION_SECS: f64 = 60.0;
@@ -62,27 +62,33 @@ pub async fn issue(db: impl PgExecutor<'_>, tenant_id: TenantId, name: &str) -> 
     Ok(IssuedKey { key, secret })
 }
 
-/// The live key behind a presented secret, if any; refreshes `last_used_at` when stale.
-pub async fn authenticate(pool: &sqlx::PgPool, presented: &str) -> Result<Option<(ApiKeyId, TenantId)>, ApiError> {
-    if !presented.starts_with(KEY_PREFIX) {
-        return Ok(None);
-    }
+/// The live keys behind presented secrets, as one statement for a batch of requests (see
+/// [`crate::Identity::authenticate_key`]): for each secret, its key and tenant, or `None`.
+/// Refreshes `last_used_at` of the stale ones, once per key.
+pub async fn authenticate_many(
+    pool: &sqlx::PgPool,
+    presented: &[String],
+) -> Result<Vec<Option<(ApiKeyId, TenantId)>>, ApiError> {
+    let digests: Vec<Vec<u8>> = presented.iter().map(|secret| digest(secret)).collect();
     let found = sqlx::query!(
-        r#"SELECT id AS "id: ApiKeyId", tenant_id AS "tenant_id: TenantId",
+        r#"SELECT key_hash, id AS "id: ApiKeyId", tenant_id AS "tenant_id: TenantId",
                   (last_used_at IS NULL OR last_used_at < now() - make_interval(secs => $2)) AS "stale!"
-           FROM identity.api_keys WHERE key_hash = $1 AND revoked_at IS NULL"#,
-        digest(presented),
+           FROM identity.api_keys WHERE key_hash = ANY($1) AND revoked_at IS NULL"#,
+        &digests,
         LAST_USED_RESOLUTION_SECS,
     )
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await?;
-    let Some(found) = found else { return Ok(None) };
-    if found.stale {
-        sqlx::query!("UPDATE identity.api_keys SET last_used_at = now() WHERE id = $1", found.id.0)
+    let stale: Vec<uuid::Uuid> = found.iter().filter(|key| key.stale).map(|key| key.id.0).collect();
+    if !stale.is_empty() {
+        sqlx::query!("UPDATE identity.api_keys SET last_used_at = now() WHERE id = ANY($1)", &stale)
             .execute(pool)
             .await?;
     }
-    Ok(Some((found.id, found.tenant_id)))
+    Ok(digests
+        .iter()
+        .map(|wanted| found.iter().find(|key| &key.key_hash == wanted).map(|key| (key.id, key.tenant_id)))
+        .collect())
 }
 
 pub async fn list(db: impl PgExecutor<'_>, tenant_id: TenantId, page: PageRequest) -> Result<Vec<ApiKey>, ApiError> {

@@ -8,6 +8,7 @@
 //! Modules depend on the kernel; the kernel depends on no module.
 
 pub mod auth;
+pub mod batch;
 pub mod crypto;
 pub mod error;
 pub mod extract;

@@ -28,8 +28,8 @@ use crate::messages::model::{Channel, EventSource, MessageStatus};
 use crate::messages::queue::DispatchJob;
 use crate::messages::repository::{self as messages, NewEvent, SentRow};
 
-use crate::batch::Batcher;
 pub use adapters::AdapterCache;
+use kernel::batch::Batcher;
 use prepare::Prepared;
 
 /// Retry policy of the pipeline.

@@ -13,9 +13,9 @@ use kernel::auth::{Actor, Caller};
 use kernel::error::ApiError;
 
 use super::cookies::{self, CSRF_HEADER, SESSION_COOKIE};
+use crate::Identity;
 use crate::secrets::constant_time_eq;
 use crate::sessions::{self, ActiveSession};
-use crate::{Identity, api_keys};
 
 pub async fn authenticate(State(identity): State<Identity>, mut request: Request, next: Next) -> Response {
     match resolve(&identity, &mut request).await {
@@ -30,7 +30,8 @@ async fn resolve(identity: &Identity, request: &mut Request) -> Result<(), ApiEr
             authorization.to_str().ok().and_then(|value| value.strip_prefix("Bearer ")).map(str::trim).ok_or_else(
                 || ApiError::InvalidCredentials("the Authorization header must be `Bearer <api key>`".into()),
             )?;
-        let (key_id, tenant_id) = api_keys::authenticate(&identity.pool, presented)
+        let (key_id, tenant_id) = identity
+            .authenticate_key(presented)
             .await?
             .ok_or_else(|| ApiError::InvalidCredentials("the API key is not valid or has been revoked".into()))?;
         request.extensions_mut().insert(Caller { tenant_id, actor: Actor::ApiKey(key_id) });

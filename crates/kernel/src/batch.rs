@@ -1,6 +1,6 @@
 //! Natural batching: many concurrent callers share one statement and one commit.
 //!
-//! A caller (an API request accepting a message, a dispatch job) hands its request to a
+//! A caller (an API request authenticating or accepting a message, a dispatch job) hands its request to a
 //! [`Batcher`] and waits for its answer. The batcher runs at most `in_flight` batches at once;
 //! whatever arrived while those ran becomes the next batch (up to `max_batch`). So an idle
 //! service answers a lone request at once — no timer, no added latency — and a busy one spends
@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 type Pending<Req, Resp> = (Req, oneshot::Sender<Resp>);
 
 /// Collects requests from concurrent callers into batches for `run`.
-pub(crate) struct Batcher<Req, Resp> {
+pub struct Batcher<Req, Resp> {
     sender: mpsc::UnboundedSender<Pending<Req, Resp>>,
 }
 
