@@ -214,21 +214,33 @@ fn priority_conflict(error: sqlx::Error) -> ApiError {
     }
 }
 
-/// The providers of the given accounts, by account then priority.
+/// The providers of the given accounts of one tenant, by account then priority.
 pub async fn providers_of(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
     account_ids: &[Uuid],
 ) -> Result<Vec<ProviderRow>, ApiError> {
+    let accounts: Vec<(Uuid, Uuid)> = account_ids.iter().map(|id| (tenant_id.0, *id)).collect();
+    providers_of_accounts(db, &accounts).await
+}
+
+/// The providers of the given (tenant, account) pairs, of any tenants, by account then
+/// priority: one statement for a dispatch batch.
+pub async fn providers_of_accounts(
+    db: impl PgExecutor<'_>,
+    accounts: &[(Uuid, Uuid)],
+) -> Result<Vec<ProviderRow>, ApiError> {
+    let tenants: Vec<Uuid> = accounts.iter().map(|(tenant, _)| *tenant).collect();
+    let ids: Vec<Uuid> = accounts.iter().map(|(_, id)| *id).collect();
     Ok(sqlx::query_as!(
         ProviderRow,
         r#"SELECT id, tenant_id, channel_account_id, channel_type AS "channel_type: ChannelType",
                   provider AS "provider: ProviderKind", priority, enabled, settings, secrets, masks, created_at, updated_at
            FROM communications.provider_configs
-           WHERE tenant_id = $1 AND channel_account_id = ANY($2)
+           WHERE (tenant_id, channel_account_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
            ORDER BY channel_account_id, priority"#,
-        tenant_id.0,
-        account_ids,
+        &tenants,
+        &ids,
     )
     .fetch_all(db)
     .await?)
@@ -453,24 +465,6 @@ pub async fn active_accounts_for_channels(
              AND status <> 'revoked'"#,
         &tenants,
         &types as &[&str],
-    )
-    .fetch_all(db)
-    .await?)
-}
-
-/// The provider configurations of the given accounts (of any tenants), by account and priority.
-pub async fn providers_of_accounts(
-    db: impl PgExecutor<'_>,
-    account_ids: &[Uuid],
-) -> Result<Vec<ProviderRow>, ApiError> {
-    Ok(sqlx::query_as!(
-        ProviderRow,
-        r#"SELECT id, tenant_id, channel_account_id, channel_type AS "channel_type: ChannelType",
-                  provider AS "provider: ProviderKind", priority, enabled, settings, secrets, masks, created_at, updated_at
-           FROM communications.provider_configs
-           WHERE channel_account_id = ANY($1)
-           ORDER BY channel_account_id, priority"#,
-        account_ids,
     )
     .fetch_all(db)
     .await?)

@@ -115,7 +115,7 @@ async fn contexts_for(
         return Ok(batch.iter().map(|_| SendContext::default()).collect());
     }
     let accounts = channels::active_accounts_for_channels(&module.pool, &keys).await.map_err(|e| e.to_string())?;
-    let account_ids: Vec<Uuid> = accounts.iter().map(|a| a.id).collect();
+    let account_ids: Vec<(Uuid, Uuid)> = accounts.iter().map(|a| (a.tenant_id, a.id)).collect();
     let providers = channels::providers_of_accounts(&module.pool, &account_ids).await.map_err(|e| e.to_string())?;
     let mut contexts: Vec<SendContext> = batch
         .iter()
