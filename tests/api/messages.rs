@@ -585,3 +585,30 @@ async fn idempotency_keys_are_kept_for_the_retention_then_forgotten() {
     let after: Value = post().await.unwrap().json().await.unwrap();
     assert_ne!(after["id"], first["id"], "after the retention the key is new again");
 }
+
+#[tokio::test]
+async fn nul_characters_are_422_naming_the_field_not_a_server_error() {
+    // Valid JSON, but PostgreSQL cannot store a NUL in text or jsonb.
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("alpine").await;
+    for (body, field) in [
+        (json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": "a\u{0}b"}}), "content.text"),
+        (
+            json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": "ok"}, "metadata": {"tags": ["x", "\u{0}"]}}),
+            "metadata.tags[1]",
+        ),
+        (
+            json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": "ok"}, "metadata": {"a\u{0}": 1}}),
+            "metadata.a\u{0}",
+        ),
+    ] {
+        let response = app.post("/api/v1/messages", &tenant.api_key, body).await;
+        assert_eq!(assert_error(response, 422, "validation_failed").await["error"]["field"], field);
+    }
+    // An escaped backslash before "u0000" is only text.
+    let literal = json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": "C:\\u0000"}});
+    assert_eq!(app.post("/api/v1/messages", &tenant.api_key, literal).await.status(), 202);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM communications.messages").fetch_one(&app.pool).await.unwrap();
+    assert_eq!(stored, 1);
+}

@@ -88,7 +88,16 @@ fn body_rejection(rejection: BytesRejection) -> ApiError {
 }
 
 /// Deserialises JSON, reporting syntax errors as 400 and shape errors as 422 with the field.
+/// A string with a NUL character (`\u0000`, valid JSON) is a 422 naming its field: PostgreSQL
+/// cannot store one in `text` or `jsonb`, so it would otherwise fail at the database.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.windows(6).any(|window| window == b"\\u0000")
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some(path) = nul_path(&value)
+    {
+        let field = if path.is_empty() { "body".to_owned() } else { path };
+        return Err(ApiError::validation(field, "must not contain NUL characters (\\u0000)"));
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
     let error = match result {
@@ -107,6 +116,31 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             Err(ApiError::Validation { message: describe(&field, &message), field })
         }
     }
+}
+
+/// The dotted path of the first string (value or key) holding a NUL character.
+fn nul_path(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let join = |base: &str, name: &str| if base.is_empty() { name.to_owned() } else { format!("{base}.{name}") };
+    let mut pending = vec![(String::new(), value)];
+    while let Some((path, value)) = pending.pop() {
+        match value {
+            Value::String(text) if text.contains('\0') => return Some(path),
+            Value::Array(items) => {
+                pending.extend(items.iter().enumerate().rev().map(|(i, item)| (format!("{path}[{i}]"), item)))
+            }
+            Value::Object(fields) => {
+                for (name, item) in fields.iter().rev() {
+                    if name.contains('\0') {
+                        return Some(join(&path, name));
+                    }
+                    pending.push((join(&path, name), item));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// serde_json appends " at line L column C"; the field name says more than the position.
