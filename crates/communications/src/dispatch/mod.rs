@@ -1,6 +1,9 @@
 //! The dispatch worker: takes a message's job, sends it through the channel's providers, and
 //! records what happened.
 //!
+//! - Jobs running at once share statements (`kernel::batch`): their claims, lookups and
+//!   rate-limit reservations are prepared together (`prepare.rs`), and provider acceptances are
+//!   recorded together. Only the send itself, and failures, are per message.
 //! - Idempotent per job: only a `queued` message is sent. A job that finds the message `sending`
 //!   was interrupted mid-send (a crashed worker): the provider may have it, so the message
 //!   becomes `unknown` for callbacks to settle — never a blind resend.

@@ -65,7 +65,7 @@ const MAX_METADATA_BYTES: usize = 16 * 1024;
 impl Communications {
     /// Accepts a message: validates it for every channel of its chain, stores it `queued` with
     /// its first event, and pushes its dispatch job — all in one transaction (shared with the
-    /// requests accepted alongside it, see [`accept`]). With an idempotency key, a repeat of the
+    /// requests accepted alongside it, see `accept.rs`). With an idempotency key, a repeat of the
     /// same request returns the first response.
     pub async fn accept_message(
         &self,
