@@ -24,6 +24,7 @@ use std::time::Duration;
 use cpaas::{SendError, SendMessageCommand, SendReceipt};
 use kernel::error::ApiError;
 use kernel::ids::TenantId;
+use serde::Deserialize;
 
 use crate::Communications;
 use crate::messages::content::MessageContent;
@@ -184,7 +185,7 @@ impl Dispatcher {
         if !context.delay.is_zero() {
             return Err(Failure::Throttled(context.delay));
         }
-        let content: MessageContent = serde_json::from_value(message.content.clone())
+        let content = MessageContent::deserialize(&message.content)
             .map_err(|e| Failure::Infrastructure(ApiError::internal(e)))?;
         let command = SendMessageCommand {
             correlation_id: message.id.to_string(),

@@ -8,6 +8,7 @@
 //! careful path (a message the batched claim did not take).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cpaas::SendError;
@@ -36,9 +37,10 @@ pub(crate) struct Prepared {
 pub(crate) struct SendContext {
     /// Why the address is suppressed, if it is.
     pub suppressed: Option<String>,
-    pub account: Option<AccountRow>,
+    /// Shared by the batch's messages on that account, as are its providers.
+    pub account: Option<Arc<AccountRow>>,
     /// The account's providers by priority.
-    pub providers: Vec<ProviderRow>,
+    pub providers: Arc<[ProviderRow]>,
     /// How long until the message's rate-limit slot (zero: now, or already waited for).
     pub delay: Duration,
 }
@@ -117,22 +119,29 @@ async fn contexts_for(
     let accounts = channels::active_accounts_for_channels(&module.pool, &keys).await.map_err(|e| e.to_string())?;
     let account_ids: Vec<(Uuid, Uuid)> = accounts.iter().map(|a| (a.tenant_id, a.id)).collect();
     let providers = channels::providers_of_accounts(&module.pool, &account_ids).await.map_err(|e| e.to_string())?;
+    // Each account with its providers, once for all of its messages.
+    let accounts: Vec<(Arc<AccountRow>, Arc<[ProviderRow]>)> = accounts
+        .into_iter()
+        .map(|account| {
+            let own: Vec<ProviderRow> =
+                providers.iter().filter(|p| p.channel_account_id == Some(account.id)).cloned().collect();
+            (Arc::new(account), own.into())
+        })
+        .collect();
     let mut contexts: Vec<SendContext> = batch
         .iter()
         .map(|(_, claimed)| {
             let Some(claimed) = claimed else { return SendContext::default() };
             let message = &claimed.message;
-            let account = accounts
+            let found = accounts
                 .iter()
-                .find(|a| a.tenant_id == message.tenant_id && a.channel_type == channel_type(message.channel))
-                .cloned();
-            let providers = match &account {
-                Some(account) => {
-                    providers.iter().filter(|p| p.channel_account_id == Some(account.id)).cloned().collect()
-                }
-                None => Vec::new(),
-            };
-            SendContext { suppressed: claimed.suppressed.clone(), account, providers, delay: Duration::ZERO }
+                .find(|(a, _)| a.tenant_id == message.tenant_id && a.channel_type == channel_type(message.channel));
+            SendContext {
+                suppressed: claimed.suppressed.clone(),
+                account: found.map(|(account, _)| account.clone()),
+                providers: found.map(|(_, providers)| providers.clone()).unwrap_or_else(|| Arc::new([])),
+                delay: Duration::ZERO,
+            }
         })
         .collect();
     reserve_slots(module, rates, batch, &mut contexts).await?;

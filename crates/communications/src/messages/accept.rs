@@ -37,6 +37,13 @@ pub(crate) struct Draft {
     pub conversation_id: Option<Uuid>,
 }
 
+impl Draft {
+    /// When its job runs, if not at once: a scheduled time still ahead of `now`.
+    fn later_than(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.scheduled_at.filter(|at| *at > now)
+    }
+}
+
 /// Stores `drafts` in the caller's transaction. The outer error is the database's (nothing of
 /// the batch may be kept); an inner one is that draft's own (its recipient cannot be served on
 /// its channels, or its contact does not exist), and stores nothing for it.
@@ -100,7 +107,7 @@ pub(crate) async fn store(
         reasons.push(draft.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339())));
         if draft.status == MessageStatus::Queued {
             let job = DispatchJob { message_id: draft.id, tenant_id: draft.tenant.0, attempt: 0, deferrals: 0 };
-            jobs.push((draft.lane, job, draft.scheduled_at.filter(|at| *at > now)));
+            jobs.push((draft.lane, job, draft.later_than(now)));
         }
     }
     repository::insert_many(&mut *tx, &rows, &reasons, EventSource::Api).await?;
@@ -119,7 +126,7 @@ fn answers<T>(
         .zip(planned)
         .map(|(draft, plan)| {
             plan.map(|_| {
-                let due_now = draft.status == MessageStatus::Queued && draft.scheduled_at.is_none_or(|at| at <= now);
+                let due_now = draft.status == MessageStatus::Queued && draft.later_than(now).is_none();
                 Accepted { id: draft.id, status: draft.status, wake: due_now.then_some(draft.lane) }
             })
         })

@@ -65,26 +65,17 @@
 //!
 //! # How the dispatcher uses it
 //!
-//! After claiming a message and looking up its channel account, and **before calling the
-//! provider**:
-//!
-//! ```ignore
-//! let key = rate_limit::channel_account_key(tenant.0, account.id);
-//! let limit = rate_limit::limit_for(message.channel, &account.verification, &rate_defaults);
-//! match rate_limit::acquire(&pool, &key, limit, 1).await? {
-//!     Acquired::Granted => { /* send through the providers */ }
-//!     Acquired::Wait(d) => { /* back to `queued`, a new job due in d (+ jitter); not an attempt */ }
-//! }
-//! ```
-//!
-//! On `Wait(d)` the worker should not sleep while holding its slot (that starves the other
-//! tenants sharing the worker): it puts the message back to `queued` and enqueues the job again to
-//! run after `d`, without spending the retry budget (it is not a failure, and nothing reached the
-//! provider). Add some jitter (e.g. up to `burst × T`) so that jobs refused together do not all
-//! return at the same instant. apalis schedules in whole seconds, so a pushed-back job returns
-//! after at least `d` rounded up to the next second; with a backlog, other queued jobs of the
-//! same account fill the rate meanwhile. A provider that still answers "rate limited" (Meta
-//! 130429, Twilio 20429, SES throttling) is handled as today, by the retry path.
+//! [`acquire`] refuses when the tokens are not there; the dispatcher instead *reserves*
+//! ([`reserve_many`], `dispatch/prepare.rs`): after claiming a batch of messages and looking up
+//! their channel accounts, and **before calling the provider**, it takes one slot per message
+//! on each account's key in one statement and learns how long until each slot. A message whose
+//! slot is now is sent; one whose slot is later goes back to `queued` with a job due at the slot,
+//! holding it (a deferred job does not reserve again), so it costs no retry budget, holds no
+//! worker slot while it waits, and a backlog costs one statement per batch instead of one per
+//! message per retry. apalis schedules in whole seconds, so a deferred job returns after at
+//! least its wait rounded up to the next second; with a backlog, other queued jobs of the same
+//! account fill the rate meanwhile. A provider that still answers "rate limited" (Meta 130429,
+//! Twilio 20429, SES throttling) is handled by the retry path.
 
 use std::time::Duration;
 
