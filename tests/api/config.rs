@@ -79,6 +79,32 @@ fn bad_values_name_their_key() {
     }
 }
 
+/// Environment variables are strings, so a list setting takes comma-separated items there.
+#[test]
+fn list_settings_come_from_the_environment_comma_separated() {
+    let topics = "arn:aws:sns:eu-central-1:123456789012:ses-events, arn:aws:sns:eu-central-1:123456789012:ses-inbound";
+    let settings = load(&[
+        ("SWITCHBOARD__PROVIDERS__SNS_CERT_HOSTS", "127.0.0.1:9090, sim.internal ,"),
+        ("SWITCHBOARD__PROVIDERS__SNS_TOPIC_ARNS", topics),
+    ])
+    .unwrap();
+    assert_eq!(settings.providers.sns_cert_hosts, ["127.0.0.1:9090", "sim.internal"]);
+    assert_eq!(
+        settings.providers.sns_topic_arns,
+        ["arn:aws:sns:eu-central-1:123456789012:ses-events", "arn:aws:sns:eu-central-1:123456789012:ses-inbound"]
+    );
+    let one = load(&[("SWITCHBOARD__PROVIDERS__SNS_CERT_HOSTS", "localhost")]).unwrap();
+    assert_eq!(one.providers.sns_cert_hosts, ["localhost"]);
+    // A lone item the environment source reads as a number is still an item.
+    let number = load(&[("SWITCHBOARD__PROVIDERS__SNS_CERT_HOSTS", "9090")]).unwrap();
+    assert_eq!(number.providers.sns_cert_hosts, ["9090"]);
+    let empty = load(&[("SWITCHBOARD__PROVIDERS__SNS_CERT_HOSTS", "")]).unwrap();
+    assert!(empty.providers.sns_cert_hosts.is_empty());
+    let bad = load(&[("SWITCHBOARD__PROVIDERS__SNS_TOPIC_ARNS", "arn:aws:sns:eu-central-1:123456789012:ok,MyTopic")])
+        .unwrap_err();
+    assert!(bad.starts_with("providers.sns_topic_arns[1]:"), "{bad}");
+}
+
 /// docker-compose.yml and the Dockerfile configure Switchboard only through the environment;
 /// every variable they set must be one the configuration accepts.
 #[test]

@@ -12,30 +12,30 @@ use crate::helpers::{
     spawn_app_with_sim_config,
 };
 
-const PHONE: &str = "+4915112345678";
+pub(crate) const PHONE: &str = "+4915112345678";
 
-fn auto_callbacks() -> SimConfig {
+pub(crate) fn auto_callbacks() -> SimConfig {
     SimConfig { auto_callbacks: Some(Duration::from_millis(50)), ..SimConfig::default() }
 }
 
-async fn whatsapp(app: &TestApp, tenant: &TestTenant) {
+pub(crate) async fn whatsapp(app: &TestApp, tenant: &TestTenant) {
     app.active_channel(tenant, sim_whatsapp()).await;
 }
 
-async fn sms(app: &TestApp, tenant: &TestTenant) {
+pub(crate) async fn sms(app: &TestApp, tenant: &TestTenant) {
     app.active_channel(tenant, sim_twilio_sms()).await;
 }
 
-async fn email(app: &TestApp, tenant: &TestTenant) {
+pub(crate) async fn email(app: &TestApp, tenant: &TestTenant) {
     app.active_channel(tenant, sim_email()).await;
 }
 
-async fn send(app: &TestApp, tenant: &TestTenant, body: Value) -> String {
+pub(crate) async fn send(app: &TestApp, tenant: &TestTenant, body: Value) -> String {
     let accepted: Value = app.post("/api/v1/messages", &tenant.api_key, body).await.json().await.unwrap();
     accepted["id"].as_str().unwrap_or_else(|| panic!("{accepted}")).to_owned()
 }
 
-async fn wait_for(app: &TestApp, tenant: &TestTenant, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_for(app: &TestApp, tenant: &TestTenant, id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let message: Value = app.get(&format!("/api/v1/messages/{id}"), &tenant.api_key).await.json().await.unwrap();
@@ -47,7 +47,7 @@ async fn wait_for(app: &TestApp, tenant: &TestTenant, id: &str, status: &str) ->
     }
 }
 
-fn provider_events(message: &Value) -> Vec<String> {
+pub(crate) fn provider_events(message: &Value) -> Vec<String> {
     message["events"]
         .as_array()
         .unwrap()
@@ -222,6 +222,71 @@ async fn a_failed_delivery_falls_back_to_the_next_channel() {
     assert_eq!(fallback["channel"], "sms");
 }
 
+/// Twilio accepted the SMS, then reported it undelivered (30003, the handset unreachable): the
+/// message is lost, the number is not, and the next channel of the chain takes over.
+#[tokio::test]
+async fn an_undelivered_sms_falls_back_to_email() {
+    let (app, sim) = spawn_app_with_sim_config(|_| {}, auto_callbacks()).await;
+    let tenant = app.create_tenant("alpine").await;
+    sms(&app, &tenant).await;
+    email(&app, &tenant).await;
+    sim.add_failure(FailureRule {
+        provider: Some("twilio".into()),
+        recipient: None,
+        kind: FailureKind::Undeliverable,
+        probability: 1.0,
+        remaining: None,
+    });
+    let id = send(
+        &app,
+        &tenant,
+        json!({"to": {"phone": PHONE, "email": "anna@example.org"}, "channels": ["sms", "email"],
+               "content": {"subject": "Pickup", "text": "Pickup moved to 7:40"}}),
+    )
+    .await;
+    let superseded = wait_for(&app, &tenant, &id, "superseded").await;
+    assert!(provider_events(&superseded).contains(&"failed".to_owned()), "{superseded:#}");
+    let successor = superseded["superseded_by"].as_str().unwrap().to_owned();
+    let fallback = wait_for(&app, &tenant, &successor, "delivered").await;
+    assert_eq!(fallback["channel"], "email");
+    assert!(suppressed(&app).await.is_empty(), "an unreachable handset is not a bad number");
+}
+
+/// A failure whose class says "later" (Twilio 30008) sends the same SMS again, within the retry
+/// budget the send-time retries share; once it is spent, the next channel takes over.
+#[tokio::test]
+async fn a_reported_failure_worth_retrying_sends_again_then_falls_back() {
+    let (app, sim) = spawn_app_with_sim(|settings| settings.dispatch.max_attempts = 2).await;
+    let tenant = app.create_tenant("alpine").await;
+    sms(&app, &tenant).await;
+    email(&app, &tenant).await;
+    let id = send(
+        &app,
+        &tenant,
+        json!({"to": {"phone": PHONE, "email": "anna@example.org"}, "channels": ["sms", "email"],
+               "content": {"subject": "Pickup", "text": "Pickup moved to 7:40"}}),
+    )
+    .await;
+    let sent = wait_for(&app, &tenant, &id, "sent").await;
+    sim.post_status_callbacks(sent["provider_message_id"].as_str().unwrap(), &[CallbackStatus::Failed]).await.unwrap();
+    let first = wait_for(&app, &tenant, &id, "superseded").await;
+    let retry_id = first["superseded_by"].as_str().unwrap().to_owned();
+    let retry = wait_for(&app, &tenant, &retry_id, "sent").await;
+    assert_eq!(retry["channel"], "sms", "the same channel again: {retry:#}");
+    assert!(retry["events"][0]["reason"].as_str().unwrap().contains("sending again"), "{retry:#}");
+
+    sim.post_status_callbacks(retry["provider_message_id"].as_str().unwrap(), &[CallbackStatus::Failed]).await.unwrap();
+    let spent = wait_for(&app, &tenant, &retry_id, "superseded").await;
+    let fallback = wait_for(&app, &tenant, spent["superseded_by"].as_str().unwrap(), "sent").await;
+    assert_eq!(fallback["channel"], "email", "two attempts spent: {fallback:#}");
+    let sms_sends = sim.ledger().iter().filter(|e| e.operation == "create_message").count();
+    assert_eq!(sms_sends, 2);
+}
+
+async fn suppressed(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT address FROM communications.suppressions").fetch_all(&app.pool).await.unwrap()
+}
+
 #[tokio::test]
 async fn inbound_and_unmatched_callbacks_are_kept_and_acknowledged() {
     let (app, sim) = spawn_app_with_sim(|_| {}).await;
@@ -278,8 +343,8 @@ async fn callbacks_settle_a_send_whose_answer_was_lost_by_our_correlation_id() {
         let provider_id = sent["provider_message_id"].as_str().unwrap().to_owned();
         // As if the worker died between the provider's answer and recording it.
         sqlx::query(
-            "UPDATE communications.messages SET status = 'unknown', provider = NULL, provider_message_id = NULL
-             WHERE id = $1::uuid",
+            "UPDATE communications.messages SET status = 'unknown', provider = NULL, provider_message_id = NULL,
+                    status_reason = 'interrupted while sending' WHERE id = $1::uuid",
         )
         .bind(&id)
         .execute(&app.pool)
@@ -288,5 +353,6 @@ async fn callbacks_settle_a_send_whose_answer_was_lost_by_our_correlation_id() {
         sim.post_status_callbacks(&provider_id, &[callback]).await.unwrap();
         let message = wait_for(&app, &tenant, &id, settled).await;
         assert_eq!(message["provider_message_id"], provider_id.as_str(), "{message}");
+        assert!(message["status_reason"].is_null(), "settled, the outcome is no longer unknown: {message}");
     }
 }

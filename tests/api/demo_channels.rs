@@ -94,3 +94,58 @@ async fn channels_are_created_verified_and_used_through_the_simulated_providers(
     }
     server.stop(Signal::SIGTERM);
 }
+
+/// The demo's simulated SES reports delivery through signed SNS notifications from its own
+/// certificate host and topics, which the demo (and only the demo) trusts.
+#[tokio::test]
+async fn the_demos_email_reaches_delivered_from_the_simulators_callbacks() {
+    let database_url = fresh_database().await;
+    let server = RunningServer::start(&["demo"], &[("DATABASE_URL", &database_url)]);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let api_key = banner_value(&server, "API key:");
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| client.post(server.url(path)).bearer_auth(&api_key).json(&body).send();
+    let created: Value = post(
+        "/api/v1/channel-accounts",
+        json!({"channel_type": "email", "display_name": "Mail", "config": {"domain": "mail.demo.example", "from_address": "hello@mail.demo.example"}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let account = created["id"].as_str().expect("created").to_owned();
+    for _ in 0..2 {
+        post(&format!("/api/v1/channel-accounts/{account}/verify"), json!({})).await.unwrap();
+    }
+    let accepted: Value = post(
+        "/api/v1/messages",
+        json!({"to": {"email": "ann@example.org"}, "channels": "email", "content": {"subject": "Hello", "text": "Hi"}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let id = accepted["id"].as_str().unwrap_or_else(|| panic!("{accepted}")).to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let message: Value = client
+            .get(server.url(&format!("/api/v1/messages/{id}")))
+            .bearer_auth(&api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if message["status"] == "delivered" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {}: {message:#}", message["status"]);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let refused = server.lines().iter().any(|line| line.contains("untrusted certificate") || line.contains("refused"));
+    assert!(!refused, "no callback was refused: {:#?}", server.lines());
+    server.stop(Signal::SIGTERM);
+}

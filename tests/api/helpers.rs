@@ -129,6 +129,7 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
     if with_workers && settings.dispatch.in_serve {
         let communications = app.communications();
         switchboard::app::spawn_cron_triggers(&settings, communications.clone());
+        switchboard::app::spawn_rematcher(&settings, communications.clone());
         let worker_settings = settings.clone();
         tokio::spawn(async move {
             switchboard::app::run_workers(&worker_settings, communications, std::future::pending()).await
@@ -153,6 +154,7 @@ pub async fn spawn_app_with_sim_config(
     let sim_address = sim_listener.local_addr().expect("simulator address");
     let base = format!("http://{sim_address}");
     let meta_secret = sim_config.meta_app_secret.clone();
+    let sim_topics = sim_config.sns_topic_arns();
     let app = spawn(
         |settings| {
             let providers = &mut settings.providers;
@@ -163,6 +165,8 @@ pub async fn spawn_app_with_sim_config(
             providers.meta_app_secret = meta_secret.into();
             providers.sns_cert_hosts = vec![sim_address.to_string()];
             providers.sns_cert_allow_http = true;
+            // As an operator of the platform configures its SES topics.
+            providers.sns_topic_arns = sim_topics;
             settings.dispatch.retry_base_delay_ms = 100;
             configure(settings);
         },

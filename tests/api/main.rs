@@ -25,3 +25,4 @@ mod pipeline;
 mod rate_limits;
 mod templates;
 mod triggers;
+mod webhooks;

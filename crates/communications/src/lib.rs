@@ -38,6 +38,8 @@ pub struct Communications {
     pub sns: Arc<cpaas::webhooks::sns::SnsVerifier>,
     /// Wakes dispatch workers after jobs are committed.
     pub queue_waker: messages::queue::QueueWaker,
+    /// How failed sends are retried, at send time and when a provider reports a failure later.
+    pub retry: dispatch::RetryPolicy,
     /// Stores accepted messages in shared transactions; started on first use.
     acceptor: Arc<OnceLock<Acceptor>>,
 }
@@ -62,8 +64,14 @@ impl Communications {
             http: reqwest::Client::new(),
             sns,
             queue_waker,
+            retry: dispatch::RetryPolicy::default(),
             acceptor: Arc::default(),
         }
+    }
+
+    pub fn with_retry(mut self, retry: dispatch::RetryPolicy) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// The batcher the send API stores its messages through (started here on first use: it

@@ -61,16 +61,8 @@ async fn post_one_status(
             post_meta(state, &url, &body).await
         }
         SentMessage::Ses { .. } => {
-            let event_type = match status {
-                CallbackStatus::Sent => "Send",
-                CallbackStatus::Delivered => "Delivery",
-                CallbackStatus::Read => "Open",
-                CallbackStatus::Failed => "Reject",
-                CallbackStatus::Bounce => "Bounce",
-                CallbackStatus::Complaint => "Complaint",
-            };
-            let record = ses::event_record(state, id, message, event_type)?;
-            post_sns(state, sns::SES_EVENTS_TOPIC, &record).await
+            let record = ses::event_record(state, id, message, ses_event_type(status))?;
+            post_sns(state, &state.config.ses_events_topic_arn(), &record.to_string()).await
         }
         SentMessage::Twilio { fate, .. } => {
             let (name, error_code) = match (status, fate) {
@@ -91,6 +83,28 @@ async fn post_one_status(
     }
 }
 
+fn ses_event_type(status: CallbackStatus) -> &'static str {
+    match status {
+        CallbackStatus::Sent => "Send",
+        CallbackStatus::Delivered => "Delivery",
+        CallbackStatus::Read => "Open",
+        CallbackStatus::Failed => "Reject",
+        CallbackStatus::Bounce => "Bounce",
+        CallbackStatus::Complaint => "Complaint",
+    }
+}
+
+/// The SES event record for `status` of a mail the sim accepted.
+pub(crate) fn ses_event_record(
+    state: &SimState,
+    id: &str,
+    status: CallbackStatus,
+) -> anyhow::Result<serde_json::Value> {
+    let message =
+        state.ledger().message(id).ok_or_else(|| anyhow::anyhow!("the simulator accepted no message with id {id}"))?;
+    ses::event_record(state, id, &message, ses_event_type(status))
+}
+
 pub(crate) async fn post_inbound(state: &SimState, inbound: InboundSpec) -> anyhow::Result<()> {
     match inbound {
         InboundSpec::Meta { phone_number_id, from, text } => {
@@ -107,7 +121,7 @@ pub(crate) async fn post_inbound(state: &SimState, inbound: InboundSpec) -> anyh
         }
         InboundSpec::SesInbound { from, to, subject, text } => {
             let record = ses::inbound_record(state, &from, &to, &subject, &text);
-            post_sns(state, sns::SES_INBOUND_TOPIC, &record).await
+            post_sns(state, &state.config.ses_inbound_topic_arn(), &record.to_string()).await
         }
     }
 }
@@ -162,8 +176,9 @@ async fn post_twilio(state: &SimState, url: &str, form: &[(String, String)]) -> 
     deliver(state, url, headers, body).await
 }
 
-async fn post_sns(state: &SimState, topic: &str, message: &serde_json::Value) -> anyhow::Result<()> {
-    let (url, headers, body) = sns::signed_notification(state, topic, message)?;
+/// Posts a signed SNS notification of `message` (any text) on the topic `arn`.
+pub(crate) async fn post_sns(state: &SimState, arn: &str, message: &str) -> anyhow::Result<()> {
+    let (url, headers, body) = sns::signed_notification(state, arn, message)?;
     deliver(state, &url, headers, body).await
 }
 

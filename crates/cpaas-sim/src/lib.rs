@@ -105,6 +105,23 @@ pub struct SimConfig {
     pub aws_region: String,
 }
 
+impl SimConfig {
+    /// The topic the sim publishes SES sending events on (a configuration set's SNS destination).
+    pub fn ses_events_topic_arn(&self) -> String {
+        sns::topic_arn(&self.aws_region, sns::SES_EVENTS_TOPIC)
+    }
+
+    /// The topic the sim publishes inbound mail on (a receipt rule's SNS action).
+    pub fn ses_inbound_topic_arn(&self) -> String {
+        sns::topic_arn(&self.aws_region, sns::SES_INBOUND_TOPIC)
+    }
+
+    /// Both topics: what a receiver configured for this sim expects notifications from.
+    pub fn sns_topic_arns(&self) -> Vec<String> {
+        vec![self.ses_events_topic_arn(), self.ses_inbound_topic_arn()]
+    }
+}
+
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
@@ -221,6 +238,22 @@ impl SimHandle {
     /// Posts a signed inbound message or event webhook.
     pub async fn post_inbound(&self, inbound: InboundSpec) -> anyhow::Result<()> {
         callbacks::post_inbound(&self.state, inbound).await
+    }
+
+    /// The SES event record (the SNS `Message`) the sim would publish for `status` of a mail it
+    /// accepted, to inspect or alter before [`SimHandle::post_sns_notification`].
+    pub fn ses_event_record(
+        &self,
+        provider_message_id: &str,
+        status: CallbackStatus,
+    ) -> anyhow::Result<serde_json::Value> {
+        callbacks::ses_event_record(&self.state, provider_message_id, status)
+    }
+
+    /// Posts a correctly signed SNS notification carrying `message` (any text) on any topic
+    /// `arn`, as AWS would for whoever owns that topic.
+    pub async fn post_sns_notification(&self, arn: &str, message: &str) -> anyhow::Result<()> {
+        callbacks::post_sns(&self.state, arn, message).await
     }
 }
 

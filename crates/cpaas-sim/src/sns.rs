@@ -238,17 +238,17 @@ fn list_origination_numbers() -> Response {
 /// An HTTP request the sim is about to post: (url, headers, body).
 pub(crate) type OutgoingPost = (String, Vec<(String, String)>, Vec<u8>);
 
-/// A signed SNS HTTP `Notification` of `message` on `topic`.
-pub(crate) fn signed_notification(state: &SimState, topic: &str, message: &Value) -> anyhow::Result<OutgoingPost> {
+/// A signed SNS HTTP `Notification` whose `Message` is `message`, on the topic `arn`.
+pub(crate) fn signed_notification(state: &SimState, arn: &str, message: &str) -> anyhow::Result<OutgoingPost> {
     let url = format!("{}/api/webhooks/aws/sns", state.webhook_base()?);
-    let arn = topic_arn(&state.config.aws_region, topic);
+    let arn = arn.to_owned();
     let message_id = uuid::Uuid::new_v4().to_string();
     let subscription_arn = format!("{arn}:{}", uuid::Uuid::new_v4());
     let mut notification = serde_json::Map::new();
     notification.insert("Type".into(), json!("Notification"));
     notification.insert("MessageId".into(), json!(message_id));
     notification.insert("TopicArn".into(), json!(arn));
-    notification.insert("Message".into(), json!(message.to_string()));
+    notification.insert("Message".into(), json!(message));
     notification
         .insert("Timestamp".into(), json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)));
     let version = state.config.sns_signature_version;

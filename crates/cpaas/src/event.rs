@@ -75,8 +75,32 @@ pub enum DeliveryStatus {
 pub struct ProviderError {
     pub code: String,
     pub reason: String,
-    /// Whether the provider says this is permanent (hard bounce, invalid number…).
-    pub permanent: bool,
+    /// What the failure means for the message and its address.
+    pub class: FailureClass,
+}
+
+impl ProviderError {
+    /// The address will not take messages on this channel (hard bounce, complaint, unknown
+    /// number): the one class that suppresses an address.
+    pub fn is_permanent(&self) -> bool {
+        self.class == FailureClass::Permanent
+    }
+}
+
+/// What a failure the provider reports after accepting a message calls for — the callback
+/// counterpart of the send-time [`SendError`](crate::SendError) classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// The address is bad for good on this channel (hard bounce, unknown or landline number,
+    /// complaint, opted out): move on to the next channel; suppress where the channel does.
+    Permanent,
+    /// This message did not arrive and the provider has stopped trying (handset off for too
+    /// long, a soft bounce after the provider's own retries): move on to the next channel.
+    Transient,
+    /// The provider's side refused it for now (throttling, an outage, a queue overflow): the
+    /// same message on the same channel later is the right answer.
+    Retry,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

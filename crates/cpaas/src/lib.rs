@@ -20,7 +20,7 @@ pub use command::{
     Attachment, Content, MediaKind, Recipient, SendError, SendMessageCommand, SendReceipt, TemplateContent,
 };
 pub use config::{MetaConfig, ProviderConfig, SesConfig, SmsType, SnsConfig, TwilioConfig};
-pub use event::{DeliveryStatus, InboundContent, ProviderError, ProviderEvent};
+pub use event::{DeliveryStatus, FailureClass, InboundContent, ProviderError, ProviderEvent};
 
 use serde::{Deserialize, Serialize};
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{TimeZone, Utc};
 use cpaas::webhooks::WebhookError;
 use cpaas::webhooks::meta::{parse, verify_handshake, verify_signature};
-use cpaas::{Channel, DeliveryStatus, InboundContent, MediaKind, Provider, ProviderError, ProviderEvent};
+use cpaas::{Channel, DeliveryStatus, FailureClass, InboundContent, MediaKind, Provider, ProviderError, ProviderEvent};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -213,12 +213,16 @@ fn failed_status_carries_the_error_and_its_permanence() {
     assert_eq!(got, DeliveryStatus::Failed);
     assert_eq!(
         error,
-        Some(ProviderError { code: "131026".into(), reason: "Message Undeliverable.".into(), permanent: true })
+        Some(ProviderError {
+            code: "131026".into(),
+            reason: "Message Undeliverable.".into(),
+            class: FailureClass::Permanent
+        })
     );
     let (_, _, _, error) = status(only(parse(&fixture("status_failed_rate_limited.json")).unwrap()));
     let error = error.unwrap();
     assert_eq!(error.code, "130429");
-    assert!(!error.permanent);
+    assert_eq!(error.class, FailureClass::Retry, "a rate limit is worth the same message later");
 }
 
 #[test]

@@ -3,9 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use cpaas::event::InboundAttachment;
-use cpaas::webhooks::WebhookError;
-use cpaas::webhooks::ses::parse;
-use cpaas::{Channel, DeliveryStatus, InboundContent, Provider, ProviderError, ProviderEvent};
+use cpaas::webhooks::ses::{parse, sending_account_id};
+use cpaas::{Channel, DeliveryStatus, FailureClass, InboundContent, Provider, ProviderError, ProviderEvent};
 
 const MESSAGE_ID: &str = "EXAMPLE7c191be45-e9aedb9a-02f9-4d12-a87d-dd0099a07f8a-000000";
 
@@ -72,7 +71,7 @@ fn permanent_bounce_is_permanent() {
     assert_eq!(timestamp, time("2017-08-05T00:41:02.669Z"));
     assert_eq!(to, recipient());
     let error = error.unwrap();
-    assert!(error.permanent);
+    assert_eq!(error.class, FailureClass::Permanent);
     assert_eq!(error.code, "Permanent/General");
     assert!(error.reason.contains("550 5.1.1 user unknown"), "{}", error.reason);
 }
@@ -82,11 +81,8 @@ fn transient_bounce_gives_one_update_per_recipient() {
     let events = statuses("bounce_transient_two_recipients.json");
     let recipients: Vec<_> = events.iter().map(|(_, _, to, _)| to.clone().unwrap()).collect();
     assert_eq!(recipients, ["a@example.com", "b@example.com"]);
-    assert!(
-        events
-            .iter()
-            .all(|(status, _, _, error)| *status == DeliveryStatus::Bounced && !error.as_ref().unwrap().permanent)
-    );
+    assert!(events.iter().all(|(status, _, _, error)| *status == DeliveryStatus::Bounced
+        && error.as_ref().unwrap().class == FailureClass::Transient));
 }
 
 #[test]
@@ -98,7 +94,10 @@ fn complaint_reject_rendering_failure_and_delay() {
     let [(status, timestamp, _, error)] = statuses("reject.json").try_into().unwrap();
     assert_eq!(status, DeliveryStatus::Rejected);
     assert_eq!(timestamp, time("2017-08-05T00:40:02.012Z"), "no event time: the mail's");
-    assert_eq!(error, Some(ProviderError { code: "Reject".into(), reason: "Bad content".into(), permanent: true }));
+    assert_eq!(
+        error,
+        Some(ProviderError { code: "Reject".into(), reason: "Bad content".into(), class: FailureClass::Permanent })
+    );
 
     let [(status, _, _, error)] = statuses("rendering_failure.json").try_into().unwrap();
     assert_eq!(status, DeliveryStatus::Failed);
@@ -109,7 +108,7 @@ fn complaint_reject_rendering_failure_and_delay() {
     assert_eq!(timestamp, time("2020-06-16T00:25:40.095Z"));
     let error = error.unwrap();
     assert_eq!(error.code, "TransientCommunicationFailure");
-    assert!(!error.permanent);
+    assert_eq!(error.class, FailureClass::Transient);
 }
 
 #[test]
@@ -120,6 +119,8 @@ fn unmodelled_events_are_unknown() {
         r#"{"eventType":"Bounce"}"#.to_owned(),
         r#"{"notificationType":"AmazonSnsSubscriptionSucceeded","message":"x"}"#.to_owned(),
         "[1,2]".to_owned(),
+        // The SNS envelope was authentic; its Message is just not an SES record.
+        "Hello world!".to_owned(),
     ] {
         let events = parse(&body).unwrap();
         assert!(
@@ -127,7 +128,17 @@ fn unmodelled_events_are_unknown() {
             "{body}: {events:?}"
         );
     }
-    assert!(matches!(parse("Hello world!"), Err(WebhookError::Malformed(_))));
+}
+
+#[test]
+fn the_sending_account_comes_from_the_record() {
+    let bounce = fixture("bounce_permanent.json");
+    let expected: serde_json::Value = serde_json::from_str(&bounce).unwrap();
+    assert_eq!(sending_account_id(&bounce).as_deref(), expected["mail"]["sendingAccountId"].as_str());
+    let from_source = r#"{"eventType":"Bounce","mail":{"messageId":"m","sourceArn":"arn:aws:ses:us-east-1:111122223333:identity/example.com"}}"#;
+    assert_eq!(sending_account_id(from_source).as_deref(), Some("111122223333"));
+    assert_eq!(sending_account_id("Hello world!"), None);
+    assert_eq!(sending_account_id(r#"{"eventType":"Send"}"#), None);
 }
 
 fn inbound(file: &str) -> ProviderEvent {

@@ -8,7 +8,7 @@ use cpaas::webhooks::twilio::{
     parse_callback, parse_form, parse_inbound_message, parse_message_status, parse_voice_status, verify_json_signature,
     verify_signature,
 };
-use cpaas::{Channel, DeliveryStatus, InboundContent, MediaKind, Provider, ProviderError, ProviderEvent};
+use cpaas::{Channel, DeliveryStatus, FailureClass, InboundContent, MediaKind, Provider, ProviderError, ProviderEvent};
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
@@ -160,7 +160,7 @@ fn status_callbacks() {
             error: Some(ProviderError {
                 code: "30003".into(),
                 reason: "Unreachable destination handset".into(),
-                permanent: false
+                class: FailureClass::Transient
             }),
             correlation_id: None,
         }
@@ -192,7 +192,17 @@ fn status_callbacks() {
     else {
         panic!()
     };
-    assert!(error.unwrap().permanent);
+    assert_eq!(error.unwrap().class, FailureClass::Permanent);
+    for (code, class) in
+        [("30001", FailureClass::Retry), ("20429", FailureClass::Retry), ("30003", FailureClass::Transient)]
+    {
+        let ProviderEvent::StatusUpdate { error, .. } =
+            parse_message_status(&params("undelivered", Some(code)), received_at())
+        else {
+            panic!()
+        };
+        assert_eq!(error.unwrap().class, class, "{code}");
+    }
     for status in ["queued", "sending", "accepted", "weird"] {
         assert!(
             matches!(parse_message_status(&params(status, None), received_at()), ProviderEvent::Unknown { .. }),

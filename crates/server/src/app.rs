@@ -80,7 +80,9 @@ pub fn communications_module(
     bound: SocketAddr,
 ) -> anyhow::Result<communications::Communications> {
     let keyring = std::sync::Arc::new(settings.secrets.keyring()?);
-    Ok(communications::Communications::new(pool, keyring).with_endpoints(settings.providers.endpoints(bound)))
+    Ok(communications::Communications::new(pool, keyring)
+        .with_endpoints(settings.providers.endpoints(bound))
+        .with_retry(settings.dispatch.retry_policy()))
 }
 
 /// Runs the dispatch workers until `shutdown`.
@@ -89,11 +91,7 @@ pub async fn run_workers(
     communications: communications::Communications,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let dispatcher = communications::dispatch::Dispatcher::new(
-        communications,
-        settings.dispatch.retry_policy(),
-        settings.dispatch.rate_defaults(),
-    );
+    let dispatcher = communications::dispatch::Dispatcher::new(communications, settings.dispatch.rate_defaults());
     let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
     let waker = tokio::spawn(crate::queue_waker::run(dispatcher.module.pool.clone(), poll));
@@ -131,6 +129,17 @@ pub fn spawn_sweeper(settings: &Settings, pool: PgPool) -> anyhow::Result<tokio:
         idempotency_retention: Duration::from_secs(settings.dispatch.idempotency_retention_hours * 3600),
     };
     Ok(tokio::spawn(communications::dispatch::sweeper::run(pool, sweeper)))
+}
+
+/// Starts the task that tries unmatched status callbacks again (every serve and worker process;
+/// row locks give each envelope to one), as often as delayed dispatch jobs are checked.
+pub fn spawn_rematcher(
+    settings: &Settings,
+    communications: communications::Communications,
+) -> tokio::task::JoinHandle<()> {
+    let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
+    let window = Duration::from_secs(settings.webhooks.unmatched_retry_secs);
+    tokio::spawn(communications::tracking::rematch::run(communications, poll, window))
 }
 
 /// Starts the cron-trigger poller (every serve and worker process; a row lock gives each firing

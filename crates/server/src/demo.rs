@@ -47,6 +47,8 @@ pub async fn run(settings: &mut Settings, args: ServeArgs, database: &Database) 
     super::serve_with_workers(settings, app).await
 }
 
+/// Only here, for the simulator running in this process: its SNS certificate is served over
+/// plain http from its own address, and its SES events and inbound mail come on its topics.
 fn point_providers_at(settings: &mut Settings, sim_url: &str, sim: &SimConfig) {
     let providers = &mut settings.providers;
     providers.meta_graph_url = sim_url.to_owned();
@@ -54,6 +56,10 @@ fn point_providers_at(settings: &mut Settings, sim_url: &str, sim: &SimConfig) {
     providers.aws_endpoint_url = sim_url.to_owned();
     providers.meta_app_id = "1000000000000001".into();
     providers.meta_app_secret = sim.meta_app_secret.clone().into();
+    let sim_host = sim_url.trim_start_matches("http://").to_owned();
+    providers.sns_cert_hosts.push(sim_host);
+    providers.sns_cert_allow_http = true;
+    providers.sns_topic_arns.extend(sim.sns_topic_arns());
 }
 
 /// Tenants that bring no AWS account of their own send email and SMS through these.

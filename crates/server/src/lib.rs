@@ -56,9 +56,11 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
             tracing::info!("switchboard dispatch workers running");
             let sweeper = app::spawn_sweeper(settings, database.pool.clone())?;
             let cron = app::spawn_cron_triggers(settings, communications.clone());
+            let rematcher = app::spawn_rematcher(settings, communications.clone());
             let result = app::run_workers(settings, communications, app::shutdown_signal()).await;
             sweeper.abort();
             cron.abort();
+            rematcher.abort();
             result
         }
         Command::Demo(args) => demo::run(settings, args, database).await,
@@ -89,6 +91,7 @@ where
 {
     let sweeper = app::spawn_sweeper(settings, app.communications().pool.clone())?;
     let cron = app::spawn_cron_triggers(settings, app.communications());
+    let rematcher = app::spawn_rematcher(settings, app.communications());
     let workers = settings.dispatch.in_serve.then(|| {
         let settings = settings.clone();
         let communications = app.communications();
@@ -101,6 +104,7 @@ where
     }
     sweeper.abort();
     cron.abort();
+    rematcher.abort();
     served
 }
 

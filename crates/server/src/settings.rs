@@ -25,6 +25,15 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     pub providers: ProvidersSettings,
     pub dispatch: DispatchSettings,
+    pub webhooks: WebhooksSettings,
+}
+
+/// `[webhooks]`: what happens to provider callbacks after they were acknowledged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSettings {
+    /// How long a status callback that matches no message (yet) is tried again.
+    pub unmatched_retry_secs: u64,
 }
 
 /// `[dispatch]`: the workers that send messages.
@@ -83,12 +92,62 @@ pub struct ProvidersSettings {
     pub meta_api_version: String,
     pub meta_app_id: String,
     pub meta_app_secret: SecretString,
+    pub meta_verify_token: SecretString,
     pub twilio_api_url: String,
     pub aws_endpoint_url: String,
     pub aws_region: String,
     pub request_timeout_secs: u64,
+    #[serde(deserialize_with = "string_list")]
     pub sns_cert_hosts: Vec<String>,
     pub sns_cert_allow_http: bool,
+    #[serde(deserialize_with = "string_list")]
+    pub sns_topic_arns: Vec<String>,
+}
+
+/// A list setting: an array in a file, or — environment variables being strings — one string of
+/// comma-separated items (`a, b`; blanks around items are dropped, an empty string is an empty
+/// list).
+fn string_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct ListVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for ListVisitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list, or a string of comma-separated items")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Self::Value, E> {
+            Ok(value.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect())
+        }
+
+        // One item that the environment source took for a number or a boolean.
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
+            Ok(vec![value.to_string()])
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
+            Ok(vec![value.to_string()])
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Self::Value, E> {
+            Ok(vec![value.to_string()])
+        }
+
+        fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Self::Value, E> {
+            Ok(vec![value.to_string()])
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    deserializer.deserialize_any(ListVisitor)
 }
 
 impl ProvidersSettings {
@@ -109,7 +168,20 @@ impl ProvidersSettings {
         if self.request_timeout_secs == 0 {
             return Err(ConfigError::at("providers.request_timeout_secs", "must be greater than 0"));
         }
+        self.topic_arns()?;
         Ok(())
+    }
+
+    /// `sns_topic_arns`, parsed.
+    fn topic_arns(&self) -> Result<Vec<cpaas::webhooks::sns::TopicArn>, ConfigError> {
+        self.sns_topic_arns
+            .iter()
+            .enumerate()
+            .map(|(index, raw)| {
+                cpaas::webhooks::sns::TopicArn::parse(raw)
+                    .map_err(|problem| ConfigError::at(&format!("providers.sns_topic_arns[{index}]"), problem))
+            })
+            .collect()
     }
 
     /// The endpoints `communications` uses; `bound` stands in for an empty public_base_url.
@@ -122,12 +194,15 @@ impl ProvidersSettings {
             meta_api_version: self.meta_api_version.clone(),
             meta_app_id: self.meta_app_id.clone(),
             meta_app_secret: self.meta_app_secret.clone(),
+            meta_verify_token: self.meta_verify_token.clone(),
             twilio_api_url: self.twilio_api_url.clone(),
             aws_endpoint_url: Some(self.aws_endpoint_url.clone()).filter(|url| !url.is_empty()),
             aws_region: self.aws_region.clone(),
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs),
             sns_cert_hosts: self.sns_cert_hosts.clone(),
             sns_cert_allow_http: self.sns_cert_allow_http,
+            // Checked when the settings loaded.
+            sns_topic_arns: self.topic_arns().unwrap_or_default(),
         }
     }
 }
@@ -271,6 +346,7 @@ impl Settings {
             ("dispatch.rate_burst_max", u64::from(self.dispatch.rate_burst_max)),
             ("dispatch.heartbeat_secs", self.dispatch.heartbeat_secs),
             ("dispatch.unknown_settle_secs", self.dispatch.unknown_settle_secs),
+            ("webhooks.unmatched_retry_secs", self.webhooks.unmatched_retry_secs),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::at(key, "must be greater than 0"));

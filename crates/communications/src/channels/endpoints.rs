@@ -11,6 +11,9 @@ pub struct ProviderEndpoints {
     pub meta_api_version: String,
     pub meta_app_id: String,
     pub meta_app_secret: SecretString,
+    /// What Meta's subscription handshake must present at the app-level callback
+    /// (`GET /api/webhooks/meta`); empty refuses every handshake there.
+    pub meta_verify_token: SecretString,
     pub twilio_api_url: String,
     /// SES and SNS endpoint override (the simulator); `None`: AWS.
     pub aws_endpoint_url: Option<String>,
@@ -20,6 +23,9 @@ pub struct ProviderEndpoints {
     pub sns_cert_hosts: Vec<String>,
     /// Whether those extra hosts may serve certificates over plain http.
     pub sns_cert_allow_http: bool,
+    /// SNS topics whose notifications concern any tenant (the platform's SES event destinations
+    /// and receipt rules); tenants' own topics are in their SES configurations.
+    pub sns_topic_arns: Vec<cpaas::webhooks::sns::TopicArn>,
 }
 
 impl Default for ProviderEndpoints {
@@ -30,12 +36,14 @@ impl Default for ProviderEndpoints {
             meta_api_version: "v21.0".into(),
             meta_app_id: String::new(),
             meta_app_secret: SecretString::from(String::new()),
+            meta_verify_token: SecretString::from(String::new()),
             twilio_api_url: "https://api.twilio.com".into(),
             aws_endpoint_url: None,
             aws_region: "eu-central-1".into(),
             request_timeout: std::time::Duration::from_secs(20),
             sns_cert_hosts: Vec::new(),
             sns_cert_allow_http: false,
+            sns_topic_arns: Vec::new(),
         }
     }
 }

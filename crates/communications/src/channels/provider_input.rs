@@ -50,12 +50,13 @@ pub fn parse_platform(provider: ProviderKind, config: &Value) -> Result<ParsedCo
             ));
         }
         ProviderKind::Ses => {
-            let input: AwsCredentialsInput = typed(config)?;
+            let input: PlatformSesInput = typed(config)?;
             let mut parsed = ParsedConfig::default();
             if let Some(region) = optional(input.region) {
                 parsed.settings.insert("region".into(), json!(validate::aws_region("config.region", &region)?));
             }
             aws_credentials(&mut parsed, Some(input.access_key_id), Some(input.secret_access_key))?;
+            ses_notifications(&mut parsed, input.sns_topic_arns, input.aws_account_id)?;
             parsed
         }
         ProviderKind::Sns => {
@@ -72,10 +73,40 @@ pub fn parse_platform(provider: ProviderKind, config: &Value) -> Result<ParsedCo
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AwsCredentialsInput {
+struct PlatformSesInput {
     access_key_id: String,
     secret_access_key: String,
     region: Option<String>,
+    sns_topic_arns: Option<Vec<String>>,
+    aws_account_id: Option<String>,
+}
+
+/// Where SES tells us about the mail sent with this configuration: the SNS topics of its event
+/// destinations (or identity notifications), and, when the topics live in another AWS account,
+/// the account that sends. Notifications from topics nobody configured are refused.
+fn ses_notifications(
+    parsed: &mut ParsedConfig,
+    topics: Option<Vec<String>>,
+    account: Option<String>,
+) -> Result<(), ApiError> {
+    let mut arns = Vec::new();
+    for (index, raw) in topics.unwrap_or_default().iter().enumerate() {
+        let topic = cpaas::webhooks::sns::TopicArn::parse(raw)
+            .map_err(|problem| ApiError::validation(format!("config.sns_topic_arns[{index}]"), problem))?;
+        if !arns.contains(&topic.as_str().to_owned()) {
+            arns.push(topic.as_str().to_owned());
+        }
+    }
+    if !arns.is_empty() {
+        parsed.settings.insert("sns_topic_arns".into(), json!(arns));
+    }
+    if let Some(account) = optional(account) {
+        if !cpaas::webhooks::sns::is_account_id(&account) {
+            return Err(ApiError::validation("config.aws_account_id", "must be a 12-digit AWS account id"));
+        }
+        parsed.settings.insert("aws_account_id".into(), json!(account));
+    }
+    Ok(())
 }
 
 /// Webchat needs no provider; its optional config lists the origins allowed to embed it.
@@ -201,6 +232,8 @@ struct SesInput {
     configuration_set: Option<String>,
     access_key_id: Option<String>,
     secret_access_key: Option<String>,
+    sns_topic_arns: Option<Vec<String>>,
+    aws_account_id: Option<String>,
 }
 
 impl SesInput {
@@ -217,6 +250,7 @@ impl SesInput {
             parsed.settings.insert("configuration_set".into(), json!(set));
         }
         aws_credentials(&mut parsed, self.access_key_id, self.secret_access_key)?;
+        ses_notifications(&mut parsed, self.sns_topic_arns, self.aws_account_id)?;
         parsed.sender = Some(domain);
         Ok(parsed)
     }
@@ -357,6 +391,21 @@ mod tests {
             "config.origination_number"
         );
         assert_eq!(field_of(parse(ProviderKind::Sns, &json!({"sms_type": "loud"}))), "config.sms_type");
+        let ses = |extra: Value| {
+            let mut config = json!({"domain": "example.com", "from_address": "a@example.com"});
+            config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            parse(ProviderKind::Ses, &config)
+        };
+        assert_eq!(
+            field_of(ses(json!({"sns_topic_arns": ["arn:aws:sns:eu-west-1:123456789012:ok", "MyTopic"]}))),
+            "config.sns_topic_arns[1]"
+        );
+        assert_eq!(field_of(ses(json!({"aws_account_id": "1234"}))), "config.aws_account_id");
+        let parsed = ses(json!({"sns_topic_arns": ["arn:aws:sns:eu-west-1:123456789012:ses-events"],
+                                "aws_account_id": "210987654321"}))
+        .unwrap();
+        assert_eq!(parsed.settings["sns_topic_arns"], json!(["arn:aws:sns:eu-west-1:123456789012:ses-events"]));
+        assert_eq!(parsed.settings["aws_account_id"], "210987654321");
         assert_eq!(
             field_of(parse(ProviderKind::Sns, &json!({"access_key_id": "AKIAIOSFODNN7EXAMPLE"}))),
             "config.secret_access_key"

@@ -447,7 +447,29 @@ pub async fn meta_providers(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Res
     .await?)
 }
 
-/// The tenant's non-revoked account of a channel type (there is at most one).
+/// An SES configuration expecting notifications from an SNS topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicOwner {
+    /// `None`: a platform default (its notifications concern any tenant).
+    pub tenant_id: Option<Uuid>,
+    /// The AWS account that sends with it, when it is not the topic's own.
+    pub aws_account_id: Option<String>,
+}
+
+/// The SES configurations, platform defaults included, that list `topic_arn` among their SNS
+/// topics.
+pub async fn ses_topic_owners(db: impl PgExecutor<'_>, topic_arn: &str) -> Result<Vec<TopicOwner>, ApiError> {
+    Ok(sqlx::query_as!(
+        TopicOwner,
+        r#"SELECT tenant_id, settings->>'aws_account_id' AS aws_account_id
+           FROM communications.provider_configs
+           WHERE provider = 'ses' AND settings->'sns_topic_arns' ? $1"#,
+        topic_arn,
+    )
+    .fetch_all(db)
+    .await?)
+}
+
 /// The non-revoked account of each (tenant, channel type) in `keys` that has one, in one
 /// statement.
 pub async fn active_accounts_for_channels(

@@ -51,6 +51,16 @@ impl Default for RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// The wait before attempt number `attempt`: exponential with full jitter, at least the
+    /// provider's Retry-After.
+    pub fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exponential = self.base_delay.saturating_mul(1u32 << attempt.min(16)).min(self.max_delay);
+        let unit = f64::from(uuid::Uuid::new_v4().as_u128() as u32) / f64::from(u32::MAX);
+        exponential.mul_f64(0.5 + unit * 0.5).max(retry_after.unwrap_or_default())
+    }
+}
+
 /// Most jobs in one batched statement.
 const MAX_BATCH: usize = 256;
 /// Batches of one kind running at once: enough to keep the database busy while the next batch
@@ -62,7 +72,6 @@ const BATCHES_IN_FLIGHT: usize = 2;
 pub struct Dispatcher {
     pub module: Communications,
     pub adapters: AdapterCache,
-    pub retry: RetryPolicy,
     pub rates: crate::rate_limit::RateDefaults,
     /// Claims jobs' messages and looks up what their sends need, many jobs per statement.
     preparer: Batcher<DispatchJob, Result<Option<Prepared>, String>>,
@@ -71,8 +80,9 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Must be called on a Tokio runtime: it starts the batching tasks.
-    pub fn new(module: Communications, retry: RetryPolicy, rates: crate::rate_limit::RateDefaults) -> Self {
+    /// Must be called on a Tokio runtime: it starts the batching tasks. Retries follow the
+    /// module's [`RetryPolicy`].
+    pub fn new(module: Communications, rates: crate::rate_limit::RateDefaults) -> Self {
         let preparer = {
             let (module, rates) = (module.clone(), rates.clone());
             Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |jobs| {
@@ -90,7 +100,7 @@ impl Dispatcher {
                 }
             })
         };
-        Self { module, adapters: AdapterCache::default(), retry, rates, preparer, recorder }
+        Self { module, adapters: AdapterCache::default(), rates, preparer, recorder }
     }
 
     /// Handles one job to the end. Errors are infrastructure failures (the database), which

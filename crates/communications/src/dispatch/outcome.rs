@@ -1,18 +1,16 @@
 //! What a dispatch attempt leaves behind: the message's new state, its event, and any follow-up
 //! (a retry job, the fallback message, a suspended channel account) — in one transaction.
 
-use std::time::Duration;
-
-use chrono::Utc;
-use cpaas::SendError;
+use chrono::{DateTime, Utc};
+use cpaas::{FailureClass, SendError};
 use kernel::error::ApiError;
 use kernel::ids::TenantId;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{Dispatcher, Failure};
+use super::{Dispatcher, Failure, RetryPolicy};
 use crate::channels::{LifecycleAction, repository as channels};
-use crate::messages::model::{EventSource, MessageStatus};
+use crate::messages::model::{Channel, EventSource, MessageStatus};
 use crate::messages::queue::{self, DispatchJob};
 use crate::messages::repository::{self as messages, MessageRow, NewEvent, NewMessage};
 
@@ -76,12 +74,12 @@ async fn apply_failure(
     match error {
         SendError::Retryable { retry_after, .. } | SendError::RateLimited { retry_after, .. } => {
             let next_attempt = job.attempt + 1;
-            if next_attempt >= dispatcher.retry.max_attempts {
-                let final_reason =
-                    format!("retry budget of {} attempts spent; last: {reason}", dispatcher.retry.max_attempts);
+            let budget = dispatcher.module.retry.max_attempts;
+            if next_attempt >= budget {
+                let final_reason = format!("retry budget of {budget} attempts spent; last: {reason}");
                 return fail_and_fall_back(tx, tenant, message, &final_reason).await;
             }
-            let delay = backoff(dispatcher, next_attempt, retry_after);
+            let delay = dispatcher.module.retry.backoff(next_attempt, retry_after);
             messages::set_status(&mut *tx, tenant.0, message.id, MessageStatus::Queued, Some(&reason)).await?;
             let note = format!("retrying in {}s: {reason}", delay.as_secs());
             messages::record_event(
@@ -125,18 +123,6 @@ async fn apply_failure(
             .await
         }
     }
-}
-
-/// Exponential backoff with full jitter, at least the provider's Retry-After.
-fn backoff(dispatcher: &Dispatcher, attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let policy = dispatcher.retry;
-    let exponential = policy.base_delay.saturating_mul(1u32 << attempt.min(16)).min(policy.max_delay);
-    let jittered = exponential.mul_f64(0.5 + rand_unit() * 0.5);
-    jittered.max(retry_after.unwrap_or_default())
-}
-
-fn rand_unit() -> f64 {
-    f64::from(Uuid::new_v4().as_u128() as u32) / f64::from(u32::MAX)
 }
 
 /// Fails the message; when its chain has another channel, a new message takes over there and
@@ -183,36 +169,105 @@ pub(crate) async fn fall_back(
     else {
         return Err(ApiError::internal("a malformed fallback step"));
     };
-    let successor = Uuid::now_v7();
+    let successor = Successor {
+        channel,
+        recipient,
+        content: next["content"].clone(),
+        fallback: Value::Array(steps),
+        attempts: 0,
+        run_at: None,
+        why: format!("fallback from {} after: {reason}", message.channel.as_str()),
+    };
+    supersede(tx, tenant, message, successor, source).await
+}
+
+/// What a failure the provider reported after accepting a message (a callback) leads to: a
+/// `Retry` class sends the same message on the same channel again after a backoff, within the
+/// retry budget the send-time retries share; anything else, or a spent budget, hands over to the
+/// next channel of the chain, as a failure at send time does. The message is `failed` already.
+pub(crate) async fn after_reported_failure(
+    tx: &mut sqlx::PgConnection,
+    retry: &RetryPolicy,
+    message: &MessageRow,
+    class: FailureClass,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let tenant = TenantId(message.tenant_id);
+    let attempts = u32::try_from(message.attempts).unwrap_or(u32::MAX);
+    if class != FailureClass::Retry {
+        return fall_back(tx, tenant, message, reason, EventSource::Provider).await;
+    }
+    if attempts >= retry.max_attempts {
+        let spent = format!("retry budget of {} attempts spent; last: {reason}", retry.max_attempts);
+        return fall_back(tx, tenant, message, &spent, EventSource::Provider).await;
+    }
+    let delay = retry.backoff(attempts, None);
+    let successor = Successor {
+        channel: message.channel,
+        recipient: &message.recipient,
+        content: message.content.clone(),
+        fallback: message.fallback.clone(),
+        attempts: message.attempts,
+        run_at: Some(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()),
+        why: format!("sending again in {}s after: {reason}", delay.as_secs()),
+    };
+    supersede(tx, tenant, message, successor, EventSource::Provider).await
+}
+
+/// The message that takes over from a superseded one.
+struct Successor<'a> {
+    channel: Channel,
+    recipient: &'a str,
+    content: Value,
+    fallback: Value,
+    /// Attempts already spent on this message (a retry continues its predecessor's budget).
+    attempts: i32,
+    /// Not before this time; at once when `None`.
+    run_at: Option<DateTime<Utc>>,
+    /// The first entry of its trail.
+    why: String,
+}
+
+/// Stores `successor` queued with its job, and marks `message` superseded by it.
+async fn supersede(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    message: &MessageRow,
+    successor: Successor<'_>,
+    source: EventSource,
+) -> Result<(), ApiError> {
+    let id = Uuid::now_v7();
     messages::insert(
         &mut *tx,
         NewMessage {
-            id: successor,
+            id,
             tenant_id: tenant,
             contact_id: message.contact_id,
             conversation_id: message.conversation_id,
-            channel,
-            fallback: Value::Array(steps),
-            recipient,
-            content: next["content"].clone(),
+            channel: successor.channel,
+            fallback: successor.fallback,
+            recipient: successor.recipient,
+            content: successor.content,
             status: MessageStatus::Queued,
             lane: message.lane,
-            scheduled_at: None,
+            // A delayed retry is scheduled: the stuck sweep does not count it before its time.
+            scheduled_at: successor.run_at,
             metadata: message.metadata.clone(),
             supersedes: Some(message.id),
+            attempts: successor.attempts,
         },
-        Some(&format!("fallback from {} after: {reason}", message.channel.as_str())),
+        Some(&successor.why),
         source,
     )
     .await?;
     sqlx::query!(
         "UPDATE communications.messages SET status = 'superseded', superseded_by = $2, updated_at = now() WHERE id = $1",
         message.id,
-        successor
+        id
     )
     .execute(&mut *tx)
     .await?;
-    let note = format!("superseded by {successor} on {}", channel.as_str());
+    let note = format!("superseded by {id} on {}", successor.channel.as_str());
     messages::record_event(
         &mut *tx,
         NewEvent {
@@ -226,13 +281,9 @@ pub(crate) async fn fall_back(
         },
     )
     .await?;
-    queue::enqueue(
-        tx,
-        message.lane,
-        DispatchJob { message_id: successor, tenant_id: tenant.0, attempt: 0, deferrals: 0 },
-        None,
-    )
-    .await
+    let attempt = u32::try_from(successor.attempts).unwrap_or(0);
+    let job = DispatchJob { message_id: id, tenant_id: tenant.0, attempt, deferrals: 0 };
+    queue::enqueue(tx, message.lane, job, successor.run_at).await
 }
 
 /// A tenant-wide refusal (bad credentials, suspended provider account): stop using the channel

@@ -103,6 +103,7 @@ pub(crate) async fn store(
             scheduled_at: draft.scheduled_at,
             metadata: draft.metadata.clone(),
             supersedes: None,
+            attempts: 0,
         });
         reasons.push(draft.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339())));
         if draft.status == MessageStatus::Queued {

@@ -64,6 +64,8 @@ pub struct NewMessage<'a> {
     pub scheduled_at: Option<DateTime<Utc>>,
     pub metadata: Value,
     pub supersedes: Option<Uuid>,
+    /// Dispatch attempts already spent (a retry of a message continues its budget).
+    pub attempts: i32,
 }
 
 /// Stores a new message with the first entry of its audit trail (its initial status, with
@@ -97,14 +99,15 @@ pub async fn insert_many(
     let lanes: Vec<&str> = messages.iter().map(|m| m.lane.as_str()).collect();
     let scheduled: Vec<Option<DateTime<Utc>>> = messages.iter().map(|m| m.scheduled_at).collect();
     let supersedes: Vec<Option<Uuid>> = messages.iter().map(|m| m.supersedes).collect();
+    let attempts: Vec<i32> = messages.iter().map(|m| m.attempts).collect();
     sqlx::query!(
         r#"WITH message AS (
                INSERT INTO communications.messages
                    (id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, status, lane,
-                    scheduled_at, metadata, supersedes)
+                    scheduled_at, metadata, supersedes, attempts)
                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[],
                                     $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::timestamptz[],
-                                    $12::jsonb[], $13::uuid[])
+                                    $12::jsonb[], $13::uuid[], $17::int4[])
                RETURNING id, tenant_id, status)
            INSERT INTO communications.message_events (id, tenant_id, message_id, status, reason, source, occurred_at)
            SELECT event.id, message.tenant_id, message.id, message.status, event.reason, $16, now()
@@ -126,6 +129,7 @@ pub async fn insert_many(
         &event_ids,
         reasons as &[Option<String>],
         source.as_str(),
+        &attempts,
     )
     .execute(db)
     .await?;
@@ -294,7 +298,7 @@ pub async fn record_sent(db: impl PgExecutor<'_>, sent: &[SentRow]) -> Result<()
            updated AS (
                UPDATE communications.messages m SET status = 'sent', provider = s.provider,
                       provider_message_id = s.provider_message_id, channel_account_id = s.channel_account_id,
-                      sent_at = now(), updated_at = now()
+                      status_reason = NULL, sent_at = now(), updated_at = now()
                FROM s WHERE m.tenant_id = s.tenant_id AND m.id = s.id AND m.status = 'sending')
            INSERT INTO communications.message_events (id, tenant_id, message_id, status, source, payload, occurred_at)
            SELECT event_id, tenant_id, id, 'sent', 'worker',
@@ -456,106 +460,6 @@ pub async fn complete_key(
     Ok(())
 }
 
-/// The message a provider id belongs to, locked; restricted to `tenant` when the webhook named one.
-pub async fn lock_by_provider_id(
-    db: &mut PgConnection,
-    provider: &str,
-    provider_message_id: &str,
-    tenant: Option<Uuid>,
-) -> Result<Option<MessageRow>, ApiError> {
-    Ok(sqlx::query_as!(
-        MessageRow,
-        r#"SELECT id, tenant_id, contact_id, conversation_id, channel AS "channel: Channel", fallback, recipient, content,
-                  status AS "status: MessageStatus", status_reason, lane AS "lane: Lane", channel_account_id, provider,
-                  provider_message_id, attempts, scheduled_at, metadata, supersedes, superseded_by, created_at,
-                  updated_at, sent_at, delivered_at, read_at, failed_at
-           FROM communications.messages
-           WHERE provider = $1 AND provider_message_id = $2 AND ($3::uuid IS NULL OR tenant_id = $3)
-           FOR UPDATE"#,
-        provider,
-        provider_message_id,
-        tenant,
-    )
-    .fetch_optional(db)
-    .await?)
-}
-
-/// Appends a provider event unless the same one is on record; returns whether it was new.
-pub async fn record_provider_event(
-    db: impl PgExecutor<'_>,
-    event: NewEvent<'_>,
-    dedupe_key: &str,
-) -> Result<bool, ApiError> {
-    let inserted = sqlx::query!(
-        r#"INSERT INTO communications.message_events
-               (id, tenant_id, message_id, status, reason, source, payload, occurred_at, dedupe_key)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()), $9)
-           ON CONFLICT (message_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING"#,
-        Uuid::now_v7(),
-        event.tenant_id,
-        event.message_id,
-        event.status.as_str(),
-        event.reason,
-        event.source.as_str(),
-        event.payload,
-        event.occurred_at,
-        dedupe_key,
-    )
-    .execute(db)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
-}
-
-/// Moves a message forward on delivery (the caller decided it is a forward move).
-pub async fn advance(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    status: MessageStatus,
-    reason: Option<&str>,
-    at: DateTime<Utc>,
-) -> Result<(), ApiError> {
-    sqlx::query!(
-        r#"UPDATE communications.messages SET
-               status = $2,
-               status_reason = CASE WHEN $2 = 'failed' THEN $3 ELSE status_reason END,
-               sent_at = CASE WHEN $2 IN ('sent', 'delivered', 'read') THEN COALESCE(sent_at, $4) ELSE sent_at END,
-               delivered_at = CASE WHEN $2 IN ('delivered', 'read') THEN COALESCE(delivered_at, $4) ELSE delivered_at END,
-               read_at = CASE WHEN $2 = 'read' THEN COALESCE(read_at, $4) ELSE read_at END,
-               failed_at = CASE WHEN $2 = 'failed' THEN COALESCE(failed_at, $4) ELSE failed_at END,
-               updated_at = now()
-           WHERE id = $1"#,
-        id,
-        status.as_str(),
-        reason,
-        at,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Stops sending to an address on a channel for a tenant (bounces, complaints).
-pub async fn suppress(
-    db: impl PgExecutor<'_>,
-    tenant_id: Uuid,
-    channel: Channel,
-    address: &str,
-    reason: &str,
-) -> Result<(), ApiError> {
-    sqlx::query!(
-        r#"INSERT INTO communications.suppressions (tenant_id, channel, address, reason) VALUES ($1, $2, $3, $4)
-           ON CONFLICT DO NOTHING"#,
-        tenant_id,
-        channel.as_str(),
-        address.to_lowercase(),
-        reason,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// Why an address is suppressed for a tenant on a channel, if it is.
 pub async fn suppression(
     db: impl PgExecutor<'_>,
@@ -571,31 +475,4 @@ pub async fn suppression(
     )
     .fetch_optional(db)
     .await?)
-}
-
-/// Records the provider id of a message whose send outcome is unknown (or not recorded yet), from
-/// a callback that carried our correlation id; returns the message, locked.
-pub async fn adopt_provider_id(
-    db: &mut PgConnection,
-    id: Uuid,
-    tenant: Option<Uuid>,
-    provider: &str,
-    provider_message_id: &str,
-) -> Result<Option<MessageRow>, ApiError> {
-    let adopted = sqlx::query!(
-        r#"UPDATE communications.messages SET provider = $3, provider_message_id = $4, updated_at = now()
-           WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) AND provider_message_id IS NULL
-             AND status IN ('sending', 'unknown')
-           RETURNING tenant_id"#,
-        id,
-        tenant,
-        provider,
-        provider_message_id,
-    )
-    .fetch_optional(&mut *db)
-    .await?;
-    match adopted {
-        Some(row) => lock(db, TenantId(row.tenant_id), id).await.map(Some),
-        None => Ok(None),
-    }
 }

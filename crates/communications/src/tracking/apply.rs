@@ -2,17 +2,17 @@
 //! provider gets its 200 only once both are durable.
 
 use chrono::{DateTime, Utc};
-use cpaas::{DeliveryStatus, ProviderError, ProviderEvent};
+use cpaas::{DeliveryStatus, FailureClass, ProviderError, ProviderEvent};
 use kernel::error::ApiError;
-use kernel::ids::TenantId;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::merge;
+use super::repository::{self as tracking, Pending};
 use crate::Communications;
-use crate::dispatch::outcome;
-use crate::messages::model::{EventSource, MessageStatus};
-use crate::messages::repository::{self as messages, MessageRow, NewEvent};
+use crate::dispatch::{RetryPolicy, outcome};
+use crate::messages::model::{Channel, EventSource, MessageStatus};
+use crate::messages::repository::{MessageRow, NewEvent};
 
 /// One verified envelope, as received.
 #[derive(Debug)]
@@ -21,9 +21,10 @@ pub struct TrackedEvent<'a> {
     pub provider: &'a str,
     /// `status`, `inbound`, `voice`, `notification`, …
     pub kind: &'a str,
-    /// The tenant named by the webhook URL (Meta, Twilio); events for other tenants' messages
-    /// are not applied. `None` for account-level webhooks (SES via SNS).
-    pub tenant: Option<Uuid>,
+    /// The tenants it may concern: the one the webhook URL names (Meta, Twilio), or those whose
+    /// SNS topic it came on. Empty: any tenant (the platform's own Meta app and SNS topics), the
+    /// message tells. Events about other tenants' messages are not applied.
+    pub tenants: &'a [Uuid],
     /// The provider's id for the envelope, where it has one: a redelivery is a no-op.
     pub envelope_id: Option<&'a str>,
     pub body: &'a str,
@@ -36,12 +37,16 @@ pub struct TrackedEvent<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvelopeOutcome {
     Applied,
-    /// No message has that provider id (yet): kept for reprocessing.
+    /// No message has that provider id (yet): tried again for a while (`tracking::rematch`).
     Unmatched,
     /// Inbound traffic, kept for the inbox.
     Stored,
     Duplicate,
     Ignored,
+    /// Signed, but from a source we do not expect (an SNS topic nobody configured): kept, no effect.
+    Refused,
+    /// Unmatched until its time was up.
+    Expired,
 }
 
 impl EnvelopeOutcome {
@@ -52,86 +57,140 @@ impl EnvelopeOutcome {
             Self::Stored => "stored",
             Self::Duplicate => "duplicate",
             Self::Ignored => "ignored",
+            Self::Refused => "refused",
+            Self::Expired => "expired",
         }
     }
+
+    /// What an envelope with these per-event outcomes amounts to: anything left to match first.
+    fn overall(outcomes: &[EnvelopeOutcome]) -> EnvelopeOutcome {
+        [EnvelopeOutcome::Unmatched, EnvelopeOutcome::Stored, EnvelopeOutcome::Applied, EnvelopeOutcome::Duplicate]
+            .into_iter()
+            .find(|candidate| outcomes.contains(candidate))
+            .unwrap_or(EnvelopeOutcome::Ignored)
+    }
 }
+
+/// The first retry of an unmatched envelope; each later one waits twice as long, up to a minute.
+pub(crate) const FIRST_REMATCH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Communications {
     pub async fn record_webhook(&self, envelope: TrackedEvent<'_>) -> Result<EnvelopeOutcome, ApiError> {
         let mut tx = self.pool.begin().await?;
         let id = Uuid::now_v7();
-        let inserted = sqlx::query!(
-            r#"INSERT INTO communications.webhook_envelopes (id, tenant_id, provider, kind, provider_id, body, outcome)
-               VALUES ($1, $2, $3, $4, $5, $6, 'received') ON CONFLICT DO NOTHING"#,
+        let named_tenant = match envelope.tenants {
+            [only] => Some(*only),
+            _ => None,
+        };
+        let inserted = tracking::insert_envelope(
+            &mut *tx,
             id,
-            envelope.tenant,
+            named_tenant,
             envelope.provider,
             envelope.kind,
             envelope.envelope_id,
             envelope.body,
+            "received",
         )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        .await?;
+        if !inserted {
             return Ok(EnvelopeOutcome::Duplicate);
         }
-        let payload: serde_json::Value =
-            serde_json::from_str(envelope.body).unwrap_or_else(|_| json!({ "raw": envelope.body }));
-        let mut outcomes = Vec::new();
-        let mut tenant = envelope.tenant;
-        for event in envelope.events {
-            let outcome = match event {
-                ProviderEvent::StatusUpdate {
-                    provider,
-                    provider_message_id,
-                    status,
-                    timestamp,
-                    recipient,
-                    error,
-                    correlation_id,
-                } => {
-                    let update = StatusUpdate {
-                        provider: provider.as_str(),
-                        provider_message_id,
-                        status: *status,
-                        timestamp: *timestamp,
-                        recipient: recipient.as_deref(),
-                        error: error.as_ref(),
-                    };
-                    // The event's own echo first; Twilio's comes with the envelope (its URL).
-                    let correlation = correlation_id.as_deref().and_then(|id| id.parse().ok()).or(envelope.correlation);
-                    let (outcome, message_tenant) =
-                        apply_status(&mut tx, envelope.tenant, correlation, update, &payload).await?;
-                    tenant = tenant.or(message_tenant);
-                    outcome
-                }
-                ProviderEvent::InboundMessage { provider: cpaas::Provider::Meta, to, .. } if tenant.is_none() => {
-                    tenant = tenant_of_meta_number(&mut tx, to).await?;
-                    EnvelopeOutcome::Stored
-                }
-                ProviderEvent::InboundMessage { .. } | ProviderEvent::MissedCall { .. } => EnvelopeOutcome::Stored,
-                ProviderEvent::Unknown { .. } => EnvelopeOutcome::Ignored,
-            };
-            outcomes.push(outcome);
-        }
-        let overall =
-            [EnvelopeOutcome::Unmatched, EnvelopeOutcome::Stored, EnvelopeOutcome::Applied, EnvelopeOutcome::Duplicate]
-                .into_iter()
-                .find(|candidate| outcomes.contains(candidate))
-                .unwrap_or(EnvelopeOutcome::Ignored);
-        sqlx::query!(
-            "UPDATE communications.webhook_envelopes SET outcome = $2, tenant_id = $3 WHERE id = $1",
-            id,
-            overall.as_str(),
-            tenant,
-        )
-        .execute(&mut *tx)
-        .await?;
+        let applied =
+            apply_events(&mut tx, &self.retry, envelope.tenants, envelope.correlation, envelope.events, envelope.body)
+                .await?;
+        let pending = match applied.outcome {
+            EnvelopeOutcome::Unmatched => Some(Pending {
+                events: serde_json::to_value(envelope.events).map_err(ApiError::internal)?,
+                scope: envelope.tenants,
+                correlation: envelope.correlation,
+                retry_at: Utc::now() + chrono::Duration::from_std(FIRST_REMATCH_DELAY).unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        tracking::settle_envelope(&mut *tx, id, applied.outcome.as_str(), applied.tenant, pending).await?;
         tx.commit().await?;
-        metrics::counter!("webhook_envelopes_total", "provider" => envelope.provider.to_owned(), "outcome" => overall.as_str()).increment(1);
-        Ok(overall)
+        metrics::counter!("webhook_envelopes_total", "provider" => envelope.provider.to_owned(), "outcome" => applied.outcome.as_str()).increment(1);
+        Ok(applied.outcome)
     }
+
+    /// Keeps a signed envelope we refuse (an SNS topic nobody configured, a record from another
+    /// AWS account) for audit, without applying anything. A redelivery is kept once.
+    pub async fn record_refused(
+        &self,
+        provider: &str,
+        kind: &str,
+        envelope_id: &str,
+        body: &[u8],
+    ) -> Result<(), ApiError> {
+        let body = String::from_utf8_lossy(body);
+        let refused_id = format!("refused:{envelope_id}");
+        let outcome = EnvelopeOutcome::Refused.as_str();
+        tracking::insert_envelope(&self.pool, Uuid::now_v7(), None, provider, kind, Some(&refused_id), &body, outcome)
+            .await?;
+        metrics::counter!("webhook_envelopes_total", "provider" => provider.to_owned(), "outcome" => outcome)
+            .increment(1);
+        Ok(())
+    }
+}
+
+/// What applying an envelope's events came to.
+pub(crate) struct Applied {
+    pub outcome: EnvelopeOutcome,
+    /// The tenant it turned out to concern, when it tells.
+    pub tenant: Option<Uuid>,
+}
+
+/// Applies an envelope's events inside `tx` (first delivery, or another try of an unmatched one).
+pub(crate) async fn apply_events(
+    tx: &mut sqlx::PgConnection,
+    retry: &RetryPolicy,
+    scope: &[Uuid],
+    envelope_correlation: Option<Uuid>,
+    events: &[ProviderEvent],
+    body: &str,
+) -> Result<Applied, ApiError> {
+    let payload: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| json!({ "raw": body }));
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut tenant = match scope {
+        [only] => Some(*only),
+        _ => None,
+    };
+    for event in events {
+        let outcome = match event {
+            ProviderEvent::StatusUpdate {
+                provider,
+                provider_message_id,
+                status,
+                timestamp,
+                recipient,
+                error,
+                correlation_id,
+            } => {
+                let update = StatusUpdate {
+                    provider: provider.as_str(),
+                    provider_message_id,
+                    status: *status,
+                    timestamp: *timestamp,
+                    recipient: recipient.as_deref(),
+                    error: error.as_ref(),
+                };
+                // The event's own echo first; Twilio's comes with the envelope (its URL).
+                let correlation = correlation_id.as_deref().and_then(|id| id.parse().ok()).or(envelope_correlation);
+                let (outcome, message_tenant) = apply_status(tx, retry, scope, correlation, update, &payload).await?;
+                tenant = tenant.or(message_tenant);
+                outcome
+            }
+            ProviderEvent::InboundMessage { provider: cpaas::Provider::Meta, to, .. } if tenant.is_none() => {
+                tenant = tracking::tenant_of_meta_number(&mut *tx, to).await?;
+                EnvelopeOutcome::Stored
+            }
+            ProviderEvent::InboundMessage { .. } | ProviderEvent::MissedCall { .. } => EnvelopeOutcome::Stored,
+            ProviderEvent::Unknown { .. } => EnvelopeOutcome::Ignored,
+        };
+        outcomes.push(outcome);
+    }
+    Ok(Applied { outcome: EnvelopeOutcome::overall(&outcomes), tenant })
 }
 
 struct StatusUpdate<'a> {
@@ -145,26 +204,25 @@ struct StatusUpdate<'a> {
 
 async fn apply_status(
     tx: &mut sqlx::PgConnection,
-    tenant_hint: Option<Uuid>,
+    retry: &RetryPolicy,
+    scope: &[Uuid],
     correlation: Option<Uuid>,
     update: StatusUpdate<'_>,
     payload: &serde_json::Value,
 ) -> Result<(EnvelopeOutcome, Option<Uuid>), ApiError> {
-    let found =
-        messages::lock_by_provider_id(&mut *tx, update.provider, update.provider_message_id, tenant_hint).await?;
+    let found = tracking::lock_by_provider_id(&mut *tx, update.provider, update.provider_message_id, scope).await?;
     let found = match (found, correlation) {
         (Some(message), _) => Some(message),
         // The send's outcome was never recorded (or not yet): the callback tells us its provider id.
         (None, Some(id)) => {
-            messages::adopt_provider_id(&mut *tx, id, tenant_hint, update.provider, update.provider_message_id).await?
+            tracking::adopt_provider_id(&mut *tx, id, scope, update.provider, update.provider_message_id).await?
         }
         (None, None) => None,
     };
     let Some(message) = found else {
         return Ok((EnvelopeOutcome::Unmatched, None));
     };
-    let tenant = TenantId(message.tenant_id);
-    let mapped = merge::status_of(update.status).unwrap_or(message.status);
+    let tenant = message.tenant_id;
     let reason = update.error.map(|e| format!("{}: {}", e.code, e.reason));
     let dedupe_key = format!(
         "{}:{:?}:{}:{}:{}",
@@ -174,53 +232,67 @@ async fn apply_status(
         update.error.map(|e| e.code.as_str()).unwrap_or_default(),
         update.recipient.unwrap_or_default(),
     );
-    let recorded = messages::record_provider_event(
-        &mut *tx,
-        NewEvent {
-            tenant_id: tenant.0,
-            message_id: message.id,
-            status: mapped,
-            reason: Some(reason.as_deref().unwrap_or(&format!("{:?}", update.status).to_lowercase())),
-            source: EventSource::Provider,
-            payload: Some(payload.clone()),
-            occurred_at: Some(update.timestamp),
-        },
-        &dedupe_key,
-    )
-    .await?;
-    if !recorded {
-        return Ok((EnvelopeOutcome::Duplicate, Some(tenant.0)));
+    // A report about an address this message was not sent to (a bounce listing a stranger) is
+    // kept on the record and changes nothing: we only ever act on our own recipient.
+    if let Some(stranger) = update.recipient.filter(|named| names_another_recipient(&message, update.status, named)) {
+        let note =
+            format!("{:?} reported for {stranger}, who is not a recipient of this message: ignored", update.status)
+                .to_lowercase();
+        let event = provider_event(&message, message.status, &note, payload, update.timestamp);
+        let recorded = tracking::record_provider_event(&mut *tx, event, &dedupe_key).await?;
+        let outcome = if recorded { EnvelopeOutcome::Ignored } else { EnvelopeOutcome::Duplicate };
+        return Ok((outcome, Some(tenant)));
+    }
+    let mapped = merge::status_of(update.status).unwrap_or(message.status);
+    let trail_reason = reason.clone().unwrap_or_else(|| format!("{:?}", update.status).to_lowercase());
+    let event = provider_event(&message, mapped, &trail_reason, payload, update.timestamp);
+    if !tracking::record_provider_event(&mut *tx, event, &dedupe_key).await? {
+        return Ok((EnvelopeOutcome::Duplicate, Some(tenant)));
     }
     if let Some(next) = merge::next(message.status, update.status) {
-        messages::advance(&mut *tx, message.id, next, reason.as_deref(), update.timestamp).await?;
-        if next == MessageStatus::Failed && update.error.is_some_and(|e| e.permanent) {
+        tracking::advance(&mut *tx, message.id, next, reason.as_deref(), update.timestamp).await?;
+        if next == MessageStatus::Failed {
+            // Without a class the provider told us nothing more: this message is lost, move on.
+            let class = update.error.map_or(FailureClass::Transient, |e| e.class);
             let failed = MessageRow { status: MessageStatus::Failed, ..message.clone() };
-            outcome::fall_back(tx, tenant, &failed, reason.as_deref().unwrap_or("failed"), EventSource::Provider)
-                .await?;
+            outcome::after_reported_failure(tx, retry, &failed, class, &trail_reason).await?;
         }
     }
-    let suppress = match update.status {
-        DeliveryStatus::Bounced => update.error.is_some_and(|e| e.permanent),
-        DeliveryStatus::Complained => true,
-        _ => false,
-    };
+    let suppress = matches!(update.status, DeliveryStatus::Bounced | DeliveryStatus::Complained)
+        && update.error.is_some_and(ProviderError::is_permanent);
     if suppress {
-        let address = update.recipient.unwrap_or(&message.recipient);
-        let why =
-            format!("{:?}: {}", update.status, reason.as_deref().unwrap_or("reported by the provider")).to_lowercase();
-        messages::suppress(&mut *tx, tenant.0, message.channel, address, &why).await?;
+        let why = format!("{:?}: {trail_reason}", update.status).to_lowercase();
+        tracking::suppress(&mut *tx, tenant, message.channel, &message.recipient, &why).await?;
     }
-    Ok((EnvelopeOutcome::Applied, Some(tenant.0)))
+    Ok((EnvelopeOutcome::Applied, Some(tenant)))
 }
 
-/// The tenant whose WhatsApp channel uses this Meta phone number id.
-async fn tenant_of_meta_number(tx: &mut sqlx::PgConnection, phone_number_id: &str) -> Result<Option<Uuid>, ApiError> {
-    Ok(sqlx::query_scalar!(
-        r#"SELECT tenant_id AS "tenant_id!" FROM communications.provider_configs
-           WHERE provider = 'meta' AND tenant_id IS NOT NULL AND settings->>'phone_number_id' = $1
-           ORDER BY created_at DESC LIMIT 1"#,
-        phone_number_id,
-    )
-    .fetch_optional(&mut *tx)
-    .await?)
+/// Whether an event naming `named` is about someone other than the message's recipient. Every
+/// message has one recipient, so on email any per-recipient event naming another address is not
+/// about it; on other channels providers name recipients in their own formats (Meta's WhatsApp
+/// id, not the number we sent to), so only the reports that suppress an address are checked.
+fn names_another_recipient(message: &MessageRow, status: DeliveryStatus, named: &str) -> bool {
+    let suppressing = matches!(status, DeliveryStatus::Bounced | DeliveryStatus::Complained);
+    if message.channel != Channel::Email && !suppressing {
+        return false;
+    }
+    !named.trim().eq_ignore_ascii_case(message.recipient.trim())
+}
+
+fn provider_event<'a>(
+    message: &MessageRow,
+    status: MessageStatus,
+    reason: &'a str,
+    payload: &serde_json::Value,
+    at: DateTime<Utc>,
+) -> NewEvent<'a> {
+    NewEvent {
+        tenant_id: message.tenant_id,
+        message_id: message.id,
+        status,
+        reason: Some(reason),
+        source: EventSource::Provider,
+        payload: Some(payload.clone()),
+        occurred_at: Some(at),
+    }
 }

@@ -9,7 +9,7 @@ use sha2::Sha256;
 
 use super::WebhookError;
 use super::json::{array, describe, float, non_empty, str_field, unix_seconds};
-use crate::{Channel, DeliveryStatus, InboundContent, MediaKind, Provider, ProviderError, ProviderEvent};
+use crate::{Channel, DeliveryStatus, FailureClass, InboundContent, MediaKind, Provider, ProviderError, ProviderEvent};
 
 /// The header Meta signs POSTs with.
 pub const SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
@@ -144,14 +144,14 @@ fn status_error(error: &Value) -> ProviderError {
         .or_else(|| non_empty(error, "message"))
         .or_else(|| non_empty(error, "title"))
         .unwrap_or_else(|| "unknown error".to_owned());
-    let permanent = !is_transient_error_code(&code);
-    ProviderError { code, reason, permanent }
+    let class = if is_retry_error_code(&code) { FailureClass::Retry } else { FailureClass::Permanent };
+    ProviderError { code, reason, class }
 }
 
 /// Codes where sending the same message again later can succeed (throttling, Meta-side
 /// hiccups, per-user marketing caps). Everything else — undeliverable, outside the 24 h window,
 /// template problems, account problems — will not succeed as it is.
-fn is_transient_error_code(code: &str) -> bool {
+fn is_retry_error_code(code: &str) -> bool {
     matches!(
         code,
         "130429" | "131056" | "80007" | "4" | "131000" | "131016" | "131057" | "133004" | "2" | "131049" | "131048"

@@ -53,8 +53,7 @@ pub fn router(settings: &Settings, pool: PgPool, communications: Communications)
     let api = api.layer(from_fn_with_state(identity, identity::http::authenticate));
 
     // Providers authenticate webhooks with signatures and tokens, not our credentials.
-    let (webhooks, webhooks_doc) =
-        communications::webhooks::http::router().with_state(communications).split_for_parts();
+    let (webhooks, webhooks_doc) = communications::webhooks::router().with_state(communications).split_for_parts();
     openapi.merge(webhooks_doc);
 
     let (ops, ops_doc) = health::router().split_for_parts();

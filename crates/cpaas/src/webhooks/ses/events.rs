@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::unknown;
 use crate::webhooks::json::{array, describe, non_empty, rfc3339, str_field, strings};
-use crate::{DeliveryStatus, Provider, ProviderError, ProviderEvent};
+use crate::{DeliveryStatus, FailureClass, Provider, ProviderError, ProviderEvent};
 
 /// One event record; `kind` is its `eventType` / `notificationType`.
 pub(super) fn parse_event(kind: &str, root: &Value) -> Vec<ProviderEvent> {
@@ -25,13 +25,13 @@ pub(super) fn parse_event(kind: &str, root: &Value) -> Vec<ProviderEvent> {
                 .get("reject")
                 .and_then(|reject| non_empty(reject, "reason"))
                 .unwrap_or_else(|| "rejected".to_owned());
-            let error = ProviderError { code: "Reject".to_owned(), reason, permanent: true };
+            let error = ProviderError { code: "Reject".to_owned(), reason, class: FailureClass::Permanent };
             update.whole_mail(DeliveryStatus::Rejected, mail_time, Some(error))
         }
         "Rendering Failure" => {
             let failure = root.get("failure").unwrap_or(&Value::Null);
             let reason = non_empty(failure, "errorMessage").unwrap_or_else(|| "template rendering failed".to_owned());
-            let error = ProviderError { code: "RenderingFailure".to_owned(), reason, permanent: true };
+            let error = ProviderError { code: "RenderingFailure".to_owned(), reason, class: FailureClass::Permanent };
             update.whole_mail(DeliveryStatus::Failed, mail_time, Some(error))
         }
         "Open" => update.whole_mail(
@@ -113,8 +113,9 @@ fn bounce(update: &Update<'_>, bounce: Option<&Value>) -> Vec<ProviderEvent> {
     let bounce = bounce.unwrap_or(&Value::Null);
     let bounce_type = str_field(bounce, "bounceType").unwrap_or_else(|| "Undetermined".to_owned());
     let sub_type = str_field(bounce, "bounceSubType").unwrap_or_else(|| "Undetermined".to_owned());
-    // Only a permanent bounce means "suppress this address"; transient and undetermined do not.
-    let permanent = bounce_type == "Permanent";
+    // Only a permanent bounce means "suppress this address"; transient and undetermined ones
+    // come after SES's own retries, so the message is lost but the address is not.
+    let class = if bounce_type == "Permanent" { FailureClass::Permanent } else { FailureClass::Transient };
     let time = rfc3339(bounce, "timestamp");
     array(bounce, "bouncedRecipients")
         .iter()
@@ -125,7 +126,7 @@ fn bounce(update: &Update<'_>, bounce: Option<&Value>) -> Vec<ProviderEvent> {
                 Some(detail) => format!("{bounce_type} bounce ({sub_type}): {detail}"),
                 None => format!("{bounce_type} bounce ({sub_type})"),
             };
-            let error = ProviderError { code: format!("{bounce_type}/{sub_type}"), reason, permanent };
+            let error = ProviderError { code: format!("{bounce_type}/{sub_type}"), reason, class };
             update.event(DeliveryStatus::Bounced, time, Some(address), Some(error))
         })
         .collect()
@@ -143,7 +144,7 @@ fn complaint(update: &Update<'_>, complaint: Option<&Value>) -> Vec<ProviderEven
             let error = ProviderError {
                 code: feedback.clone(),
                 reason: format!("recipient complained ({feedback})"),
-                permanent: feedback != "not-spam",
+                class: if feedback == "not-spam" { FailureClass::Transient } else { FailureClass::Permanent },
             };
             update.event(DeliveryStatus::Complained, time, Some(address), Some(error))
         })
@@ -161,7 +162,7 @@ fn delivery_delay(update: &Update<'_>, delay: Option<&Value>) -> Vec<ProviderEve
             let reason = non_empty(delayed, "diagnosticCode")
                 .or_else(|| non_empty(delayed, "status"))
                 .unwrap_or_else(|| delay_type.clone());
-            let error = ProviderError { code: delay_type.clone(), reason, permanent: false };
+            let error = ProviderError { code: delay_type.clone(), reason, class: FailureClass::Transient };
             update.event(DeliveryStatus::Delayed, time, Some(address), Some(error))
         })
         .collect()

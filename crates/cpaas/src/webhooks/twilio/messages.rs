@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{describe_params, non_empty_param, param};
-use crate::{Channel, DeliveryStatus, InboundContent, MediaKind, Provider, ProviderError, ProviderEvent};
+use crate::{Channel, DeliveryStatus, FailureClass, InboundContent, MediaKind, Provider, ProviderError, ProviderEvent};
 
 /// Twilio allows at most 10 media per message; bounding the loop keeps a hostile `NumMedia`
 /// from mattering.
@@ -30,13 +30,13 @@ pub fn parse_message_status(params: &[(String, String)], received_at: DateTime<U
     let error = non_empty_param(params, "ErrorCode").map(|code| ProviderError {
         code: code.to_owned(),
         reason: non_empty_param(params, "ErrorMessage").map_or_else(|| error_title(code).to_owned(), str::to_owned),
-        permanent: !is_transient_error_code(code),
+        class: failure_class(code),
     });
     let error = error.or_else(|| {
         (status == "canceled").then(|| ProviderError {
             code: "canceled".to_owned(),
             reason: "message canceled".to_owned(),
-            permanent: true,
+            class: FailureClass::Permanent,
         })
     });
     ProviderEvent::StatusUpdate {
@@ -51,10 +51,17 @@ pub fn parse_message_status(params: &[(String, String)], received_at: DateTime<U
     }
 }
 
-/// Carrier-side conditions that may clear (handset off, queue full, carrier hiccup); every
-/// other code — unknown or landline number, blocked, filtered, opted out — will not.
-fn is_transient_error_code(code: &str) -> bool {
-    matches!(code, "30001" | "30003" | "30008" | "30017" | "20429")
+/// What a callback's `ErrorCode` calls for. Twilio's side or the carrier's network refusing
+/// for now (queue overflow, too many requests, congestion, an unexplained error) is worth the
+/// same message again later; an unreachable handset is this message lost, after the carrier's
+/// own attempts, but not the number; every other code — unknown or landline number, blocked,
+/// filtered, opted out — is the number, for good.
+fn failure_class(code: &str) -> FailureClass {
+    match code {
+        "30001" | "30008" | "30017" | "20429" => FailureClass::Retry,
+        "30003" => FailureClass::Transient,
+        _ => FailureClass::Permanent,
+    }
 }
 
 /// Titles of the codes that arrive in callbacks (Twilio's error pages).
