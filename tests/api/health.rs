@@ -106,6 +106,7 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/cron-triggers/{id}", "put"),
         ("/api/v1/cron-triggers/{id}", "delete"),
         ("/api/v1/messages/{id}/reject", "post"),
+        ("/api/webhooks/meta", "get"),
         ("/api/webhooks/meta", "post"),
         ("/api/webhooks/meta/{tenant_id}", "post"),
         ("/api/webhooks/aws/sns", "post"),

@@ -202,7 +202,11 @@ impl ProvidersSettings {
             sns_cert_hosts: self.sns_cert_hosts.clone(),
             sns_cert_allow_http: self.sns_cert_allow_http,
             // Checked when the settings loaded.
-            sns_topic_arns: self.topic_arns().unwrap_or_default(),
+            sns_topic_arns: self
+                .sns_topic_arns
+                .iter()
+                .filter_map(|raw| cpaas::webhooks::sns::TopicArn::parse(raw).ok())
+                .collect(),
         }
     }
 }

@@ -139,6 +139,8 @@ pub(crate) struct Applied {
     pub outcome: EnvelopeOutcome,
     /// The tenant it turned out to concern, when it tells.
     pub tenant: Option<Uuid>,
+    /// Whether it carries inbound traffic (kept for the inbox whatever became of its statuses).
+    pub inbound: bool,
 }
 
 /// Applies an envelope's events inside `tx` (first delivery, or another try of an unmatched one).
@@ -190,7 +192,8 @@ pub(crate) async fn apply_events(
         };
         outcomes.push(outcome);
     }
-    Ok(Applied { outcome: EnvelopeOutcome::overall(&outcomes), tenant })
+    let inbound = outcomes.contains(&EnvelopeOutcome::Stored);
+    Ok(Applied { outcome: EnvelopeOutcome::overall(&outcomes), tenant, inbound })
 }
 
 struct StatusUpdate<'a> {

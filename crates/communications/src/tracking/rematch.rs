@@ -52,6 +52,12 @@ pub async fn rematch_once(module: &Communications, window: Duration) -> Result<R
             ),
             None => None,
         };
+        // An envelope can mix statuses with inbound messages (Meta batches them): out of time,
+        // it still waits for the inbox.
+        let given_up = match &applied {
+            Some(applied) if applied.inbound => EnvelopeOutcome::Stored,
+            _ => EnvelopeOutcome::Expired,
+        };
         match applied {
             Some(applied) if applied.outcome != EnvelopeOutcome::Unmatched => {
                 tracking::settle_envelope(&mut *tx, envelope.id, applied.outcome.as_str(), applied.tenant, None)
@@ -66,7 +72,7 @@ pub async fn rematch_once(module: &Communications, window: Duration) -> Result<R
             }
             // Out of time, or kept in a form this version cannot read.
             _ => {
-                tracking::settle_envelope(&mut *tx, envelope.id, EnvelopeOutcome::Expired.as_str(), None, None).await?;
+                tracking::settle_envelope(&mut *tx, envelope.id, given_up.as_str(), None, None).await?;
                 count(envelope, "expired");
                 round.expired += 1;
             }
