@@ -203,13 +203,7 @@ async fn a_failed_delivery_falls_back_to_the_next_channel() {
     let tenant = app.create_tenant("alpine").await;
     whatsapp(&app, &tenant).await;
     sms(&app, &tenant).await;
-    sim.add_failure(FailureRule {
-        provider: Some("meta".into()),
-        recipient: None,
-        kind: FailureKind::Undeliverable,
-        probability: 1.0,
-        remaining: None,
-    });
+    accepted_then_undelivered(&sim, "meta");
     let id = send(
         &app,
         &tenant,
@@ -230,13 +224,7 @@ async fn an_undelivered_sms_falls_back_to_email() {
     let tenant = app.create_tenant("alpine").await;
     sms(&app, &tenant).await;
     email(&app, &tenant).await;
-    sim.add_failure(FailureRule {
-        provider: Some("twilio".into()),
-        recipient: None,
-        kind: FailureKind::Undeliverable,
-        probability: 1.0,
-        remaining: None,
-    });
+    accepted_then_undelivered(&sim, "twilio");
     let id = send(
         &app,
         &tenant,
@@ -281,6 +269,18 @@ async fn a_reported_failure_worth_retrying_sends_again_then_falls_back() {
     assert_eq!(fallback["channel"], "email", "two attempts spent: {fallback:#}");
     let sms_sends = sim.ledger().iter().filter(|e| e.operation == "create_message").count();
     assert_eq!(sms_sends, 2);
+}
+
+/// Every send through `provider` is accepted and then reported undelivered.
+fn accepted_then_undelivered(sim: &cpaas_sim::SimHandle, provider: &str) {
+    let kind = FailureKind::Undeliverable;
+    sim.add_failure(FailureRule {
+        provider: Some(provider.into()),
+        recipient: None,
+        kind,
+        probability: 1.0,
+        remaining: None,
+    });
 }
 
 async fn suppressed(app: &TestApp) -> Vec<String> {

@@ -5,11 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use cpaas_sim::{CallbackStatus, SimConfig};
+use cpaas_sim::{CallbackStatus, SimConfig, SimHandle};
 use serde_json::{Value, json};
+use switchboard::settings::Settings;
 
 use crate::delivery::{email, send, wait_for};
-use crate::helpers::{TestApp, assert_error, sim_email, spawn_app_with, spawn_app_with_sim};
+use crate::helpers::{TestApp, TestTenant, assert_error, sim_email, spawn_app_with, spawn_app_with_sim};
 
 const ANNA: &str = "anna@example.org";
 /// A topic in an AWS account that is not ours.
@@ -21,6 +22,25 @@ fn mail_to(address: &str) -> Value {
 
 fn sim_topic() -> String {
     SimConfig::default().ses_events_topic_arn()
+}
+
+/// An app whose tenant sent one mail to Anna through the simulated SES, which accepted it.
+struct SentMail {
+    app: TestApp,
+    sim: SimHandle,
+    tenant: TestTenant,
+    id: String,
+    provider_id: String,
+}
+
+async fn a_sent_mail(configure: impl FnOnce(&mut Settings)) -> SentMail {
+    let (app, sim) = spawn_app_with_sim(configure).await;
+    let tenant = app.create_tenant("alpine").await;
+    email(&app, &tenant).await;
+    let id = send(&app, &tenant, mail_to(ANNA)).await;
+    let sent = wait_for(&app, &tenant, &id, "sent").await;
+    let provider_id = sent["provider_message_id"].as_str().unwrap().to_owned();
+    SentMail { app, sim, tenant, id, provider_id }
 }
 
 async fn suppressions(app: &TestApp) -> Vec<String> {
@@ -53,12 +73,8 @@ async fn envelope_outcome_becomes(app: &TestApp, marker: &str, outcome: &str) {
 
 #[tokio::test]
 async fn a_signed_notification_from_a_topic_nobody_configured_is_refused_and_kept_without_effect() {
-    let (app, sim) = spawn_app_with_sim(|_| {}).await;
-    let tenant = app.create_tenant("alpine").await;
-    email(&app, &tenant).await;
-    let id = send(&app, &tenant, mail_to(ANNA)).await;
-    let sent = wait_for(&app, &tenant, &id, "sent").await;
-    let provider_id = sent["provider_message_id"].as_str().unwrap();
+    let SentMail { app, sim, tenant, id, provider_id } = a_sent_mail(|_| {}).await;
+    let provider_id = provider_id.as_str();
 
     // A real complaint about our message, correctly signed, but on a stranger's topic.
     let complaint = sim.ses_event_record(provider_id, CallbackStatus::Complaint).unwrap();
@@ -125,12 +141,8 @@ async fn a_tenants_own_topic_only_touches_that_tenants_messages() {
 
 #[tokio::test]
 async fn a_bounce_or_complaint_naming_a_stranger_suppresses_nobody() {
-    let (app, sim) = spawn_app_with_sim(|_| {}).await;
-    let tenant = app.create_tenant("alpine").await;
-    email(&app, &tenant).await;
-    let id = send(&app, &tenant, mail_to(ANNA)).await;
-    let sent = wait_for(&app, &tenant, &id, "sent").await;
-    let provider_id = sent["provider_message_id"].as_str().unwrap();
+    let SentMail { app, sim, tenant, id, provider_id } = a_sent_mail(|_| {}).await;
+    let provider_id = provider_id.as_str();
 
     let mut bounce = sim.ses_event_record(provider_id, CallbackStatus::Bounce).unwrap();
     bounce["bounce"]["bouncedRecipients"][0]["emailAddress"] = json!("stranger@example.org");
@@ -205,12 +217,7 @@ async fn metas_app_level_callback_passes_the_subscription_handshake() {
 /// written the provider's id. It is acknowledged, kept, and applied once the id is known.
 #[tokio::test]
 async fn a_callback_that_overtakes_the_recording_of_its_send_is_applied_late() {
-    let (app, sim) = spawn_app_with_sim(|_| {}).await;
-    let tenant = app.create_tenant("alpine").await;
-    email(&app, &tenant).await;
-    let id = send(&app, &tenant, mail_to(ANNA)).await;
-    let sent = wait_for(&app, &tenant, &id, "sent").await;
-    let provider_id = sent["provider_message_id"].as_str().unwrap().to_owned();
+    let SentMail { app, sim, tenant, id, provider_id } = a_sent_mail(|_| {}).await;
     // As if the worker had not recorded the provider's answer yet.
     sqlx::query(
         "UPDATE communications.messages SET status = 'sending', provider = NULL, provider_message_id = NULL
@@ -241,13 +248,9 @@ async fn a_callback_that_overtakes_the_recording_of_its_send_is_applied_late() {
 
 #[tokio::test]
 async fn a_callback_that_never_matches_expires_after_its_window() {
-    let (app, sim) = spawn_app_with_sim(|settings| settings.webhooks.unmatched_retry_secs = 1).await;
-    let tenant = app.create_tenant("alpine").await;
-    email(&app, &tenant).await;
-    let id = send(&app, &tenant, mail_to(ANNA)).await;
-    let sent = wait_for(&app, &tenant, &id, "sent").await;
-    let mut delivery =
-        sim.ses_event_record(sent["provider_message_id"].as_str().unwrap(), CallbackStatus::Delivered).unwrap();
+    let SentMail { app, sim, tenant, id, provider_id } =
+        a_sent_mail(|settings| settings.webhooks.unmatched_retry_secs = 1).await;
+    let mut delivery = sim.ses_event_record(&provider_id, CallbackStatus::Delivered).unwrap();
     delivery["mail"]["messageId"] = json!("0100018f-never-sent-by-us");
     delivery["mail"]["tags"].as_object_mut().unwrap().remove("sb_correlation");
     sim.post_sns_notification(&sim_topic(), &delivery.to_string()).await.unwrap();

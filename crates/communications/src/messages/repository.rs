@@ -460,6 +460,27 @@ pub async fn complete_key(
     Ok(())
 }
 
+/// Stops sending to an address on a channel for a tenant (bounces, complaints).
+pub async fn suppress(
+    db: impl PgExecutor<'_>,
+    tenant_id: Uuid,
+    channel: Channel,
+    address: &str,
+    reason: &str,
+) -> Result<(), ApiError> {
+    sqlx::query!(
+        r#"INSERT INTO communications.suppressions (tenant_id, channel, address, reason) VALUES ($1, $2, $3, $4)
+           ON CONFLICT DO NOTHING"#,
+        tenant_id,
+        channel.as_str(),
+        address.to_lowercase(),
+        reason,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Why an address is suppressed for a tenant on a channel, if it is.
 pub async fn suppression(
     db: impl PgExecutor<'_>,

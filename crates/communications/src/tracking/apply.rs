@@ -12,7 +12,7 @@ use super::repository::{self as tracking, Pending};
 use crate::Communications;
 use crate::dispatch::{RetryPolicy, outcome};
 use crate::messages::model::{Channel, EventSource, MessageStatus};
-use crate::messages::repository::{MessageRow, NewEvent};
+use crate::messages::repository::{self as messages, MessageRow, NewEvent};
 
 /// One verified envelope, as received.
 #[derive(Debug)]
@@ -265,7 +265,7 @@ async fn apply_status(
         && update.error.is_some_and(ProviderError::is_permanent);
     if suppress {
         let why = format!("{:?}: {trail_reason}", update.status).to_lowercase();
-        tracking::suppress(&mut *tx, tenant, message.channel, &message.recipient, &why).await?;
+        messages::suppress(&mut *tx, tenant, message.channel, &message.recipient, &why).await?;
     }
     Ok((EnvelopeOutcome::Applied, Some(tenant)))
 }

@@ -232,27 +232,6 @@ pub async fn advance(
     Ok(())
 }
 
-/// Stops sending to an address on a channel for a tenant (bounces, complaints).
-pub async fn suppress(
-    db: impl PgExecutor<'_>,
-    tenant_id: Uuid,
-    channel: Channel,
-    address: &str,
-    reason: &str,
-) -> Result<(), ApiError> {
-    sqlx::query!(
-        r#"INSERT INTO communications.suppressions (tenant_id, channel, address, reason) VALUES ($1, $2, $3, $4)
-           ON CONFLICT DO NOTHING"#,
-        tenant_id,
-        channel.as_str(),
-        address.to_lowercase(),
-        reason,
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 /// The tenant whose WhatsApp channel uses this Meta phone number id.
 pub async fn tenant_of_meta_number(db: impl PgExecutor<'_>, phone_number_id: &str) -> Result<Option<Uuid>, ApiError> {
     Ok(sqlx::query_scalar!(
