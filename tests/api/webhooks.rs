@@ -249,7 +249,7 @@ async fn a_callback_that_overtakes_the_recording_of_its_send_is_applied_late() {
 #[tokio::test]
 async fn a_callback_that_never_matches_expires_after_its_window() {
     let SentMail { app, sim, tenant, id, provider_id } =
-        a_sent_mail(|settings| settings.webhooks.unmatched_retry_secs = 1).await;
+        a_sent_mail(|settings| settings.webhooks.unmatched_retry_secs = 2).await;
     let mut delivery = sim.ses_event_record(&provider_id, CallbackStatus::Delivered).unwrap();
     delivery["mail"]["messageId"] = json!("0100018f-never-sent-by-us");
     delivery["mail"]["tags"].as_object_mut().unwrap().remove("sb_correlation");

@@ -50,7 +50,8 @@
 //! Failed→`Reject`), Twilio status forms (sent/delivered/read/failed). SNS SMS has no HTTP status
 //! callback in real AWS (delivery status goes to CloudWatch Logs), so for SNS messages
 //! `post_status_callbacks` returns an error saying so and `auto_callbacks` posts nothing.
-//! With `auto_callbacks` set, an accepted send gets: Meta sent→delivered→read; SES
+//! A Meta status posted again for the same message carries the time of its first posting, as a
+//! redelivery by Meta would. With `auto_callbacks` set, an accepted send gets: Meta sent→delivered→read; SES
 //! Send→Delivery; Twilio sent→delivered; an `Undeliverable`/`MessageRejected` send gets
 //! sent→failed (Meta), Send→Bounce (SES), sent→undelivered (Twilio).
 //!
@@ -266,6 +267,8 @@ pub(crate) struct SimState {
     meta: Mutex<meta::Registry>,
     ses_identities: Mutex<HashMap<String, ses::Identity>>,
     sns_opted_out: Mutex<HashSet<String>>,
+    /// When each (message, status) happened, in Unix seconds: fixed at its first callback.
+    status_times: Mutex<HashMap<(String, String), i64>>,
     pub(crate) signer: signing::SnsSigner,
     pub(crate) http: reqwest::Client,
 }
@@ -280,6 +283,7 @@ impl SimState {
             meta: Mutex::default(),
             ses_identities: Mutex::default(),
             sns_opted_out: Mutex::default(),
+            status_times: Mutex::default(),
             signer: signing::SnsSigner::generate()?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         })
@@ -318,6 +322,12 @@ impl SimState {
     }
     pub(crate) fn sns_opted_out(&self) -> MutexGuard<'_, HashSet<String>> {
         self.sns_opted_out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The time `status` of message `id` happened: now on its first callback, the same after.
+    pub(crate) fn status_time(&self, id: &str, status: &str) -> i64 {
+        let mut times = self.status_times.lock().unwrap_or_else(|e| e.into_inner());
+        *times.entry((id.to_owned(), status.to_owned())).or_insert_with(|| chrono::Utc::now().timestamp())
     }
 }
 

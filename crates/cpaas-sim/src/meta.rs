@@ -559,7 +559,8 @@ pub(crate) fn status_webhook(
     let SentMessage::Meta { phone_number_id, to, biz_opaque_callback_data, .. } = message else {
         anyhow::bail!("not a Meta message");
     };
-    let now = chrono::Utc::now().timestamp();
+    // A status happens once; posting it again is a redelivery of the same event, as Meta's are.
+    let now = state.status_time(message_id, status);
     let mut entry = json!({
         "id": message_id,
         "status": status,
