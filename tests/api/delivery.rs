@@ -237,7 +237,7 @@ async fn an_undelivered_sms_falls_back_to_email() {
     let successor = superseded["superseded_by"].as_str().unwrap().to_owned();
     let fallback = wait_for(&app, &tenant, &successor, "delivered").await;
     assert_eq!(fallback["channel"], "email");
-    assert!(suppressed(&app).await.is_empty(), "an unreachable handset is not a bad number");
+    assert!(suppressions(&app).await.is_empty(), "an unreachable handset is not a bad number");
 }
 
 /// A failure whose class says "later" (Twilio 30008) sends the same SMS again, within the retry
@@ -283,8 +283,12 @@ fn accepted_then_undelivered(sim: &cpaas_sim::SimHandle, provider: &str) {
     });
 }
 
-async fn suppressed(app: &TestApp) -> Vec<String> {
-    sqlx::query_scalar("SELECT address FROM communications.suppressions").fetch_all(&app.pool).await.unwrap()
+/// The suppressed addresses of every tenant, in order.
+pub(crate) async fn suppressions(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT address FROM communications.suppressions ORDER BY address")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use cpaas_sim::{CallbackStatus, SimConfig, SimHandle};
 use serde_json::{Value, json};
 use switchboard::settings::Settings;
 
-use crate::delivery::{email, send, wait_for};
+use crate::delivery::{email, send, suppressions, wait_for};
 use crate::helpers::{TestApp, TestTenant, assert_error, sim_email, spawn_app_with, spawn_app_with_sim};
 
 const ANNA: &str = "anna@example.org";
@@ -41,13 +41,6 @@ async fn a_sent_mail(configure: impl FnOnce(&mut Settings)) -> SentMail {
     let sent = wait_for(&app, &tenant, &id, "sent").await;
     let provider_id = sent["provider_message_id"].as_str().unwrap().to_owned();
     SentMail { app, sim, tenant, id, provider_id }
-}
-
-async fn suppressions(app: &TestApp) -> Vec<String> {
-    sqlx::query_scalar("SELECT address FROM communications.suppressions ORDER BY address")
-        .fetch_all(&app.pool)
-        .await
-        .unwrap()
 }
 
 /// (outcome, body) of every SNS envelope, oldest first.
