@@ -1,11 +1,14 @@
 //! Posting signed webhooks: status callbacks for accepted messages, inbound messages and events,
-//! and the automatic sent→delivered(→read) sequence.
+//! and the automatic sent→delivered(→read) sequence. Delivery and its retries are in
+//! `delivery.rs`.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::{Outgoing, Policy, deliver};
 use crate::ledger::{Fate, SentMessage};
+use crate::retry::{TwilioOverrides, split_fragment};
 use crate::{SimState, meta, ses, signing, sns, twilio};
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -30,7 +33,7 @@ pub enum InboundSpec {
 }
 
 pub(crate) async fn post_status_callbacks(
-    state: &SimState,
+    state: &Arc<SimState>,
     id: &str,
     statuses: &[CallbackStatus],
 ) -> anyhow::Result<()> {
@@ -43,7 +46,7 @@ pub(crate) async fn post_status_callbacks(
 }
 
 async fn post_one_status(
-    state: &SimState,
+    state: &Arc<SimState>,
     id: &str,
     message: &SentMessage,
     status: CallbackStatus,
@@ -75,6 +78,8 @@ async fn post_one_status(
                 (other, _) => anyhow::bail!("Twilio has no {other:?} status"),
             };
             let (url, form) = twilio::status_callback(state, id, message, name, error_code)?;
+            // The message's status at Twilio moves on whether or not the webhook gets through.
+            state.twilio_messages().advance(id, name, error_code);
             post_twilio(state, &url, &form).await
         }
         SentMessage::Sns { phone_number } => anyhow::bail!(
@@ -105,7 +110,7 @@ pub(crate) fn ses_event_record(
     ses::event_record(state, id, &message, ses_event_type(status))
 }
 
-pub(crate) async fn post_inbound(state: &SimState, inbound: InboundSpec) -> anyhow::Result<()> {
+pub(crate) async fn post_inbound(state: &Arc<SimState>, inbound: InboundSpec) -> anyhow::Result<()> {
     match inbound {
         InboundSpec::Meta { phone_number_id, from, text } => {
             let (url, body) = meta::inbound_webhook(state, &phone_number_id, &from, &text)?;
@@ -153,7 +158,7 @@ pub(crate) fn schedule_auto_callbacks(state: &Arc<SimState>, id: &str) {
     });
 }
 
-async fn post_meta(state: &SimState, url: &str, body: &serde_json::Value) -> anyhow::Result<()> {
+async fn post_meta(state: &Arc<SimState>, url: &str, body: &serde_json::Value) -> anyhow::Result<()> {
     let bytes = meta::serialize_ascii_json(body);
     let signature = signing::meta_signature(&state.config.meta_app_secret, &bytes);
     let headers = vec![
@@ -161,39 +166,32 @@ async fn post_meta(state: &SimState, url: &str, body: &serde_json::Value) -> any
         ("x-hub-signature-256".to_owned(), signature),
         ("user-agent".to_owned(), "facebookexternalua".to_owned()),
     ];
-    deliver(state, url, headers, bytes).await
+    let policy = Policy::Meta(state.config.meta_schedule());
+    deliver(state, Outgoing { url: url.to_owned(), headers, body: bytes, policy }).await
 }
 
-async fn post_twilio(state: &SimState, url: &str, form: &[(String, String)]) -> anyhow::Result<()> {
-    let signature = signing::twilio_signature(&state.config.twilio_auth_token, url, form);
+/// A connection-override fragment steers Twilio's retries and is never sent; Twilio signs the
+/// URL it requests, without the fragment (docs/providers/twilio.md §5.1).
+async fn post_twilio(state: &Arc<SimState>, url: &str, form: &[(String, String)]) -> anyhow::Result<()> {
+    let (wire_url, fragment) = split_fragment(url);
+    let signature = signing::twilio_signature(&state.config.twilio_auth_token, wire_url, form);
     let body = serde_urlencoded::to_string(form)?.into_bytes();
     let headers = vec![
         ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
         ("x-twilio-signature".to_owned(), signature),
         ("user-agent".to_owned(), "TwilioProxy/1.1".to_owned()),
+        // One token per webhook, repeated on its retries, so a receiver can drop duplicates.
         ("i-twilio-idempotency-token".to_owned(), uuid::Uuid::new_v4().to_string()),
     ];
-    deliver(state, url, headers, body).await
+    let policy = Policy::Twilio(TwilioOverrides::parse(fragment));
+    deliver(state, Outgoing { url: wire_url.to_owned(), headers, body, policy }).await
 }
 
-/// Posts a signed SNS notification of `message` (any text) on the topic `arn`.
-pub(crate) async fn post_sns(state: &SimState, arn: &str, message: &str) -> anyhow::Result<()> {
+/// Posts a signed SNS notification of `message` (any text) on the topic `arn`. A retry sends the
+/// same notification again: same `MessageId`, and the same `Timestamp` (the time it was
+/// published), so the same signature.
+pub(crate) async fn post_sns(state: &Arc<SimState>, arn: &str, message: &str) -> anyhow::Result<()> {
     let (url, headers, body) = sns::signed_notification(state, arn, message)?;
-    deliver(state, &url, headers, body).await
-}
-
-/// POSTs and insists on a 2xx, so a test sees a receiver that rejected the webhook.
-async fn deliver(state: &SimState, url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> anyhow::Result<()> {
-    let mut request = state.http.post(url).body(body);
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    let response = request.send().await.map_err(|e| anyhow::anyhow!("POST {url} failed: {e}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        let text = response.text().await.unwrap_or_default();
-        anyhow::bail!("POST {url} answered {status}: {text}");
-    }
-    tracing::debug!(url, %status, "webhook delivered");
-    Ok(())
+    let policy = Policy::Sns(state.config.sns_delivery_policy);
+    deliver(state, Outgoing { url, headers, body, policy }).await
 }

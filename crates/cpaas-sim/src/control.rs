@@ -16,6 +16,7 @@ use crate::{CallbackStatus, FailureRule, InboundSpec, SimState, callbacks};
 pub(crate) fn routes() -> Router<Arc<SimState>> {
     Router::new()
         .route("/sim/ledger", get(read_ledger).delete(clear_ledger))
+        .route("/sim/webhooks", get(read_webhooks).delete(clear_webhooks))
         .route("/sim/failures", post(add_failure).delete(clear_failures))
         .route("/sim/callbacks", post(post_callbacks))
         .route("/sim/inbound", post(post_inbound))
@@ -28,6 +29,15 @@ async fn read_ledger(State(state): State<Arc<SimState>>) -> Response {
 
 async fn clear_ledger(State(state): State<Arc<SimState>>) -> StatusCode {
     state.ledger().clear_entries();
+    StatusCode::NO_CONTENT
+}
+
+async fn read_webhooks(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.webhooks().entries()).into_response()
+}
+
+async fn clear_webhooks(State(state): State<Arc<SimState>>) -> StatusCode {
+    state.webhooks().clear();
     StatusCode::NO_CONTENT
 }
 

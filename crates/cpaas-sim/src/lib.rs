@@ -13,8 +13,15 @@
 //! | Meta | `POST /{version}/{phone_number_id}/messages`, `GET /{version}/oauth/access_token`, `POST /{version}/{phone_number_id}/register`, `POST /{version}/{waba_id}/subscribed_apps`, `GET /{version}/{phone_number_id}` |
 //! | SES v2 | `POST /v2/email/outbound-emails`, `POST /v2/email/identities`, `GET /v2/email/identities/{identity}` |
 //! | SNS | `POST /` (Query protocol: `Publish`, `ListOriginationNumbers`, `CheckIfPhoneNumberIsOptedOut`) |
-//! | Twilio | `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, `GET /2010-04-01/Accounts/{AccountSid}.json` |
-//! | control | `GET/DELETE /sim/ledger`, `POST/DELETE /sim/failures`, `POST /sim/callbacks`, `POST /sim/inbound`, `GET /sim/sns/cert.pem` |
+//! | Twilio | `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, `GET /2010-04-01/Accounts/{AccountSid}/Messages.json` (list), `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json`, `GET /2010-04-01/Accounts/{AccountSid}.json` |
+//! | control | `GET/DELETE /sim/ledger`, `POST/DELETE /sim/failures`, `POST /sim/callbacks`, `POST /sim/inbound`, `GET/DELETE /sim/webhooks`, `GET /sim/sns/cert.pem` |
+//!
+//! `GET /sim/webhooks` ([`SimHandle::webhook_log`]) lists every attempt at delivering a webhook,
+//! retries included: `{seq, delivery, provider, url, attempt, outcome, retry_in_ms, at}`, where
+//! `delivery` is shared by the attempts at one webhook, `outcome` is `"delivered"`,
+//! `"http <status>"` or `"error: …"` (`error: connect: …`, `error: timeout: …`), and
+//! `retry_in_ms` is the wait before the next attempt (null: no further attempt). `DELETE`
+//! clears the list; scheduled retries still happen.
 //!
 //! # Failure injection: `FailureKind` → provider error
 //!
@@ -55,6 +62,36 @@
 //! Send→Delivery; Twilio sent→delivered; an `Undeliverable`/`MessageRejected` send gets
 //! sent→failed (Meta), Send→Bounce (SES), sent→undelivered (Twilio).
 //!
+//! # Webhook retries
+//!
+//! Every webhook (status callbacks, inbound messages and events, SNS notifications) is retried
+//! as its provider retries it. The first attempt is made while the caller waits, so
+//! [`SimHandle::post_status_callbacks`], [`SimHandle::post_inbound`],
+//! [`SimHandle::post_sns_notification`] and `POST /sim/callbacks` / `POST /sim/inbound` (502)
+//! still report a receiver's refusal; the retries run in the background and are logged
+//! (`GET /sim/webhooks`, [`SimHandle::pending_webhook_retries`]). Sources: docs/providers/*.md.
+//!
+//! | provider | a failed attempt | retries | a retry sends |
+//! |---|---|---|---|
+//! | Meta | anything but a 2xx, no connection, no answer in 10 s | always: after `meta_retry_base` (1 s), doubling, at most `meta_retry_max_delay` (30 s) apart, none starting later than `meta_retry_window` (1 h) after the first attempt (real Meta: "decreasing frequency … for up to 7 days") | the same bytes and signature (a status keeps the time of its first posting) |
+//! | SNS (SES events, inbound mail, any notification) | 5xx, 1xx, 3xx, no connection, no answer in 15 s; **a 4xx is final** | per `sns_delivery_policy` (AWS's default: 3 retries, 20 s apart, linear), none later than 1 h after the first attempt (SNS's message lifetime) | the same notification: same `MessageId`, `Timestamp` and signature |
+//! | Twilio | per the URL's connection overrides (`https://h/p?q#rc=5&rp=all&ct=2000`): `rp` = `4xx`, `5xx`, `ct` (no connection), `rt` (no answer; a dropped connection counts here), `all`, comma-separated | at once, up to `rc` times (0–5), each attempt limited by `ct` + `rt`, all within `tt` (≤ 15 s). Without a fragment Twilio's defaults apply: rc 1, rp ct, ct 5 s, rt 15 s, tt 15 s | the URL without the fragment (never sent, never signed), the same signature and `I-Twilio-Idempotency-Token` |
+//! | SNS SMS | no HTTP callbacks exist | — | — |
+//!
+//! # Twilio message lookups
+//!
+//! Twilio keeps a Message resource for every message the sim accepted or received (`inbound`).
+//! Its `status` is what the status callbacks advanced it to (`queued`, or `accepted` with a
+//! Messaging Service, → `sent` → `delivered` / `undelivered` with `error_code`), whether or not
+//! the callback got through; it never moves back. `date_sent` is null until `sent`. The list
+//! filters by `To`, `From`, `DateSent`, `DateSent<`, `DateSent>` (a GMT date `YYYY-MM-DD`, on,
+//! on or before, on or after; an RFC 3339 time is taken as the SDKs send it) — a message not
+//! sent yet matches no `DateSent` filter — and is ordered newest first by `date_sent`, messages
+//! not sent yet first (by `date_created`). Paging: `PageSize` (50, at most 1000), `Page`, and a
+//! `PageToken` naming the previous page's last message, in Twilio's envelope (`messages`,
+//! `first_page_uri`, `next_page_uri`, `previous_page_uri`, `uri`, `page`, `page_size`, `start`,
+//! `end`). Basic auth as for sends; the ledger records `list_messages` and `fetch_message`.
+//!
 //! # Meta registry
 //!
 //! The sim learns which WABA a phone number belongs to from the business token: a
@@ -71,13 +108,16 @@
 
 mod callbacks;
 mod control;
+mod delivery;
 mod failures;
 mod ledger;
 mod meta;
+mod retry;
 mod ses;
 mod signing;
 mod sns;
 mod twilio;
+mod twilio_messages;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -86,8 +126,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 pub use callbacks::{CallbackStatus, InboundSpec};
+pub use delivery::WebhookAttempt;
 pub use failures::{FailureKind, FailureRule};
 pub use ledger::LedgerEntry;
+pub use retry::{SnsBackoff, SnsDeliveryPolicy};
 
 /// How the simulator behaves; see the field comments.
 #[derive(Clone, Debug)]
@@ -104,6 +146,14 @@ pub struct SimConfig {
     pub auto_callbacks: Option<Duration>,
     /// Used in SNS TopicArns and SES event fields.
     pub aws_region: String,
+    /// Meta: the wait before the first redelivery of a failed webhook; it doubles each time.
+    pub meta_retry_base: Duration,
+    /// Meta: the longest wait between redeliveries.
+    pub meta_retry_max_delay: Duration,
+    /// Meta: no redelivery starts later than this after the first attempt (real Meta: 7 days).
+    pub meta_retry_window: Duration,
+    /// SNS (SES events, inbound mail, any notification): the topic's HTTP/S delivery policy.
+    pub sns_delivery_policy: SnsDeliveryPolicy,
 }
 
 impl SimConfig {
@@ -121,6 +171,14 @@ impl SimConfig {
     pub fn sns_topic_arns(&self) -> Vec<String> {
         vec![self.ses_events_topic_arn(), self.ses_inbound_topic_arn()]
     }
+
+    pub(crate) fn meta_schedule(&self) -> retry::MetaSchedule {
+        retry::MetaSchedule {
+            base: self.meta_retry_base,
+            max_delay: self.meta_retry_max_delay,
+            window: self.meta_retry_window,
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -132,6 +190,10 @@ impl Default for SimConfig {
             sns_signature_version: 1,
             auto_callbacks: None,
             aws_region: "eu-central-1".to_owned(),
+            meta_retry_base: Duration::from_secs(1),
+            meta_retry_max_delay: Duration::from_secs(30),
+            meta_retry_window: Duration::from_secs(3600),
+            sns_delivery_policy: SnsDeliveryPolicy::default(),
         }
     }
 }
@@ -166,6 +228,13 @@ impl Simulator {
     /// it), so set it before asking for SES events or inbound mail.
     pub fn router(config: SimConfig) -> anyhow::Result<(axum::Router, SimHandle)> {
         anyhow::ensure!(matches!(config.sns_signature_version, 1 | 2), "sns_signature_version must be 1 or 2");
+        // A zero base would redeliver a failing Meta webhook in a tight loop for the whole window.
+        anyhow::ensure!(!config.meta_retry_base.is_zero(), "meta_retry_base must be above zero");
+        // AWS caps a delivery policy at 100 retries.
+        anyhow::ensure!(
+            config.sns_delivery_policy.num_retries <= 100,
+            "sns_delivery_policy allows at most 100 retries"
+        );
         let state = Arc::new(SimState::new(config)?);
         let router = axum::Router::new()
             .merge(control::routes())
@@ -227,7 +296,24 @@ impl SimHandle {
         self.state.sns_signing_cert_url()
     }
 
+    /// Every attempt at delivering a webhook so far, retries included.
+    pub fn webhook_log(&self) -> Vec<WebhookAttempt> {
+        self.state.webhooks().entries()
+    }
+
+    /// Forgets the logged attempts; retries already scheduled still happen (and are logged).
+    pub fn clear_webhook_log(&self) {
+        self.state.webhooks().clear();
+    }
+
+    /// How many webhooks still have a retry to come.
+    pub fn pending_webhook_retries(&self) -> usize {
+        self.state.webhooks().pending()
+    }
+
     /// Posts signed, provider-shaped status callbacks, in order, for a message the sim accepted.
+    /// Stops at the first webhook whose first attempt fails and returns that error; the failed
+    /// webhook is still retried in the background as its provider would (see the crate docs).
     pub async fn post_status_callbacks(
         &self,
         provider_message_id: &str,
@@ -236,7 +322,8 @@ impl SimHandle {
         callbacks::post_status_callbacks(&self.state, provider_message_id, statuses).await
     }
 
-    /// Posts a signed inbound message or event webhook.
+    /// Posts a signed inbound message or event webhook; errors and retries as
+    /// [`SimHandle::post_status_callbacks`].
     pub async fn post_inbound(&self, inbound: InboundSpec) -> anyhow::Result<()> {
         callbacks::post_inbound(&self.state, inbound).await
     }
@@ -252,7 +339,8 @@ impl SimHandle {
     }
 
     /// Posts a correctly signed SNS notification carrying `message` (any text) on any topic
-    /// `arn`, as AWS would for whoever owns that topic.
+    /// `arn`, as AWS would for whoever owns that topic; errors and retries as
+    /// [`SimHandle::post_status_callbacks`].
     pub async fn post_sns_notification(&self, arn: &str, message: &str) -> anyhow::Result<()> {
         callbacks::post_sns(&self.state, arn, message).await
     }
@@ -269,6 +357,9 @@ pub(crate) struct SimState {
     sns_opted_out: Mutex<HashSet<String>>,
     /// When each (message, status) happened, in Unix seconds: fixed at its first callback.
     status_times: Mutex<HashMap<(String, String), i64>>,
+    twilio_messages: Mutex<twilio_messages::Store>,
+    webhooks: Mutex<delivery::WebhookLog>,
+    clients: Mutex<delivery::Clients>,
     pub(crate) signer: signing::SnsSigner,
     pub(crate) http: reqwest::Client,
 }
@@ -284,6 +375,9 @@ impl SimState {
             ses_identities: Mutex::default(),
             sns_opted_out: Mutex::default(),
             status_times: Mutex::default(),
+            twilio_messages: Mutex::default(),
+            webhooks: Mutex::default(),
+            clients: Mutex::default(),
             signer: signing::SnsSigner::generate()?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         })
@@ -322,6 +416,15 @@ impl SimState {
     }
     pub(crate) fn sns_opted_out(&self) -> MutexGuard<'_, HashSet<String>> {
         self.sns_opted_out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn twilio_messages(&self) -> MutexGuard<'_, twilio_messages::Store> {
+        self.twilio_messages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn webhooks(&self) -> MutexGuard<'_, delivery::WebhookLog> {
+        self.webhooks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn clients(&self) -> MutexGuard<'_, delivery::Clients> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The time `status` of message `id` happened: now on its first callback, the same after.

@@ -14,16 +14,18 @@ use serde_json::json;
 
 use crate::failures::{FailureKind, pick_failure};
 use crate::ledger::{Fate, NewEntry, SentMessage, form_to_json};
+use crate::twilio_messages::{POOL_SENDER, StoredMessage, fetch_message, list_messages};
 use crate::{SimState, TIMEOUT_HOLD, callbacks, random_hex};
 
 pub(crate) fn routes() -> Router<Arc<SimState>> {
     Router::new()
-        .route("/2010-04-01/Accounts/{account_sid}/Messages.json", post(create_message))
+        .route("/2010-04-01/Accounts/{account_sid}/Messages.json", post(create_message).get(list_messages))
+        .route("/2010-04-01/Accounts/{account_sid}/Messages/{message_json}", get(fetch_message))
         .route("/2010-04-01/Accounts/{account_json}", get(get_account))
 }
 
 /// `{"code","message","more_info","status"}` with `status` echoing the HTTP status.
-fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
+pub(crate) fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
     let body = json!({
         "code": code,
         "message": message,
@@ -33,13 +35,13 @@ fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn authenticate_error() -> Response {
+pub(crate) fn authenticate_error() -> Response {
     twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate")
 }
 
 /// Basic auth must be `{AccountSid}:{auth token}`; an API key (`SK…:secret`) is accepted with
 /// any non-empty secret because the sim does not know API key secrets.
-fn is_authenticated(state: &SimState, headers: &HeaderMap, account_sid: &str) -> bool {
+pub(crate) fn is_authenticated(state: &SimState, headers: &HeaderMap, account_sid: &str) -> bool {
     let Some(encoded) =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "))
     else {
@@ -83,7 +85,7 @@ fn is_valid_to(to: &str) -> bool {
 }
 
 fn rfc2822_now() -> String {
-    chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000").to_string()
+    crate::twilio_messages::rfc2822(chrono::Utc::now())
 }
 
 async fn create_message(
@@ -167,42 +169,34 @@ async fn create_message(
         &sid,
         SentMessage::Twilio {
             account_sid: account_sid.clone(),
-            from: from.clone().unwrap_or_else(|| "+15005550006".to_owned()),
+            from: from.clone().unwrap_or_else(|| POOL_SENDER.to_owned()),
             to: to.clone(),
             messaging_service_sid: service.clone(),
             status_callback: field(&fields, "StatusCallback").map(str::to_owned),
             fate,
         },
     );
+    let now = chrono::Utc::now();
+    let message = StoredMessage {
+        sid: sid.clone(),
+        account_sid,
+        // Without a `From`, a Messaging Service picks the sender later.
+        from,
+        to,
+        body: field(&fields, "Body").unwrap_or_default().to_owned(),
+        num_media: media.len(),
+        messaging_service_sid: service.clone(),
+        direction: "outbound-api",
+        // With a Messaging Service Twilio answers `accepted` before it has picked a sender.
+        status: if service.is_some() { "accepted" } else { "queued" }.to_owned(),
+        error_code: None,
+        date_created: now,
+        date_updated: now,
+        date_sent: None,
+    };
+    let reply = message.to_json();
+    state.twilio_messages().add(message);
     callbacks::schedule_auto_callbacks(&state, &sid);
-
-    let now = rfc2822_now();
-    let body_text = field(&fields, "Body").unwrap_or_default();
-    // With a Messaging Service Twilio answers `accepted` before it has picked a sender.
-    let (status, segments) = if service.is_some() { ("accepted", "0") } else { ("queued", "1") };
-    let uri = format!("/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json");
-    let reply = json!({
-        "sid": sid,
-        "date_created": now,
-        "date_updated": now,
-        "date_sent": null,
-        "account_sid": account_sid,
-        "to": to,
-        "from": if service.is_some() { from.map(serde_json::Value::from).unwrap_or(serde_json::Value::Null) } else { json!(from) },
-        "messaging_service_sid": service,
-        "body": body_text,
-        "status": status,
-        "num_segments": segments,
-        "num_media": media.len().to_string(),
-        "direction": "outbound-api",
-        "api_version": "2010-04-01",
-        "price": null,
-        "price_unit": "USD",
-        "error_code": null,
-        "error_message": null,
-        "uri": uri,
-        "subresource_uris": {"media": format!("/2010-04-01/Accounts/{account_sid}/Messages/{sid}/Media.json")},
-    });
     (StatusCode::CREATED, axum::Json(reply)).into_response()
 }
 
@@ -324,6 +318,23 @@ pub(crate) fn inbound_sms(
     form.push(("From".to_owned(), from.to_owned()));
     form.push(("To".to_owned(), to.to_owned()));
     form.push(("Body".to_owned(), body.to_owned()));
+    // Received messages are Message resources too: a lookup must tell them from ours.
+    let now = chrono::Utc::now();
+    state.twilio_messages().add(StoredMessage {
+        sid,
+        account_sid: account_sid.to_owned(),
+        from: Some(from.to_owned()),
+        to: to.to_owned(),
+        body: body.to_owned(),
+        num_media: 0,
+        messaging_service_sid: None,
+        direction: "inbound",
+        status: "received".to_owned(),
+        error_code: None,
+        date_created: now,
+        date_updated: now,
+        date_sent: Some(now),
+    });
     Ok((url, form))
 }
 

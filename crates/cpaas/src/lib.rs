@@ -21,6 +21,7 @@ pub use command::{
 };
 pub use config::{MetaConfig, ProviderConfig, SesConfig, SmsType, SnsConfig, TwilioConfig};
 pub use event::{DeliveryStatus, FailureClass, InboundContent, ProviderError, ProviderEvent};
+pub use send::{FoundMessage, SentProbe, Settlement};
 
 use serde::{Deserialize, Serialize};
 

@@ -39,10 +39,12 @@ impl Captured {
 pub struct Receiver {
     pub base: String,
     captured: Arc<Mutex<Vec<Captured>>>,
+    /// Statuses to answer the next POSTs with, first to last (then 200 again).
+    refusals: Arc<Mutex<Vec<StatusCode>>>,
 }
 
 /// GET with `hub.verify_token=good-token` echoes the challenge (Meta handshake); anything else
-/// with GET is refused; every POST is recorded and answered 200.
+/// with GET is refused; every POST is recorded and answered 200, unless a refusal is queued.
 async fn receive(State(receiver): State<Receiver>, request: Request) -> (StatusCode, String) {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
@@ -64,18 +66,32 @@ async fn receive(State(receiver): State<Receiver>, request: Request) -> (StatusC
         }
         return (StatusCode::FORBIDDEN, "bad token".to_owned());
     }
-    (StatusCode::OK, String::new())
+    let mut refusals = receiver.refusals.lock().unwrap();
+    if refusals.is_empty() {
+        return (StatusCode::OK, String::new());
+    }
+    (refusals.remove(0), "refused by the test receiver".to_owned())
 }
 
 impl Receiver {
     pub async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// On a given address (to come up where a sim was already posting in vain).
+    pub async fn start_on(addr: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let mut receiver =
             Receiver { base: format!("http://{}", listener.local_addr().unwrap()), ..Default::default() };
         let app = Router::new().fallback(receive).with_state(receiver.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         receiver.base = receiver.base.clone();
         receiver
+    }
+
+    /// Answers the next `count` POSTs with `status`.
+    pub fn refuse_next(&self, count: usize, status: StatusCode) {
+        self.refusals.lock().unwrap().extend(std::iter::repeat_n(status, count));
     }
 
     pub fn posts(&self) -> Vec<Captured> {
@@ -97,6 +113,23 @@ impl Receiver {
         }
         panic!("expected {n} webhook posts, got {}", self.posts().len());
     }
+}
+
+/// An address nothing listens on (bound, then released).
+pub fn closed_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// Waits until no webhook has a retry to come.
+pub async fn wait_for_retries(sim: &SimHandle) {
+    for _ in 0..500 {
+        if sim.pending_webhook_retries() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("webhook retries still pending: {:#?}", sim.webhook_log());
 }
 
 pub async fn start_with_receiver(mut config: SimConfig) -> (SimHandle, Receiver) {

@@ -15,6 +15,12 @@
 //!   (the provider may have accepted the message; status callbacks settle it);
 //! - `Retry-After` (seconds or HTTP date) is honoured on `RateLimited` / `Retryable`;
 //! - no adapter retries on its own: the pipeline owns retries, so the AWS SDK's are disabled.
+//!
+//! A send whose answer was lost (`Unknown`) may or may not have reached the provider, so it must
+//! not be sent again blindly. [`Adapter::settlement`] says how such a send can be settled: by
+//! asking the provider ([`Adapter::find_sent`], [`Adapter::fetch_status`]; Twilio only), by
+//! waiting for the callbacks the provider sends and retries for every accepted message (Meta,
+//! SES), or not at all (SNS SMS reports delivery to CloudWatch only).
 
 pub(crate) mod aws;
 mod class;
@@ -32,7 +38,9 @@ pub mod twilio;
 
 use std::time::Duration;
 
-use crate::{ProviderConfig, SendError, SendMessageCommand, SendReceipt};
+use chrono::{DateTime, Utc};
+
+use crate::{DeliveryStatus, ProviderConfig, Recipient, SendError, SendMessageCommand, SendReceipt};
 
 pub use http::{build_http_client, parse_retry_after};
 
@@ -70,6 +78,40 @@ impl ConfigError {
     }
 }
 
+/// How a send whose answer was lost can be settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// The provider can be asked (Twilio's Messages list).
+    Lookup,
+    /// The provider calls back for every accepted message and retries its webhooks (Meta, SES via SNS).
+    AwaitCallbacks,
+    /// Nothing can tell (SNS SMS: delivery status goes to CloudWatch only).
+    Unknowable,
+}
+
+/// What we know about a send we want to find at the provider.
+#[derive(Debug, Clone)]
+pub struct SentProbe {
+    pub recipient: Recipient,
+    /// The exact text body we sent (Twilio `Body`), if any.
+    pub body: Option<String>,
+    /// Our message id (the correlation id of the send).
+    pub correlation_id: String,
+    /// When the request started (the lookup searches from a little before this).
+    pub since: DateTime<Utc>,
+}
+
+/// A message the provider has that matches a probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundMessage {
+    pub provider_message_id: String,
+    /// The provider's current status mapped to ours (Sent for queued/accepted/sending/sent).
+    pub status: DeliveryStatus,
+    /// The provider's error code for failed/undelivered, if any.
+    pub error_code: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
 /// A ready-to-send adapter for one channel account. Cheap to clone (everything inside is shared),
 /// meant to be built once per account and cached: the AWS clients are built in [`Adapter::new`].
 #[derive(Debug, Clone)]
@@ -99,6 +141,38 @@ impl Adapter {
             Adapter::Ses(_) => crate::Provider::Ses,
             Adapter::Sns(_) => crate::Provider::Sns,
             Adapter::Twilio(_) => crate::Provider::Twilio,
+        }
+    }
+
+    /// How a send to this provider whose answer was lost can be settled.
+    pub fn settlement(&self) -> Settlement {
+        match self {
+            Adapter::Twilio(_) => Settlement::Lookup,
+            Adapter::Meta(_) | Adapter::Ses(_) => Settlement::AwaitCallbacks,
+            Adapter::Sns(_) => Settlement::Unknowable,
+        }
+    }
+
+    /// Candidates at the provider for a probe, oldest first (Twilio only; others answer
+    /// Ok(vec![])). The caller picks one it has not matched yet.
+    ///
+    /// Errors are classified as for sends: the lookup never reached the provider → `Retryable`,
+    /// no answer in time → `Unknown`, credentials refused → `TenantBlocked`. An empty answer is
+    /// weaker evidence soon after the send than minutes later: a message Twilio has not sent
+    /// yet may be listed only once it is (docs/providers/twilio.md §1.5).
+    pub async fn find_sent(&self, probe: &SentProbe) -> Result<Vec<FoundMessage>, SendError> {
+        match self {
+            Adapter::Twilio(a) => a.find_sent(probe).await,
+            Adapter::Meta(_) | Adapter::Ses(_) | Adapter::Sns(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The provider's current view of one message (Twilio only; others Ok(None)). `Ok(None)`
+    /// also when the provider does not know the id.
+    pub async fn fetch_status(&self, provider_message_id: &str) -> Result<Option<FoundMessage>, SendError> {
+        match self {
+            Adapter::Twilio(a) => a.fetch_status(provider_message_id).await,
+            Adapter::Meta(_) | Adapter::Ses(_) | Adapter::Sns(_) => Ok(None),
         }
     }
 
