@@ -278,7 +278,7 @@ async fn messages_stuck_in_queued_are_counted_and_logged() {
     let id = accepted["id"].as_str().unwrap().to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let line = loop {
-        let found = server.lines().into_iter().find(|l| l.contains("messages stuck in queued") && l.contains(&id));
+        let found = server.lines().into_iter().find(|l| l.contains("messages stuck") && l.contains(&id));
         if let Some(line) = found {
             break line;
         }

@@ -118,6 +118,8 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
     let database_url = fresh_database().await;
     let mut settings = test_settings(&database_url);
     configure(&mut settings);
+    // Without workers, this process runs no dispatch lanes (so /readyz does not wait for them).
+    settings.dispatch.in_serve &= with_workers;
     let options: PgConnectOptions = database_url.parse().expect("database url");
     let pool = PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
@@ -126,13 +128,13 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
         .expect("connect test database");
     let app = Application::build(&settings, pool.clone()).await.expect("build app");
     let address = format!("http://{}", app.local_addr());
-    if with_workers && settings.dispatch.in_serve {
+    if let Some(health) = app.dispatch_health() {
         let communications = app.communications();
         switchboard::app::spawn_cron_triggers(&settings, communications.clone());
         switchboard::app::spawn_rematcher(&settings, communications.clone());
         let worker_settings = settings.clone();
         tokio::spawn(async move {
-            switchboard::app::run_workers(&worker_settings, communications, std::future::pending()).await
+            switchboard::app::run_workers(&worker_settings, communications, health, None, std::future::pending()).await
         });
     }
     tokio::spawn(app.run_until_stopped(std::future::pending()));
@@ -372,6 +374,32 @@ pub struct RunningServer {
 impl RunningServer {
     /// Starts the binary (it must bind 127.0.0.1:0) and waits for its "listening" line.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_until(args, env, "switchboard listening")
+    }
+
+    /// Starts `switchboard worker` and waits for its start line (it has no address).
+    pub fn start_worker(env: &[(&str, &str)]) -> Self {
+        Self::start_until(&["worker"], env, "switchboard dispatch workers running")
+    }
+
+    /// Waits up to `within` for the process to exit by itself.
+    pub fn wait_for_exit(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Every line logged so far, one per line.
+    pub fn logs(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    fn start_until(args: &[&str], env: &[(&str, &str)], ready: &str) -> Self {
         use std::io::BufRead;
         let mut env: Vec<(&str, &str)> = env.to_vec();
         env.push(("SWITCHBOARD__HTTP__BIND", "127.0.0.1:0"));
@@ -397,8 +425,8 @@ impl RunningServer {
         loop {
             let address = lines.lock().unwrap().iter().find_map(|line| {
                 let value: Value = serde_json::from_str(line).ok()?;
-                (value["message"].as_str()?.starts_with("switchboard listening"))
-                    .then(|| value["address"].as_str().map(str::to_owned))?
+                (value["message"].as_str()?.starts_with(ready))
+                    .then(|| value["address"].as_str().unwrap_or_default().to_owned())
             });
             if let Some(address) = address {
                 return Self { child, address: format!("http://{address}"), lines };

@@ -43,12 +43,7 @@ async fn pushing_a_job_inside_a_transaction_notifies_nobody_by_itself() {
     let tenant = app.create_tenant("quiet").await;
     let mut listener = listener(&app).await;
     let mut tx = app.pool.begin().await.expect("begin");
-    let job = communications::messages::queue::DispatchJob {
-        message_id: uuid::Uuid::now_v7(),
-        tenant_id: tenant.id,
-        attempt: 0,
-        deferrals: 0,
-    };
+    let job = communications::messages::queue::DispatchJob::new(uuid::Uuid::now_v7(), tenant.id, 0);
     communications::messages::queue::enqueue(&mut tx, communications::messages::model::Lane::Urgent, job, None)
         .await
         .expect("enqueue");

@@ -34,7 +34,7 @@ pub struct Identity {
     key_lookups: Arc<OnceLock<KeyLookups>>,
 }
 
-type KeyLookups = Batcher<String, Result<Option<(ApiKeyId, TenantId)>, String>>;
+type KeyLookups = Batcher<String, Result<Option<(ApiKeyId, TenantId)>, kernel::error::SharedError>>;
 
 /// Most API keys looked up in one statement, and such statements at once.
 const MAX_KEY_BATCH: usize = 256;
@@ -58,13 +58,16 @@ impl Identity {
                 async move {
                     match api_keys::authenticate_many(&pool, &presented).await {
                         Ok(found) => found.into_iter().map(Ok).collect(),
-                        Err(error) => presented.iter().map(|_| Err(error.to_string())).collect(),
+                        Err(error) => {
+                            let error = kernel::error::SharedError::from(error);
+                            presented.iter().map(|_| Err(error.clone())).collect()
+                        }
                     }
                 }
             })
         });
         let answer =
             lookups.call(presented.to_owned()).await.ok_or_else(|| ApiError::internal("key lookups stopped"))?;
-        answer.map_err(ApiError::internal)
+        answer.map_err(ApiError::from)
     }
 }

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// A provider we depend on failed or is unreachable.
     #[error("{0}")]
     BadGateway(String),
+    /// The database was unreachable (already detected, e.g. by a batch others shared).
+    #[error("the database is unavailable for a moment: try again")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[source] anyhow_like::BoxError),
 }
@@ -68,6 +71,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) if self.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,6 +90,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::TooManyRequests { .. } => "too_many_requests",
             Self::BadGateway(_) => "provider_unavailable",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) if self.is_unavailable() => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -101,6 +108,62 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         Self::internal(error)
+    }
+}
+
+impl ApiError {
+    /// The database could not be reached (down, restarting, refusing connections): the same
+    /// request is likely to work a moment later. Callers retry; clients get a 503.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Internal(source) => source.downcast_ref::<sqlx::Error>().is_some_and(database_unavailable),
+            _ => false,
+        }
+    }
+}
+
+/// A failure shared by every caller of a batched statement (`kernel::batch`): its text, and
+/// whether the database was unreachable, so each caller can still tell a 503 from a 500.
+#[derive(Debug, Clone)]
+pub struct SharedError {
+    pub message: String,
+    pub unavailable: bool,
+}
+
+impl From<ApiError> for SharedError {
+    fn from(error: ApiError) -> Self {
+        let message = match std::error::Error::source(&error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        };
+        Self { unavailable: error.is_unavailable(), message }
+    }
+}
+
+impl From<sqlx::Error> for SharedError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+impl From<SharedError> for ApiError {
+    fn from(error: SharedError) -> Self {
+        if error.unavailable { ApiError::Unavailable(error.message) } else { ApiError::internal(error.message) }
+    }
+}
+
+/// Whether `error` means "no database right now" rather than "this statement is wrong".
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        // A closed pool is our own shutdown, not the database: not "try again".
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            // 08: connection exceptions; 57P0x: the server is shutting down, crashed or starting;
+            // 53300: too many connections; 55000: "not currently accepting connections".
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "55000")
+        }),
+        _ => false,
     }
 }
 
@@ -129,13 +192,23 @@ impl ErrorBody {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Internal(source) = &self {
+        match &self {
             // The cause goes to the log (with the request id from the span), never to the client.
-            tracing::error!(error = %source, "request failed with an internal error");
+            Self::Internal(source) => tracing::error!(error = %source, "request failed with an internal error"),
+            Self::Unavailable(cause) => tracing::warn!(error = %cause, "request failed: database unavailable"),
+            _ => {}
         }
-        let body = ErrorBody::new(self.code(), self.to_string(), self.field().map(str::to_owned));
+        let message = if self.is_unavailable() {
+            "the database is unavailable for a moment: try again".to_owned()
+        } else {
+            self.to_string()
+        };
+        let body = ErrorBody::new(self.code(), message, self.field().map(str::to_owned));
         let mut response = (self.status(), Json(body)).into_response();
         match &self {
+            _ if self.is_unavailable() => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+            }
             Self::TooManyRequests { retry_after_secs, .. } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::http;
 use crate::settings::Settings;
+use crate::supervise::{self, DispatchHealth};
 
 #[derive(Debug)]
 pub struct Application {
@@ -19,6 +20,8 @@ pub struct Application {
     router: Router,
     grace: Duration,
     communications: communications::Communications,
+    /// The liveness of this process's dispatch lanes, when it runs them (`dispatch.in_serve`).
+    dispatch: Option<DispatchHealth>,
 }
 
 impl Application {
@@ -29,12 +32,19 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (http.bind)", settings.http.bind))?;
         let communications = communications_module(settings, pool.clone(), listener.local_addr()?)?;
+        let dispatch = settings.dispatch.in_serve.then(|| DispatchHealth::new(2));
         Ok(Self {
             listener,
-            router: http::router(settings, pool, communications.clone()),
+            router: http::router(settings, pool, communications.clone(), dispatch.clone()),
             grace: Duration::from_secs(settings.http.shutdown_grace_secs),
             communications,
+            dispatch,
         })
+    }
+
+    /// The liveness of the dispatch lanes this process runs (`None` without `dispatch.in_serve`).
+    pub fn dispatch_health(&self) -> Option<DispatchHealth> {
+        self.dispatch.clone()
     }
 
     /// The communications module this application serves (for workers in the same process).
@@ -85,40 +95,130 @@ pub fn communications_module(
         .with_retry(settings.dispatch.retry_policy()))
 }
 
-/// Runs the dispatch workers until `shutdown`.
+/// Runs the dispatch workers and their companions (queue waker, finished-job purge, lease
+/// heartbeat, recovery of dead processes' messages, settlement of unknown sends), each under a
+/// supervisor, until `shutdown`. With `give_up_after`, fails when no lane has run for that long.
 pub async fn run_workers(
     settings: &Settings,
     communications: communications::Communications,
+    health: DispatchHealth,
+    give_up_after: Option<Duration>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    use communications::dispatch::{lease, settle};
+    use communications::messages::model::Lane;
     let dispatcher = communications::dispatch::Dispatcher::new(communications, settings.dispatch.rate_defaults());
+    let pool = dispatcher.module.pool.clone();
     let grace = Duration::from_secs(settings.http.shutdown_grace_secs);
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
-    let waker = tokio::spawn(crate::queue_waker::run(dispatcher.module.pool.clone(), poll));
-    let purger =
-        tokio::spawn(crate::queue_waker::purge_on_schedule(dispatcher.module.pool.clone(), sweep_schedule(settings)?));
-    let reconcile = communications::dispatch::sweeper::ReconcileSettings {
-        settle_after: Duration::from_secs(settings.dispatch.unknown_settle_secs),
-        resend_unsettled: settings.dispatch.resend_unsettled,
+    let lease_ttl = settings.dispatch.lease();
+    let stale_after = Duration::from_secs(settings.dispatch.stuck_after_secs);
+    let settle_settings = settle::SettleSettings {
+        callback_wait: Duration::from_secs(settings.dispatch.unknown_settle_secs),
+        lookup_after: Duration::from_secs(settings.providers.request_timeout_secs + 5),
+        confirm_after: Duration::from_secs(settings.dispatch.twilio_confirm_after_secs),
     };
-    let reconciler = tokio::spawn(communications::dispatch::sweeper::run_reconciler(
-        dispatcher.module.pool.clone(),
-        reconcile,
-        sweep_schedule(settings)?,
-    ));
+    let sweep = sweep_schedule(settings)?;
+    let lease = dispatcher.lease;
+    let companions = vec![
+        supervise::spawn_loop("queue-waker", {
+            let pool = pool.clone();
+            move || crate::queue_waker::run(pool.clone(), poll)
+        }),
+        supervise::spawn_loop("finished-job-purge", {
+            let (pool, sweep) = (pool.clone(), sweep.clone());
+            move || crate::queue_waker::purge_on_schedule(pool.clone(), sweep.clone())
+        }),
+        supervise::spawn_loop("dispatch-lease", {
+            let pool = pool.clone();
+            move || lease::heartbeat(pool.clone(), lease, lease_ttl / 4)
+        }),
+        supervise::spawn_loop("dispatch-recovery", {
+            let dispatcher = dispatcher.clone();
+            move || recover(dispatcher.clone(), lease_ttl, stale_after, poll.max(Duration::from_secs(1)))
+        }),
+        supervise::spawn_loop("dispatch-settlement", {
+            let dispatcher = dispatcher.clone();
+            move || settle::run(dispatcher.clone(), settle_settings, Duration::from_secs(5))
+        }),
+    ];
     let options = communications::dispatch::worker::WorkerOptions {
         concurrency: settings.dispatch.concurrency,
         poll_interval: poll,
         heartbeat: Duration::from_secs(settings.dispatch.heartbeat_secs),
         grace,
     };
-    let result = communications::dispatch::worker::run(dispatcher, options, shutdown)
-        .await
-        .map_err(|error| anyhow::anyhow!("dispatch workers failed: {error}"));
-    waker.abort();
-    purger.abort();
-    reconciler.abort();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let lanes: Vec<_> = [Lane::Urgent, Lane::Bulk]
+        .into_iter()
+        .map(|lane| {
+            let pool = pool.clone();
+            let release = move |worker: String| {
+                let pool = pool.clone();
+                async move { crate::queue_waker::release_jobs_of(&pool, &worker).await }
+            };
+            tokio::spawn(supervise::supervise_lane(
+                dispatcher.clone(),
+                lane,
+                options,
+                stop_rx.clone(),
+                health.clone(),
+                release,
+            ))
+        })
+        .collect();
+    let gave_up = async {
+        let Some(limit) = give_up_after else { return std::future::pending().await };
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if health.down_for() >= limit {
+                return limit;
+            }
+        }
+    };
+    let result = tokio::select! {
+        () = shutdown => Ok(()),
+        limit = gave_up => Err(anyhow::anyhow!(
+            "no dispatch worker could run for {}s (dispatch.give_up_after_secs): giving up so the process is restarted",
+            limit.as_secs()
+        )),
+    };
+    let _ = stop_tx.send(true);
+    for lane in lanes {
+        let _ = lane.await;
+    }
+    for companion in companions {
+        companion.abort();
+    }
+    if result.is_ok()
+        && let Err(error) = lease.release(&pool).await
+    {
+        tracing::warn!(%error, "could not give the dispatch lease up; it expires on its own");
+    }
     result
+}
+
+/// Takes back dead processes' messages every `interval` until the task is dropped.
+async fn recover(
+    dispatcher: communications::dispatch::Dispatcher,
+    ttl: Duration,
+    stale_after: Duration,
+    interval: Duration,
+) {
+    use communications::messages::model::Lane;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match communications::dispatch::lease::recover_once(&dispatcher.module.pool, ttl, stale_after).await {
+            Ok(Some(recovered)) if recovered.requeued > 0 => {
+                dispatcher.module.queue_waker.wake(Lane::Urgent);
+                dispatcher.module.queue_waker.wake(Lane::Bulk);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "recovering stopped workers' messages failed; trying again"),
+        }
+    }
 }
 
 /// Starts the stuck-message sweeper (every serve and worker process; one sweeps per round).
@@ -128,7 +228,9 @@ pub fn spawn_sweeper(settings: &Settings, pool: PgPool) -> anyhow::Result<tokio:
         schedule: sweep_schedule(settings)?,
         idempotency_retention: Duration::from_secs(settings.dispatch.idempotency_retention_hours * 3600),
     };
-    Ok(tokio::spawn(communications::dispatch::sweeper::run(pool, sweeper)))
+    Ok(supervise::spawn_loop("stuck-sweeper", move || {
+        communications::dispatch::sweeper::run(pool.clone(), sweeper.clone())
+    }))
 }
 
 /// Starts the task that tries unmatched status callbacks again (every serve and worker process;
@@ -139,7 +241,9 @@ pub fn spawn_rematcher(
 ) -> tokio::task::JoinHandle<()> {
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
     let window = Duration::from_secs(settings.webhooks.unmatched_retry_secs);
-    tokio::spawn(communications::tracking::rematch::run(communications, poll, window))
+    supervise::spawn_loop("webhook-rematch", move || {
+        communications::tracking::rematch::run(communications.clone(), poll, window)
+    })
 }
 
 /// Starts the cron-trigger poller (every serve and worker process; a row lock gives each firing
@@ -149,7 +253,7 @@ pub fn spawn_cron_triggers(
     communications: communications::Communications,
 ) -> tokio::task::JoinHandle<()> {
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
-    tokio::spawn(communications::triggers::cron::run(communications, poll))
+    supervise::spawn_loop("cron-triggers", move || communications::triggers::cron::run(communications.clone(), poll))
 }
 
 /// Checked when the settings load; an error here means they were built some other way.

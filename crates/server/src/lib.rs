@@ -10,6 +10,7 @@ pub mod demo;
 pub mod http;
 pub mod queue_waker;
 pub mod settings;
+pub mod supervise;
 pub mod telemetry;
 
 use anyhow::Context;
@@ -57,7 +58,10 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
             let sweeper = app::spawn_sweeper(settings, database.pool.clone())?;
             let cron = app::spawn_cron_triggers(settings, communications.clone());
             let rematcher = app::spawn_rematcher(settings, communications.clone());
-            let result = app::run_workers(settings, communications, app::shutdown_signal()).await;
+            let health = supervise::DispatchHealth::new(2);
+            let give_up = std::time::Duration::from_secs(settings.dispatch.give_up_after_secs);
+            let result =
+                app::run_workers(settings, communications, health, Some(give_up), app::shutdown_signal()).await;
             sweeper.abort();
             cron.abort();
             rematcher.abort();
@@ -92,11 +96,12 @@ where
     let sweeper = app::spawn_sweeper(settings, app.communications().pool.clone())?;
     let cron = app::spawn_cron_triggers(settings, app.communications());
     let rematcher = app::spawn_rematcher(settings, app.communications());
-    let workers = settings.dispatch.in_serve.then(|| {
+    let workers = app.dispatch_health().map(|health| {
         let settings = settings.clone();
         let communications = app.communications();
         let stop = shutdown();
-        tokio::spawn(async move { app::run_workers(&settings, communications, stop).await })
+        // Never gives up: HTTP keeps serving, and /readyz reports the lanes that are down.
+        tokio::spawn(async move { app::run_workers(&settings, communications, health, None, stop).await })
     });
     let served = app.run_until_stopped(shutdown()).await.context("HTTP server failed");
     if let Some(workers) = workers {

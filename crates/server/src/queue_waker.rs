@@ -74,3 +74,17 @@ pub async fn purge_on_schedule(pool: PgPool, schedule: communications::triggers:
         }
     }
 }
+
+/// Hands the jobs a dead dispatch worker had fetched back to the queue at once (apalis would do
+/// it only after three missed heartbeats); returns how many. Handlers are idempotent, so a job
+/// whose task is in fact still finishing does no harm when it runs again.
+pub async fn release_jobs_of(pool: &PgPool, worker: &str) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        r#"UPDATE apalis.jobs SET status = 'Pending', lock_by = NULL, lock_at = NULL, done_at = NULL
+           WHERE lock_by = $1 AND (status = 'Queued' OR status = 'Running')"#,
+        worker,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}

@@ -13,7 +13,7 @@ use serde::Deserialize;
 const DEFAULTS: &str = include_str!("../../../config/default.toml");
 
 /// The smallest pool the service runs with (see `Settings::validate`).
-const MIN_CONNECTIONS: u32 = 12;
+const MIN_CONNECTIONS: u32 = 16;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +55,12 @@ pub struct DispatchSettings {
     pub rate_burst_max: u32,
     pub heartbeat_secs: u64,
     pub unknown_settle_secs: u64,
-    pub resend_unsettled: bool,
+    /// A dispatching process that has not renewed its lease for this long is dead.
+    pub lease_secs: u64,
+    /// A `sent` Twilio message with no status callback this long after sending is asked about.
+    pub twilio_confirm_after_secs: u64,
+    /// `switchboard worker` exits non-zero when no dispatch lane has run for this long.
+    pub give_up_after_secs: u64,
     pub idempotency_retention_hours: u64,
 }
 
@@ -72,6 +77,10 @@ impl DispatchSettings {
             sms_per_second: self.sms_rate_per_sec,
             burst: self.rate_burst_max,
         }
+    }
+
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_secs)
     }
 
     pub fn retry_policy(&self) -> communications::dispatch::RetryPolicy {
@@ -350,6 +359,9 @@ impl Settings {
             ("dispatch.rate_burst_max", u64::from(self.dispatch.rate_burst_max)),
             ("dispatch.heartbeat_secs", self.dispatch.heartbeat_secs),
             ("dispatch.unknown_settle_secs", self.dispatch.unknown_settle_secs),
+            ("dispatch.lease_secs", self.dispatch.lease_secs),
+            ("dispatch.twilio_confirm_after_secs", self.dispatch.twilio_confirm_after_secs),
+            ("dispatch.give_up_after_secs", self.dispatch.give_up_after_secs),
             ("webhooks.unmatched_retry_secs", self.webhooks.unmatched_retry_secs),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
@@ -360,7 +372,7 @@ impl Settings {
             return Err(ConfigError::at("dispatch.idempotency_retention_hours", "must be at least 24"));
         }
         // Dispatch jobs share batched statements instead of holding a connection each; what
-        // remains at once: two batchers with two batches each, both lanes' fetches and
+        // remains at once: three batchers with two batches each, both lanes' fetches and
         // acknowledgements, the pollers, and the API.
         if self.database.max_connections < MIN_CONNECTIONS {
             return Err(ConfigError::at(

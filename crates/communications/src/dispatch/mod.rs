@@ -4,9 +4,14 @@
 //! - Jobs running at once share statements (`kernel::batch`): their claims, lookups and
 //!   rate-limit reservations are prepared together (`prepare.rs`), and provider acceptances are
 //!   recorded together. Only the send itself, and failures, are per message.
-//! - Idempotent per job: only a `queued` message is sent. A job that finds the message `sending`
-//!   was interrupted mid-send (a crashed worker): the provider may have it, so the message
-//!   becomes `unknown` for callbacks to settle — never a blind resend.
+//! - Idempotent per job: only a `queued` message is sent. A claim names this process's lease
+//!   (`lease.rs`); just before each provider request the message is marked in flight
+//!   (`requested_at`, batched, committed). A job that finds its message `sending` leaves it to
+//!   recovery, which knows whether the claiming process is alive and whether its request
+//!   started; `unknown` sends are resolved with the provider by `settle.rs` — never a blind
+//!   resend.
+//! - Recording an outcome waits for the database when it is away (bounded): the answer of a
+//!   request that left is only known here.
 //! - Providers are tried by priority: a retryable failure or throttling of one moves to the next.
 //! - `Retryable`/`RateLimited` everywhere: a new delayed job (exponential backoff with jitter,
 //!   honouring Retry-After) within the retry budget. `Permanent`: the message fails and the next
@@ -14,8 +19,10 @@
 //!   channel account is suspended with the reason. `Unknown`: the message is `unknown`.
 
 mod adapters;
+pub mod lease;
 pub(crate) mod outcome;
 mod prepare;
+pub mod settle;
 pub mod sweeper;
 pub mod worker;
 
@@ -28,9 +35,9 @@ use serde::Deserialize;
 
 use crate::Communications;
 use crate::messages::content::MessageContent;
-use crate::messages::model::{Channel, EventSource, MessageStatus};
+use crate::messages::model::{Channel, MessageStatus};
 use crate::messages::queue::DispatchJob;
-use crate::messages::repository::{self as messages, NewEvent, SentRow};
+use crate::messages::repository::{self as messages, SentRow};
 
 pub use adapters::AdapterCache;
 use kernel::batch::Batcher;
@@ -74,20 +81,62 @@ pub struct Dispatcher {
     pub adapters: AdapterCache,
     pub rates: crate::rate_limit::RateDefaults,
     /// Claims jobs' messages and looks up what their sends need, many jobs per statement.
-    preparer: Batcher<DispatchJob, Result<Option<Prepared>, String>>,
+    preparer: Batcher<DispatchJob, Result<Option<Prepared>, BatchError>>,
     /// Records provider acceptances, many per statement.
-    recorder: Batcher<SentRow, Result<(), String>>,
+    recorder: Batcher<SentRow, Result<(), BatchError>>,
+    /// Marks messages in flight just before their requests, many per statement.
+    marker: Batcher<(uuid::Uuid, &'static str), Result<bool, BatchError>>,
+    /// The lease this process's claims carry.
+    pub lease: lease::Lease,
+}
+
+/// How long recording an outcome waits for an unavailable database before giving up (the
+/// message is then settled by recovery).
+const OUTCOME_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Runs `op` again while it fails only because the database is unreachable, for up to
+/// `patience`, backing off from 100 ms to 1 s.
+pub(crate) async fn retry_unavailable<T, F, Fut>(patience: Duration, mut op: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Err(error) if error.is_unavailable() && started.elapsed() < patience => {
+                tracing::debug!(%error, "database unavailable; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            result => return result,
+        }
+    }
 }
 
 impl Dispatcher {
     /// Must be called on a Tokio runtime: it starts the batching tasks. Retries follow the
     /// module's [`RetryPolicy`].
     pub fn new(module: Communications, rates: crate::rate_limit::RateDefaults) -> Self {
+        let lease = lease::Lease::default();
         let preparer = {
             let (module, rates) = (module.clone(), rates.clone());
             Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |jobs| {
                 let (module, rates) = (module.clone(), rates.clone());
-                async move { prepare::prepare_batch(&module, &rates, jobs).await }
+                async move { prepare::prepare_batch(&module, &rates, lease.owner, jobs).await }
+            })
+        };
+        let marker = {
+            let pool = module.pool.clone();
+            Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |requests: Vec<(uuid::Uuid, &'static str)>| {
+                let pool = pool.clone();
+                async move {
+                    match messages::mark_requested(&pool, lease.owner, &requests).await {
+                        Ok(marked) => requests.iter().map(|(id, _)| Ok(marked.contains(id))).collect(),
+                        Err(error) => vec![Err(BatchError::from(error)); requests.len()],
+                    }
+                }
             })
         };
         let recorder = {
@@ -95,31 +144,42 @@ impl Dispatcher {
             Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |sent: Vec<SentRow>| {
                 let pool = pool.clone();
                 async move {
-                    let result = messages::record_sent(&pool, &sent).await.map_err(|e| e.to_string());
+                    let result = messages::record_sent(&pool, &sent).await.map_err(BatchError::from);
                     vec![result; sent.len()]
                 }
             })
         };
-        Self { module, adapters: AdapterCache::default(), rates, preparer, recorder }
+        Self { module, adapters: AdapterCache::default(), rates, preparer, recorder, marker, lease }
     }
 
-    /// Handles one job to the end. Errors are infrastructure failures (the database), which
-    /// apalis retries; provider failures are outcomes, recorded on the message.
+    /// Handles one job to the end. Errors are infrastructure failures (the database) that
+    /// outlasted our patience, which apalis retries; provider failures are outcomes, recorded on
+    /// the message. While the database is away the job waits for it rather than fail: apalis's
+    /// few attempts would run out in an outage and leave the message without a job.
     pub async fn dispatch(&self, job: DispatchJob) -> Result<(), ApiError> {
         let tenant = TenantId(job.tenant_id);
-        let batched =
-            self.preparer.call(job).await.ok_or_else(|| ApiError::internal("the dispatch batcher stopped"))?;
-        let prepared = match batched.map_err(ApiError::internal)? {
+        let claimed = retry_unavailable(OUTCOME_PATIENCE, || async {
+            let batched =
+                self.preparer.call(job).await.ok_or_else(|| ApiError::internal("the dispatch batcher stopped"))?;
+            batched.map_err(ApiError::from)
+        })
+        .await?;
+        let prepared = match claimed {
             Some(prepared) => prepared,
-            // Not `queued`: the careful path settles an interrupted send, or there is nothing to do.
-            None => match self.claim(tenant, job).await? {
+            // Not `queued`: the careful path looks at it alone, or there is nothing to do.
+            None => match retry_unavailable(OUTCOME_PATIENCE, || self.claim(tenant, job)).await? {
                 Some(message) => prepare::prepare_one(self, tenant, job, message).await,
                 None => return Ok(()),
             },
         };
         match self.send_through_providers(tenant, &prepared).await {
             Ok(sent) => self.record_sent(tenant, &prepared, sent).await,
-            Err(failure) => outcome::record(self, tenant, job, &prepared.message, failure).await,
+            // Recovery took the message back before its request started: someone else sends it.
+            Err(Failure::TakenBack) => Ok(()),
+            Err(failure) => {
+                retry_unavailable(OUTCOME_PATIENCE, || outcome::record(self, tenant, job, &prepared.message, &failure))
+                    .await
+            }
         }
     }
 
@@ -131,10 +191,26 @@ impl Dispatcher {
             provider_message_id: sent.receipt.provider_message_id,
             channel_account_id: sent.channel_account_id,
         };
-        let recorded =
-            self.recorder.call(row).await.ok_or_else(|| ApiError::internal("the outcome batcher stopped"))?;
-        // Left `sending`, a retry of the job marks the message `unknown` for callbacks to settle.
-        recorded.map_err(ApiError::internal)
+        let started = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let recorded = self
+                .recorder
+                .call(row.clone())
+                .await
+                .ok_or_else(|| ApiError::internal("the outcome batcher stopped"))?;
+            match recorded {
+                Ok(()) => return Ok(()),
+                // Only this process knows the provider's answer: wait for the database rather
+                // than leave the message to settlement.
+                Err(error) if error.unavailable && started.elapsed() < OUTCOME_PATIENCE => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                // Left `sending`: recovery makes it `unknown` and settlement finds it at the provider.
+                Err(error) => return Err(ApiError::from(error)),
+            }
+        }
     }
 
     /// Moves a queued message to `sending` (committed before any provider call, so a crash
@@ -147,44 +223,31 @@ impl Dispatcher {
             Err(ApiError::NotFound(_)) => return Ok(None),
             Err(error) => return Err(error),
         };
-        match message.status {
-            MessageStatus::Queued => {}
-            MessageStatus::Sending => {
-                // A worker died between claiming and recording the outcome.
-                messages::set_status(
-                    &mut *tx,
-                    tenant.0,
-                    message.id,
-                    MessageStatus::Unknown,
-                    Some("interrupted while sending"),
-                )
-                .await?;
-                messages::record_event(
-                    &mut *tx,
-                    NewEvent {
-                        tenant_id: tenant.0,
-                        message_id: message.id,
-                        status: MessageStatus::Unknown,
-                        reason: Some("the dispatch was interrupted; the provider may have the message"),
-                        source: EventSource::Worker,
-                        payload: None,
-                        occurred_at: None,
-                    },
-                )
-                .await?;
-                tx.commit().await?;
-                return Ok(None);
-            }
-            _ => return Ok(None),
+        if message.status != MessageStatus::Queued {
+            // `sending` belongs to whoever claimed it (recovery takes it back if that process
+            // died); anything else is already settled.
+            return Ok(None);
         }
         sqlx::query!(
-            "UPDATE communications.messages SET status = 'sending', attempts = attempts + 1, updated_at = now() WHERE id = $1",
-            message.id
+            "UPDATE communications.messages SET status = 'sending', attempts = attempts + 1, updated_at = now(),
+                 claimed_by = $2, requested_at = NULL WHERE id = $1",
+            message.id,
+            self.lease.owner,
         )
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(Some(message))
+    }
+
+    /// Marks the message in flight to `provider`; false when it is no longer ours to send.
+    async fn mark_requested(&self, message_id: uuid::Uuid, provider: &'static str) -> Result<bool, Failure> {
+        let marked = self
+            .marker
+            .call((message_id, provider))
+            .await
+            .ok_or_else(|| Failure::Infrastructure(ApiError::internal("the in-flight batcher stopped")))?;
+        marked.map_err(|e| Failure::Infrastructure(ApiError::from(e)))
     }
 
     /// Tries the channel account's enabled providers by priority.
@@ -216,6 +279,9 @@ impl Dispatcher {
                 }
                 Err(error) => return Err(Failure::Infrastructure(error)),
             };
+            if !self.mark_requested(message.id, provider.provider.as_str()).await? {
+                return Err(Failure::TakenBack);
+            }
             match adapter.send(&command).await {
                 Ok(receipt) => return Ok(Sent { receipt, channel_account_id: account.id }),
                 Err(error @ (SendError::Retryable { .. } | SendError::RateLimited { .. })) => {
@@ -249,7 +315,12 @@ pub(crate) enum Failure {
     Infrastructure(ApiError),
     /// The channel account is at its rate limit: try again after this long.
     Throttled(Duration),
+    /// Recovery took the message back before its request started.
+    TakenBack,
 }
+
+/// A batched statement's failure, as every caller in the batch sees it.
+pub(crate) type BatchError = kernel::error::SharedError;
 
 fn channel_type(channel: Channel) -> crate::channels::ChannelType {
     match channel {

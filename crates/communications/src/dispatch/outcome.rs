@@ -21,42 +21,89 @@ pub(crate) async fn record(
     tenant: TenantId,
     job: DispatchJob,
     message: &MessageRow,
-    failure: Failure,
+    failure: &Failure,
 ) -> Result<(), ApiError> {
     let pool = &dispatcher.module.pool;
     // A permanent failure may hand the next channel of the chain a message due now.
     let may_fall_back = matches!(failure, Failure::Send(_) | Failure::SendVia { .. });
     let mut tx = pool.begin().await?;
+    // Recorded already (this is a retry after the database came back and the first commit did
+    // land), or no longer ours: nothing to do.
+    let still_sending: Option<bool> = sqlx::query_scalar!(
+        "SELECT status = 'sending' AS \"sending!\" FROM communications.messages WHERE id = $1 FOR UPDATE",
+        message.id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if still_sending != Some(true) {
+        return Ok(());
+    }
     match failure {
+        Failure::TakenBack => return Ok(()),
         Failure::Infrastructure(error) => {
-            // Nothing reached a provider: hand the message back for apalis to retry the job.
-            messages::set_status(&mut *tx, tenant.0, message.id, MessageStatus::Queued, None).await?;
-            tx.commit().await?;
-            return Err(error);
+            // Nothing reached a provider: the message goes back to the queue with a new job a
+            // moment later (not a job retry: apalis's attempts would run out in an outage).
+            tracing::warn!(message_id = %message.id, %error, "dispatch failed before the provider request; queued again");
+            requeue_later(
+                &mut tx,
+                message,
+                job,
+                INFRASTRUCTURE_DELAY,
+                "the dispatch failed before sending: queued again",
+            )
+            .await?;
         }
         Failure::Throttled(wait) => {
             // Not an attempt: the message goes back to the queue for when its token is due. The
             // job leaves the worker at once, so a tenant at its limit holds no worker slot.
-            sqlx::query!(
-                r#"UPDATE communications.messages SET status = 'queued', attempts = attempts - 1,
-                       status_reason = 'waiting for the channel rate limit', updated_at = now()
-                   WHERE id = $1 AND status = 'sending'"#,
-                message.id
+            requeue_later(
+                &mut tx,
+                message,
+                DispatchJob { deferrals: job.deferrals + 1, ..job },
+                *wait,
+                "waiting for the channel rate limit",
             )
-            .execute(&mut *tx)
             .await?;
-            let run_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-            let again = DispatchJob { deferrals: job.deferrals + 1, ..job };
-            queue::enqueue(&mut tx, message.lane, again, Some(run_at)).await?;
         }
-        Failure::Send(error) => apply_failure(dispatcher, &mut tx, tenant, job, message, error, None).await?,
+        Failure::Send(error) => apply_failure(dispatcher, &mut tx, tenant, job, message, error.clone(), None).await?,
         Failure::SendVia { error, channel_account_id } => {
-            apply_failure(dispatcher, &mut tx, tenant, job, message, error, Some(channel_account_id)).await?
+            apply_failure(dispatcher, &mut tx, tenant, job, message, error.clone(), Some(*channel_account_id)).await?
         }
     }
     tx.commit().await?;
     if may_fall_back {
         dispatcher.module.queue_waker.wake(message.lane);
+    }
+    Ok(())
+}
+
+/// How long a message waits after a dispatch that failed for want of the database.
+const INFRASTRUCTURE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Puts a claimed message back in the queue (not counting the claim as an attempt) with `job`
+/// due after `wait`.
+async fn requeue_later(
+    tx: &mut sqlx::PgConnection,
+    message: &MessageRow,
+    job: DispatchJob,
+    wait: std::time::Duration,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let updated = sqlx::query!(
+        r#"UPDATE communications.messages SET status = 'queued', attempts = attempts - 1, status_reason = $2,
+               claimed_by = NULL, requested_at = NULL, updated_at = now()
+           WHERE id = $1 AND status = 'sending'"#,
+        message.id,
+        reason,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 1 {
+        let run_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        // A fresh job key: an earlier push of this attempt may still be in the queue's table.
+        let again = DispatchJob { nonce: Some(Uuid::now_v7()), ..job };
+        queue::enqueue(tx, message.lane, again, Some(run_at)).await?;
     }
     Ok(())
 }
@@ -282,7 +329,7 @@ async fn supersede(
     )
     .await?;
     let attempt = u32::try_from(successor.attempts).unwrap_or(0);
-    let job = DispatchJob { message_id: id, tenant_id: tenant.0, attempt, deferrals: 0 };
+    let job = DispatchJob::new(id, tenant.0, attempt);
     queue::enqueue(tx, message.lane, job, successor.run_at).await
 }
 

@@ -74,14 +74,18 @@ impl SendContext {
 pub(crate) async fn prepare_batch(
     module: &Communications,
     rates: &RateDefaults,
+    owner: Uuid,
     jobs: Vec<DispatchJob>,
-) -> Vec<Result<Option<Prepared>, String>> {
+) -> Vec<Result<Option<Prepared>, super::BatchError>> {
     // Sorted: batches that overlap (a job apalis re-ran) lock rows in the same order.
     let mut ids: Vec<(Uuid, Uuid)> = jobs.iter().map(|job| (job.tenant_id, job.message_id)).collect();
     ids.sort();
-    let claimed = match messages::claim_queued(&module.pool, &ids).await {
+    let claimed = match messages::claim_queued(&module.pool, &ids, owner).await {
         Ok(claimed) => claimed,
-        Err(error) => return jobs.iter().map(|_| Err(error.to_string())).collect(),
+        Err(error) => {
+            let error = super::BatchError::from(error);
+            return jobs.iter().map(|_| Err(error.clone())).collect();
+        }
     };
     let mut claimed: HashMap<Uuid, messages::ClaimedRow> = claimed.into_iter().map(|c| (c.message.id, c)).collect();
     // In job order (the queue's order), so rate-limit slots follow it too.

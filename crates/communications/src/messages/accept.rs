@@ -107,7 +107,7 @@ pub(crate) async fn store(
         });
         reasons.push(draft.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339())));
         if draft.status == MessageStatus::Queued {
-            let job = DispatchJob { message_id: draft.id, tenant_id: draft.tenant.0, attempt: 0, deferrals: 0 };
+            let job = DispatchJob::new(draft.id, draft.tenant.0, 0);
             jobs.push((draft.lane, job, draft.later_than(now)));
         }
     }

@@ -30,6 +30,30 @@ pub struct DispatchJob {
     /// How often this attempt was put back for the rate limit (also part of the key).
     #[serde(default)]
     pub deferrals: u32,
+    /// Set on a job that puts a message back after its worker stopped (or a send is repeated
+    /// after settlement): the message's attempt number is the same, the job is a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<Uuid>,
+}
+
+impl DispatchJob {
+    pub fn new(message_id: Uuid, tenant_id: Uuid, attempt: u32) -> Self {
+        Self { message_id, tenant_id, attempt, deferrals: 0, nonce: None }
+    }
+
+    /// A new job for a message that goes back to the queue with `attempts` recorded.
+    pub fn again(message_id: Uuid, tenant_id: Uuid, attempts: i32) -> Self {
+        Self { nonce: Some(Uuid::now_v7()), ..Self::new(message_id, tenant_id, u32::try_from(attempts).unwrap_or(0)) }
+    }
+
+    fn idempotency_key(&self) -> String {
+        match self.nonce {
+            None => format!("dispatch:{}:{}:{}", self.message_id, self.attempt, self.deferrals),
+            Some(nonce) => {
+                format!("dispatch:{}:{}:{}:{}", self.message_id, self.attempt, self.deferrals, nonce.simple())
+            }
+        }
+    }
 }
 
 /// apalis schedules in whole seconds (truncating); rounding up keeps a job from running before
@@ -66,9 +90,8 @@ pub async fn enqueue_many(
         let mut tasks = Vec::new();
         for (_, job, run_at) in jobs.iter().filter(|(job_lane, _, _)| *job_lane == lane) {
             let payload = serde_json::to_vec(job).map_err(ApiError::internal)?;
-            let mut builder = TaskBuilder::new(payload)
-                .max_attempts(MAX_ATTEMPTS)
-                .idempotency_key(format!("dispatch:{}:{}:{}", job.message_id, job.attempt, job.deferrals));
+            let mut builder =
+                TaskBuilder::new(payload).max_attempts(MAX_ATTEMPTS).idempotency_key(job.idempotency_key());
             if let Some(at) = run_at {
                 builder = builder.run_at_timestamp(whole_seconds_not_before(*at));
             }
@@ -92,7 +115,7 @@ pub async fn enqueue_many(
 /// while a notification is on its way are coalesced into the next one, and the notifying
 /// statement writes nothing and does not wait for a flush. The server's queue waker still
 /// re-notifies due jobs every poll interval, for jobs that come due later and for writers that
-/// do not call this (the reconciler, provider callbacks).
+/// do not call this (recovery and settlement, provider callbacks).
 #[derive(Debug, Clone)]
 pub struct QueueWaker {
     pool: PgPool,

@@ -218,11 +218,16 @@ pub struct ClaimedRow {
 /// `(SELECT 'queued')` rather than the literal: the planner cannot then pick the partial index of
 /// queued messages, which with statistics from before a backlog looks like one row and means
 /// walking the whole backlog for every batch (it did: 3-4 ms per claim at a few thousand queued).
-pub async fn claim_queued(db: impl PgExecutor<'_>, ids: &[(Uuid, Uuid)]) -> Result<Vec<ClaimedRow>, ApiError> {
+pub async fn claim_queued(
+    db: impl PgExecutor<'_>,
+    ids: &[(Uuid, Uuid)],
+    owner: Uuid,
+) -> Result<Vec<ClaimedRow>, ApiError> {
     let tenants: Vec<Uuid> = ids.iter().map(|(tenant, _)| *tenant).collect();
     let messages: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
     let rows = sqlx::query!(
-        r#"UPDATE communications.messages m SET status = 'sending', attempts = m.attempts + 1, updated_at = now()
+        r#"UPDATE communications.messages m SET status = 'sending', attempts = m.attempts + 1, updated_at = now(),
+                  claimed_by = $3, requested_at = NULL
            FROM unnest($1::uuid[], $2::uuid[]) AS c(tenant_id, id)
            WHERE m.tenant_id = c.tenant_id AND m.id = c.id AND m.status = (SELECT 'queued')
            RETURNING m.id, m.tenant_id, m.contact_id, m.conversation_id, m.channel AS "channel: Channel", m.fallback,
@@ -234,6 +239,7 @@ pub async fn claim_queued(db: impl PgExecutor<'_>, ids: &[(Uuid, Uuid)]) -> Resu
                          AS suppressed"#,
         &tenants,
         &messages,
+        owner,
     )
     .fetch_all(db)
     .await?;
@@ -273,7 +279,7 @@ pub async fn claim_queued(db: impl PgExecutor<'_>, ids: &[(Uuid, Uuid)]) -> Resu
 }
 
 /// A provider's acceptance of a message, as [`record_sent`] stores it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SentRow {
     pub tenant_id: Uuid,
     pub message_id: Uuid,
@@ -282,7 +288,8 @@ pub struct SentRow {
     pub channel_account_id: Uuid,
 }
 
-/// Records several messages as `sent` (those still `sending`) with a `sent` event each, in one
+/// Records several messages as `sent` (those still `sending`, or `unknown` because recovery
+/// thought their worker dead while it waited for the database) with a `sent` event each, in one
 /// statement.
 pub async fn record_sent(db: impl PgExecutor<'_>, sent: &[SentRow]) -> Result<(), ApiError> {
     let event_ids: Vec<Uuid> = sent.iter().map(|_| Uuid::now_v7()).collect();
@@ -299,7 +306,7 @@ pub async fn record_sent(db: impl PgExecutor<'_>, sent: &[SentRow]) -> Result<()
                UPDATE communications.messages m SET status = 'sent', provider = s.provider,
                       provider_message_id = s.provider_message_id, channel_account_id = s.channel_account_id,
                       status_reason = NULL, sent_at = now(), updated_at = now()
-               FROM s WHERE m.tenant_id = s.tenant_id AND m.id = s.id AND m.status = 'sending')
+               FROM s WHERE m.tenant_id = s.tenant_id AND m.id = s.id AND m.status IN ('sending', 'unknown'))
            INSERT INTO communications.message_events (id, tenant_id, message_id, status, source, payload, occurred_at)
            SELECT event_id, tenant_id, id, 'sent', 'worker',
                   jsonb_build_object('provider', provider, 'provider_message_id', provider_message_id), now()
@@ -314,6 +321,29 @@ pub async fn record_sent(db: impl PgExecutor<'_>, sent: &[SentRow]) -> Result<()
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Marks claimed messages as in flight just before their provider requests start: `(message,
+/// provider)` pairs, only those still claimed by `owner`. Returns the ids marked; a message not
+/// among them was taken back by recovery and must not be sent.
+pub async fn mark_requested(
+    db: impl PgExecutor<'_>,
+    owner: Uuid,
+    requests: &[(Uuid, &'static str)],
+) -> Result<Vec<Uuid>, ApiError> {
+    let ids: Vec<Uuid> = requests.iter().map(|(id, _)| *id).collect();
+    let providers: Vec<&str> = requests.iter().map(|(_, provider)| *provider).collect();
+    Ok(sqlx::query_scalar!(
+        r#"UPDATE communications.messages m SET requested_at = now(), provider = r.provider
+           FROM unnest($2::uuid[], $3::text[]) AS r(id, provider)
+           WHERE m.id = r.id AND m.status = 'sending' AND m.claimed_by = $1
+           RETURNING m.id"#,
+        owner,
+        &ids,
+        &providers as &[&str],
+    )
+    .fetch_all(db)
+    .await?)
 }
 
 pub async fn events(db: impl PgExecutor<'_>, tenant: TenantId, message_id: Uuid) -> Result<Vec<EventRow>, ApiError> {

@@ -203,13 +203,7 @@ impl Communications {
         };
         repository::record_event(&mut *tx, event).await?;
         let run_at = message.scheduled_at.filter(|at| *at > Utc::now());
-        queue::enqueue(
-            &mut tx,
-            message.lane,
-            DispatchJob { message_id: id, tenant_id: tenant.0, attempt: 0, deferrals: 0 },
-            run_at,
-        )
-        .await?;
+        queue::enqueue(&mut tx, message.lane, DispatchJob::new(id, tenant.0, 0), run_at).await?;
         tx.commit().await?;
         if run_at.is_none() {
             self.queue_waker.wake(message.lane);

@@ -31,6 +31,9 @@ pub struct Readiness {
     pub status: &'static str,
     pub database: &'static str,
     pub migrations: &'static str,
+    /// `ok`, `down` (a dispatch lane of this process is not running; it is being restarted) or
+    /// `not_run` (dispatch runs in `switchboard worker` processes).
+    pub dispatch: &'static str,
 }
 
 /// Liveness: the process answers.
@@ -39,7 +42,8 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers and every migration is applied.
+/// Readiness: the database answers, every migration is applied, and the dispatch lanes this
+/// process runs are running.
 #[utoipa::path(
     get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness))
@@ -55,9 +59,15 @@ pub async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
         }
         Err(_) => ("timeout", "unknown"),
     };
-    let ready = database == "ok" && migrations == "current";
+    let dispatch = match &state.dispatch {
+        None => "not_run",
+        Some(health) if health.ready() => "ok",
+        Some(_) => "down",
+    };
+    let ready = database == "ok" && migrations == "current" && dispatch != "down";
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Readiness { status: if ready { "ready" } else { "not_ready" }, database, migrations }))
+    let readiness = Readiness { status: if ready { "ready" } else { "not_ready" }, database, migrations, dispatch };
+    (status, Json(readiness))
 }
 
 /// Prometheus text exposition.

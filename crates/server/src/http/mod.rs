@@ -32,6 +32,8 @@ use crate::settings::Settings;
 pub struct OpsState {
     pub pool: PgPool,
     pub openapi: std::sync::Arc<utoipa::openapi::OpenApi>,
+    /// This process's dispatch lanes, when it runs them.
+    pub dispatch: Option<crate::supervise::DispatchHealth>,
 }
 
 impl std::fmt::Debug for OpsState {
@@ -40,7 +42,12 @@ impl std::fmt::Debug for OpsState {
     }
 }
 
-pub fn router(settings: &Settings, pool: PgPool, communications: Communications) -> Router {
+pub fn router(
+    settings: &Settings,
+    pool: PgPool,
+    communications: Communications,
+    dispatch: Option<crate::supervise::DispatchHealth>,
+) -> Router {
     let identity = Identity::new(pool.clone(), settings.auth.clone());
 
     let (api, mut openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -58,7 +65,7 @@ pub fn router(settings: &Settings, pool: PgPool, communications: Communications)
 
     let (ops, ops_doc) = health::router().split_for_parts();
     openapi.merge(ops_doc);
-    let ops = ops.with_state(OpsState { pool, openapi: std::sync::Arc::new(openapi) });
+    let ops = ops.with_state(OpsState { pool, openapi: std::sync::Arc::new(openapi), dispatch });
 
     let timeout = Duration::from_secs(settings.http.request_timeout_secs);
     Router::new()

@@ -1,0 +1,172 @@
+//! Who is sending what: every process that dispatches holds a lease (a row it keeps fresh), and
+//! every message it claims names that lease. When a process dies, [`recover_once`] finds its
+//! messages: one whose provider request never started goes back to the queue at once, one whose
+//! request had started becomes `unknown` for `settle` to resolve with the provider.
+//!
+//! "Dead" is judged by the database's clock and only while the database has been up for a whole
+//! lease period, so a database restart (which stops every heartbeat) does not make live processes
+//! look dead. Even so, a process wrongly judged dead cannot send twice: its in-flight mark
+//! (`requested_at`) only lands on a message still claimed by it, and recovery takes the claim
+//! away first.
+
+use std::time::Duration;
+
+use kernel::error::ApiError;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::messages::model::{EventSource, Lane, MessageStatus};
+use crate::messages::queue::{self, DispatchJob};
+use crate::messages::repository::{self as messages, NewEvent};
+
+/// This process's lease: the id its claims carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: Uuid,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Self { owner: Uuid::now_v7() }
+    }
+}
+
+impl Lease {
+    /// Writes (or refreshes) the lease row.
+    pub async fn renew(&self, pool: &PgPool) -> Result<(), ApiError> {
+        let host = hostname();
+        sqlx::query!(
+            r#"INSERT INTO communications.dispatch_leases (owner, host, pid) VALUES ($1, $2, $3)
+               ON CONFLICT (owner) DO UPDATE SET heartbeat_at = now()"#,
+            self.owner,
+            host,
+            i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+        )
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Gives the lease up on a clean shutdown, so recovery need not wait for it to expire.
+    pub async fn release(&self, pool: &PgPool) -> Result<(), ApiError> {
+        sqlx::query!("DELETE FROM communications.dispatch_leases WHERE owner = $1", self.owner).execute(pool).await?;
+        Ok(())
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Keeps the lease fresh every `interval` until the task is dropped; a failed renewal (the
+/// database is away) is tried again at the next tick.
+pub async fn heartbeat(pool: PgPool, lease: Lease, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        match lease.renew(&pool).await {
+            Ok(()) if failing => {
+                tracing::info!(owner = %lease.owner, "dispatch lease renewed again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                tracing::warn!(%error, owner = %lease.owner, "renewing the dispatch lease failed");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// What one recovery round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Claimed but never requested: queued again.
+    pub requeued: usize,
+    /// Requested when their process died: now `unknown`, to be settled.
+    pub interrupted: usize,
+}
+
+/// Arbitrary constant naming recovery's advisory lock: one process recovers per round.
+const RECOVERY_LOCK: i64 = 0x0052_4543_4f56_4552;
+
+/// One round: messages `sending` whose process's lease lapsed more than `ttl` ago (or that have
+/// been `sending` for `stale_after`, whoever holds them: a send never takes that long) are taken
+/// back. Returns `None` when another process holds this round.
+pub async fn recover_once(pool: &PgPool, ttl: Duration, stale_after: Duration) -> Result<Option<Recovered>, ApiError> {
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar!(r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#, RECOVERY_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(None);
+    }
+    let rows = sqlx::query!(
+        r#"WITH lost AS (
+               SELECT m.id FROM communications.messages m
+               WHERE m.status = 'sending'
+                 AND (m.updated_at < now() - make_interval(secs => $2)
+                      OR (m.updated_at < now() - make_interval(secs => $1)
+                          AND pg_postmaster_start_time() < now() - make_interval(secs => $1)
+                          AND NOT EXISTS (SELECT 1 FROM communications.dispatch_leases l
+                                          WHERE l.owner = m.claimed_by
+                                            AND l.heartbeat_at > now() - make_interval(secs => $1))))
+               FOR UPDATE OF m SKIP LOCKED)
+           UPDATE communications.messages m SET
+               status = CASE WHEN m.requested_at IS NULL THEN 'queued' ELSE 'unknown' END,
+               attempts = CASE WHEN m.requested_at IS NULL THEN m.attempts - 1 ELSE m.attempts END,
+               status_reason = CASE WHEN m.requested_at IS NULL
+                   THEN 'its worker stopped before the provider request: queued again'
+                   ELSE 'its worker stopped during the provider request: settling with the provider' END,
+               claimed_by = NULL, updated_at = now()
+           FROM lost WHERE m.id = lost.id
+           RETURNING m.id, m.tenant_id, m.lane AS "lane: Lane", m.attempts, m.requested_at IS NULL AS "requeued!""#,
+        ttl.as_secs_f64(),
+        stale_after.as_secs_f64(),
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut recovered = Recovered::default();
+    let mut jobs = Vec::new();
+    for row in &rows {
+        let (status, reason) = if row.requeued {
+            recovered.requeued += 1;
+            let job = DispatchJob::again(row.id, row.tenant_id, row.attempts);
+            jobs.push((row.lane, job, None));
+            (MessageStatus::Queued, "the worker that claimed it stopped before sending: queued again")
+        } else {
+            recovered.interrupted += 1;
+            (MessageStatus::Unknown, "the worker sending it stopped mid-request; the provider may have the message")
+        };
+        let event = NewEvent {
+            tenant_id: row.tenant_id,
+            message_id: row.id,
+            status,
+            reason: Some(reason),
+            source: EventSource::System,
+            payload: None,
+            occurred_at: None,
+        };
+        messages::record_event(&mut *tx, event).await?;
+    }
+    queue::enqueue_many(&mut tx, &jobs).await?;
+    // Leases of processes gone for a day: nothing refers to them any more that recovery has not
+    // already taken back.
+    sqlx::query!("DELETE FROM communications.dispatch_leases WHERE heartbeat_at < now() - interval '1 day'")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    if !rows.is_empty() {
+        tracing::warn!(
+            requeued = recovered.requeued,
+            interrupted = recovered.interrupted,
+            "took back messages of a stopped dispatch worker"
+        );
+    }
+    Ok(Some(recovered))
+}
