@@ -326,3 +326,47 @@ async fn the_worker_command_exits_with_an_error_when_dispatch_cannot_recover() {
     assert!(status.is_some_and(|s| !s.success()), "exit status {status:?}; logs: {}", worker.logs());
     assert!(worker.logs().contains("giving up"), "{}", worker.logs());
 }
+
+#[tokio::test]
+async fn a_twilio_status_lost_in_an_outage_is_caught_up_by_asking_twilio() {
+    let (app, sim) = spawn_app_with_sim(|settings| settings.dispatch.twilio_confirm_after_secs = 1).await;
+    let tenant = app.create_tenant("catchup").await;
+    sms(&app, &tenant).await;
+    let id = send(
+        &app,
+        &tenant,
+        json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": "delivered unseen"}}),
+    )
+    .await;
+    let sent = wait_for(&app, &tenant, &id, "sent").await;
+    let sid = sent["provider_message_id"].as_str().unwrap().to_owned();
+
+    cut_off(&app).await;
+    // Twilio delivers it and calls back, with its few quick retries, while we are away.
+    assert!(sim.post_status_callbacks(&sid, &[CallbackStatus::Delivered]).await.is_err());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.pending_webhook_retries() > 0 {
+        assert!(Instant::now() < deadline, "Twilio's retries never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    restore(&app).await;
+
+    let message = wait_until(&app, &tenant, &id, "delivered", Duration::from_secs(20)).await;
+    let asked: i64 = sqlx::query_scalar("SELECT count(*) FROM communications.webhook_envelopes WHERE kind = 'lookup'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(asked, 1, "the status came from asking Twilio: {message:#}");
+}
+
+async fn wait_until(app: &TestApp, tenant: &TestTenant, id: &str, status: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let message: Value = app.get(&format!("/api/v1/messages/{id}"), &tenant.api_key).await.json().await.unwrap();
+        if message["status"] == status {
+            return message;
+        }
+        assert!(Instant::now() < deadline, "still {} (waiting for {status}): {message:#}", message["status"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
