@@ -370,3 +370,28 @@ async fn wait_until(app: &TestApp, tenant: &TestTenant, id: &str, status: &str, 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_claim_whose_dispatch_lost_track_of_it_is_taken_back_from_a_live_process() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("lost-track").await;
+    sms(&app, &tenant).await;
+    let body = json!({"to": {"phone": PHONE}, "scheduled_at": (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339(),
+                      "channels": "sms", "content": {"text": "claim answer lost"}});
+    let id = send(&app, &tenant, body).await;
+    // The claim committed, but its answer never reached the dispatch (the connection broke): the
+    // message is claimed by this live process, under a token nobody holds, and never requested.
+    sqlx::query(
+        "UPDATE communications.messages SET status = 'sending', attempts = attempts + 1,
+             claimed_by = (SELECT owner FROM communications.dispatch_leases ORDER BY heartbeat_at DESC LIMIT 1),
+             claim = $2, updated_at = now() - interval '40 seconds'
+         WHERE id = $1",
+    )
+    .bind(Uuid::parse_str(&id).unwrap())
+    .bind(Uuid::now_v7())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    wait_for(&app, &tenant, &id, "sent").await;
+    assert_eq!(sends_of(&sim, "claim answer lost"), 1);
+}

@@ -3,11 +3,14 @@
 //! messages: one whose provider request never started goes back to the queue at once, one whose
 //! request had started becomes `unknown` for `settle` to resolve with the provider.
 //!
+//! A message claimed but never requested for 30 s is taken back whoever holds it: its dispatch
+//! lost track of it (the answer to the claim's commit was lost).
+//!
 //! "Dead" is judged by the database's clock and only while the database has been up for a whole
 //! lease period, so a database restart (which stops every heartbeat) does not make live processes
 //! look dead. Even so, a process wrongly judged dead cannot send twice: its in-flight mark
 //! (`requested_at`) only lands on a message still claimed by it, and recovery takes the claim
-//! away first.
+//! away first, and each claim has its own token.
 
 use std::time::Duration;
 
@@ -92,6 +95,11 @@ pub struct Recovered {
     pub interrupted: usize,
 }
 
+/// A claim not followed by its provider request within this long is abandoned, whoever holds it:
+/// between the two there are only a few statements, each of which puts the message back itself
+/// when it fails.
+const UNREQUESTED_CLAIM_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Arbitrary constant naming recovery's advisory lock: one process recovers per round.
 const RECOVERY_LOCK: i64 = 0x0052_4543_4f56_4552;
 
@@ -111,6 +119,9 @@ pub async fn recover_once(pool: &PgPool, ttl: Duration, stale_after: Duration) -
                SELECT m.id FROM communications.messages m
                WHERE m.status = 'sending'
                  AND (m.updated_at < now() - make_interval(secs => $2)
+                      -- Claimed and never requested for this long: its dispatch lost track of it
+                      -- (the claim's commit answer was lost); a new claim supersedes it.
+                      OR (m.requested_at IS NULL AND m.updated_at < now() - make_interval(secs => $3))
                       OR (m.updated_at < now() - make_interval(secs => $1)
                           AND pg_postmaster_start_time() < now() - make_interval(secs => $1)
                           AND NOT EXISTS (SELECT 1 FROM communications.dispatch_leases l
@@ -123,11 +134,12 @@ pub async fn recover_once(pool: &PgPool, ttl: Duration, stale_after: Duration) -
                status_reason = CASE WHEN m.requested_at IS NULL
                    THEN 'its worker stopped before the provider request: queued again'
                    ELSE 'its worker stopped during the provider request: settling with the provider' END,
-               claimed_by = NULL, updated_at = now()
+               claimed_by = NULL, claim = NULL, updated_at = now()
            FROM lost WHERE m.id = lost.id
            RETURNING m.id, m.tenant_id, m.lane AS "lane: Lane", m.attempts, m.requested_at IS NULL AS "requeued!""#,
         ttl.as_secs_f64(),
         stale_after.as_secs_f64(),
+        UNREQUESTED_CLAIM_TIMEOUT.as_secs_f64(),
     )
     .fetch_all(&mut *tx)
     .await?;

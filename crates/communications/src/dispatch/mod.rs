@@ -85,7 +85,7 @@ pub struct Dispatcher {
     /// Records provider acceptances, many per statement.
     recorder: Batcher<SentRow, Result<(), BatchError>>,
     /// Marks messages in flight just before their requests, many per statement.
-    marker: Batcher<(uuid::Uuid, &'static str), Result<bool, BatchError>>,
+    marker: Batcher<(uuid::Uuid, uuid::Uuid, &'static str), Result<bool, BatchError>>,
     /// The lease this process's claims carry.
     pub lease: lease::Lease,
 }
@@ -129,15 +129,19 @@ impl Dispatcher {
         };
         let marker = {
             let pool = module.pool.clone();
-            Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |requests: Vec<(uuid::Uuid, &'static str)>| {
-                let pool = pool.clone();
-                async move {
-                    match messages::mark_requested(&pool, lease.owner, &requests).await {
-                        Ok(marked) => requests.iter().map(|(id, _)| Ok(marked.contains(id))).collect(),
-                        Err(error) => vec![Err(BatchError::from(error)); requests.len()],
+            Batcher::spawn(
+                MAX_BATCH,
+                BATCHES_IN_FLIGHT,
+                move |requests: Vec<(uuid::Uuid, uuid::Uuid, &'static str)>| {
+                    let pool = pool.clone();
+                    async move {
+                        match messages::mark_requested(&pool, &requests).await {
+                            Ok(marked) => requests.iter().map(|(id, _, _)| Ok(marked.contains(id))).collect(),
+                            Err(error) => vec![Err(BatchError::from(error)); requests.len()],
+                        }
                     }
-                }
-            })
+                },
+            )
         };
         let recorder = {
             let pool = module.pool.clone();
@@ -168,7 +172,7 @@ impl Dispatcher {
             Some(prepared) => prepared,
             // Not `queued`: the careful path looks at it alone, or there is nothing to do.
             None => match retry_unavailable(OUTCOME_PATIENCE, || self.claim(tenant, job)).await? {
-                Some(message) => prepare::prepare_one(self, tenant, job, message).await,
+                Some((message, claim)) => prepare::prepare_one(self, tenant, job, message, claim).await,
                 None => return Ok(()),
             },
         };
@@ -216,13 +220,18 @@ impl Dispatcher {
     /// Moves a queued message to `sending` (committed before any provider call, so a crash
     /// leaves a trace), or settles a job that has nothing to send. The careful, one-message path
     /// for jobs the batched claim did not take.
-    async fn claim(&self, tenant: TenantId, job: DispatchJob) -> Result<Option<messages::MessageRow>, ApiError> {
+    async fn claim(
+        &self,
+        tenant: TenantId,
+        job: DispatchJob,
+    ) -> Result<Option<(messages::MessageRow, uuid::Uuid)>, ApiError> {
         let mut tx = self.module.pool.begin().await?;
         let message = match messages::lock(&mut tx, tenant, job.message_id).await {
             Ok(message) => message,
             Err(ApiError::NotFound(_)) => return Ok(None),
             Err(error) => return Err(error),
         };
+        let claim = uuid::Uuid::now_v7();
         if message.status != MessageStatus::Queued {
             // `sending` belongs to whoever claimed it (recovery takes it back if that process
             // died); anything else is already settled.
@@ -230,21 +239,27 @@ impl Dispatcher {
         }
         sqlx::query!(
             "UPDATE communications.messages SET status = 'sending', attempts = attempts + 1, updated_at = now(),
-                 claimed_by = $2, requested_at = NULL WHERE id = $1",
+                 claimed_by = $2, claim = $3, requested_at = NULL WHERE id = $1",
             message.id,
             self.lease.owner,
+            claim,
         )
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Some(message))
+        Ok(Some((message, claim)))
     }
 
     /// Marks the message in flight to `provider`; false when it is no longer ours to send.
-    async fn mark_requested(&self, message_id: uuid::Uuid, provider: &'static str) -> Result<bool, Failure> {
+    async fn mark_requested(
+        &self,
+        message_id: uuid::Uuid,
+        claim: uuid::Uuid,
+        provider: &'static str,
+    ) -> Result<bool, Failure> {
         let marked = self
             .marker
-            .call((message_id, provider))
+            .call((message_id, claim, provider))
             .await
             .ok_or_else(|| Failure::Infrastructure(ApiError::internal("the in-flight batcher stopped")))?;
         marked.map_err(|e| Failure::Infrastructure(ApiError::from(e)))
@@ -279,7 +294,7 @@ impl Dispatcher {
                 }
                 Err(error) => return Err(Failure::Infrastructure(error)),
             };
-            if !self.mark_requested(message.id, provider.provider.as_str()).await? {
+            if !self.mark_requested(message.id, prepared.claim, provider.provider.as_str()).await? {
                 return Err(Failure::TakenBack);
             }
             match adapter.send(&command).await {

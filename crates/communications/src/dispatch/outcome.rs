@@ -91,7 +91,7 @@ async fn requeue_later(
 ) -> Result<(), ApiError> {
     let updated = sqlx::query!(
         r#"UPDATE communications.messages SET status = 'queued', attempts = attempts - 1, status_reason = $2,
-               claimed_by = NULL, requested_at = NULL, updated_at = now()
+               claimed_by = NULL, claim = NULL, requested_at = NULL, updated_at = now()
            WHERE id = $1 AND status = 'sending'"#,
         message.id,
         reason,

@@ -29,6 +29,8 @@ use crate::rate_limit::{self, RateDefaults, RateLimit};
 pub(crate) struct Prepared {
     /// As it was before the claim.
     pub message: MessageRow,
+    /// The claim's token: only it can mark the message in flight.
+    pub claim: Uuid,
     /// Or the database failure that kept us from finding out: the message goes back to the queue.
     pub context: Result<SendContext, String>,
 }
@@ -80,7 +82,8 @@ pub(crate) async fn prepare_batch(
     // Sorted: batches that overlap (a job apalis re-ran) lock rows in the same order.
     let mut ids: Vec<(Uuid, Uuid)> = jobs.iter().map(|job| (job.tenant_id, job.message_id)).collect();
     ids.sort();
-    let claimed = match messages::claim_queued(&module.pool, &ids, owner).await {
+    let claim = Uuid::now_v7();
+    let claimed = match messages::claim_queued(&module.pool, &ids, owner, claim).await {
         Ok(claimed) => claimed,
         Err(error) => {
             let error = super::BatchError::from(error);
@@ -100,7 +103,7 @@ pub(crate) async fn prepare_batch(
     batch
         .into_iter()
         .zip(contexts)
-        .map(|((_, claimed), context)| Ok(claimed.map(|c| Prepared { message: c.message, context })))
+        .map(|((_, claimed), context)| Ok(claimed.map(|c| Prepared { message: c.message, claim, context })))
         .collect()
 }
 
@@ -224,15 +227,16 @@ pub(crate) async fn prepare_one(
     tenant: TenantId,
     job: DispatchJob,
     message: MessageRow,
+    claim: Uuid,
 ) -> Prepared {
     let pool = &dispatcher.module.pool;
     let suppressed = match messages::suppression(pool, tenant.0, message.channel, &message.recipient).await {
         Ok(suppressed) => suppressed,
-        Err(error) => return Prepared { message, context: Err(error.to_string()) },
+        Err(error) => return Prepared { message, claim, context: Err(error.to_string()) },
     };
     let claimed = messages::ClaimedRow { message, suppressed };
     let context = contexts_for(&dispatcher.module, &dispatcher.rates, &[(job, Some(&claimed))])
         .await
         .map(|mut contexts| contexts.pop().unwrap_or_default());
-    Prepared { message: claimed.message, context }
+    Prepared { message: claimed.message, claim, context }
 }

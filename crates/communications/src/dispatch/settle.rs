@@ -301,7 +301,7 @@ fn status_events(provider: cpaas::Provider, found: &FoundMessage, message_id: Uu
 async fn resend(dispatcher: &Dispatcher, message: &Open, reason: &str) -> Result<bool, ApiError> {
     let mut tx = dispatcher.module.pool.begin().await?;
     let updated = sqlx::query!(
-        r#"UPDATE communications.messages SET status = 'queued', status_reason = $2, claimed_by = NULL,
+        r#"UPDATE communications.messages SET status = 'queued', status_reason = $2, claimed_by = NULL, claim = NULL,
                requested_at = NULL, updated_at = now()
            WHERE id = $1 AND status = 'unknown'"#,
         message.id,

@@ -222,12 +222,13 @@ pub async fn claim_queued(
     db: impl PgExecutor<'_>,
     ids: &[(Uuid, Uuid)],
     owner: Uuid,
+    claim: Uuid,
 ) -> Result<Vec<ClaimedRow>, ApiError> {
     let tenants: Vec<Uuid> = ids.iter().map(|(tenant, _)| *tenant).collect();
     let messages: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
     let rows = sqlx::query!(
         r#"UPDATE communications.messages m SET status = 'sending', attempts = m.attempts + 1, updated_at = now(),
-                  claimed_by = $3, requested_at = NULL
+                  claimed_by = $3, claim = $4, requested_at = NULL
            FROM unnest($1::uuid[], $2::uuid[]) AS c(tenant_id, id)
            WHERE m.tenant_id = c.tenant_id AND m.id = c.id AND m.status = (SELECT 'queued')
            RETURNING m.id, m.tenant_id, m.contact_id, m.conversation_id, m.channel AS "channel: Channel", m.fallback,
@@ -240,6 +241,7 @@ pub async fn claim_queued(
         &tenants,
         &messages,
         owner,
+        claim,
     )
     .fetch_all(db)
     .await?;
@@ -323,23 +325,23 @@ pub async fn record_sent(db: impl PgExecutor<'_>, sent: &[SentRow]) -> Result<()
     Ok(())
 }
 
-/// Marks claimed messages as in flight just before their provider requests start: `(message,
-/// provider)` pairs, only those still claimed by `owner`. Returns the ids marked; a message not
-/// among them was taken back by recovery and must not be sent.
+/// Marks claimed messages as in flight just before their provider requests start:
+/// `(message, claim, provider)`, each only if that claim still holds it. Returns the ids marked;
+/// a message not among them was taken back by recovery (or claimed again) and must not be sent.
 pub async fn mark_requested(
     db: impl PgExecutor<'_>,
-    owner: Uuid,
-    requests: &[(Uuid, &'static str)],
+    requests: &[(Uuid, Uuid, &'static str)],
 ) -> Result<Vec<Uuid>, ApiError> {
-    let ids: Vec<Uuid> = requests.iter().map(|(id, _)| *id).collect();
-    let providers: Vec<&str> = requests.iter().map(|(_, provider)| *provider).collect();
+    let ids: Vec<Uuid> = requests.iter().map(|(id, _, _)| *id).collect();
+    let claims: Vec<Uuid> = requests.iter().map(|(_, claim, _)| *claim).collect();
+    let providers: Vec<&str> = requests.iter().map(|(_, _, provider)| *provider).collect();
     Ok(sqlx::query_scalar!(
         r#"UPDATE communications.messages m SET requested_at = now(), provider = r.provider
-           FROM unnest($2::uuid[], $3::text[]) AS r(id, provider)
-           WHERE m.id = r.id AND m.status = 'sending' AND m.claimed_by = $1
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS r(id, claim, provider)
+           WHERE m.id = r.id AND m.status = 'sending' AND m.claim = r.claim
            RETURNING m.id"#,
-        owner,
         &ids,
+        &claims,
         &providers as &[&str],
     )
     .fetch_all(db)
