@@ -81,7 +81,7 @@ pub fn suite_defaults() -> Vec<(String, String)> {
         ("SWITCHBOARD__DISPATCH__SWEEP_SCHEDULE", "*/5 * * * * *"),
         // Twilio does not retry status callbacks: one lost while serve was down is asked about.
         // Sooner than the default minute, so statuses can catch up within the settling window.
-        ("SWITCHBOARD__DISPATCH__TWILIO_CONFIRM_AFTER_SECS", "20"),
+        ("SWITCHBOARD__DISPATCH__TWILIO_CONFIRM_AFTER_SECS", "5"),
         // One channel account per channel takes the whole load: rate limits would only queue it.
         ("SWITCHBOARD__DISPATCH__WHATSAPP_RATE_PER_SEC", "100000"),
         ("SWITCHBOARD__DISPATCH__EMAIL_RATE_PER_SEC", "100000"),

@@ -194,6 +194,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             // The cause goes to the log (with the request id from the span), never to the client.
+            Self::Internal(source) if self.is_unavailable() => {
+                tracing::warn!(error = %source, "request failed: database unavailable")
+            }
             Self::Internal(source) => tracing::error!(error = %source, "request failed with an internal error"),
             Self::Unavailable(cause) => tracing::warn!(error = %cause, "request failed: database unavailable"),
             _ => {}
@@ -218,5 +221,24 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_503_and_a_broken_query_a_500() {
+        let timed_out = ApiError::from(sqlx::Error::PoolTimedOut);
+        assert!(timed_out.is_unavailable());
+        assert_eq!(timed_out.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(timed_out.code(), "unavailable");
+        let shared = ApiError::from(SharedError::from(sqlx::Error::PoolTimedOut));
+        assert_eq!(shared.status(), StatusCode::SERVICE_UNAVAILABLE, "still a 503 after a batch shared it");
+        let broken = ApiError::from(sqlx::Error::RowNotFound);
+        assert!(!broken.is_unavailable());
+        assert_eq!(broken.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!ApiError::from(sqlx::Error::PoolClosed).is_unavailable(), "our own shutdown");
     }
 }

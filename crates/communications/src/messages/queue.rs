@@ -98,9 +98,11 @@ pub async fn enqueue_many(
             tasks.push(builder.build());
         }
         if !tasks.is_empty() {
-            apalis_postgres::queries::push_tasks(db, queue_name(lane), tasks)
-                .await
-                .map_err(|error| ApiError::internal(error.to_string()))?;
+            apalis_postgres::queries::push_tasks(db, queue_name(lane), tasks).await.map_err(|error| match error {
+                // Kept as the database's error, so an outage still reads as one (a 503).
+                apalis_postgres::Error::Database(error) => ApiError::from(error),
+                other => ApiError::internal(other.to_string()),
+            })?;
         }
     }
     Ok(())
