@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::delivery::{PHONE, email, send, sms, wait_for, whatsapp};
+use crate::delivery::{PHONE, email, send, sms, wait_for, wait_for_within, whatsapp};
 use crate::helpers::{RunningServer, TestApp, TestTenant, spawn_app_with_sim, spawn_app_with_sim_config, url_for};
 
 /// Cuts the app's database off until [`restore`].
@@ -351,24 +351,12 @@ async fn a_twilio_status_lost_in_an_outage_is_caught_up_by_asking_twilio() {
     }
     restore(&app).await;
 
-    let message = wait_until(&app, &tenant, &id, "delivered", Duration::from_secs(20)).await;
+    let message = wait_for_within(&app, &tenant, &id, "delivered", Duration::from_secs(20)).await;
     let asked: i64 = sqlx::query_scalar("SELECT count(*) FROM communications.webhook_envelopes WHERE kind = 'lookup'")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     assert_eq!(asked, 1, "the status came from asking Twilio: {message:#}");
-}
-
-async fn wait_until(app: &TestApp, tenant: &TestTenant, id: &str, status: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let message: Value = app.get(&format!("/api/v1/messages/{id}"), &tenant.api_key).await.json().await.unwrap();
-        if message["status"] == status {
-            return message;
-        }
-        assert!(Instant::now() < deadline, "still {} (waiting for {status}): {message:#}", message["status"]);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -36,7 +36,17 @@ pub(crate) async fn send(app: &TestApp, tenant: &TestTenant, body: Value) -> Str
 }
 
 pub(crate) async fn wait_for(app: &TestApp, tenant: &TestTenant, id: &str, status: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    wait_for_within(app, tenant, id, status, Duration::from_secs(10)).await
+}
+
+pub(crate) async fn wait_for_within(
+    app: &TestApp,
+    tenant: &TestTenant,
+    id: &str,
+    status: &str,
+    within: Duration,
+) -> Value {
+    let deadline = Instant::now() + within;
     loop {
         let message: Value = app.get(&format!("/api/v1/messages/{id}"), &tenant.api_key).await.json().await.unwrap();
         if message["status"] == status {
