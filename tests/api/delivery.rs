@@ -321,7 +321,7 @@ async fn inbound_and_unmatched_callbacks_are_kept_and_acknowledged() {
                 .await
                 .unwrap();
         if let Some((outcome, tenant_id)) = stored {
-            assert_eq!(outcome, "stored", "inbound messages wait for the inbox");
+            assert_eq!(outcome, "applied", "inbound messages go to the inbox at once");
             assert_eq!(tenant_id, Some(tenant.id));
             break;
         }

@@ -18,6 +18,7 @@ mod embedded_postgres;
 mod health;
 mod helpers;
 mod http_basics;
+mod inbox;
 mod isolation;
 mod job_queue;
 mod messages;

@@ -13,6 +13,7 @@
 pub mod channels;
 pub mod contacts;
 pub mod dispatch;
+pub mod inbox;
 pub mod messages;
 pub mod rate_limit;
 pub mod templates;

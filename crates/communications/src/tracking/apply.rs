@@ -183,11 +183,20 @@ pub(crate) async fn apply_events(
                 tenant = tenant.or(message_tenant);
                 outcome
             }
-            ProviderEvent::InboundMessage { provider: cpaas::Provider::Meta, to, .. } if tenant.is_none() => {
-                tenant = tracking::tenant_of_meta_number(&mut *tx, to).await?;
-                EnvelopeOutcome::Stored
+            ProviderEvent::InboundMessage { provider, to, .. } => {
+                if tenant.is_none() && *provider == cpaas::Provider::Meta {
+                    tenant = tracking::tenant_of_meta_number(&mut *tx, to).await?;
+                }
+                // Without a tenant it is kept for later; with one it becomes a conversation now.
+                match tenant {
+                    None => EnvelopeOutcome::Stored,
+                    Some(tenant) => match crate::inbox::inbound::receive(tx, tenant, event).await? {
+                        crate::inbox::inbound::Received::Duplicate => EnvelopeOutcome::Duplicate,
+                        _ => EnvelopeOutcome::Applied,
+                    },
+                }
             }
-            ProviderEvent::InboundMessage { .. } | ProviderEvent::MissedCall { .. } => EnvelopeOutcome::Stored,
+            ProviderEvent::MissedCall { .. } => EnvelopeOutcome::Stored,
             ProviderEvent::Unknown { .. } => EnvelopeOutcome::Ignored,
         };
         outcomes.push(outcome);
