@@ -86,6 +86,12 @@ async fn an_inbound_whatsapp_message_opens_a_conversation_with_a_new_contact() {
     .unwrap();
     assert_eq!(phone, "+4915112345678", "the WhatsApp id is the contact's phone in E.164");
     assert_eq!(changes(&app, &tenant).await, ["conversation.created"]);
+    // The messages API shows it for what it is.
+    let listed: serde_json::Value = app.get("/api/v1/messages", &tenant.api_key).await.json().await.unwrap();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["status"], "received");
+    assert_eq!(items[0]["conversation_id"], first.conversation_id.to_string());
 
     // The same person writes again: same contact, same conversation, newer activity.
     post_meta(&sim, "4915112345678", "Hello?").await;

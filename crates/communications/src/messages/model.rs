@@ -46,6 +46,8 @@ pub enum MessageStatus {
     Canceled,
     /// The request may have reached the provider but no answer came: callbacks settle it.
     Unknown,
+    /// An inbound message: a contact wrote to us.
+    Received,
 }
 
 impl MessageStatus {
@@ -61,12 +63,13 @@ impl MessageStatus {
             Self::Superseded => "superseded",
             Self::Canceled => "canceled",
             Self::Unknown => "unknown",
+            Self::Received => "received",
         }
     }
 
     /// Whether nothing will ever change this message again.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Read | Self::Failed | Self::Superseded | Self::Canceled)
+        matches!(self, Self::Read | Self::Failed | Self::Superseded | Self::Canceled | Self::Received)
     }
 
     /// Whether the message may still be canceled (it has not left us).

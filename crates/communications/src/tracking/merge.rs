@@ -14,7 +14,8 @@ fn rank(status: MessageStatus) -> Option<u8> {
         MessageStatus::Failed => Some(2),
         MessageStatus::Delivered => Some(3),
         MessageStatus::Read => Some(4),
-        MessageStatus::Superseded | MessageStatus::Canceled => None,
+        // Inbound messages have no delivery of ours to track.
+        MessageStatus::Superseded | MessageStatus::Canceled | MessageStatus::Received => None,
     }
 }
 
