@@ -117,6 +117,13 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/templates/{id}", "patch"),
         ("/api/v1/templates/{id}", "delete"),
         ("/api/v1/templates/{id}/preview", "post"),
+        ("/api/v1/conversations", "get"),
+        ("/api/v1/conversations/{id}", "get"),
+        ("/api/v1/conversations/{id}/claim", "post"),
+        ("/api/v1/conversations/{id}/release", "post"),
+        ("/api/v1/conversations/{id}/snooze", "post"),
+        ("/api/v1/conversations/{id}/resolve", "post"),
+        ("/api/v1/conversations/{id}/reopen", "post"),
     ];
     for (path, method) in expected {
         assert!(

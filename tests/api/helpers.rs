@@ -132,6 +132,7 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
         let communications = app.communications();
         switchboard::app::spawn_cron_triggers(&settings, communications.clone());
         switchboard::app::spawn_rematcher(&settings, communications.clone());
+        switchboard::app::spawn_snooze_wakeups(&settings, communications.clone());
         let worker_settings = settings.clone();
         tokio::spawn(async move {
             switchboard::app::run_workers(&worker_settings, communications, health, None, std::future::pending()).await

@@ -11,6 +11,7 @@ mod binary;
 mod channel_verification;
 mod channels;
 mod config;
+mod conversations;
 mod crash_safety;
 mod delivery;
 mod demo_channels;

@@ -153,6 +153,19 @@ impl From<SharedError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// A unique constraint refused the write (a concurrent or earlier row holds the key).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            Self::Internal(source) => source
+                .downcast_ref::<sqlx::Error>()
+                .and_then(sqlx::Error::as_database_error)
+                .is_some_and(|error| error.is_unique_violation()),
+            _ => false,
+        }
+    }
+}
+
 /// Whether `error` means "no database right now" rather than "this statement is wrong".
 pub fn database_unavailable(error: &sqlx::Error) -> bool {
     match error {

@@ -256,6 +256,18 @@ pub fn spawn_cron_triggers(
     supervise::spawn_loop("cron-triggers", move || communications::triggers::cron::run(communications.clone(), poll))
 }
 
+/// Starts the task that opens snoozed conversations when their time comes (every serve and
+/// worker process; row locks give each wake-up to one), as often as delayed jobs are checked.
+pub fn spawn_snooze_wakeups(
+    settings: &Settings,
+    communications: communications::Communications,
+) -> tokio::task::JoinHandle<()> {
+    let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
+    supervise::spawn_loop("snooze-wakeups", move || {
+        communications::inbox::run_snooze_wakeups(communications.clone(), poll)
+    })
+}
+
 /// Checked when the settings load; an error here means they were built some other way.
 fn sweep_schedule(settings: &Settings) -> anyhow::Result<communications::triggers::cron::CronSchedule> {
     settings.dispatch.sweep().map_err(|message| anyhow::anyhow!("dispatch.sweep_schedule {message}"))

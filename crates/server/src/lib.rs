@@ -58,6 +58,7 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
             let sweeper = app::spawn_sweeper(settings, database.pool.clone())?;
             let cron = app::spawn_cron_triggers(settings, communications.clone());
             let rematcher = app::spawn_rematcher(settings, communications.clone());
+            let wakeups = app::spawn_snooze_wakeups(settings, communications.clone());
             let health = supervise::DispatchHealth::new(2);
             let give_up = std::time::Duration::from_secs(settings.dispatch.give_up_after_secs);
             let result =
@@ -65,6 +66,7 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
             sweeper.abort();
             cron.abort();
             rematcher.abort();
+            wakeups.abort();
             result
         }
         Command::Demo(args) => demo::run(settings, args, database).await,
@@ -96,6 +98,7 @@ where
     let sweeper = app::spawn_sweeper(settings, app.communications().pool.clone())?;
     let cron = app::spawn_cron_triggers(settings, app.communications());
     let rematcher = app::spawn_rematcher(settings, app.communications());
+    let wakeups = app::spawn_snooze_wakeups(settings, app.communications());
     let workers = app.dispatch_health().map(|health| {
         let settings = settings.clone();
         let communications = app.communications();
@@ -110,6 +113,7 @@ where
     sweeper.abort();
     cron.abort();
     rematcher.abort();
+    wakeups.abort();
     served
 }
 

@@ -75,7 +75,7 @@ pub async fn receive(tx: &mut PgConnection, tenant: Uuid, event: &ProviderEvent)
     .execute(&mut *tx)
     .await?;
     let kind = if new_conversation { "conversation.created" } else { "message.created" };
-    record_change(tx, tenant, kind, conversation_id, message_id, preview(content)).await?;
+    record_change(tx, tenant, kind, conversation_id, Some(message_id), preview(content)).await?;
     Ok(Received::Stored { conversation_id, message_id, new_conversation })
 }
 
@@ -164,7 +164,7 @@ pub(crate) async fn record_change(
     tenant: Uuid,
     kind: &str,
     conversation: Uuid,
-    message: Uuid,
+    message: Option<Uuid>,
     payload: serde_json::Value,
 ) -> Result<(), ApiError> {
     sqlx::query!(

@@ -168,6 +168,8 @@ pub struct MessageFilter {
     pub status: Option<MessageStatus>,
     pub channel: Option<Channel>,
     pub contact_id: Option<Uuid>,
+    /// The thread of one inbox conversation (both directions).
+    pub conversation_id: Option<Uuid>,
     /// Created at or after (RFC 3339).
     pub created_after: Option<DateTime<Utc>>,
     /// Created before (RFC 3339).
@@ -190,6 +192,7 @@ pub async fn list_messages(
         status: filter.status,
         channel: filter.channel,
         contact_id: filter.contact_id,
+        conversation_id: filter.conversation_id,
         created_after: filter.created_after,
         created_before: filter.created_before,
     };

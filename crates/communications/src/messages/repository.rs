@@ -365,6 +365,7 @@ pub struct ListFilter {
     pub status: Option<MessageStatus>,
     pub channel: Option<Channel>,
     pub contact_id: Option<Uuid>,
+    pub conversation_id: Option<Uuid>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
 }
@@ -389,6 +390,7 @@ pub async fn list(
              AND ($5::timestamptz IS NULL OR created_at >= $5)
              AND ($6::timestamptz IS NULL OR created_at < $6)
              AND ($7::uuid IS NULL OR id > $7)
+             AND ($9::uuid IS NULL OR conversation_id = $9)
            ORDER BY id LIMIT $8"#,
         tenant.0,
         filter.status.map(MessageStatus::as_str),
@@ -398,6 +400,7 @@ pub async fn list(
         filter.created_before,
         page.after,
         page.fetch_limit(),
+        filter.conversation_id,
     )
     .fetch_all(db)
     .await?)

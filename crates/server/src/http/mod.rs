@@ -56,6 +56,7 @@ pub fn router(
         .merge(communications::messages::http::router().with_state(communications.clone()))
         .merge(communications::templates::http::router().with_state(communications.clone()))
         .merge(communications::triggers::http::router().with_state(communications.clone()))
+        .merge(communications::inbox::http::router().with_state(communications.clone()))
         .split_for_parts();
     let api = api.layer(from_fn_with_state(identity, identity::http::authenticate));
 

@@ -1,0 +1,251 @@
+//! `/api/v1/conversations`: the agents' inbox (agent session or operator key; another tenant's
+//! conversation is a 404). Claims have exactly one winner: the loser gets a 409 naming the holder.
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use kernel::auth::Caller;
+use kernel::error::{ApiError, ErrorBody};
+use kernel::extract::{Json, Path, Query};
+use kernel::pagination::{Page, PageParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::inbound::record_change;
+use super::repository::{self as conversations, ConversationRow, ListFilter};
+use crate::Communications;
+use crate::messages::model::Channel;
+
+pub fn router() -> OpenApiRouter<Communications> {
+    OpenApiRouter::new()
+        .routes(routes!(list_conversations))
+        .routes(routes!(get_conversation))
+        .routes(routes!(claim))
+        .routes(routes!(release))
+        .routes(routes!(snooze))
+        .routes(routes!(resolve))
+        .routes(routes!(reopen))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConversationView {
+    pub id: Uuid,
+    pub contact_id: Uuid,
+    pub contact_name: Option<String>,
+    pub channel: Channel,
+    pub channel_account_id: Option<Uuid>,
+    /// open, snoozed or resolved.
+    pub status: String,
+    pub assignee_id: Option<Uuid>,
+    pub snoozed_until: Option<DateTime<Utc>>,
+    pub last_message_at: Option<DateTime<Utc>>,
+    pub last_inbound_at: Option<DateTime<Utc>>,
+    /// The newest message's content.
+    #[schema(value_type = Option<Object>)]
+    pub last_message: Option<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+fn view(row: ConversationRow) -> ConversationView {
+    ConversationView {
+        id: row.id,
+        contact_id: row.contact_id,
+        contact_name: row.contact_name,
+        channel: row.channel,
+        channel_account_id: row.channel_account_id,
+        status: row.status,
+        assignee_id: row.assignee_id,
+        snoozed_until: row.snoozed_until,
+        last_message_at: row.last_message_at,
+        last_inbound_at: row.last_inbound_at,
+        last_message: row.preview,
+        created_at: row.created_at,
+    }
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConversationFilter {
+    /// open, snoozed or resolved.
+    pub status: Option<String>,
+    /// `me` (the calling agent), `unassigned`, or an agent id.
+    pub assignee: Option<String>,
+    pub channel: Option<Channel>,
+    pub contact_id: Option<Uuid>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+const STATUSES: [&str; 3] = ["open", "snoozed", "resolved"];
+
+/// Conversations, newest activity first.
+#[utoipa::path(
+    get, path = "/api/v1/conversations", tag = "inbox", params(ConversationFilter),
+    responses((status = 200, body = Page<ConversationView>), (status = 422, body = ErrorBody))
+)]
+pub async fn list_conversations(
+    State(module): State<Communications>,
+    caller: Caller,
+    Query(filter): Query<ConversationFilter>,
+) -> Result<Json<Page<ConversationView>>, ApiError> {
+    let page = PageParams { limit: filter.limit, cursor: filter.cursor.clone() }.parse()?;
+    if let Some(status) = filter.status.as_deref().filter(|s| !STATUSES.contains(s)) {
+        return Err(ApiError::validation("status", format!("`{status}` is not one of open, snoozed, resolved")));
+    }
+    let assignee = match filter.assignee.as_deref() {
+        None => None,
+        Some("unassigned") => Some(None),
+        Some("me") => Some(Some(
+            caller.agent_id().ok_or_else(|| ApiError::validation("assignee", "`me` needs an agent's session"))?.0,
+        )),
+        Some(id) => Some(Some(
+            Uuid::parse_str(id)
+                .map_err(|_| ApiError::validation("assignee", "is not me, unassigned or an agent id"))?,
+        )),
+    };
+    let list_filter =
+        ListFilter { status: filter.status.clone(), assignee, channel: filter.channel, contact_id: filter.contact_id };
+    let rows = conversations::list(&module.pool, caller.tenant_id, &list_filter, page).await?;
+    let views: Vec<ConversationView> = rows.into_iter().map(view).collect();
+    Ok(Json(Page::from_rows(views, page, |c| c.id)))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/conversations/{id}", tag = "inbox", params(("id" = Uuid, Path)),
+    responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody))
+)]
+pub async fn get_conversation(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ConversationView>, ApiError> {
+    Ok(Json(view(conversations::find(&module.pool, caller.tenant_id, id).await?)))
+}
+
+/// The calling agent takes the conversation. Exactly one of concurrent claims wins; claiming
+/// one's own conversation again is a no-op.
+#[utoipa::path(
+    post, path = "/api/v1/conversations/{id}/claim", tag = "inbox", params(("id" = Uuid, Path)),
+    responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "Another agent holds it"),
+              (status = 422, body = ErrorBody, description = "Only an agent can claim"))
+)]
+pub async fn claim(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let agent = caller.agent_id().ok_or_else(|| ApiError::validation("agent", "only an agent's session can claim"))?.0;
+    change(&module, caller, id, "conversation.assigned", |state| match state.assignee_id {
+        Some(holder) if holder != agent => {
+            Err(ApiError::conflict(Some("assignee_id"), format!("agent {holder} holds this conversation")))
+        }
+        _ => Ok((state.status.clone(), None, Some(agent))),
+    })
+    .await
+}
+
+/// The holder (or an admin) gives the conversation back to the unassigned queue.
+#[utoipa::path(
+    post, path = "/api/v1/conversations/{id}/release", tag = "inbox", params(("id" = Uuid, Path)),
+    responses((status = 200, body = ConversationView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody))
+)]
+pub async fn release(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let me = caller.agent_id().map(|agent| agent.0);
+    change(&module, caller, id, "conversation.assigned", |state| {
+        if state.assignee_id.is_some() && state.assignee_id != me && !caller.is_admin() {
+            return Err(ApiError::Forbidden("only its holder or an admin can release a conversation".into()));
+        }
+        Ok((state.status.clone(), None, None))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnoozeRequest {
+    /// When it comes back (RFC 3339, in the future).
+    pub until: DateTime<Utc>,
+}
+
+/// Puts the conversation aside until a time; it opens again then (or at a new inbound message).
+#[utoipa::path(
+    post, path = "/api/v1/conversations/{id}/snooze", tag = "inbox", params(("id" = Uuid, Path)), request_body = SnoozeRequest,
+    responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
+)]
+pub async fn snooze(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(request): Json<SnoozeRequest>,
+) -> Result<Json<ConversationView>, ApiError> {
+    if request.until <= Utc::now() {
+        return Err(ApiError::validation("until", "must be in the future"));
+    }
+    change(&module, caller, id, "conversation.status_changed", |state| {
+        Ok(("snoozed".into(), Some(request.until), state.assignee_id))
+    })
+    .await
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/conversations/{id}/resolve", tag = "inbox", params(("id" = Uuid, Path)),
+    responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody))
+)]
+pub async fn resolve(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ConversationView>, ApiError> {
+    change(&module, caller, id, "conversation.status_changed", |state| Ok(("resolved".into(), None, state.assignee_id)))
+        .await
+}
+
+/// Opens a resolved or snoozed conversation again. A contact's other unresolved conversation on
+/// the same account is a 409: there is one at a time.
+#[utoipa::path(
+    post, path = "/api/v1/conversations/{id}/reopen", tag = "inbox", params(("id" = Uuid, Path)),
+    responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn reopen(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<ConversationView>, ApiError> {
+    change(&module, caller, id, "conversation.status_changed", |state| Ok(("open".into(), None, state.assignee_id)))
+        .await
+}
+
+/// What a change makes of the locked state: (status, snoozed until, assignee).
+type Decision = (String, Option<DateTime<Utc>>, Option<Uuid>);
+
+/// Locks the conversation, applies `decide`, records the change, and answers the new view.
+async fn change(
+    module: &Communications,
+    caller: Caller,
+    id: Uuid,
+    kind: &str,
+    decide: impl FnOnce(&conversations::Locked) -> Result<Decision, ApiError>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let mut tx = module.pool.begin().await?;
+    let state = conversations::lock(&mut tx, caller.tenant_id, id).await?;
+    let (status, snoozed_until, assignee) = decide(&state)?;
+    conversations::update(&mut tx, id, &status, snoozed_until, assignee).await.map_err(|error| {
+        // The one unique index of the table: one unresolved conversation per contact and account.
+        if error.is_unique_violation() {
+            ApiError::conflict(Some("status"), "the contact has another unresolved conversation on this account")
+        } else {
+            error
+        }
+    })?;
+    let payload = json!({ "status": status, "assignee_id": assignee, "snoozed_until": snoozed_until });
+    record_change(&mut tx, caller.tenant_id.0, kind, id, None, payload).await?;
+    tx.commit().await?;
+    Ok(Json(view(conversations::find(&module.pool, caller.tenant_id, id).await?)))
+}

@@ -1,0 +1,154 @@
+//! Conversations' SQL: lists by activity, one conversation, its thread, and the state changes
+//! agents make (each with its change row, in one transaction).
+
+use chrono::{DateTime, Utc};
+use kernel::error::ApiError;
+use kernel::ids::TenantId;
+use kernel::pagination::PageRequest;
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::messages::model::Channel;
+
+#[derive(Debug, Clone)]
+pub struct ConversationRow {
+    pub id: Uuid,
+    pub contact_id: Uuid,
+    pub contact_name: Option<String>,
+    pub channel: Channel,
+    pub channel_account_id: Option<Uuid>,
+    pub status: String,
+    pub assignee_id: Option<Uuid>,
+    pub snoozed_until: Option<DateTime<Utc>>,
+    pub last_message_at: Option<DateTime<Utc>>,
+    pub last_inbound_at: Option<DateTime<Utc>>,
+    pub preview: Option<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which conversations a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    /// `Some(None)`: unassigned; `Some(Some(id))`: that agent's.
+    pub assignee: Option<Option<Uuid>>,
+    pub channel: Option<Channel>,
+    pub contact_id: Option<Uuid>,
+}
+
+/// Newest activity first; the cursor is the last conversation of the previous page.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    filter: &ListFilter,
+    page: PageRequest,
+) -> Result<Vec<ConversationRow>, ApiError> {
+    let (assignee_filtered, assignee) = match filter.assignee {
+        None => (false, None),
+        Some(assignee) => (true, assignee),
+    };
+    Ok(sqlx::query_as!(
+        ConversationRow,
+        r#"SELECT c.id, c.contact_id, k.display_name AS contact_name, c.channel AS "channel: Channel",
+                  c.channel_account_id, c.status, c.assignee_id, c.snoozed_until, c.last_message_at,
+                  c.last_inbound_at, c.created_at,
+                  (SELECT m.content FROM communications.messages m WHERE m.conversation_id = c.id
+                   ORDER BY m.id DESC LIMIT 1) AS preview
+           FROM communications.conversations c
+           JOIN communications.contacts k ON k.id = c.contact_id
+           WHERE c.tenant_id = $1
+             AND ($2::text IS NULL OR c.status = $2)
+             AND (NOT $3 OR c.assignee_id IS NOT DISTINCT FROM $4)
+             AND ($5::text IS NULL OR c.channel = $5)
+             AND ($6::uuid IS NULL OR c.contact_id = $6)
+             AND ($7::uuid IS NULL OR (c.last_message_at, c.id) <
+                  (SELECT p.last_message_at, p.id FROM communications.conversations p WHERE p.id = $7 AND p.tenant_id = $1))
+           ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
+           LIMIT $8"#,
+        tenant.0,
+        filter.status,
+        assignee_filtered,
+        assignee,
+        filter.channel.map(Channel::as_str),
+        filter.contact_id,
+        page.after,
+        page.fetch_limit(),
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+pub async fn find(db: impl PgExecutor<'_>, tenant: TenantId, id: Uuid) -> Result<ConversationRow, ApiError> {
+    sqlx::query_as!(
+        ConversationRow,
+        r#"SELECT c.id, c.contact_id, k.display_name AS contact_name, c.channel AS "channel: Channel",
+                  c.channel_account_id, c.status, c.assignee_id, c.snoozed_until, c.last_message_at,
+                  c.last_inbound_at, c.created_at,
+                  (SELECT m.content FROM communications.messages m WHERE m.conversation_id = c.id
+                   ORDER BY m.id DESC LIMIT 1) AS preview
+           FROM communications.conversations c
+           JOIN communications.contacts k ON k.id = c.contact_id
+           WHERE c.tenant_id = $1 AND c.id = $2"#,
+        tenant.0,
+        id,
+    )
+    .fetch_optional(db)
+    .await?
+    .ok_or_else(|| ApiError::NotFound("conversation"))
+}
+
+/// The conversation's state and holder, locked for a change.
+#[derive(Debug)]
+pub struct Locked {
+    pub status: String,
+    pub assignee_id: Option<Uuid>,
+}
+
+pub async fn lock(db: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<Locked, ApiError> {
+    sqlx::query_as!(
+        Locked,
+        "SELECT status, assignee_id FROM communications.conversations WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        tenant.0,
+        id,
+    )
+    .fetch_optional(&mut *db)
+    .await?
+    .ok_or_else(|| ApiError::NotFound("conversation"))
+}
+
+/// Sets the conversation's status, snooze time and assignee as given.
+pub async fn update(
+    db: &mut PgConnection,
+    id: Uuid,
+    status: &str,
+    snoozed_until: Option<DateTime<Utc>>,
+    assignee: Option<Uuid>,
+) -> Result<(), ApiError> {
+    sqlx::query!(
+        r#"UPDATE communications.conversations SET status = $2, snoozed_until = $3, assignee_id = $4, updated_at = now()
+           WHERE id = $1"#,
+        id,
+        status,
+        snoozed_until,
+        assignee,
+    )
+    .execute(&mut *db)
+    .await?;
+    Ok(())
+}
+
+/// Snoozed conversations whose time has come are open again (each once: the row lock and the
+/// status check make concurrent wakers agree); returns (tenant, conversation) of each.
+pub async fn wake_due(db: &mut PgConnection) -> Result<Vec<(Uuid, Uuid)>, ApiError> {
+    let rows = sqlx::query!(
+        r#"UPDATE communications.conversations SET status = 'open', snoozed_until = NULL, updated_at = now()
+           WHERE id IN (SELECT id FROM communications.conversations
+                        WHERE status = 'snoozed' AND snoozed_until <= now()
+                        ORDER BY snoozed_until LIMIT 500 FOR UPDATE SKIP LOCKED)
+           RETURNING tenant_id, id"#,
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.tenant_id, row.id)).collect())
+}
