@@ -194,3 +194,31 @@ async fn a_snoozed_conversation_wakes_up_on_a_new_inbound_message() {
         .unwrap();
     assert!(woke, "no longer snoozed until a later time");
 }
+
+#[tokio::test]
+async fn envelopes_stored_before_the_inbox_are_processed_once() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    post_meta(&sim, "4915112345678", "Sent before the upgrade").await;
+    wait_for_inbound(&app, &tenant, 1).await;
+    // As the envelope was left by the release before the inbox: kept, never processed.
+    for statement in [
+        "DELETE FROM communications.changes",
+        "DELETE FROM communications.messages WHERE direction = 'inbound'",
+        "DELETE FROM communications.conversations",
+        "UPDATE communications.webhook_envelopes SET outcome = 'stored' WHERE provider = 'meta'",
+    ] {
+        sqlx::query(statement).execute(&app.pool).await.unwrap();
+    }
+    let rows = wait_for_inbound(&app, &tenant, 1).await;
+    assert_eq!(rows[0].text.as_deref(), Some("Sent before the upgrade"));
+    let outcome: String =
+        sqlx::query_scalar("SELECT outcome FROM communications.webhook_envelopes WHERE provider = 'meta'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(outcome, "applied");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(inbound(&app, &tenant).await.len(), 1, "processed once");
+}

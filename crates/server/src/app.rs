@@ -256,16 +256,15 @@ pub fn spawn_cron_triggers(
     supervise::spawn_loop("cron-triggers", move || communications::triggers::cron::run(communications.clone(), poll))
 }
 
-/// Starts the task that opens snoozed conversations when their time comes (every serve and
-/// worker process; row locks give each wake-up to one), as often as delayed jobs are checked.
+/// Starts the inbox's upkeep: snoozed conversations open when their time comes, and inbound
+/// envelopes stored before the inbox are processed (every serve and worker process; row locks
+/// give each to one), as often as delayed jobs are checked.
 pub fn spawn_snooze_wakeups(
     settings: &Settings,
     communications: communications::Communications,
 ) -> tokio::task::JoinHandle<()> {
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms);
-    supervise::spawn_loop("snooze-wakeups", move || {
-        communications::inbox::run_snooze_wakeups(communications.clone(), poll)
-    })
+    supervise::spawn_loop("inbox-upkeep", move || communications::inbox::run_upkeep(communications.clone(), poll))
 }
 
 /// Checked when the settings load; an error here means they were built some other way.

@@ -13,6 +13,8 @@
 //!   claim (one winner), release, snooze, resolve, reopen — each change with its change row.
 //! - [`wake_snoozed`]: snoozed conversations open again when their time comes, once, whichever
 //!   process gets there first.
+//! - [`process_stored`]: inbound envelopes kept before the inbox existed (outcome `stored`, tenant
+//!   known) are processed once, from their stored bodies.
 
 pub mod http;
 pub mod inbound;
@@ -37,14 +39,53 @@ pub async fn wake_snoozed(module: &Communications) -> Result<usize, ApiError> {
     Ok(woken.len())
 }
 
-/// Wakes snoozed conversations every `interval` until the task is dropped.
-pub async fn run_snooze_wakeups(module: Communications, interval: Duration) {
+/// Processes up to 100 stored inbound envelopes (Meta notifications, Twilio inbound SMS) of a
+/// known tenant, oldest first, each once (row locks, then outcome `applied`); returns how many.
+pub async fn process_stored(module: &Communications) -> Result<usize, ApiError> {
+    let mut tx = module.pool.begin().await?;
+    let envelopes = sqlx::query!(
+        r#"SELECT id, tenant_id AS "tenant_id!", provider, kind, body, received_at
+           FROM communications.webhook_envelopes
+           WHERE outcome = 'stored' AND tenant_id IS NOT NULL
+             AND ((provider = 'meta' AND kind = 'notification') OR (provider = 'twilio' AND kind = 'inbound'))
+           ORDER BY received_at LIMIT 100 FOR UPDATE SKIP LOCKED"#,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for envelope in &envelopes {
+        let events = match envelope.provider.as_str() {
+            "meta" => cpaas::webhooks::meta::parse(envelope.body.as_bytes()).unwrap_or_default(),
+            _ => {
+                let form = cpaas::webhooks::twilio::parse_form(envelope.body.as_bytes());
+                cpaas::webhooks::twilio::parse_inbound_message(&form, envelope.received_at)
+            }
+        };
+        for event in &events {
+            inbound::receive(&mut tx, envelope.tenant_id, event).await?;
+        }
+        sqlx::query!("UPDATE communications.webhook_envelopes SET outcome = 'applied' WHERE id = $1", envelope.id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    if !envelopes.is_empty() {
+        tracing::info!(count = envelopes.len(), "processed inbound envelopes stored before the inbox");
+    }
+    Ok(envelopes.len())
+}
+
+/// Wakes snoozed conversations and processes stored inbound envelopes every `interval` until the
+/// task is dropped.
+pub async fn run_upkeep(module: Communications, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         if let Err(error) = wake_snoozed(&module).await {
             tracing::warn!(%error, "waking snoozed conversations failed");
+        }
+        if let Err(error) = process_stored(&module).await {
+            tracing::warn!(%error, "processing stored inbound envelopes failed");
         }
     }
 }
