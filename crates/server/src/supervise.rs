@@ -94,10 +94,6 @@ impl DispatchHealth {
         Self { inner: Arc::new(inner) }
     }
 
-    pub fn expected(&self) -> usize {
-        self.inner.expected
-    }
-
     pub fn alive(&self) -> usize {
         self.inner.alive.load(Ordering::SeqCst)
     }
