@@ -130,7 +130,7 @@ async fn resolve_and_reopen_and_one_unresolved_conversation_per_contact() {
         .await
         .unwrap();
     assert_eq!(resolved["status"], "resolved");
-    // A new message starts a new conversation; the old one cannot be reopened beside it.
+    // A new message of the contact opens it again.
     sim.post_inbound(InboundSpec::Meta {
         phone_number_id: "106540352242922".into(),
         from: "4915112345678".into(),
@@ -140,16 +140,31 @@ async fn resolve_and_reopen_and_one_unresolved_conversation_per_contact() {
     .unwrap();
     let open: Value = app.get("/api/v1/conversations?status=open", &tenant.api_key).await.json().await.unwrap();
     assert_eq!(open["items"].as_array().unwrap().len(), 1, "{open}");
-    assert_ne!(open["items"][0]["id"], id.as_str());
-    let refused = app.post(&format!("/api/v1/conversations/{id}/reopen"), &tenant.api_key, json!({})).await;
+    assert_eq!(open["items"][0]["id"], id.as_str());
+    // An older conversation of the contact on the same account cannot be reopened beside it.
+    let older = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO communications.conversations (id, tenant_id, contact_id, channel, channel_account_id, status, last_message_at)
+         SELECT $1, tenant_id, contact_id, channel, channel_account_id, 'resolved', now() - interval '1 day'
+         FROM communications.conversations WHERE id = $2::uuid",
+    )
+    .bind(older)
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let refused = app.post(&format!("/api/v1/conversations/{older}/reopen"), &tenant.api_key, json!({})).await;
     assert_error(refused, 409, "conflict").await;
-    let newer = open["items"][0]["id"].as_str().unwrap().to_owned();
-    app.post(&format!("/api/v1/conversations/{newer}/resolve"), &tenant.api_key, json!({})).await;
-    let reopened: Value =
-        app.post(&format!("/api/v1/conversations/{id}/reopen"), &tenant.api_key, json!({})).await.json().await.unwrap();
+    app.post(&format!("/api/v1/conversations/{id}/resolve"), &tenant.api_key, json!({})).await;
+    let reopened: Value = app
+        .post(&format!("/api/v1/conversations/{older}/reopen"), &tenant.api_key, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(reopened["status"], "open");
     let all: Value = app.get("/api/v1/conversations", &tenant.api_key).await.json().await.unwrap();
-    assert_eq!(all["items"][0]["id"], newer.as_str(), "newest activity first: {all}");
+    assert_eq!(all["items"][0]["id"], id.as_str(), "newest activity first: {all}");
 }
 
 #[tokio::test]

@@ -124,6 +124,10 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/conversations/{id}/snooze", "post"),
         ("/api/v1/conversations/{id}/resolve", "post"),
         ("/api/v1/conversations/{id}/reopen", "post"),
+        ("/api/v1/conversations/{id}/read", "post"),
+        ("/api/v1/conversations/summary", "get"),
+        ("/api/v1/conversations/{id}/messages", "post"),
+        ("/api/v1/stream", "get"),
     ];
     for (path, method) in expected {
         assert!(

@@ -139,7 +139,7 @@ async fn a_redelivered_inbound_message_is_stored_once() {
 }
 
 #[tokio::test]
-async fn an_inbound_sms_opens_its_own_conversation_and_a_resolved_one_is_not_reused() {
+async fn an_inbound_sms_opens_its_own_conversation_and_a_new_one_reopens_it_once_resolved() {
     let (app, sim) = spawn_app_with_sim(|_| {}).await;
     let tenant = app.create_tenant("alpine").await;
     sms(&app, &tenant).await;
@@ -164,7 +164,7 @@ async fn an_inbound_sms_opens_its_own_conversation_and_a_resolved_one_is_not_reu
         .unwrap();
     post("Another question").await.unwrap();
     let rows = wait_for_inbound(&app, &tenant, 2).await;
-    assert_ne!(rows[1].conversation_id, rows[0].conversation_id, "a resolved conversation stays resolved");
+    assert_eq!(rows[1].conversation_id, rows[0].conversation_id, "the resolved conversation is reopened");
     assert_eq!(rows[1].contact_id, rows[0].contact_id);
     assert_eq!(rows[1].conversation_status, "open");
 }

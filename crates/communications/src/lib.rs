@@ -41,6 +41,8 @@ pub struct Communications {
     pub queue_waker: messages::queue::QueueWaker,
     /// How failed sends are retried, at send time and when a provider reports a failure later.
     pub retry: dispatch::RetryPolicy,
+    /// This process's feed of inbox changes for the live streams; writers signal it after commits.
+    pub feed: inbox::stream::ChangeFeed,
     /// Stores accepted messages in shared transactions; started on first use.
     acceptor: Arc<OnceLock<Acceptor>>,
 }
@@ -66,6 +68,7 @@ impl Communications {
             sns,
             queue_waker,
             retry: dispatch::RetryPolicy::default(),
+            feed: inbox::stream::ChangeFeed::default(),
             acceptor: Arc::default(),
         }
     }

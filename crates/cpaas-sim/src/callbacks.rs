@@ -26,10 +26,31 @@ pub enum CallbackStatus {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "provider", rename_all = "snake_case")]
 pub enum InboundSpec {
-    Meta { phone_number_id: String, from: String, text: String },
-    Twilio { account_sid: String, from: String, to: String, body: String },
-    TwilioMissedCall { account_sid: String, from: String, to: String, call_status: String },
-    SesInbound { from: String, to: String, subject: String, text: String },
+    Meta {
+        phone_number_id: String,
+        from: String,
+        text: String,
+    },
+    Twilio {
+        account_sid: String,
+        from: String,
+        to: String,
+        body: String,
+    },
+    TwilioMissedCall {
+        account_sid: String,
+        from: String,
+        to: String,
+        call_status: String,
+    },
+    /// `in_reply_to`: the Message-ID the mail answers (sent as In-Reply-To and References).
+    SesInbound {
+        from: String,
+        to: String,
+        subject: String,
+        text: String,
+        in_reply_to: Option<String>,
+    },
 }
 
 pub(crate) async fn post_status_callbacks(
@@ -124,8 +145,8 @@ pub(crate) async fn post_inbound(state: &Arc<SimState>, inbound: InboundSpec) ->
             let (url, form) = twilio::missed_call(state, &account_sid, &from, &to, &call_status)?;
             post_twilio(state, &url, &form).await
         }
-        InboundSpec::SesInbound { from, to, subject, text } => {
-            let record = ses::inbound_record(state, &from, &to, &subject, &text);
+        InboundSpec::SesInbound { from, to, subject, text, in_reply_to } => {
+            let record = ses::inbound_record(state, &from, &to, &subject, &text, in_reply_to.as_deref());
             post_sns(state, &state.config.ses_inbound_topic_arn(), &record.to_string()).await
         }
     }

@@ -465,14 +465,24 @@ pub(crate) fn event_record(
 }
 
 /// The receipt-rule SNS-action notification (ses.md §4) for one inbound mail.
-pub(crate) fn inbound_record(state: &SimState, from: &str, to: &str, subject: &str, text: &str) -> Value {
+pub(crate) fn inbound_record(
+    state: &SimState,
+    from: &str,
+    to: &str,
+    subject: &str,
+    text: &str,
+    in_reply_to: Option<&str>,
+) -> Value {
     let now = chrono::Utc::now();
     let date = now.to_rfc2822();
     let message_id = random_hex(26);
     let header_message_id = format!("<{}@{}>", uuid::Uuid::new_v4(), domain_of(from));
+    let threading = in_reply_to
+        .map(|id| format!("In-Reply-To: <{id}>\r\nReferences: <{id}>\r\n", id = id.trim_matches(['<', '>'])))
+        .unwrap_or_default();
     let content = format!(
         "Return-Path: <{from}>\r\nFrom: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\n\
-         Message-ID: {header_message_id}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\
+         Message-ID: {header_message_id}\r\n{threading}MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\
          Content-Transfer-Encoding: 8bit\r\n\r\n{text}\r\n"
     );
     let region = &state.config.aws_region;

@@ -235,6 +235,7 @@ async fn ses_events_signed_with(version: u8) {
         to: "support@example.com".into(),
         subject: "Help".into(),
         text: "Hi there".into(),
+        in_reply_to: None,
     })
     .await
     .unwrap();

@@ -60,9 +60,19 @@ impl Application {
     /// period; connections still open after it are dropped.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+        // The inbox's live streams follow this feed; it lives as long as the server.
+        let feed = self.communications.feed.clone();
+        let pool = self.communications.pool.clone();
+        let feed_task = supervise::spawn_loop("change-feed", {
+            let feed = feed.clone();
+            move || communications::inbox::stream::run_feed(pool.clone(), feed.clone())
+        });
+        let _feed_task = supervise::AbortOnDrop(feed_task);
         let graceful = async move {
             shutdown.await;
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            // Streams never finish by themselves: end them so their connections can close.
+            feed.close();
             let _ = stopping_tx.send(true);
         };
         let server = axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())

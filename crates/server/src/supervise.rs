@@ -21,7 +21,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
 
 /// Aborts the task when dropped, so aborting a supervisor also stops what it supervises.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -27,6 +27,10 @@ pub fn router() -> OpenApiRouter<Communications> {
         .routes(routes!(snooze))
         .routes(routes!(resolve))
         .routes(routes!(reopen))
+        .routes(routes!(super::unread::mark_read))
+        .routes(routes!(super::unread::unread_summary))
+        .routes(routes!(super::reply::reply))
+        .routes(routes!(super::stream::stream))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -45,6 +49,8 @@ pub struct ConversationView {
     /// The newest message's content.
     #[schema(value_type = Option<Object>)]
     pub last_message: Option<Value>,
+    /// Inbound messages the calling agent has not read (`null` for an operator key).
+    pub unread_count: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -61,6 +67,7 @@ fn view(row: ConversationRow) -> ConversationView {
         last_message_at: row.last_message_at,
         last_inbound_at: row.last_inbound_at,
         last_message: row.preview,
+        unread_count: row.unread_count,
         created_at: row.created_at,
     }
 }
@@ -74,6 +81,9 @@ pub struct ConversationFilter {
     pub assignee: Option<String>,
     pub channel: Option<Channel>,
     pub contact_id: Option<Uuid>,
+    /// Only conversations with messages the calling agent has not read.
+    #[serde(default)]
+    pub unread: bool,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -105,9 +115,18 @@ pub async fn list_conversations(
                 .map_err(|_| ApiError::validation("assignee", "is not me, unassigned or an agent id"))?,
         )),
     };
-    let list_filter =
-        ListFilter { status: filter.status.clone(), assignee, channel: filter.channel, contact_id: filter.contact_id };
-    let rows = conversations::list(&module.pool, caller.tenant_id, &list_filter, page).await?;
+    let agent = caller.agent_id().map(|agent| agent.0);
+    if filter.unread && agent.is_none() {
+        return Err(ApiError::validation("unread", "unread counts are an agent's"));
+    }
+    let list_filter = ListFilter {
+        status: filter.status.clone(),
+        assignee,
+        channel: filter.channel,
+        contact_id: filter.contact_id,
+        unread_only: filter.unread,
+    };
+    let rows = conversations::list(&module.pool, caller.tenant_id, agent, &list_filter, page).await?;
     let views: Vec<ConversationView> = rows.into_iter().map(view).collect();
     Ok(Json(Page::from_rows(views, page, |c| c.id)))
 }
@@ -121,7 +140,8 @@ pub async fn get_conversation(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    Ok(Json(view(conversations::find(&module.pool, caller.tenant_id, id).await?)))
+    let agent = caller.agent_id().map(|agent| agent.0);
+    Ok(Json(view(conversations::find(&module.pool, caller.tenant_id, agent, id).await?)))
 }
 
 /// The calling agent takes the conversation. Exactly one of concurrent claims wins; claiming
@@ -247,5 +267,7 @@ async fn change(
     let payload = json!({ "status": status, "assignee_id": assignee, "snoozed_until": snoozed_until });
     record_change(&mut tx, caller.tenant_id.0, kind, id, None, payload).await?;
     tx.commit().await?;
-    Ok(Json(view(conversations::find(&module.pool, caller.tenant_id, id).await?)))
+    module.feed.signal();
+    let agent = caller.agent_id().map(|agent| agent.0);
+    Ok(Json(view(conversations::find(&module.pool, caller.tenant_id, agent, id).await?)))
 }

@@ -64,7 +64,25 @@ pub async fn receive(tx: &mut PgConnection, tenant: Uuid, event: &ProviderEvent)
     }
     let contact = resolve_contact(tx, tenant, channel, from, from_name.as_deref()).await?;
     let account = account_of(tx, tenant, channel).await?;
-    let (conversation_id, new_conversation) = resolve_conversation(tx, tenant, contact, channel, account).await?;
+    let threaded = match content {
+        InboundContent::Email { in_reply_to, references, .. } => {
+            thread_of(tx, tenant, in_reply_to.as_deref(), references).await?
+        }
+        _ => None,
+    };
+    let resolved = match threaded {
+        Some(resolved) => resolved,
+        None => resolve_conversation(tx, tenant, contact, channel, account).await?,
+    };
+    let (conversation_id, new_conversation) = match resolved {
+        Resolved::Open(id) => (id, false),
+        Resolved::Reopened(id) => {
+            let payload = json!({ "status": "open", "reopened": true });
+            record_change(tx, tenant, "conversation.status_changed", id, None, payload).await?;
+            (id, false)
+        }
+        Resolved::Created(id) => (id, true),
+    };
     // Joining the conversation moves its activity (a trigger: `last_message_at` never goes back).
     sqlx::query!(
         "UPDATE communications.messages SET contact_id = $2, conversation_id = $3 WHERE id = $1",
@@ -132,15 +150,97 @@ async fn account_of(tx: &mut PgConnection, tenant: Uuid, channel: Channel) -> Re
     .await?)
 }
 
-/// The contact's unresolved conversation on the account (a snoozed one wakes up), else a new one.
-/// The partial unique index makes concurrent first messages agree on one conversation.
+/// The conversation of the mail an email answers (its In-Reply-To or References name a mail we
+/// sent: SES's Message-ID is `<provider message id@…amazonses.com>`), opened again if it was
+/// resolved or snoozed — unless its contact has another unresolved conversation on the account,
+/// which then takes the mail as usual.
+async fn thread_of(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    in_reply_to: Option<&str>,
+    references: &[String],
+) -> Result<Option<Resolved>, ApiError> {
+    let ids: Vec<String> = in_reply_to
+        .into_iter()
+        .chain(references.iter().map(String::as_str))
+        .filter_map(|id| id.trim().trim_start_matches('<').split('@').next())
+        .filter(|local| !local.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let found = sqlx::query!(
+        r#"SELECT c.id, c.status FROM communications.messages m
+           JOIN communications.conversations c ON c.id = m.conversation_id
+           WHERE m.tenant_id = $1 AND m.provider = 'ses' AND m.provider_message_id = ANY($2)
+           ORDER BY m.id DESC LIMIT 1"#,
+        tenant,
+        &ids,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(found) = found else { return Ok(None) };
+    if found.status == "open" {
+        return Ok(Some(Resolved::Open(found.id)));
+    }
+    let reopened = sqlx::query!(
+        r#"UPDATE communications.conversations c SET status = 'open', snoozed_until = NULL, updated_at = now()
+           WHERE c.id = $1 AND NOT EXISTS (
+               SELECT 1 FROM communications.conversations o
+               WHERE o.tenant_id = c.tenant_id AND o.contact_id = c.contact_id AND o.channel = c.channel
+                 AND o.channel_account_id IS NOT DISTINCT FROM c.channel_account_id
+                 AND o.status <> 'resolved' AND o.id <> c.id)"#,
+        found.id,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok((reopened.rows_affected() == 1).then_some(Resolved::Reopened(found.id)))
+}
+
+/// Where a new message of the contact goes: its unresolved conversation on the account (a
+/// snoozed one wakes up), else its latest resolved one, opened again, else a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolved {
+    Open(Uuid),
+    Reopened(Uuid),
+    Created(Uuid),
+}
+
 async fn resolve_conversation(
     tx: &mut PgConnection,
     tenant: Uuid,
     contact: Uuid,
     channel: Channel,
     account: Option<Uuid>,
-) -> Result<(Uuid, bool), ApiError> {
+) -> Result<Resolved, ApiError> {
+    // Locked: concurrent messages of the contact wait here and then see the reopened row.
+    let latest = sqlx::query!(
+        r#"SELECT id, status FROM communications.conversations
+           WHERE tenant_id = $1 AND contact_id = $2 AND channel = $3 AND channel_account_id IS NOT DISTINCT FROM $4
+           ORDER BY (status <> 'resolved') DESC, last_message_at DESC NULLS LAST, id DESC
+           LIMIT 1 FOR UPDATE"#,
+        tenant,
+        contact,
+        channel.as_str(),
+        account,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(latest) = latest {
+        if latest.status == "open" {
+            return Ok(Resolved::Open(latest.id));
+        }
+        sqlx::query!(
+            r#"UPDATE communications.conversations SET status = 'open', snoozed_until = NULL, updated_at = now()
+               WHERE id = $1"#,
+            latest.id,
+        )
+        .execute(&mut *tx)
+        .await?;
+        return Ok(Resolved::Reopened(latest.id));
+    }
+    // The partial unique index makes concurrent first messages agree on one conversation.
     let row = sqlx::query!(
         r#"INSERT INTO communications.conversations (id, tenant_id, contact_id, channel, channel_account_id)
            VALUES ($1, $2, $3, $4, $5)
@@ -155,10 +255,10 @@ async fn resolve_conversation(
     )
     .fetch_one(&mut *tx)
     .await?;
-    Ok((row.id, row.created))
+    Ok(if row.created { Resolved::Created(row.id) } else { Resolved::Open(row.id) })
 }
 
-/// Appends a change for the live stream.
+/// Appends a change for the whole tenant's streams.
 pub(crate) async fn record_change(
     tx: &mut PgConnection,
     tenant: Uuid,
@@ -167,18 +267,7 @@ pub(crate) async fn record_change(
     message: Option<Uuid>,
     payload: serde_json::Value,
 ) -> Result<(), ApiError> {
-    sqlx::query!(
-        r#"INSERT INTO communications.changes (tenant_id, kind, conversation_id, message_id, payload)
-           VALUES ($1, $2, $3, $4, $5)"#,
-        tenant,
-        kind,
-        conversation,
-        message,
-        payload,
-    )
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    super::changes::append(tx, tenant, kind, Some(conversation), message, None, payload).await
 }
 
 /// A short, plain-text preview of the content for lists and notifications.

@@ -9,6 +9,11 @@
 //! Conversations keep `last_message_at` through a database trigger on messages, so no writer can
 //! forget it and concurrent inserts cannot move it backwards.
 
+//! - `unread.rs`: per-agent read cursors, unread counts and the inbox badge.
+//! - `reply.rs`: agents answer through the outbound pipeline (WhatsApp's 24-hour window,
+//!   email threading).
+//! - `changes.rs` and `stream.rs`: the durable change log and the live stream over it
+//!   (`GET /api/v1/stream`, Server-Sent Events with replay from `Last-Event-ID`).
 //! - `http.rs` and `repository.rs`: the conversations API — list by activity, one conversation,
 //!   claim (one winner), release, snooze, resolve, reopen — each change with its change row.
 //! - [`wake_snoozed`]: snoozed conversations open again when their time comes, once, whichever
@@ -16,9 +21,13 @@
 //! - [`process_stored`]: inbound envelopes kept before the inbox existed (outcome `stored`, tenant
 //!   known) are processed once, from their stored bodies.
 
+pub mod changes;
 pub mod http;
 pub mod inbound;
+pub mod reply;
 pub mod repository;
+pub mod stream;
+pub mod unread;
 
 use std::time::Duration;
 
@@ -36,6 +45,9 @@ pub async fn wake_snoozed(module: &Communications) -> Result<usize, ApiError> {
         inbound::record_change(&mut tx, *tenant, "conversation.status_changed", *conversation, None, payload).await?;
     }
     tx.commit().await?;
+    if !woken.is_empty() {
+        module.feed.signal();
+    }
     Ok(woken.len())
 }
 
@@ -69,18 +81,32 @@ pub async fn process_stored(module: &Communications) -> Result<usize, ApiError> 
     }
     tx.commit().await?;
     if !envelopes.is_empty() {
+        module.feed.signal();
         tracing::info!(count = envelopes.len(), "processed inbound envelopes stored before the inbox");
     }
     Ok(envelopes.len())
 }
 
-/// Wakes snoozed conversations and processes stored inbound envelopes every `interval` until the
-/// task is dropped.
+/// How long the change log keeps changes for streams resuming with `Last-Event-ID`.
+pub const CHANGE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the change log is trimmed.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// Wakes snoozed conversations and processes stored inbound envelopes every `interval`, and
+/// trims the change log every minute, until the task is dropped.
 pub async fn run_upkeep(module: Communications, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut trimmed_at = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
+        if trimmed_at.elapsed() >= TRIM_EVERY {
+            trimmed_at = tokio::time::Instant::now();
+            let before = chrono::Utc::now() - chrono::Duration::from_std(CHANGE_RETENTION).unwrap_or_default();
+            if let Err(error) = changes::trim(&module.pool, before).await {
+                tracing::warn!(%error, "trimming the change log failed");
+            }
+        }
         if let Err(error) = wake_snoozed(&module).await {
             tracing::warn!(%error, "waking snoozed conversations failed");
         }

@@ -24,6 +24,8 @@ pub struct ConversationRow {
     pub last_message_at: Option<DateTime<Utc>>,
     pub last_inbound_at: Option<DateTime<Utc>>,
     pub preview: Option<Value>,
+    /// Inbound messages the calling agent has not read (`None` for an operator key).
+    pub unread_count: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -35,12 +37,15 @@ pub struct ListFilter {
     pub assignee: Option<Option<Uuid>>,
     pub channel: Option<Channel>,
     pub contact_id: Option<Uuid>,
+    /// Only conversations with messages the agent has not read.
+    pub unread_only: bool,
 }
 
 /// Newest activity first; the cursor is the last conversation of the previous page.
 pub async fn list(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
+    agent: Option<Uuid>,
     filter: &ListFilter,
     page: PageRequest,
 ) -> Result<Vec<ConversationRow>, ApiError> {
@@ -54,14 +59,18 @@ pub async fn list(
                   c.channel_account_id, c.status, c.assignee_id, c.snoozed_until, c.last_message_at,
                   c.last_inbound_at, c.created_at,
                   (SELECT m.content FROM communications.messages m WHERE m.conversation_id = c.id
-                   ORDER BY m.id DESC LIMIT 1) AS preview
+                   ORDER BY m.id DESC LIMIT 1) AS preview,
+                  CASE WHEN $9::uuid IS NULL THEN NULL
+                       ELSE GREATEST(c.inbound_count - COALESCE(r.read_count, 0), 0) END AS unread_count
            FROM communications.conversations c
            JOIN communications.contacts k ON k.id = c.contact_id
+           LEFT JOIN communications.read_cursors r ON r.agent_id = $9 AND r.conversation_id = c.id
            WHERE c.tenant_id = $1
              AND ($2::text IS NULL OR c.status = $2)
              AND (NOT $3 OR c.assignee_id IS NOT DISTINCT FROM $4)
              AND ($5::text IS NULL OR c.channel = $5)
              AND ($6::uuid IS NULL OR c.contact_id = $6)
+             AND (NOT $10 OR c.inbound_count > COALESCE(r.read_count, 0))
              AND ($7::uuid IS NULL OR (c.last_message_at, c.id) <
                   (SELECT p.last_message_at, p.id FROM communications.conversations p WHERE p.id = $7 AND p.tenant_id = $1))
            ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
@@ -74,24 +83,35 @@ pub async fn list(
         filter.contact_id,
         page.after,
         page.fetch_limit(),
+        agent,
+        filter.unread_only,
     )
     .fetch_all(db)
     .await?)
 }
 
-pub async fn find(db: impl PgExecutor<'_>, tenant: TenantId, id: Uuid) -> Result<ConversationRow, ApiError> {
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    agent: Option<Uuid>,
+    id: Uuid,
+) -> Result<ConversationRow, ApiError> {
     sqlx::query_as!(
         ConversationRow,
         r#"SELECT c.id, c.contact_id, k.display_name AS contact_name, c.channel AS "channel: Channel",
                   c.channel_account_id, c.status, c.assignee_id, c.snoozed_until, c.last_message_at,
                   c.last_inbound_at, c.created_at,
                   (SELECT m.content FROM communications.messages m WHERE m.conversation_id = c.id
-                   ORDER BY m.id DESC LIMIT 1) AS preview
+                   ORDER BY m.id DESC LIMIT 1) AS preview,
+                  CASE WHEN $3::uuid IS NULL THEN NULL
+                       ELSE GREATEST(c.inbound_count - COALESCE(r.read_count, 0), 0) END AS unread_count
            FROM communications.conversations c
            JOIN communications.contacts k ON k.id = c.contact_id
+           LEFT JOIN communications.read_cursors r ON r.agent_id = $3 AND r.conversation_id = c.id
            WHERE c.tenant_id = $1 AND c.id = $2"#,
         tenant.0,
         id,
+        agent,
     )
     .fetch_optional(db)
     .await?

@@ -79,6 +79,11 @@ pub enum MessageContent {
         text: Option<String>,
         html: Option<String>,
         attachments: Vec<StoredAttachment>,
+        /// An agent's reply: the answered mail's References then its Message-ID, space-separated
+        /// (sent as `References`, the last one as `In-Reply-To`), so the customer's client
+        /// threads it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        in_reply_to: Option<String>,
     },
     /// An approved Meta template (WhatsApp outside the 24-hour window).
     WhatsappTemplate {
@@ -154,6 +159,7 @@ pub fn for_channel(input: &ContentInput, channel: Channel) -> Result<MessageCont
                 text: text.map(str::to_owned),
                 html,
                 attachments: attachments(input.attachments.as_deref().unwrap_or_default())?,
+                in_reply_to: None,
             })
         }
     }
@@ -211,7 +217,7 @@ impl MessageContent {
                     components: components.clone(),
                 })
             }
-            Self::Email { subject, text, html, attachments } => cpaas::Content::Email {
+            Self::Email { subject, text, html, attachments, in_reply_to } => cpaas::Content::Email {
                 subject: subject.clone(),
                 text: text.clone(),
                 html: html.clone(),
@@ -227,7 +233,7 @@ impl MessageContent {
                         })
                     })
                     .collect::<Result<_, String>>()?,
-                in_reply_to: None,
+                in_reply_to: in_reply_to.clone(),
             },
         })
     }
@@ -299,6 +305,7 @@ mod tests {
                 content_type: "text/plain".into(),
                 data: "aGk=".into(),
             }],
+            in_reply_to: None,
         };
         match email.to_cpaas().unwrap() {
             cpaas::Content::Email { attachments, .. } => assert_eq!(attachments[0].data, b"hi"),

@@ -532,3 +532,14 @@ pub async fn suppression(
     .fetch_optional(db)
     .await?)
 }
+
+/// Whether `tenant` has the conversation (a message may only join its own tenant's).
+pub async fn conversation_exists(db: impl PgExecutor<'_>, tenant: TenantId, id: Uuid) -> Result<bool, ApiError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM communications.conversations WHERE tenant_id = $1 AND id = $2) AS "exists!""#,
+        tenant.0,
+        id,
+    )
+    .fetch_one(db)
+    .await?)
+}

@@ -136,6 +136,11 @@ impl Communications {
         if !metadata.is_object() || metadata.to_string().len() > MAX_METADATA_BYTES {
             return Err(ApiError::validation("metadata", "must be an object of at most 16 KiB"));
         }
+        if let Some(conversation) = request.conversation_id
+            && !repository::conversation_exists(&self.pool, tenant, conversation).await?
+        {
+            return Err(ApiError::validation("conversation_id", "is not a conversation of this workspace"));
+        }
         let mut contents = Vec::with_capacity(chain.len());
         for channel in chain {
             contents.push((channel, self.content_for(tenant, &request.content, channel).await?));

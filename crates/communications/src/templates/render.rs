@@ -349,7 +349,7 @@ pub fn render(
             if text.as_ref().is_some_and(|t| t.chars().count() > MAX_TEXT) {
                 return Err(too_long("email text", MAX_TEXT));
             }
-            Ok(MessageContent::Email { subject, text, html, attachments: Vec::new() })
+            Ok(MessageContent::Email { subject, text, html, attachments: Vec::new(), in_reply_to: None })
         }
         VariantBody::Whatsapp(WhatsappBody { text: Some(text), .. }) => {
             let text = render_one("text", text)?.trim().to_owned();
@@ -543,6 +543,7 @@ mod tests {
                 text: Some("A & <B>".into()),
                 html: Some("<p>A &amp; &lt;B&gt;</p>".into()),
                 attachments: vec![],
+                in_reply_to: None,
             }
         );
         let sms =

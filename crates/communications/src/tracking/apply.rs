@@ -110,6 +110,10 @@ impl Communications {
         };
         tracking::settle_envelope(&mut *tx, id, applied.outcome.as_str(), applied.tenant, pending).await?;
         tx.commit().await?;
+        if applied.outcome == EnvelopeOutcome::Applied {
+            // New conversations and messages, statuses of replies: the streams read them now.
+            self.feed.signal();
+        }
         metrics::counter!("webhook_envelopes_total", "provider" => envelope.provider.to_owned(), "outcome" => applied.outcome.as_str()).increment(1);
         Ok(applied.outcome)
     }
@@ -184,8 +188,13 @@ pub(crate) async fn apply_events(
                 outcome
             }
             ProviderEvent::InboundMessage { provider, to, .. } => {
-                if tenant.is_none() && *provider == cpaas::Provider::Meta {
-                    tenant = tracking::tenant_of_meta_number(&mut *tx, to).await?;
+                if tenant.is_none() {
+                    tenant = match provider {
+                        cpaas::Provider::Meta => tracking::tenant_of_meta_number(&mut *tx, to).await?,
+                        // Mail to a domain a tenant sends from, among the topic's tenants.
+                        cpaas::Provider::Ses => tracking::tenant_of_mail_domain(&mut *tx, to, scope).await?,
+                        _ => None,
+                    };
                 }
                 // Without a tenant it is kept for later; with one it becomes a conversation now.
                 match tenant {

@@ -243,3 +243,24 @@ pub async fn tenant_of_meta_number(db: impl PgExecutor<'_>, phone_number_id: &st
     .fetch_optional(db)
     .await?)
 }
+
+/// The tenant whose SES configuration sends from the domain of `recipient`, among `scope` (any
+/// tenant when empty); the newest configuration wins.
+pub async fn tenant_of_mail_domain(
+    db: impl PgExecutor<'_>,
+    recipient: &str,
+    scope: &[Uuid],
+) -> Result<Option<Uuid>, ApiError> {
+    let domain = recipient.trim().rsplit_once('@').map(|(_, domain)| domain.trim_end_matches('>').to_lowercase());
+    let Some(domain) = domain else { return Ok(None) };
+    Ok(sqlx::query_scalar!(
+        r#"SELECT tenant_id AS "tenant_id!" FROM communications.provider_configs
+           WHERE provider = 'ses' AND tenant_id IS NOT NULL AND lower(settings->>'domain') = $1
+             AND (cardinality($2::uuid[]) = 0 OR tenant_id = ANY($2))
+           ORDER BY created_at DESC LIMIT 1"#,
+        domain,
+        scope,
+    )
+    .fetch_optional(db)
+    .await?)
+}

@@ -30,7 +30,9 @@ pub struct MailParts<'a> {
     pub text: Option<&'a str>,
     pub html: Option<&'a str>,
     pub attachments: &'a [Attachment],
-    /// The Message-ID answered, with or without angle brackets; also sent as `References`.
+    /// The Message-ID answered, with or without angle brackets; or the answered mail's
+    /// References followed by its Message-ID, separated by spaces. All go into `References`
+    /// (the newest ten), the last one into `In-Reply-To`.
     pub in_reply_to: Option<&'a str>,
 }
 
@@ -58,10 +60,13 @@ pub fn build_message(parts: &MailParts<'_>, date: DateTime<Utc>, boundary_id: &s
     push_header(&mut out, "To", &format_mailbox(parts.to)?);
     push_header(&mut out, "Subject", &encode_header_text(parts.subject));
     push_header(&mut out, "Date", &date.to_rfc2822());
-    if let Some(id) = parts.in_reply_to {
-        let id = format_message_id(id)?;
-        push_header(&mut out, "In-Reply-To", &id);
-        push_header(&mut out, "References", &id);
+    if let Some(ids) = parts.in_reply_to {
+        let ids = ids.split(' ').filter(|id| !id.is_empty()).map(format_message_id).collect::<Result<Vec<_>, _>>()?;
+        if let Some(parent) = ids.last() {
+            push_header(&mut out, "In-Reply-To", parent);
+            // Folded one id per line: a long thread stays far below the line limit.
+            push_header(&mut out, "References", &ids[ids.len().saturating_sub(10)..].join("\r\n "));
+        }
     }
     push_header(&mut out, "MIME-Version", "1.0");
 

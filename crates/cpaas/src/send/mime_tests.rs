@@ -105,6 +105,18 @@ fn threading_headers_carry_the_answered_id() {
 }
 
 #[test]
+fn a_thread_goes_into_references_and_its_newest_mail_into_in_reply_to() {
+    let mut p = parts(&[]);
+    p.in_reply_to = Some("<first@a.example> second@b.example");
+    let raw = build_message(&p, date(), "b").unwrap();
+    assert!(raw.contains("In-Reply-To: <second@b.example>\r\n"));
+    assert!(raw.contains("References: <first@a.example>\r\n <second@b.example>\r\n"));
+    let message = MessageParser::default().parse(raw.as_bytes()).unwrap();
+    assert_eq!(message.in_reply_to().as_text(), Some("second@b.example"));
+    assert_eq!(message.references().as_text_list().map(|ids| ids.len()), Some(2));
+}
+
+#[test]
 fn non_ascii_subject_and_names_are_rfc2047_encoded() {
     let subject = "Ihre Buchung für Zürich — Bestätigung 🚌 ".repeat(4);
     let attachments = [Attachment {
