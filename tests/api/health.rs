@@ -128,6 +128,10 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/conversations/summary", "get"),
         ("/api/v1/conversations/{id}/messages", "post"),
         ("/api/v1/stream", "get"),
+        ("/api/v1/conversations/{id}/assign", "post"),
+        ("/api/v1/conversations/{id}/link", "put"),
+        ("/api/v1/conversations/{id}/messages", "get"),
+        ("/api/v1/conversations/search", "get"),
     ];
     for (path, method) in expected {
         assert!(

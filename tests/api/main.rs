@@ -20,6 +20,7 @@ mod health;
 mod helpers;
 mod http_basics;
 mod inbox;
+mod inbox_context;
 mod inbox_replies;
 mod isolation;
 mod job_queue;

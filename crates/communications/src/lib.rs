@@ -41,6 +41,9 @@ pub struct Communications {
     pub queue_waker: messages::queue::QueueWaker,
     /// How failed sends are retried, at send time and when a provider reports a failure later.
     pub retry: dispatch::RetryPolicy,
+    /// Who the tenants' agents are (assigning a conversation checks); `None`: nobody can be
+    /// assigned by an admin.
+    pub agents: Option<Arc<dyn kernel::directory::AgentDirectory>>,
     /// This process's feed of inbox changes for the live streams; writers signal it after commits.
     pub feed: inbox::stream::ChangeFeed,
     /// Stores accepted messages in shared transactions; started on first use.
@@ -69,8 +72,14 @@ impl Communications {
             queue_waker,
             retry: dispatch::RetryPolicy::default(),
             feed: inbox::stream::ChangeFeed::default(),
+            agents: None,
             acceptor: Arc::default(),
         }
+    }
+
+    pub fn with_agents(mut self, agents: Arc<dyn kernel::directory::AgentDirectory>) -> Self {
+        self.agents = Some(agents);
+        self
     }
 
     pub fn with_retry(mut self, retry: dispatch::RetryPolicy) -> Self {

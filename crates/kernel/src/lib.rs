@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod batch;
 pub mod crypto;
+pub mod directory;
 pub mod error;
 pub mod extract;
 pub mod ids;

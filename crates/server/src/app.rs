@@ -100,7 +100,8 @@ pub fn communications_module(
     bound: SocketAddr,
 ) -> anyhow::Result<communications::Communications> {
     let keyring = std::sync::Arc::new(settings.secrets.keyring()?);
-    Ok(communications::Communications::new(pool, keyring)
+    Ok(communications::Communications::new(pool.clone(), keyring)
+        .with_agents(std::sync::Arc::new(IdentityAgents(pool)))
         .with_endpoints(settings.providers.endpoints(bound))
         .with_retry(settings.dispatch.retry_policy()))
 }
@@ -290,5 +291,25 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = interrupt => {}
         _ = terminate.recv() => {}
+    }
+}
+
+/// The inbox asks identity whether an agent exists before assigning a conversation to it.
+#[derive(Debug)]
+struct IdentityAgents(PgPool);
+
+impl kernel::directory::AgentDirectory for IdentityAgents {
+    fn is_agent(
+        &self,
+        tenant: kernel::ids::TenantId,
+        agent: kernel::ids::AgentId,
+    ) -> kernel::directory::Answer<'_, bool> {
+        Box::pin(async move {
+            match identity::agents::get(&self.0, tenant, agent).await {
+                Ok(_) => Ok(true),
+                Err(kernel::error::ApiError::NotFound(_)) => Ok(false),
+                Err(error) => Err(error),
+            }
+        })
     }
 }

@@ -13,6 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::context::{Context, Link, context_of, link_from_columns};
 use super::inbound::record_change;
 use super::repository::{self as conversations, ConversationRow, ListFilter};
 use crate::Communications;
@@ -24,6 +25,7 @@ pub fn router() -> OpenApiRouter<Communications> {
         .routes(routes!(get_conversation))
         .routes(routes!(claim))
         .routes(routes!(release))
+        .routes(routes!(assign))
         .routes(routes!(snooze))
         .routes(routes!(resolve))
         .routes(routes!(reopen))
@@ -31,6 +33,9 @@ pub fn router() -> OpenApiRouter<Communications> {
         .routes(routes!(super::unread::unread_summary))
         .routes(routes!(super::reply::reply))
         .routes(routes!(super::stream::stream))
+        .routes(routes!(super::context::put_link))
+        .routes(routes!(super::thread::thread))
+        .routes(routes!(super::thread::search))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -52,6 +57,11 @@ pub struct ConversationView {
     /// Inbound messages the calling agent has not read (`null` for an operator key).
     pub unread_count: Option<i64>,
     pub created_at: DateTime<Utc>,
+    /// The booking, service leg, invoice or appointment it is about.
+    pub link: Option<Link>,
+    /// The linked entity's newest row from upstream events (one conversation only, not lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<Context>,
 }
 
 fn view(row: ConversationRow) -> ConversationView {
@@ -69,6 +79,8 @@ fn view(row: ConversationRow) -> ConversationView {
         last_message: row.preview,
         unread_count: row.unread_count,
         created_at: row.created_at,
+        link: link_from_columns(row.booking_id, row.service_leg_id, row.invoice_id, row.appointment_id),
+        context: None,
     }
 }
 
@@ -84,6 +96,12 @@ pub struct ConversationFilter {
     /// Only conversations with messages the calling agent has not read.
     #[serde(default)]
     pub unread: bool,
+    /// Only conversations about this booking (likewise `service_leg_id`, `invoice_id`,
+    /// `appointment_id`; one at a time).
+    pub booking_id: Option<String>,
+    pub service_leg_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub appointment_id: Option<Uuid>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -125,6 +143,7 @@ pub async fn list_conversations(
         channel: filter.channel,
         contact_id: filter.contact_id,
         unread_only: filter.unread,
+        link: linked(&filter)?,
     };
     let rows = conversations::list(&module.pool, caller.tenant_id, agent, &list_filter, page).await?;
     let views: Vec<ConversationView> = rows.into_iter().map(view).collect();
@@ -140,8 +159,40 @@ pub async fn get_conversation(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<ConversationView>, ApiError> {
+    conversation_view(&module, caller, id).await.map(Json)
+}
+
+/// One conversation as the caller sees it, with its business context.
+pub(crate) async fn conversation_view(
+    module: &Communications,
+    caller: Caller,
+    id: Uuid,
+) -> Result<ConversationView, ApiError> {
     let agent = caller.agent_id().map(|agent| agent.0);
-    Ok(Json(view(conversations::find(&module.pool, caller.tenant_id, agent, id).await?)))
+    let mut view = view(conversations::find(&module.pool, caller.tenant_id, agent, id).await?);
+    if let Some(link) = &view.link {
+        view.context = context_of(&module.pool, caller.tenant_id.0, link).await?;
+    }
+    Ok(view)
+}
+
+fn linked(filter: &ConversationFilter) -> Result<Option<(String, String)>, ApiError> {
+    let given: Vec<(&str, String)> = [
+        ("booking", filter.booking_id.clone()),
+        ("service_leg", filter.service_leg_id.clone()),
+        ("invoice", filter.invoice_id.clone()),
+        ("appointment", filter.appointment_id.map(|id| id.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(kind, id)| id.map(|id| (kind, id)))
+    .collect();
+    match given.as_slice() {
+        [] => Ok(None),
+        [(kind, id)] => Ok(Some(((*kind).to_owned(), id.trim().to_owned()))),
+        [_, (second, _), ..] => {
+            Err(ApiError::validation(format!("{second}_id"), "filter by one linked entity at a time"))
+        }
+    }
 }
 
 /// The calling agent takes the conversation. Exactly one of concurrent claims wins; claiming
@@ -162,7 +213,7 @@ pub async fn claim(
         Some(holder) if holder != agent => {
             Err(ApiError::conflict(Some("assignee_id"), format!("agent {holder} holds this conversation")))
         }
-        _ => Ok((state.status.clone(), None, Some(agent))),
+        _ => Ok((state.status.clone(), state.snoozed_until, Some(agent))),
     })
     .await
 }
@@ -182,7 +233,42 @@ pub async fn release(
         if state.assignee_id.is_some() && state.assignee_id != me && !caller.is_admin() {
             return Err(ApiError::Forbidden("only its holder or an admin can release a conversation".into()));
         }
-        Ok((state.status.clone(), None, None))
+        Ok((state.status.clone(), state.snoozed_until, None))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRequest {
+    /// The agent to hold the conversation; `null` leaves it unassigned.
+    pub agent_id: Option<Uuid>,
+}
+
+/// An admin (or operator key) gives the conversation to an agent of the workspace, or to nobody,
+/// whoever holds it now.
+#[utoipa::path(
+    post, path = "/api/v1/conversations/{id}/assign", tag = "inbox", params(("id" = Uuid, Path)), request_body = AssignRequest,
+    responses((status = 200, body = ConversationView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody, description = "No such agent in this workspace"))
+)]
+pub async fn assign(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(request): Json<AssignRequest>,
+) -> Result<Json<ConversationView>, ApiError> {
+    if !caller.is_admin() {
+        return Err(ApiError::Forbidden("only an admin reassigns conversations".into()));
+    }
+    if let Some(agent) = request.agent_id {
+        let directory = module.agents.as_ref().ok_or_else(|| ApiError::internal("no agent directory"))?;
+        if !directory.is_agent(caller.tenant_id, kernel::ids::AgentId(agent)).await? {
+            return Err(ApiError::validation("agent_id", "is not an agent of this workspace"));
+        }
+    }
+    change(&module, caller, id, "conversation.assigned", |state| {
+        Ok((state.status.clone(), state.snoozed_until, request.agent_id))
     })
     .await
 }
@@ -268,6 +354,5 @@ async fn change(
     record_change(&mut tx, caller.tenant_id.0, kind, id, None, payload).await?;
     tx.commit().await?;
     module.feed.signal();
-    let agent = caller.agent_id().map(|agent| agent.0);
-    Ok(Json(view(conversations::find(&module.pool, caller.tenant_id, agent, id).await?)))
+    conversation_view(module, caller, id).await.map(Json)
 }

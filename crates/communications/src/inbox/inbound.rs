@@ -81,7 +81,10 @@ pub async fn receive(tx: &mut PgConnection, tenant: Uuid, event: &ProviderEvent)
             record_change(tx, tenant, "conversation.status_changed", id, None, payload).await?;
             (id, false)
         }
-        Resolved::Created(id) => (id, true),
+        Resolved::Created(id) => {
+            super::context::inherit_link(tx, id, contact).await?;
+            (id, true)
+        }
     };
     // Joining the conversation moves its activity (a trigger: `last_message_at` never goes back).
     sqlx::query!(

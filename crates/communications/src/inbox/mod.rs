@@ -14,6 +14,9 @@
 //!   email threading).
 //! - `changes.rs` and `stream.rs`: the durable change log and the live stream over it
 //!   (`GET /api/v1/stream`, Server-Sent Events with replay from `Last-Event-ID`).
+//! - `thread.rs`: a conversation's messages in the order written; full-text search (de/en).
+//! - `context.rs`: the booking, service leg, invoice or appointment a conversation is about, and
+//!   that entity's newest row from the Hasura events we receive.
 //! - `http.rs` and `repository.rs`: the conversations API — list by activity, one conversation,
 //!   claim (one winner), release, snooze, resolve, reopen — each change with its change row.
 //! - [`wake_snoozed`]: snoozed conversations open again when their time comes, once, whichever
@@ -22,11 +25,13 @@
 //!   known) are processed once, from their stored bodies.
 
 pub mod changes;
+pub mod context;
 pub mod http;
 pub mod inbound;
 pub mod reply;
 pub mod repository;
 pub mod stream;
+pub mod thread;
 pub mod unread;
 
 use std::time::Duration;

@@ -27,6 +27,10 @@ pub struct ConversationRow {
     /// Inbound messages the calling agent has not read (`None` for an operator key).
     pub unread_count: Option<i64>,
     pub created_at: DateTime<Utc>,
+    pub booking_id: Option<String>,
+    pub service_leg_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub appointment_id: Option<Uuid>,
 }
 
 /// Which conversations a list shows.
@@ -39,6 +43,8 @@ pub struct ListFilter {
     pub contact_id: Option<Uuid>,
     /// Only conversations with messages the agent has not read.
     pub unread_only: bool,
+    /// Only conversations about this entity: (booking|service_leg|invoice|appointment, id).
+    pub link: Option<(String, String)>,
 }
 
 /// Newest activity first; the cursor is the last conversation of the previous page.
@@ -57,7 +63,7 @@ pub async fn list(
         ConversationRow,
         r#"SELECT c.id, c.contact_id, k.display_name AS contact_name, c.channel AS "channel: Channel",
                   c.channel_account_id, c.status, c.assignee_id, c.snoozed_until, c.last_message_at,
-                  c.last_inbound_at, c.created_at,
+                  c.last_inbound_at, c.created_at, c.booking_id, c.service_leg_id, c.invoice_id, c.appointment_id,
                   (SELECT m.content FROM communications.messages m WHERE m.conversation_id = c.id
                    ORDER BY m.id DESC LIMIT 1) AS preview,
                   CASE WHEN $9::uuid IS NULL THEN NULL
@@ -71,6 +77,10 @@ pub async fn list(
              AND ($5::text IS NULL OR c.channel = $5)
              AND ($6::uuid IS NULL OR c.contact_id = $6)
              AND (NOT $10 OR c.inbound_count > COALESCE(r.read_count, 0))
+             AND ($11::text IS NULL OR $12 = CASE $11 WHEN 'booking' THEN c.booking_id
+                                                      WHEN 'service_leg' THEN c.service_leg_id
+                                                      WHEN 'invoice' THEN c.invoice_id
+                                                      WHEN 'appointment' THEN c.appointment_id::text END)
              AND ($7::uuid IS NULL OR (c.last_message_at, c.id) <
                   (SELECT p.last_message_at, p.id FROM communications.conversations p WHERE p.id = $7 AND p.tenant_id = $1))
            ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
@@ -85,6 +95,8 @@ pub async fn list(
         page.fetch_limit(),
         agent,
         filter.unread_only,
+        filter.link.as_ref().map(|(kind, _)| kind.as_str()),
+        filter.link.as_ref().map(|(_, id)| id.as_str()),
     )
     .fetch_all(db)
     .await?)
@@ -100,7 +112,7 @@ pub async fn find(
         ConversationRow,
         r#"SELECT c.id, c.contact_id, k.display_name AS contact_name, c.channel AS "channel: Channel",
                   c.channel_account_id, c.status, c.assignee_id, c.snoozed_until, c.last_message_at,
-                  c.last_inbound_at, c.created_at,
+                  c.last_inbound_at, c.created_at, c.booking_id, c.service_leg_id, c.invoice_id, c.appointment_id,
                   (SELECT m.content FROM communications.messages m WHERE m.conversation_id = c.id
                    ORDER BY m.id DESC LIMIT 1) AS preview,
                   CASE WHEN $3::uuid IS NULL THEN NULL
@@ -123,12 +135,13 @@ pub async fn find(
 pub struct Locked {
     pub status: String,
     pub assignee_id: Option<Uuid>,
+    pub snoozed_until: Option<DateTime<Utc>>,
 }
 
 pub async fn lock(db: &mut PgConnection, tenant: TenantId, id: Uuid) -> Result<Locked, ApiError> {
     sqlx::query_as!(
         Locked,
-        "SELECT status, assignee_id FROM communications.conversations WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        "SELECT status, assignee_id, snoozed_until FROM communications.conversations WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
         tenant.0,
         id,
     )

@@ -70,6 +70,7 @@ impl Communications {
                 .collect();
             return Ok(EventOutcome { event_id: event.id, duplicate: true, messages, skipped: Vec::new() });
         }
+        crate::inbox::context::record_snapshot(&mut tx, tenant.0, &event).await?;
         let mut outcome =
             EventOutcome { event_id: event.id.clone(), duplicate: false, messages: Vec::new(), skipped: Vec::new() };
         let mut wake = Vec::new();
@@ -187,7 +188,13 @@ fn request_for(
             ..ContentInput::default()
         },
         scheduled_at,
-        metadata: Some(json!({ "trigger_rule_id": rule.id, "event_id": event.id, "event": event.name })),
+        metadata: Some(match crate::inbox::context::link_of_event(event) {
+            // A reply to this message opens a conversation about the same entity.
+            Some(link) => {
+                json!({ "trigger_rule_id": rule.id, "event_id": event.id, "event": event.name, "link": link })
+            }
+            None => json!({ "trigger_rule_id": rule.id, "event_id": event.id, "event": event.name }),
+        }),
         conversation_id: None,
         lane: Some(rule.lane),
         require_review: rule.require_review,

@@ -1,0 +1,264 @@
+//! The business context of a conversation: at most one upstream booking, service leg or invoice,
+//! or one fulfillment appointment (a CHECK constraint holds it to one), set through the API or
+//! inherited from the trigger rule's message the contact answered.
+//!
+//! The sidebar shows the entity's newest row as the Hasura events we receive anyway carried it
+//! (`entity_snapshots`: table and primary key → the newest `new` row), so showing a conversation
+//! never calls the upstream system.
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use kernel::auth::Caller;
+use kernel::error::{ApiError, ErrorBody};
+use kernel::extract::{Json, Path};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use super::http::ConversationView;
+use super::inbound::record_change;
+use super::repository as conversations;
+use crate::Communications;
+use crate::triggers::event::IncomingEvent;
+
+/// What a conversation is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Link {
+    /// booking, service_leg, invoice or appointment.
+    pub kind: String,
+    pub id: String,
+}
+
+/// The linked entity's newest row as upstream events told it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Context {
+    /// The Hasura table (schema.name).
+    pub source: String,
+    /// INSERT, UPDATE, DELETE or MANUAL.
+    pub op: String,
+    #[schema(value_type = Object)]
+    pub row: Value,
+    pub event_id: String,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// The upstream kind a Hasura table holds: `bookings`, `BOOKING`, `commerce.booking` → booking.
+pub fn kind_of_table(name: &str) -> Option<&'static str> {
+    let name = name.to_lowercase();
+    match name.strip_suffix('s').unwrap_or(&name) {
+        "booking" => Some("booking"),
+        "service_leg" => Some("service_leg"),
+        "invoice" => Some("invoice"),
+        _ => None,
+    }
+}
+
+/// The link an event's messages carry: the row of a Hasura event on a booking, service leg or
+/// invoice table, or a domain event's `data.booking_id` / `service_leg_id` / `invoice_id`.
+pub fn link_of_event(event: &IncomingEvent) -> Option<Link> {
+    let data = event.document.get("data")?;
+    if let Some(table) = data.pointer("/table/name").and_then(Value::as_str) {
+        let kind = kind_of_table(table)?;
+        let row = data.get("new").filter(|row| row.is_object()).or_else(|| data.get("old"))?;
+        return Some(Link { kind: kind.into(), id: scalar(row.get("id")?)? });
+    }
+    ["booking", "service_leg", "invoice"]
+        .into_iter()
+        .find_map(|kind| Some(Link { kind: kind.into(), id: scalar(data.get(format!("{kind}_id"))?)? }))
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) if !text.trim().is_empty() && text.len() <= 200 => Some(text.trim().to_owned()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// Keeps the row a Hasura event carries as its entity's snapshot, unless a newer event already
+/// did (events may arrive out of order).
+pub async fn record_snapshot(tx: &mut PgConnection, tenant: Uuid, event: &IncomingEvent) -> Result<(), ApiError> {
+    let Some(data) = event.document.get("data") else { return Ok(()) };
+    let Some(table) = data.get("table") else { return Ok(()) };
+    let (Some(Link { kind, id }), Some(name)) = (link_of_event(event), table.get("name").and_then(Value::as_str))
+    else {
+        return Ok(());
+    };
+    let schema = table.get("schema").and_then(Value::as_str).unwrap_or("public");
+    let op = data.get("op").and_then(Value::as_str).unwrap_or("UNKNOWN");
+    let row = data.get("new").filter(|row| row.is_object()).or_else(|| data.get("old")).cloned().unwrap_or_default();
+    sqlx::query!(
+        r#"INSERT INTO communications.entity_snapshots (tenant_id, kind, entity_id, source, op, row, event_id, occurred_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (tenant_id, kind, entity_id) DO UPDATE
+               SET source = EXCLUDED.source, op = EXCLUDED.op, row = EXCLUDED.row, event_id = EXCLUDED.event_id,
+                   occurred_at = EXCLUDED.occurred_at
+               WHERE entity_snapshots.occurred_at <= EXCLUDED.occurred_at"#,
+        tenant,
+        kind,
+        id,
+        format!("{schema}.{name}"),
+        op,
+        row,
+        event.id,
+        event.occurred_at,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The snapshot of the linked entity, if events brought one.
+pub async fn context_of(db: impl PgExecutor<'_>, tenant: Uuid, link: &Link) -> Result<Option<Context>, ApiError> {
+    Ok(sqlx::query_as!(
+        Context,
+        r#"SELECT source, op, row, event_id, occurred_at FROM communications.entity_snapshots
+           WHERE tenant_id = $1 AND kind = $2 AND entity_id = $3"#,
+        tenant,
+        link.kind,
+        link.id,
+    )
+    .fetch_optional(db)
+    .await?)
+}
+
+/// A new conversation takes the link of the newest linked message sent to its contact in the
+/// last 30 days: the customer is answering that booking's confirmation.
+pub async fn inherit_link(tx: &mut PgConnection, conversation: Uuid, contact: Uuid) -> Result<(), ApiError> {
+    let link = sqlx::query_scalar!(
+        r#"SELECT metadata->'link' AS "link!" FROM communications.messages
+           WHERE contact_id = $1 AND direction = 'outbound' AND metadata ? 'link'
+             AND created_at > now() - interval '30 days'
+           ORDER BY id DESC LIMIT 1"#,
+        contact,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(link) = link.and_then(|link| serde_json::from_value::<Link>(link).ok()) {
+        set_link(tx, conversation, Some(&link)).await?;
+    }
+    Ok(())
+}
+
+async fn set_link(tx: &mut PgConnection, conversation: Uuid, link: Option<&Link>) -> Result<(), ApiError> {
+    let of = |kind: &str| link.filter(|l| l.kind == kind).map(|l| l.id.clone());
+    let appointment = match of("appointment") {
+        Some(id) => Some(id.parse::<Uuid>().map_err(|_| ApiError::validation("appointment_id", "is not a UUID"))?),
+        None => None,
+    };
+    sqlx::query!(
+        r#"UPDATE communications.conversations
+           SET booking_id = $2, service_leg_id = $3, invoice_id = $4, appointment_id = $5, updated_at = now()
+           WHERE id = $1"#,
+        conversation,
+        of("booking"),
+        of("service_leg"),
+        of("invoice"),
+        appointment,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// At most one of the fields; none clears the link.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    pub booking_id: Option<String>,
+    pub service_leg_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub appointment_id: Option<Uuid>,
+}
+
+impl LinkRequest {
+    fn link(self) -> Result<Option<Link>, ApiError> {
+        let given: Vec<(&str, String)> = [
+            ("booking", self.booking_id),
+            ("service_leg", self.service_leg_id),
+            ("invoice", self.invoice_id),
+            ("appointment", self.appointment_id.map(|id| id.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(kind, id)| id.map(|id| (kind, id)))
+        .collect();
+        match given.as_slice() {
+            [] => Ok(None),
+            [(kind, id)] => {
+                let id = id.trim();
+                if id.is_empty() || id.chars().count() > 200 {
+                    return Err(ApiError::validation(format!("{kind}_id"), "must be 1 to 200 characters"));
+                }
+                Ok(Some(Link { kind: (*kind).into(), id: id.to_owned() }))
+            }
+            [_, (second, _), ..] => Err(ApiError::validation(
+                format!("{second}_id"),
+                "a conversation links to at most one of booking, service leg, invoice or appointment",
+            )),
+        }
+    }
+}
+
+/// Links the conversation to a booking, service leg, invoice or appointment (replacing any
+/// link), or clears the link with `{}`.
+#[utoipa::path(
+    put, path = "/api/v1/conversations/{id}/link", tag = "inbox", params(("id" = Uuid, Path)), request_body = LinkRequest,
+    responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody))
+)]
+pub async fn put_link(
+    State(module): State<Communications>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(request): Json<LinkRequest>,
+) -> Result<Json<ConversationView>, ApiError> {
+    let link = request.link()?;
+    let mut tx = module.pool.begin().await?;
+    conversations::lock(&mut tx, caller.tenant_id, id).await?;
+    set_link(&mut tx, id, link.as_ref()).await?;
+    record_change(&mut tx, caller.tenant_id.0, "conversation.updated", id, None, json!({ "link": link })).await?;
+    tx.commit().await?;
+    module.feed.signal();
+    super::http::conversation_view(&module, caller, id).await.map(Json)
+}
+
+/// The link stored in a conversation row's columns.
+pub fn link_from_columns(
+    booking: Option<String>,
+    service_leg: Option<String>,
+    invoice: Option<String>,
+    appointment: Option<Uuid>,
+) -> Option<Link> {
+    let link = |kind: &str, id: String| Link { kind: kind.into(), id };
+    booking
+        .map(|id| link("booking", id))
+        .or_else(|| service_leg.map(|id| link("service_leg", id)))
+        .or_else(|| invoice.map(|id| link("invoice", id)))
+        .or_else(|| appointment.map(|id| link("appointment", id.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_name_their_kind_in_any_case_and_number() {
+        assert_eq!(kind_of_table("bookings"), Some("booking"));
+        assert_eq!(kind_of_table("BOOKING"), Some("booking"));
+        assert_eq!(kind_of_table("service_legs"), Some("service_leg"));
+        assert_eq!(kind_of_table("Invoice"), Some("invoice"));
+        assert_eq!(kind_of_table("passengers"), None);
+    }
+
+    #[test]
+    fn a_link_request_names_at_most_one_entity() {
+        let two = LinkRequest { booking_id: Some("B1".into()), invoice_id: Some("I1".into()), ..Default::default() };
+        match two.link() {
+            Err(ApiError::Validation { field, .. }) => assert_eq!(field, "invoice_id"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(LinkRequest::default().link().unwrap(), None);
+        let one = LinkRequest { service_leg_id: Some(" L-7 ".into()), ..Default::default() };
+        assert_eq!(one.link().unwrap(), Some(Link { kind: "service_leg".into(), id: "L-7".into() }));
+    }
+}

@@ -1,0 +1,233 @@
+//! A conversation's thread in the order written, search in German and English, admin
+//! reassignment, and the business context: one link at most, inherited from the trigger rule's
+//! message the customer answered, shown with the entity's newest row from Hasura events.
+
+use std::time::{Duration, Instant};
+
+use chrono::{Duration as Span, Utc};
+use cpaas_sim::InboundSpec;
+use serde_json::{Value, json};
+
+use crate::delivery::whatsapp;
+use crate::helpers::{TestApp, TestTenant, assert_error, spawn_app_with_sim};
+use hmac::{Hmac, KeyInit, Mac};
+
+async fn newest_conversation(app: &TestApp, tenant: &TestTenant, inbound: i64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row: Option<(uuid::Uuid, i64)> = sqlx::query_as(
+            "SELECT id, inbound_count FROM communications.conversations WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(tenant.id)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        if let Some((id, n)) = row
+            && n >= inbound
+        {
+            return id.to_string();
+        }
+        assert!(Instant::now() < deadline, "no conversation with {inbound} messages");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Posts `body` to the tenant's Meta webhook, signed with the simulator's app secret.
+async fn post_meta_signed(app: &TestApp, tenant: &TestTenant, body: &Value) {
+    let body = body.to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"sim-meta-app-secret").unwrap();
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let response = app
+        .client
+        .post(app.url(&format!("/api/webhooks/meta/{}", tenant.id)))
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// A Meta text message with the given provider id and time, signed as Meta signs it.
+fn meta_text(id: &str, text: &str, at: chrono::DateTime<Utc>) -> Value {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550001111", "phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "Ann"}, "wa_id": "4915112345678"}],
+        "messages": [{"from": "4915112345678", "id": id, "timestamp": at.timestamp().to_string(), "type": "text", "text": {"body": text}}]
+    }}]}]})
+}
+
+#[tokio::test]
+async fn a_thread_is_in_the_order_written_even_when_webhooks_arrive_late_and_search_finds_german_and_english() {
+    let (app, _sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    let now = Utc::now();
+    // The later message's webhook comes first; the earlier one arrives twice.
+    post_meta_signed(&app, &tenant, &meta_text("wamid.B", "Zweite Nachricht: die Buchungen", now)).await;
+    post_meta_signed(&app, &tenant, &meta_text("wamid.A", "First: I booked two seats", now - Span::minutes(5))).await;
+    post_meta_signed(&app, &tenant, &meta_text("wamid.A", "First: I booked two seats", now - Span::minutes(5))).await;
+    let id = newest_conversation(&app, &tenant, 2).await;
+    let thread: Value =
+        app.get(&format!("/api/v1/conversations/{id}/messages"), &tenant.api_key).await.json().await.unwrap();
+    let items = thread["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "a duplicate is stored once: {thread}");
+    assert_eq!(items[0]["provider_message_id"], "wamid.B", "newest written first");
+    assert_eq!(items[1]["provider_message_id"], "wamid.A");
+    assert_eq!(items[0]["direction"], "inbound");
+    let conversation: Value =
+        app.get(&format!("/api/v1/conversations/{id}"), &tenant.api_key).await.json().await.unwrap();
+    let last = chrono::DateTime::parse_from_rfc3339(conversation["last_message_at"].as_str().unwrap()).unwrap();
+    assert_eq!(last.timestamp(), now.timestamp(), "activity is the newest message's time");
+    let page: Value =
+        app.get(&format!("/api/v1/conversations/{id}/messages?limit=1"), &tenant.api_key).await.json().await.unwrap();
+    let older: Value = app
+        .get(
+            &format!("/api/v1/conversations/{id}/messages?limit=1&cursor={}", page["next_cursor"].as_str().unwrap()),
+            &tenant.api_key,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(older["items"][0]["provider_message_id"], "wamid.A", "{older}");
+
+    let search = |q: &str| {
+        let path = format!("/api/v1/conversations/search?q={}", urlencode(q));
+        let app = &app;
+        let key = tenant.api_key.clone();
+        async move { app.get(&path, &key).await.json::<Value>().await.unwrap() }
+    };
+    let german = search("Buchung").await;
+    assert_eq!(german["items"][0]["message_id"], items[0]["id"], "German stemming: {german}");
+    let english = search("booking").await;
+    assert_eq!(english["items"][0]["message_id"], items[1]["id"], "English stemming: {english}");
+    assert_eq!(english["items"][0]["conversation_id"], id.as_str());
+    assert_eq!(search("\"two seats\"").await["items"].as_array().unwrap().len(), 1);
+    assert_eq!(search("nothinglikethis").await["items"].as_array().unwrap().len(), 0);
+    let other = app.create_tenant("other").await;
+    let theirs: Value = app.get("/api/v1/conversations/search?q=booking", &other.api_key).await.json().await.unwrap();
+    assert_eq!(theirs["items"].as_array().unwrap().len(), 0, "another tenant finds nothing");
+    let empty = app.get("/api/v1/conversations/search?q=%20", &tenant.api_key).await;
+    assert_eq!(assert_error(empty, 422, "validation_failed").await["error"]["field"], "q");
+    let bad_cursor = app.get(&format!("/api/v1/conversations/{id}/messages?cursor=nope"), &tenant.api_key).await;
+    assert_eq!(assert_error(bad_cursor, 422, "validation_failed").await["error"]["field"], "cursor");
+    let foreign = app.get(&format!("/api/v1/conversations/{id}/messages"), &other.api_key).await;
+    assert_error(foreign, 404, "not_found").await;
+}
+
+fn urlencode(text: &str) -> String {
+    let url = reqwest::Url::parse_with_params("http://x/", [("q", text)]).unwrap();
+    url.query().unwrap().trim_start_matches("q=").to_owned()
+}
+
+#[tokio::test]
+async fn an_admin_reassigns_to_an_agent_of_the_workspace_only() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    sim.post_inbound(InboundSpec::Meta {
+        phone_number_id: "106540352242922".into(),
+        from: "4915112345678".into(),
+        text: "Hi".into(),
+    })
+    .await
+    .unwrap();
+    let id = newest_conversation(&app, &tenant, 1).await;
+    let a = app.create_agent(&tenant, "a@alpine.example", "agent").await;
+    let b = app.create_agent(&tenant, "b@alpine.example", "agent").await;
+    let (client_a, csrf_a) = app.session_client(&tenant, &a).await;
+    let path = format!("/api/v1/conversations/{id}/assign");
+    let by_agent = client_a
+        .post(app.url(&path))
+        .header("x-csrf-token", csrf_a)
+        .json(&json!({"agent_id": a.id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_agent.status(), 403, "agents claim; only admins assign");
+    let assigned: Value = app.post(&path, &tenant.api_key, json!({"agent_id": b.id})).await.json().await.unwrap();
+    assert_eq!(assigned["assignee_id"], b.id.as_str());
+    let other = app.create_tenant("other").await;
+    let stranger = app.create_agent(&other, "x@other.example", "agent").await;
+    let refused = app.post(&path, &tenant.api_key, json!({"agent_id": stranger.id})).await;
+    assert_eq!(assert_error(refused, 422, "validation_failed").await["error"]["field"], "agent_id");
+    let unassigned: Value = app.post(&path, &tenant.api_key, json!({"agent_id": null})).await.json().await.unwrap();
+    assert_eq!(unassigned["assignee_id"], Value::Null);
+    assert_error(app.post(&path, &other.api_key, json!({"agent_id": null})).await, 404, "not_found").await;
+}
+
+/// A Hasura event on the bookings table, as Hasura posts it.
+fn booking_event(event_id: &str, booking: &str, status: &str, phone: &str, at: chrono::DateTime<Utc>) -> Value {
+    json!({
+        "id": event_id,
+        "created_at": at.to_rfc3339(),
+        "trigger": {"name": "booking_changed"},
+        "table": {"schema": "commerce", "name": "bookings"},
+        "event": {"op": "UPDATE", "session_variables": {"x-hasura-role": "admin"},
+                  "data": {"old": null, "new": {"id": booking, "status": status, "phone": phone}}}
+    })
+}
+
+#[tokio::test]
+async fn a_conversation_answering_a_booking_message_is_about_that_booking_and_shows_its_newest_row() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    let template = json!({"name": "confirmation", "default_locale": "en", "variants": [
+        {"channel": "whatsapp", "locale": "en", "body": {"text": "Booking {{ data.new.id }} is {{ data.new.status }}."}}]});
+    assert_eq!(app.post("/api/v1/templates", &tenant.api_key, template).await.status(), 201);
+    let rule = json!({"name": "Confirm bookings", "event": "booking_changed", "template_name": "confirmation",
+                      "channels": ["whatsapp"], "audience": [{"phone": "data.new.phone"}]});
+    let created = app.post("/api/v1/trigger-rules", &tenant.api_key, rule).await;
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let now = Utc::now();
+    let event = booking_event("evt-1", "B-42", "confirmed", "+4915112345678", now - Span::minutes(2));
+    assert!(app.post("/api/v1/events", &tenant.api_key, event).await.status().is_success());
+    // The customer answers the confirmation: the new conversation is about booking B-42.
+    sim.post_inbound(InboundSpec::Meta {
+        phone_number_id: "106540352242922".into(),
+        from: "4915112345678".into(),
+        text: "Can I bring a bike?".into(),
+    })
+    .await
+    .unwrap();
+    let id = newest_conversation(&app, &tenant, 1).await;
+    let conversation: Value =
+        app.get(&format!("/api/v1/conversations/{id}"), &tenant.api_key).await.json().await.unwrap();
+    assert_eq!(conversation["link"], json!({"kind": "booking", "id": "B-42"}), "{conversation}");
+    assert_eq!(conversation["context"]["row"]["status"], "confirmed");
+    assert_eq!(conversation["context"]["source"], "commerce.bookings");
+
+    // A newer event updates the sidebar; an older one arriving late does not.
+    let newer = booking_event("evt-2", "B-42", "rebooked", "+4915112345678", now);
+    app.post("/api/v1/events", &tenant.api_key, newer).await;
+    let stale = booking_event("evt-0", "B-42", "pending", "+4915112345678", now - Span::hours(1));
+    app.post("/api/v1/events", &tenant.api_key, stale).await;
+    let conversation: Value =
+        app.get(&format!("/api/v1/conversations/{id}"), &tenant.api_key).await.json().await.unwrap();
+    assert_eq!(conversation["context"]["row"]["status"], "rebooked");
+    let by_booking: Value =
+        app.get("/api/v1/conversations?booking_id=B-42", &tenant.api_key).await.json().await.unwrap();
+    assert_eq!(by_booking["items"][0]["id"], id.as_str());
+
+    // Set through the API: one entity at most, enforced by the database as well.
+    let path = format!("/api/v1/conversations/{id}/link");
+    let two = app.put(&path, &tenant.api_key, json!({"booking_id": "B-1", "invoice_id": "I-1"})).await;
+    assert_eq!(assert_error(two, 422, "validation_failed").await["error"]["field"], "invoice_id");
+    let invoice: Value = app.put(&path, &tenant.api_key, json!({"invoice_id": "I-9"})).await.json().await.unwrap();
+    assert_eq!(invoice["link"], json!({"kind": "invoice", "id": "I-9"}));
+    assert_eq!(invoice["context"], Value::Null, "no event told us about I-9");
+    let violated = sqlx::query("UPDATE communications.conversations SET booking_id = 'B-1' WHERE id = $1::uuid")
+        .bind(&id)
+        .execute(&app.pool)
+        .await;
+    assert!(violated.is_err(), "the CHECK constraint holds a conversation to one link");
+    let cleared: Value = app.put(&path, &tenant.api_key, json!({})).await.json().await.unwrap();
+    assert_eq!(cleared["link"], Value::Null);
+    let other = app.create_tenant("other").await;
+    assert_error(app.put(&path, &other.api_key, json!({})).await, 404, "not_found").await;
+}
