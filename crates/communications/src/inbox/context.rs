@@ -239,6 +239,7 @@ pub fn link_from_columns(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
