@@ -46,6 +46,9 @@ pub enum Command {
     /// Drive messages through the real pipeline against the provider simulator and report
     /// throughput, latency, and lost/duplicated counts.
     Bench(crate::bench::BenchArgs),
+    /// Seed an inbox at volume and measure lists, search and inbound → live stream latency.
+    #[command(name = "bench-inbox")]
+    BenchInbox(crate::bench_inbox::InboxBenchArgs),
     /// Run the service with a demo tenant, an admin agent and an API key, printed once at start.
     Demo(ServeArgs),
 }
