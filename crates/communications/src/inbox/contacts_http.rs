@@ -194,5 +194,6 @@ pub async fn merge_contact(
     let mut tx = module.pool.begin().await?;
     contacts_merge::merge(&mut tx, caller, id, request.into).await?;
     tx.commit().await?;
+    module.feed.signal();
     detail(&module, caller, request.into).await.map(Json)
 }

@@ -144,6 +144,7 @@ pub async fn delete_label(
         record_change(&mut tx, caller.tenant_id.0, "conversation.updated", conversation, None, payload).await?;
     }
     tx.commit().await?;
+    module.feed.signal();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -188,6 +189,9 @@ pub async fn set_conversation_labels(
         record_change(&mut tx, tenant.0, "conversation.updated", id, None, payload).await?;
     }
     tx.commit().await?;
+    if changed {
+        module.feed.signal();
+    }
     Ok(Json(ConversationLabels { conversation_id: id, labels }))
 }
 

@@ -101,6 +101,7 @@ pub async fn create_note(
     let payload = json!({ "note_id": row.id, "author_agent_id": row.author_agent_id, "preview": preview });
     record_change(&mut tx, caller.tenant_id.0, "note.created", id, None, payload).await?;
     tx.commit().await?;
+    module.feed.signal();
     Ok((StatusCode::CREATED, Json(view(row))))
 }
 
