@@ -132,6 +132,20 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/conversations/{id}/link", "put"),
         ("/api/v1/conversations/{id}/messages", "get"),
         ("/api/v1/conversations/search", "get"),
+        ("/api/v1/contacts", "get"),
+        ("/api/v1/contacts/{id}", "get"),
+        ("/api/v1/contacts/{id}", "patch"),
+        ("/api/v1/contacts/{id}/merge", "post"),
+        ("/api/v1/labels", "get"),
+        ("/api/v1/labels", "post"),
+        ("/api/v1/labels/{id}", "delete"),
+        ("/api/v1/conversations/{id}/labels", "put"),
+        ("/api/v1/conversations/{id}/notes", "get"),
+        ("/api/v1/conversations/{id}/notes", "post"),
+        ("/api/v1/canned-responses", "get"),
+        ("/api/v1/canned-responses", "post"),
+        ("/api/v1/canned-responses/{id}", "patch"),
+        ("/api/v1/canned-responses/{id}", "delete"),
     ];
     for (path, method) in expected {
         assert!(

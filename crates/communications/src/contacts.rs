@@ -199,15 +199,16 @@ async fn find_owners(
     Ok(owners)
 }
 
-/// The contacts of `ids` with their tenant and identifiers.
+/// The contacts of `ids` with their tenant and identifiers; a merged contact stands for its
+/// survivor (id and identifiers), so old references keep working.
 async fn load(db: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, (Uuid, ResolvedContact)>, ApiError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
     let rows = sqlx::query!(
-        r#"SELECT c.id, c.tenant_id, i.kind AS "kind?", i.value AS "value?"
+        r#"SELECT c.id, COALESCE(c.merged_into, c.id) AS "survivor!", c.tenant_id, i.kind AS "kind?", i.value AS "value?"
            FROM communications.contacts c
-           LEFT JOIN communications.contact_identifiers i ON i.contact_id = c.id
+           LEFT JOIN communications.contact_identifiers i ON i.contact_id = COALESCE(c.merged_into, c.id)
            WHERE c.id = ANY($1)
            ORDER BY c.id, i.kind, i.value"#,
         ids,
@@ -218,7 +219,7 @@ async fn load(db: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, (Uuid
     for row in rows {
         let (_, contact) = contacts
             .entry(row.id)
-            .or_insert_with(|| (row.tenant_id, ResolvedContact { id: Some(row.id), ..Default::default() }));
+            .or_insert_with(|| (row.tenant_id, ResolvedContact { id: Some(row.survivor), ..Default::default() }));
         if let (Some(kind), Some(value)) = (&row.kind, &row.value) {
             contact.set(kind, value);
         }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::context::{Context, Link, context_of, link_from_columns};
 use super::inbound::record_change;
+use super::labels::{LabelView, labels_of};
 use super::repository::{self as conversations, ConversationRow, ListFilter};
 use crate::Communications;
 use crate::messages::model::Channel;
@@ -59,6 +60,7 @@ pub struct ConversationView {
     pub created_at: DateTime<Utc>,
     /// The booking, service leg, invoice or appointment it is about.
     pub link: Option<Link>,
+    pub labels: Vec<LabelView>,
     /// The linked entity's newest row from upstream events (one conversation only, not lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<Context>,
@@ -80,6 +82,7 @@ fn view(row: ConversationRow) -> ConversationView {
         unread_count: row.unread_count,
         created_at: row.created_at,
         link: link_from_columns(row.booking_id, row.service_leg_id, row.invoice_id, row.appointment_id),
+        labels: Vec::new(),
         context: None,
     }
 }
@@ -102,6 +105,8 @@ pub struct ConversationFilter {
     pub service_leg_id: Option<String>,
     pub invoice_id: Option<String>,
     pub appointment_id: Option<Uuid>,
+    /// Only conversations with this label (id).
+    pub label: Option<Uuid>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -144,9 +149,19 @@ pub async fn list_conversations(
         contact_id: filter.contact_id,
         unread_only: filter.unread,
         link: linked(&filter)?,
+        label: filter.label,
     };
     let rows = conversations::list(&module.pool, caller.tenant_id, agent, &list_filter, page).await?;
-    let views: Vec<ConversationView> = rows.into_iter().map(view).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+    let mut labels = labels_of(&module.pool, caller.tenant_id, &ids).await?;
+    let views: Vec<ConversationView> = rows
+        .into_iter()
+        .map(|row| {
+            let mut view = view(row);
+            view.labels = labels.remove(&view.id).unwrap_or_default();
+            view
+        })
+        .collect();
     Ok(Json(Page::from_rows(views, page, |c| c.id)))
 }
 
@@ -170,6 +185,7 @@ pub(crate) async fn conversation_view(
 ) -> Result<ConversationView, ApiError> {
     let agent = caller.agent_id().map(|agent| agent.0);
     let mut view = view(conversations::find(&module.pool, caller.tenant_id, agent, id).await?);
+    view.labels = labels_of(&module.pool, caller.tenant_id, &[id]).await?.remove(&id).unwrap_or_default();
     if let Some(link) = &view.link {
         view.context = context_of(&module.pool, caller.tenant_id.0, link).await?;
     }

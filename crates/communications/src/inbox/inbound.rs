@@ -128,7 +128,14 @@ async fn resolve_contact(
     let found = contacts::lookup(tx, &[(TenantId(tenant), &request)]).await?;
     let resolved = found.into_iter().next().ok_or_else(|| ApiError::internal("no contact answer"))??;
     let ids = contacts::persist(tx, &[(TenantId(tenant), &request, &resolved)]).await?;
-    let contact = ids.into_iter().next().ok_or_else(|| ApiError::internal("no contact id"))?;
+    let found = ids.into_iter().next().ok_or_else(|| ApiError::internal("no contact id"))?;
+    // A merge that committed after the lookup leaves a pointer: follow it to the survivor.
+    let contact = sqlx::query_scalar!(
+        r#"SELECT COALESCE(merged_into, id) AS "id!" FROM communications.contacts WHERE id = $1"#,
+        found,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if let Some(name) = from_name.map(str::trim).filter(|name| !name.is_empty()) {
         sqlx::query!(
             "UPDATE communications.contacts SET display_name = $2, updated_at = now() WHERE id = $1 AND display_name IS NULL",
@@ -221,6 +228,7 @@ async fn resolve_conversation(
     let latest = sqlx::query!(
         r#"SELECT id, status FROM communications.conversations
            WHERE tenant_id = $1 AND contact_id = $2 AND channel = $3 AND channel_account_id IS NOT DISTINCT FROM $4
+             AND merged_into_conversation IS NULL
            ORDER BY (status <> 'resolved') DESC, last_message_at DESC NULLS LAST, id DESC
            LIMIT 1 FOR UPDATE"#,
         tenant,

@@ -24,10 +24,16 @@
 //! - [`process_stored`]: inbound envelopes kept before the inbox existed (outcome `stored`, tenant
 //!   known) are processed once, from their stored bodies.
 
+pub mod canned;
 pub mod changes;
+pub mod contacts_http;
+pub mod contacts_merge;
+pub mod contacts_repository;
 pub mod context;
 pub mod http;
 pub mod inbound;
+pub mod labels;
+pub mod notes;
 pub mod reply;
 pub mod repository;
 pub mod stream;

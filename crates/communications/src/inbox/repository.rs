@@ -45,6 +45,7 @@ pub struct ListFilter {
     pub unread_only: bool,
     /// Only conversations about this entity: (booking|service_leg|invoice|appointment, id).
     pub link: Option<(String, String)>,
+    pub label: Option<Uuid>,
 }
 
 /// Newest activity first; the cursor is the last conversation of the previous page.
@@ -81,6 +82,8 @@ pub async fn list(
                                                       WHEN 'service_leg' THEN c.service_leg_id
                                                       WHEN 'invoice' THEN c.invoice_id
                                                       WHEN 'appointment' THEN c.appointment_id::text END)
+             AND ($13::uuid IS NULL OR EXISTS (SELECT 1 FROM communications.conversation_labels cl
+                                               WHERE cl.conversation_id = c.id AND cl.label_id = $13))
              AND ($7::uuid IS NULL OR (c.last_message_at, c.id) <
                   (SELECT p.last_message_at, p.id FROM communications.conversations p WHERE p.id = $7 AND p.tenant_id = $1))
            ORDER BY c.last_message_at DESC NULLS LAST, c.id DESC
@@ -97,6 +100,7 @@ pub async fn list(
         filter.unread_only,
         filter.link.as_ref().map(|(kind, _)| kind.as_str()),
         filter.link.as_ref().map(|(_, id)| id.as_str()),
+        filter.label,
     )
     .fetch_all(db)
     .await?)

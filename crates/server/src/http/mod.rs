@@ -57,6 +57,10 @@ pub fn router(
         .merge(communications::templates::http::router().with_state(communications.clone()))
         .merge(communications::triggers::http::router().with_state(communications.clone()))
         .merge(communications::inbox::http::router().with_state(communications.clone()))
+        .merge(communications::inbox::contacts_http::router().with_state(communications.clone()))
+        .merge(communications::inbox::labels::router().with_state(communications.clone()))
+        .merge(communications::inbox::notes::router().with_state(communications.clone()))
+        .merge(communications::inbox::canned::router().with_state(communications.clone()))
         .split_for_parts();
     let api = api.layer(from_fn_with_state(identity, identity::http::authenticate));
 
