@@ -151,7 +151,9 @@ pub async fn list_conversations(
         link: linked(&filter)?,
         label: filter.label,
     };
-    let rows = conversations::list(&module.pool, caller.tenant_id, agent, &list_filter, page).await?;
+    let mut tx = conversations::planned_with_values(&module.pool).await?;
+    let rows = conversations::list(&mut *tx, caller.tenant_id, agent, &list_filter, page).await?;
+    tx.commit().await?;
     let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
     let mut labels = labels_of(&module.pool, caller.tenant_id, &ids).await?;
     let views: Vec<ConversationView> = rows

@@ -48,6 +48,15 @@ pub struct ListFilter {
     pub label: Option<Uuid>,
 }
 
+/// A transaction whose statements are planned with their parameters' values every time, never
+/// with a cached generic plan: in the list and search queries, which optional filters are set
+/// (and how common a searched word is) decides which index serves them.
+pub async fn planned_with_values(pool: &sqlx::PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ApiError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan").execute(&mut *tx).await?;
+    Ok(tx)
+}
+
 /// Newest activity first; the cursor is the last conversation of the previous page.
 pub async fn list(
     db: impl PgExecutor<'_>,
@@ -56,9 +65,12 @@ pub async fn list(
     filter: &ListFilter,
     page: PageRequest,
 ) -> Result<Vec<ConversationRow>, ApiError> {
-    let (assignee_filtered, assignee) = match filter.assignee {
-        None => (false, None),
-        Some(assignee) => (true, assignee),
+    // As plain `assignee_id IS NULL` / `= $4` once planned with the values, so the open
+    // conversations' index serves both in activity order.
+    let (assignee_mode, assignee) = match filter.assignee {
+        None => (None, None),
+        Some(None) => (Some("none"), None),
+        Some(Some(agent)) => (Some("agent"), Some(agent)),
     };
     Ok(sqlx::query_as!(
         ConversationRow,
@@ -74,7 +86,8 @@ pub async fn list(
            LEFT JOIN communications.read_cursors r ON r.agent_id = $9 AND r.conversation_id = c.id
            WHERE c.tenant_id = $1
              AND ($2::text IS NULL OR c.status = $2)
-             AND (NOT $3 OR c.assignee_id IS NOT DISTINCT FROM $4)
+             AND ($3::text IS DISTINCT FROM 'none' OR c.assignee_id IS NULL)
+             AND ($3::text IS DISTINCT FROM 'agent' OR c.assignee_id = $4)
              AND ($5::text IS NULL OR c.channel = $5)
              AND ($6::uuid IS NULL OR c.contact_id = $6)
              AND (NOT $10 OR c.inbound_count > COALESCE(r.read_count, 0))
@@ -90,7 +103,7 @@ pub async fn list(
            LIMIT $8"#,
         tenant.0,
         filter.status,
-        assignee_filtered,
+        assignee_mode,
         assignee,
         filter.channel.map(Channel::as_str),
         filter.contact_id,

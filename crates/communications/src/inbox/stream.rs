@@ -14,8 +14,9 @@
 //! A client that cannot keep up is disconnected rather than buffered: its next connection
 //! resumes from its last event id.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -34,7 +35,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::changes::{self, Change, Position};
-use super::unread;
+use super::unread::{self, AgentUnread, ConversationState};
 use crate::Communications;
 
 /// The Postgres notification channel writers announce commits on.
@@ -62,7 +63,10 @@ pub struct ChangeFeed {
 
 #[derive(Debug)]
 struct Inner {
-    sender: broadcast::Sender<Arc<Change>>,
+    sender: broadcast::Sender<Arc<FeedItem>>,
+    /// Agents with a stream in this process, and how many: the feed reads their read cursors
+    /// along with each change, so each stream keeps its badge without a query of its own.
+    agents: Mutex<HashMap<Uuid, usize>>,
     /// Read now: this process committed changes, or another one announced some.
     wake: Notify,
     /// Announce this process's commits to the other processes.
@@ -76,6 +80,7 @@ impl Default for ChangeFeed {
         Self {
             inner: Arc::new(Inner {
                 sender: broadcast::channel(FEED_BUFFER).0,
+                agents: Mutex::default(),
                 wake: Notify::new(),
                 announce: Notify::new(),
                 closing: watch::channel(false).0,
@@ -95,6 +100,36 @@ impl ChangeFeed {
     pub fn close(&self) {
         self.inner.closing.send_replace(true);
     }
+
+    fn agents(&self) -> Vec<Uuid> {
+        self.inner.agents.lock().map(|agents| agents.keys().copied().collect()).unwrap_or_default()
+    }
+
+    fn register(&self, agent: Uuid) {
+        if let Ok(mut agents) = self.inner.agents.lock() {
+            *agents.entry(agent).or_default() += 1;
+        }
+    }
+
+    fn unregister(&self, agent: Uuid) {
+        if let Ok(mut agents) = self.inner.agents.lock()
+            && let Some(count) = agents.get_mut(&agent)
+        {
+            *count -= 1;
+            if *count == 0 {
+                agents.remove(&agent);
+            }
+        }
+    }
+}
+
+/// A change as the feed hands it to streams: serialised once, with the current state of its
+/// conversation when that can move an agent's badge.
+#[derive(Debug)]
+struct FeedItem {
+    change: Change,
+    data: String,
+    state: Option<Arc<ConversationState>>,
 }
 
 /// Feeds this process's streams until the task is dropped.
@@ -135,10 +170,21 @@ async fn read_new(pool: &PgPool, feed: &ChangeFeed, cursor: &mut Position) -> Re
     loop {
         let (page, held_back) = changes::read_all(&mut conn, *cursor, PAGE).await?;
         let full = page.len() as i64 == PAGE;
+        let conversations: Vec<Uuid> =
+            page.iter().filter(|c| moves_summary(&c.kind)).filter_map(|c| c.conversation_id).collect();
+        let mut states = unread::states(&mut *conn, &conversations, &feed.agents()).await?;
+        let states: HashMap<Uuid, Arc<ConversationState>> =
+            states.drain().map(|(id, state)| (id, Arc::new(state))).collect();
         for change in page {
             *cursor = change.position;
+            let state = change.conversation_id.filter(|_| moves_summary(&change.kind)).and_then(|id| states.get(&id));
+            let item = FeedItem {
+                data: serde_json::to_string(&change).map_err(ApiError::internal)?,
+                state: state.cloned(),
+                change,
+            };
             // No stream listening is fine.
-            let _ = feed.inner.sender.send(Arc::new(change));
+            let _ = feed.inner.sender.send(Arc::new(item));
         }
         if !full {
             return Ok(held_back);
@@ -212,10 +258,16 @@ pub async fn stream(
     let live = module.feed.inner.sender.subscribe();
     let tenant = caller.tenant_id.0;
     let agent = caller.agent_id().map(|agent| agent.0);
+    let registration = agent.map(|agent| Registration::new(&module.feed, agent));
     let (replay, last) = catch_up(&module.pool, tenant, agent, resume.as_deref()).await?;
+    let unread = match agent {
+        Some(agent) => Some(AgentUnread::load(&module.pool, tenant, agent).await?),
+        None => None,
+    };
     let (sender, receiver) = mpsc::channel(CLIENT_BUFFER);
     let closing = module.feed.inner.closing.subscribe();
-    tokio::spawn(follow(module.pool.clone(), Follower { tenant, agent, last }, live, sender, closing));
+    let follower = Follower { tenant, agent, last, unread, _registration: registration };
+    tokio::spawn(follow(follower, live, sender, closing));
     metrics::gauge!("inbox_streams").increment(1.0);
     let replayed = futures_util::stream::iter(replay.into_iter().map(Ok));
     let followed = futures_util::stream::unfold(StreamGuard(receiver), |mut guard| async move {
@@ -300,20 +352,42 @@ struct Follower {
     tenant: Uuid,
     agent: Option<Uuid>,
     last: Position,
+    /// The agent's badge, kept from the feed's conversation states.
+    unread: Option<AgentUnread>,
+    _registration: Option<Registration>,
+}
+
+/// An agent's stream counted in the feed for as long as it lives.
+struct Registration {
+    feed: ChangeFeed,
+    agent: Uuid,
+}
+
+impl Registration {
+    fn new(feed: &ChangeFeed, agent: Uuid) -> Self {
+        feed.register(agent);
+        Self { feed: feed.clone(), agent }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.feed.unregister(self.agent);
+    }
 }
 
 /// Passes the feed's changes for this caller to its stream, with the agent's unread summary
-/// after the changes that can move it, until the client goes away, falls behind, or the
-/// server shuts down.
+/// when changes move it (at most every SUMMARY_EVERY), until the client goes away, falls behind,
+/// or the server shuts down.
 async fn follow(
-    pool: PgPool,
     mut follower: Follower,
-    mut live: broadcast::Receiver<Arc<Change>>,
+    mut live: broadcast::Receiver<Arc<FeedItem>>,
     sender: mpsc::Sender<Event>,
     mut closing: watch::Receiver<bool>,
 ) {
-    // The summary as the stream starts, then after changes (at most every SUMMARY_EVERY).
-    let mut summary_due = follower.agent.map(|_| Instant::now());
+    let mut sent_summary = None;
+    // The summary as the stream starts, then after changes that move it.
+    let mut summary_due = follower.unread.as_ref().map(|_| Instant::now());
     if *closing.borrow_and_update() {
         return;
     }
@@ -334,29 +408,38 @@ async fn follow(
             () = sender.closed() => return,
             () = summary_timer => {
                 summary_due = None;
-                let Some(agent) = follower.agent else { continue };
-                match unread::summary(&pool, follower.tenant, agent).await {
-                    Ok(summary) => {
-                        let event = Event::default().event("unread.summary").json_data(summary);
-                        if let Ok(event) = event && sender.try_send(event).is_err() {
-                            return;
-                        }
-                    }
-                    Err(error) => tracing::debug!(%error, "unread summary for a stream failed"),
+                let Some(summary) = follower.unread.as_ref().map(AgentUnread::summary) else { continue };
+                if sent_summary == Some(summary) {
+                    continue;
                 }
+                let event = Event::default().event("unread.summary").json_data(summary);
+                if let Ok(event) = event && sender.try_send(event).is_err() {
+                    return;
+                }
+                sent_summary = Some(summary);
             }
             received = live.recv() => match received {
-                Ok(change) => {
-                    if change.position <= follower.last || !for_caller(&change, follower.tenant, follower.agent) {
+                Ok(item) => {
+                    let change = &item.change;
+                    if change.tenant_id != follower.tenant {
+                        continue;
+                    }
+                    if let (Some(unread), Some(state), Some(conversation)) =
+                        (follower.unread.as_mut(), &item.state, change.conversation_id)
+                    {
+                        unread.apply(conversation, state);
+                        if summary_due.is_none() && sent_summary != Some(unread.summary()) {
+                            summary_due = Some(Instant::now() + SUMMARY_EVERY);
+                        }
+                    }
+                    if change.position <= follower.last || !for_caller(change, follower.tenant, follower.agent) {
                         continue;
                     }
                     follower.last = change.position;
-                    if sender.try_send(change_event(&change)).is_err() {
+                    let event = Event::default().id(change.id.clone()).event(change.kind.as_str()).data(item.data.as_str());
+                    if sender.try_send(event).is_err() {
                         tracing::info!("an inbox stream's client is not keeping up; disconnecting it");
                         return;
-                    }
-                    if follower.agent.is_some() && summary_due.is_none() && moves_summary(&change.kind) {
-                        summary_due = Some(Instant::now() + SUMMARY_EVERY);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {

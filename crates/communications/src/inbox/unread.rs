@@ -9,6 +9,8 @@ use kernel::auth::Caller;
 use kernel::error::{ApiError, ErrorBody};
 use kernel::extract::{Json, Path};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
 use serde_json::json;
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -17,7 +19,7 @@ use super::changes;
 use crate::Communications;
 
 /// The inbox badge of one agent.
-#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UnreadSummary {
     /// Open conversations with messages the agent has not read.
     pub unread: i64,
@@ -127,4 +129,122 @@ pub async fn mark_read(
     tx.commit().await?;
     module.feed.signal();
     Ok(Json(ReadState { conversation_id: id, unread_count }))
+}
+
+/// What decides whether a conversation is unread for the agents of this process's streams.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationState {
+    pub open: bool,
+    pub assignee: Option<Uuid>,
+    pub inbound_count: i64,
+    /// How many inbound messages each asked agent has read (0 without a cursor).
+    pub reads: HashMap<Uuid, i64>,
+}
+
+/// The current state of `conversations` for `agents`, in one statement: what the feed attaches
+/// to changes so that streams keep their badges without a query each.
+pub async fn states(
+    db: impl PgExecutor<'_>,
+    conversations: &[Uuid],
+    agents: &[Uuid],
+) -> Result<HashMap<Uuid, ConversationState>, ApiError> {
+    if conversations.is_empty() || agents.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query!(
+        r#"SELECT c.id, c.status, c.assignee_id, c.inbound_count, a.agent AS "agent!", COALESCE(r.read_count, 0) AS "read_count!"
+           FROM communications.conversations c
+           CROSS JOIN unnest($2::uuid[]) AS a(agent)
+           LEFT JOIN communications.read_cursors r ON r.agent_id = a.agent AND r.conversation_id = c.id
+           WHERE c.id = ANY($1)"#,
+        conversations,
+        agents,
+    )
+    .fetch_all(db)
+    .await?;
+    let mut states: HashMap<Uuid, ConversationState> = HashMap::new();
+    for row in rows {
+        let state = states.entry(row.id).or_insert_with(|| ConversationState {
+            open: row.status == "open",
+            assignee: row.assignee_id,
+            inbound_count: row.inbound_count,
+            reads: HashMap::new(),
+        });
+        state.reads.insert(row.agent, row.read_count);
+    }
+    Ok(states)
+}
+
+/// One agent's unread open conversations (with their assignees), kept current from the feed's
+/// conversation states: the badge of a stream without a query per change.
+#[derive(Debug, Clone)]
+pub struct AgentUnread {
+    agent: Uuid,
+    open: HashMap<Uuid, Option<Uuid>>,
+}
+
+impl AgentUnread {
+    pub async fn load(db: impl PgExecutor<'_>, tenant: Uuid, agent: Uuid) -> Result<Self, ApiError> {
+        let rows = sqlx::query!(
+            r#"SELECT c.id, c.assignee_id
+               FROM communications.conversations c
+               LEFT JOIN communications.read_cursors r ON r.agent_id = $2 AND r.conversation_id = c.id
+               WHERE c.tenant_id = $1 AND c.status = 'open' AND c.inbound_count > COALESCE(r.read_count, 0)"#,
+            tenant,
+            agent,
+        )
+        .fetch_all(db)
+        .await?;
+        Ok(Self { agent, open: rows.into_iter().map(|row| (row.id, row.assignee_id)).collect() })
+    }
+
+    /// Takes the conversation's current state into account (a state that did not ask about this
+    /// agent changes nothing).
+    pub fn apply(&mut self, conversation: Uuid, state: &ConversationState) {
+        let Some(read) = state.reads.get(&self.agent) else { return };
+        if state.open && state.inbound_count > *read {
+            self.open.insert(conversation, state.assignee);
+        } else {
+            self.open.remove(&conversation);
+        }
+    }
+
+    pub fn summary(&self) -> UnreadSummary {
+        let count = |f: &dyn Fn(&Option<Uuid>) -> bool| self.open.values().filter(|a| f(a)).count() as i64;
+        UnreadSummary {
+            unread: self.open.len() as i64,
+            mine: count(&|assignee| *assignee == Some(self.agent)),
+            unassigned: count(&|assignee| assignee.is_none()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agents_badge_follows_conversation_states() {
+        let (me, other, conversation) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut unread = AgentUnread { agent: me, open: HashMap::new() };
+        let state = |open, assignee, inbound, read| ConversationState {
+            open,
+            assignee,
+            inbound_count: inbound,
+            reads: HashMap::from([(me, read)]),
+        };
+        unread.apply(conversation, &state(true, None, 2, 1));
+        assert_eq!(unread.summary(), UnreadSummary { unread: 1, mine: 0, unassigned: 1 });
+        unread.apply(conversation, &state(true, Some(me), 2, 1));
+        assert_eq!(unread.summary(), UnreadSummary { unread: 1, mine: 1, unassigned: 0 });
+        unread.apply(conversation, &state(true, Some(me), 2, 2));
+        assert_eq!(unread.summary(), UnreadSummary { unread: 0, mine: 0, unassigned: 0 });
+        unread.apply(conversation, &state(true, Some(other), 3, 2));
+        assert_eq!(unread.summary(), UnreadSummary { unread: 1, mine: 0, unassigned: 0 });
+        unread.apply(conversation, &state(false, Some(other), 3, 2));
+        assert_eq!(unread.summary().unread, 0, "resolved conversations leave the badge");
+        let not_asked = ConversationState { open: true, inbound_count: 9, ..Default::default() };
+        unread.apply(conversation, &not_asked);
+        assert_eq!(unread.summary().unread, 0, "a state without my read count changes nothing");
+    }
 }

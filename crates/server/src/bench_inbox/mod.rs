@@ -110,7 +110,7 @@ pub async fn run(settings: &mut Settings, database: &Database, args: InboxBenchA
     let list_mine = measure(&sessions, &lists("&assignee=me&status=open"), args.samples).await?;
     let list_unassigned = measure(&sessions, &lists("&assignee=unassigned&status=open"), args.samples).await?;
     let unread_summary = measure(&sessions, &format!("{base}/api/v1/conversations/summary"), args.samples).await?;
-    let search = measure_search(&sessions, &base, args.samples).await?;
+    let search = measure_search(&sessions, &base, args.conversations, args.samples).await?;
     let (inbound_to_stream, missed, rate) = measure_streams(&sessions, &base, tenant, &args).await?;
     let report = InboxBenchReport {
         conversations: seeded.conversations,
@@ -207,15 +207,20 @@ async fn measure(sessions: &[reqwest::Client], url: &str, samples: usize) -> any
     Ok(Percentiles::of(millis))
 }
 
-async fn measure_search(sessions: &[reqwest::Client], base: &str, samples: usize) -> anyhow::Result<Percentiles> {
+async fn measure_search(
+    sessions: &[reqwest::Client],
+    base: &str,
+    conversations: i64,
+    samples: usize,
+) -> anyhow::Result<Percentiles> {
     let mut millis = Vec::with_capacity(samples);
     for n in 0..samples + 20 {
         let word = seed::WORDS[(n * 7) % seed::WORDS.len()];
-        // Single words, two-word phrases and a rare exact message.
+        // Single words, two words, and a reference only one old message has.
         let q = match n % 3 {
             0 => word.to_owned(),
             1 => format!("{word} {}", seed::WORDS[(n * 13 + 5) % seed::WORDS.len()]),
-            _ => format!("\"message {} of conversation {}\"", n % 10, n * 31),
+            _ => format!("ref{}x{}", (n as i64 * 31) % conversations, n % 10),
         };
         let url = reqwest::Url::parse_with_params(&format!("{base}/api/v1/conversations/search"), [("q", q.as_str())])?;
         let started = Instant::now();

@@ -1,6 +1,7 @@
 //! Seeds a tenant's inbox at volume with set-based SQL: contacts, conversations (8 % open, 2 %
 //! snoozed, the rest resolved; 40 % of the open ones unassigned), messages alternating inbound
-//! and outbound with German and English text, and agents' read cursors (each agent has read two
+//! and outbound with German and English text (and a reference like `ref93x3` that only one
+//! message has), and agents' read cursors (each agent has read two
 //! thirds of the open conversations and every resolved one).
 //!
 //! Triggers are switched off for the seeding connection (`session_replication_role = replica`)
@@ -136,7 +137,7 @@ pub async fn seed(
                     jsonb_build_object(CASE WHEN m % 2 = 0 THEN 'body' ELSE 'text' END,
                         $3[1 + (c.n * 7 + m * 13) % cardinality($3)] || ' ' || $3[1 + (c.n * 11 + m * 3) % cardinality($3)] || ' '
                         || $3[1 + (c.n + m * 29) % cardinality($3)] || ' ' || $3[1 + (c.n * 17 + m) % cardinality($3)] || ' '
-                        || 'message ' || m || ' of conversation ' || c.n),
+                        || 'ref' || c.n || 'x' || m),
                     CASE WHEN m % 2 = 0 THEN 'received' ELSE 'read' END, 'meta', 'wamid.seed.' || c.id || '.' || m,
                     CASE WHEN m % 2 = 0 THEN c.created_at + m * interval '3 minutes' END,
                     '{{}}', c.created_at + m * interval '3 minutes', c.created_at + m * interval '3 minutes'
