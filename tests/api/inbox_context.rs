@@ -231,3 +231,56 @@ async fn a_conversation_answering_a_booking_message_is_about_that_booking_and_sh
     let other = app.create_tenant("other").await;
     assert_error(app.put(&path, &other.api_key, json!({})).await, 404, "not_found").await;
 }
+
+#[tokio::test]
+async fn search_pages_newest_first_through_frequent_and_rare_words_in_a_long_history() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    sim.post_inbound(InboundSpec::Meta {
+        phone_number_id: "106540352242922".into(),
+        from: "4915112345678".into(),
+        text: "Hi".into(),
+    })
+    .await
+    .unwrap();
+    let conversation: uuid::Uuid = newest_conversation(&app, &tenant, 1).await.parse().unwrap();
+    // 2,500 older messages about luggage (one with a unique reference), then 2,000 newer ones
+    // about tickets: the newest window holds no luggage at all.
+    let ids: Vec<uuid::Uuid> = (0..4500).map(|_| uuid::Uuid::now_v7()).collect();
+    let texts: Vec<String> = (0..4500)
+        .map(|n| match n {
+            42 => "Gepäck ref42x1".to_owned(),
+            n if n < 2500 => format!("Gepäck {n}"),
+            n => format!("ticket {n}"),
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO communications.messages (id, tenant_id, conversation_id, direction, channel, recipient, content, status)
+         SELECT id, $1, $2, 'inbound', 'whatsapp', '+49', jsonb_build_object('body', text), 'received'
+         FROM unnest($3::uuid[], $4::text[]) AS t(id, text)",
+    )
+    .bind(tenant.id)
+    .bind(conversation)
+    .bind(&ids)
+    .bind(&texts)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let search = |query: String| {
+        let (app, key) = (&app, tenant.api_key.clone());
+        async move { app.get(&format!("/api/v1/conversations/search?{query}"), &key).await.json::<Value>().await.unwrap() }
+    };
+    let first: Value = search("q=Gep%C3%A4ck&limit=25".into()).await;
+    let found: Vec<&str> = first["items"].as_array().unwrap().iter().map(|h| h["snippet"].as_str().unwrap()).collect();
+    let expected: Vec<String> = (2475..2500).rev().map(|n| format!("Gepäck {n}")).collect();
+    assert_eq!(found, expected, "the newest 25 matches, walking back past the newest window");
+    let second: Value =
+        search(format!("q=Gep%C3%A4ck&limit=25&cursor={}", first["next_cursor"].as_str().unwrap())).await;
+    assert_eq!(second["items"][0]["snippet"], "Gepäck 2474", "the next page continues where the first ended");
+    let rare: Value = search("q=ref42x1".into()).await;
+    assert_eq!(rare["items"].as_array().unwrap().len(), 1, "{rare}");
+    assert_eq!(rare["items"][0]["message_id"], ids[42].to_string(), "an old rare word through the index");
+    let newest: Value = search("q=ticket&limit=3".into()).await;
+    assert_eq!(newest["items"][0]["snippet"], "ticket 4499");
+}

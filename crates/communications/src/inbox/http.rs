@@ -36,7 +36,7 @@ pub fn router() -> OpenApiRouter<Communications> {
         .routes(routes!(super::stream::stream))
         .routes(routes!(super::context::put_link))
         .routes(routes!(super::thread::thread))
-        .routes(routes!(super::thread::search))
+        .routes(routes!(super::search::search))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -14,7 +14,8 @@
 //!   email threading).
 //! - `changes.rs` and `stream.rs`: the durable change log and the live stream over it
 //!   (`GET /api/v1/stream`, Server-Sent Events with replay from `Last-Event-ID`).
-//! - `thread.rs`: a conversation's messages in the order written; full-text search (de/en).
+//! - `thread.rs`: a conversation's messages in the order written.
+//! - `search.rs`: full-text search over conversation messages (German and English).
 //! - `context.rs`: the booking, service leg, invoice or appointment a conversation is about, and
 //!   that entity's newest row from the Hasura events we receive.
 //! - `http.rs` and `repository.rs`: the conversations API — list by activity, one conversation,
@@ -36,6 +37,7 @@ pub mod labels;
 pub mod notes;
 pub mod reply;
 pub mod repository;
+pub mod search;
 pub mod stream;
 pub mod thread;
 pub mod unread;

@@ -18,7 +18,8 @@ use uuid::Uuid;
 use super::changes;
 use crate::Communications;
 
-/// The inbox badge of one agent.
+/// The inbox badge of one agent. Each open conversation's cursor is one index-only lookup (a
+/// join would read all of the agent's cursors, resolved conversations' too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UnreadSummary {
     /// Open conversations with messages the agent has not read.
@@ -36,8 +37,9 @@ pub async fn summary(db: impl PgExecutor<'_>, tenant: Uuid, agent: Uuid) -> Resu
                   count(*) FILTER (WHERE c.assignee_id = $2) AS "mine!",
                   count(*) FILTER (WHERE c.assignee_id IS NULL) AS "unassigned!"
            FROM communications.conversations c
-           LEFT JOIN communications.read_cursors r ON r.agent_id = $2 AND r.conversation_id = c.id
-           WHERE c.tenant_id = $1 AND c.status = 'open' AND c.inbound_count > COALESCE(r.read_count, 0)"#,
+           WHERE c.tenant_id = $1 AND c.status = 'open'
+             AND c.inbound_count > COALESCE((SELECT r.read_count FROM communications.read_cursors r
+                                             WHERE r.agent_id = $2 AND r.conversation_id = c.id), 0)"#,
         tenant,
         agent,
     )
@@ -188,8 +190,9 @@ impl AgentUnread {
         let rows = sqlx::query!(
             r#"SELECT c.id, c.assignee_id
                FROM communications.conversations c
-               LEFT JOIN communications.read_cursors r ON r.agent_id = $2 AND r.conversation_id = c.id
-               WHERE c.tenant_id = $1 AND c.status = 'open' AND c.inbound_count > COALESCE(r.read_count, 0)"#,
+               WHERE c.tenant_id = $1 AND c.status = 'open'
+                 AND c.inbound_count > COALESCE((SELECT r.read_count FROM communications.read_cursors r
+                                                 WHERE r.agent_id = $2 AND r.conversation_id = c.id), 0)"#,
             tenant,
             agent,
         )
