@@ -22,6 +22,7 @@ mod helpers;
 mod http_basics;
 mod inbox;
 mod inbox_context;
+mod inbox_input;
 mod inbox_replies;
 mod isolation;
 mod job_queue;

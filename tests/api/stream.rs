@@ -247,3 +247,28 @@ fn position(event: &SseEvent) -> (i64, i64) {
     let (xid, id) = event.id.as_deref().unwrap().split_once('-').unwrap();
     (xid.parse().unwrap(), id.parse().unwrap())
 }
+
+#[tokio::test]
+async fn streams_end_when_the_server_shuts_down_instead_of_holding_it_for_the_grace_period() {
+    let database_url = crate::helpers::fresh_database().await;
+    let created = crate::helpers::switchboard(
+        &["tenant", "create", "--name", "Acme", "--slug", "acme", "--json"],
+        &[("DATABASE_URL", &database_url)],
+    )
+    .output()
+    .unwrap();
+    let tenant: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let server = crate::helpers::RunningServer::start(
+        &["serve"],
+        &[("DATABASE_URL", &database_url), ("SWITCHBOARD__HTTP__SHUTDOWN_GRACE_SECS", "30")],
+    );
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {}", tenant["api_key"].as_str().unwrap()).parse().unwrap());
+    let client = Client::builder().default_headers(headers).build().unwrap();
+    let mut stream = SseClient::connect(&client, &server.url("/api/v1/stream"), None).await;
+    let started = Instant::now();
+    let status = server.stop(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(15), "an open stream held shutdown for {:?}", started.elapsed());
+    assert!(stream.next(Duration::from_secs(2)).await.is_none(), "the stream ended");
+}
