@@ -132,6 +132,8 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/conversations/{id}/link", "put"),
         ("/api/v1/conversations/{id}/messages", "get"),
         ("/api/v1/conversations/search", "get"),
+        ("/api/v1/conversations/{id}/participants", "get"),
+        ("/api/v1/conversations/{id}/participants/{contact_id}", "put"),
         ("/api/v1/contacts", "get"),
         ("/api/v1/contacts/{id}", "get"),
         ("/api/v1/contacts/{id}", "patch"),

@@ -284,3 +284,57 @@ async fn search_pages_newest_first_through_frequent_and_rare_words_in_a_long_his
     let newest: Value = search("q=ticket&limit=3".into()).await;
     assert_eq!(newest["items"][0]["snippet"], "ticket 4499");
 }
+
+#[tokio::test]
+async fn participants_carry_roles_and_attributes() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    for from in ["4915112345678", "4915199999999"] {
+        sim.post_inbound(InboundSpec::Meta {
+            phone_number_id: "106540352242922".into(),
+            from: from.into(),
+            text: "Hi".into(),
+        })
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conversations = loop {
+        let page: Value = app.get("/api/v1/conversations", &tenant.api_key).await.json().await.unwrap();
+        if page["items"].as_array().unwrap().len() == 2 {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "two conversations: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (first, second) = (&conversations["items"][1], &conversations["items"][0]);
+    let id = first["id"].as_str().unwrap();
+    let path = format!("/api/v1/conversations/{id}/participants");
+    let people: Value = app.get(&path, &tenant.api_key).await.json().await.unwrap();
+    assert_eq!(people[0]["role"], "customer", "{people}");
+    assert_eq!(people[0]["contact_id"], first["contact_id"]);
+    let seeker = format!("{path}/{}", first["contact_id"].as_str().unwrap());
+    let set: Value = app
+        .put(&seeker, &tenant.api_key, json!({"role": "seeker", "attributes": {"listing": "L-7"}}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(set[0]["role"], "seeker");
+    assert_eq!(set[0]["attributes"]["listing"], "L-7");
+    let building = format!("{path}/{}", second["contact_id"].as_str().unwrap());
+    let both: Value =
+        app.put(&building, &tenant.api_key, json!({"role": "building_contact"})).await.json().await.unwrap();
+    let roles: Vec<&str> = both.as_array().unwrap().iter().map(|p| p["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["seeker", "building_contact"]);
+    let bad = app.put(&seeker, &tenant.api_key, json!({"role": "Seeker!"})).await;
+    assert_eq!(assert_error(bad, 422, "validation_failed").await["error"]["field"], "role");
+    let bad = app.put(&seeker, &tenant.api_key, json!({"role": "seeker", "attributes": [1]})).await;
+    assert_eq!(assert_error(bad, 422, "validation_failed").await["error"]["field"], "attributes");
+    let stranger = format!("{path}/{}", uuid::Uuid::now_v7());
+    assert_error(app.put(&stranger, &tenant.api_key, json!({"role": "seeker"})).await, 404, "not_found").await;
+    let other = app.create_tenant("other").await;
+    assert_error(app.get(&path, &other.api_key).await, 404, "not_found").await;
+    assert_error(app.put(&seeker, &other.api_key, json!({"role": "seeker"})).await, 404, "not_found").await;
+}

@@ -251,4 +251,22 @@ async fn email_replies_thread_in_the_customers_client_and_their_answers_join_the
     assert_eq!(joined, id, "the answer joins the conversation of the mail it answers");
     let now: Value = app.get(&format!("/api/v1/conversations/{id}"), &tenant.api_key).await.json().await.unwrap();
     assert_eq!(now["status"], "open");
+
+    // A colleague of the customer answers the same mail from another address: one thread, two
+    // participants.
+    let ours = format!("{}@email.amazonses.com", sent["provider_message_id"].as_str().unwrap());
+    sim.post_inbound(InboundSpec::SesInbound {
+        from: "bob@example.org".into(),
+        to: "support@mail.alpine.example".into(),
+        subject: "Re: Ticket".into(),
+        text: "I travel with Ann.".into(),
+        in_reply_to: Some(ours),
+    })
+    .await
+    .unwrap();
+    assert_eq!(conversation_with(&app, &tenant, 3).await, id);
+    let people: Value =
+        app.get(&format!("/api/v1/conversations/{id}/participants"), &tenant.api_key).await.json().await.unwrap();
+    let roles: Vec<&str> = people.as_array().unwrap().iter().map(|p| p["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["customer", "participant"], "{people}");
 }

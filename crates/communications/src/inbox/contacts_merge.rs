@@ -163,6 +163,7 @@ async fn move_everything(
         }
     }
 
+    super::participants::merge(tx, tenant, merged, survivor).await?;
     // The rest of the merged contact's messages (outbound ones, those outside a conversation).
     let messages = sqlx::query!(
         "UPDATE communications.messages SET contact_id = $3 WHERE tenant_id = $1 AND contact_id = $2",

@@ -35,6 +35,8 @@ pub fn router() -> OpenApiRouter<Communications> {
         .routes(routes!(super::reply::reply))
         .routes(routes!(super::stream::stream))
         .routes(routes!(super::context::put_link))
+        .routes(routes!(super::participants::participants))
+        .routes(routes!(super::participants::put_participant))
         .routes(routes!(super::thread::thread))
         .routes(routes!(super::search::search))
 }

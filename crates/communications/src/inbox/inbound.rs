@@ -86,6 +86,7 @@ pub async fn receive(tx: &mut PgConnection, tenant: Uuid, event: &ProviderEvent)
             (id, true)
         }
     };
+    super::participants::join(tx, tenant, conversation_id, contact).await?;
     // Joining the conversation moves its activity (a trigger: `last_message_at` never goes back).
     sqlx::query!(
         "UPDATE communications.messages SET contact_id = $2, conversation_id = $3 WHERE id = $1",

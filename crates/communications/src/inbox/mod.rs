@@ -16,6 +16,7 @@
 //!   (`GET /api/v1/stream`, Server-Sent Events with replay from `Last-Event-ID`).
 //! - `thread.rs`: a conversation's messages in the order written.
 //! - `search.rs`: full-text search over conversation messages (German and English).
+//! - `participants.rs`: who takes part in a conversation, with roles and attributes.
 //! - `context.rs`: the booking, service leg, invoice or appointment a conversation is about, and
 //!   that entity's newest row from the Hasura events we receive.
 //! - `http.rs` and `repository.rs`: the conversations API — list by activity, one conversation,
@@ -35,6 +36,7 @@ pub mod http;
 pub mod inbound;
 pub mod labels;
 pub mod notes;
+pub mod participants;
 pub mod reply;
 pub mod repository;
 pub mod search;
