@@ -270,3 +270,37 @@ async fn email_replies_thread_in_the_customers_client_and_their_answers_join_the
     let roles: Vec<&str> = people.as_array().unwrap().iter().map(|p| p["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["customer", "participant"], "{people}");
 }
+
+#[tokio::test]
+async fn mail_that_arrived_before_its_domain_was_configured_becomes_a_conversation_once_it_is() {
+    let (app, sim) = spawn_app_with_sim(|settings| settings.dispatch.poll_interval_ms = 50).await;
+    let tenant = app.create_tenant("alpine").await;
+    sim.post_inbound(InboundSpec::SesInbound {
+        from: "ann@example.org".into(),
+        to: "support@mail.alpine.example".into(),
+        subject: "Early".into(),
+        text: "Before you were set up".into(),
+        in_reply_to: None,
+    })
+    .await
+    .unwrap();
+    let outcome = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT outcome FROM communications.webhook_envelopes WHERE provider = 'sns' ORDER BY received_at DESC LIMIT 1",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(outcome().await.as_deref(), Some("stored"), "no tenant sends from that domain yet");
+    email(&app, &tenant).await;
+    let id = conversation_with(&app, &tenant, 1).await;
+    let conversation: Value =
+        app.get(&format!("/api/v1/conversations/{id}"), &tenant.api_key).await.json().await.unwrap();
+    assert_eq!(conversation["channel"], "email");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outcome().await.as_deref() != Some("applied") {
+        assert!(Instant::now() < deadline, "the envelope was not marked applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -23,8 +23,8 @@
 //!   claim (one winner), release, snooze, resolve, reopen — each change with its change row.
 //! - [`wake_snoozed`]: snoozed conversations open again when their time comes, once, whichever
 //!   process gets there first.
-//! - [`process_stored`]: inbound envelopes kept before the inbox existed (outcome `stored`, tenant
-//!   known) are processed once, from their stored bodies.
+//! - [`process_stored`]: inbound envelopes kept before the inbox existed, or before their tenant
+//!   was known (outcome `stored`), are processed once their tenant is known, from their bodies.
 
 pub mod canned;
 pub mod changes;
@@ -66,40 +66,78 @@ pub async fn wake_snoozed(module: &Communications) -> Result<usize, ApiError> {
     Ok(woken.len())
 }
 
-/// Processes up to 100 stored inbound envelopes (Meta notifications, Twilio inbound SMS) of a
-/// known tenant, oldest first, each once (row locks, then outcome `applied`); returns how many.
-pub async fn process_stored(module: &Communications) -> Result<usize, ApiError> {
+/// Where [`process_stored`] has got to in this process: each stored envelope is looked at once
+/// per process (one whose tenant is still unknown stays `stored` and is passed over).
+pub type StoredCursor = Option<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>;
+
+/// Processes up to 100 stored inbound envelopes after `cursor`, oldest first (Meta notifications,
+/// Twilio inbound SMS, SES inbound mail through SNS), each event for its tenant: the envelope's,
+/// else the one the Meta number or the mail's domain names now. An envelope whose every inbound
+/// event found its tenant becomes `applied` (row-locked, so once across processes); returns how
+/// many were applied, and the new cursor.
+pub async fn process_stored(module: &Communications, cursor: StoredCursor) -> Result<(usize, StoredCursor), ApiError> {
     let mut tx = module.pool.begin().await?;
+    let (after_at, after_id) = cursor.unzip();
     let envelopes = sqlx::query!(
-        r#"SELECT id, tenant_id AS "tenant_id!", provider, kind, body, received_at
+        r#"SELECT id, tenant_id, provider, kind, body, received_at
            FROM communications.webhook_envelopes
-           WHERE outcome = 'stored' AND tenant_id IS NOT NULL
-             AND ((provider = 'meta' AND kind = 'notification') OR (provider = 'twilio' AND kind = 'inbound'))
-           ORDER BY received_at LIMIT 100 FOR UPDATE SKIP LOCKED"#,
+           WHERE outcome = 'stored'
+             AND ((provider = 'meta' AND kind = 'notification') OR (provider = 'twilio' AND kind = 'inbound')
+                  OR (provider = 'sns' AND kind = 'notification'))
+             AND ($1::timestamptz IS NULL OR (received_at, id) > ($1, $2))
+           ORDER BY received_at, id LIMIT 100 FOR UPDATE SKIP LOCKED"#,
+        after_at,
+        after_id,
     )
     .fetch_all(&mut *tx)
     .await?;
+    let mut applied = 0;
     for envelope in &envelopes {
         let events = match envelope.provider.as_str() {
             "meta" => cpaas::webhooks::meta::parse(envelope.body.as_bytes()).unwrap_or_default(),
-            _ => {
+            "twilio" => {
                 let form = cpaas::webhooks::twilio::parse_form(envelope.body.as_bytes());
                 cpaas::webhooks::twilio::parse_inbound_message(&form, envelope.received_at)
             }
+            _ => cpaas::webhooks::sns::SnsMessage::from_json(envelope.body.as_bytes())
+                .ok()
+                .and_then(|message| cpaas::webhooks::ses::parse(&message.message).ok())
+                .unwrap_or_default(),
         };
+        let mut complete = true;
         for event in &events {
-            inbound::receive(&mut tx, envelope.tenant_id, event).await?;
+            let cpaas::ProviderEvent::InboundMessage { provider, to, .. } = event else { continue };
+            let tenant = match (envelope.tenant_id, provider) {
+                (Some(tenant), _) => Some(tenant),
+                (None, cpaas::Provider::Meta) => {
+                    crate::tracking::repository::tenant_of_meta_number(&mut *tx, to).await?
+                }
+                (None, cpaas::Provider::Ses) => {
+                    crate::tracking::repository::tenant_of_mail_domain(&mut *tx, to, &[]).await?
+                }
+                (None, _) => None,
+            };
+            match tenant {
+                Some(tenant) => {
+                    inbound::receive(&mut tx, tenant, event).await?;
+                }
+                None => complete = false,
+            }
         }
-        sqlx::query!("UPDATE communications.webhook_envelopes SET outcome = 'applied' WHERE id = $1", envelope.id)
-            .execute(&mut *tx)
-            .await?;
+        if complete {
+            sqlx::query!("UPDATE communications.webhook_envelopes SET outcome = 'applied' WHERE id = $1", envelope.id)
+                .execute(&mut *tx)
+                .await?;
+            applied += 1;
+        }
     }
     tx.commit().await?;
-    if !envelopes.is_empty() {
+    if applied > 0 {
         module.feed.signal();
-        tracing::info!(count = envelopes.len(), "processed inbound envelopes stored before the inbox");
+        tracing::info!(count = applied, "processed stored inbound envelopes");
     }
-    Ok(envelopes.len())
+    let cursor = envelopes.last().map(|last| (last.received_at, last.id)).or(cursor);
+    Ok((applied, cursor))
 }
 
 /// How long the change log keeps changes for streams resuming with `Last-Event-ID`.
@@ -113,6 +151,10 @@ pub async fn run_upkeep(module: Communications, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut trimmed_at = tokio::time::Instant::now();
+    let mut stored: StoredCursor = None;
+    // Envelopes whose tenant was unknown are looked at again after a while (their Meta number
+    // or mail domain may have been configured since): a new pass from the oldest.
+    let mut pass_started = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
         if trimmed_at.elapsed() >= TRIM_EVERY {
@@ -125,8 +167,13 @@ pub async fn run_upkeep(module: Communications, interval: Duration) {
         if let Err(error) = wake_snoozed(&module).await {
             tracing::warn!(%error, "waking snoozed conversations failed");
         }
-        if let Err(error) = process_stored(&module).await {
-            tracing::warn!(%error, "processing stored inbound envelopes failed");
+        match process_stored(&module, stored).await {
+            Ok((_, cursor)) => stored = cursor,
+            Err(error) => tracing::warn!(%error, "processing stored inbound envelopes failed"),
+        }
+        if pass_started.elapsed() >= interval * 60 {
+            pass_started = tokio::time::Instant::now();
+            stored = None;
         }
     }
 }
