@@ -159,6 +159,28 @@ async fn an_agents_reply_goes_out_on_the_conversation_channel_and_its_statuses_c
     .unwrap();
     assert_eq!(statuses.last().map(String::as_str), Some("read"), "statuses reach the stream: {statuses:?}");
 
+    // A double click with an Idempotency-Key sends once.
+    let twice: Vec<Value> = futures_join(&session, &app, &path).await;
+    assert_eq!(twice[0]["id"], twice[1]["id"], "the repeat answers the first reply");
+    let replies: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM communications.messages WHERE conversation_id = $1::uuid AND content->>'text' = 'Once only'",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(replies, 1);
+    let other_body = session
+        .0
+        .post(app.url(&path))
+        .header("x-csrf-token", &session.1)
+        .header("idempotency-key", "click-1")
+        .json(&json!({"content": {"text": "Something else"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(assert_error(other_body, 422, "validation_failed").await["error"]["field"], "Idempotency-Key");
+
     // 25 hours after the customer's last message, free text is refused and a template asked for.
     sqlx::query(
         "UPDATE communications.conversations SET last_inbound_at = now() - interval '25 hours' WHERE id = $1::uuid",
@@ -191,6 +213,26 @@ async fn an_agents_reply_goes_out_on_the_conversation_channel_and_its_statuses_c
         )
         .await;
     assert_eq!(assert_error(smuggled, 422, "validation_failed").await["error"]["field"], "conversation_id");
+}
+
+/// The same reply sent twice at once with one Idempotency-Key.
+async fn futures_join(session: &Session, app: &TestApp, path: &str) -> Vec<Value> {
+    let send = || {
+        session
+            .0
+            .post(app.url(path))
+            .header("x-csrf-token", &session.1)
+            .header("idempotency-key", "click-1")
+            .json(&json!({"content": {"text": "Once only"}}))
+            .send()
+    };
+    let (a, b) = tokio::join!(send(), send());
+    let mut answers = Vec::new();
+    for response in [a.unwrap(), b.unwrap()] {
+        assert_eq!(response.status(), 202);
+        answers.push(response.json().await.unwrap());
+    }
+    answers
 }
 
 #[tokio::test]

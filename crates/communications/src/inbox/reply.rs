@@ -6,14 +6,16 @@
 //! refused here, before Meta would fail it. An email reply carries the answered mail's
 //! Message-ID and References, so the customer's mail client threads it.
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use chrono::{Duration, Utc};
 use kernel::auth::{Actor, Caller};
 use kernel::error::{ApiError, ErrorBody};
-use kernel::extract::{Json, Path};
+use kernel::extract::{Json, Path, parse_json};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::inbound::record_change;
@@ -22,6 +24,7 @@ use crate::contacts::RecipientInput;
 use crate::messages::accept;
 use crate::messages::content::{ContentInput, MessageContent};
 use crate::messages::model::Channel;
+use crate::messages::repository::{self as messages, KeyClaim};
 use crate::messages::service::{Accepted, ChannelsInput, SendRequest};
 
 /// How long after the customer's last message WhatsApp allows free-form messages.
@@ -37,7 +40,8 @@ pub struct ReplyRequest {
 
 /// Sends a reply on the conversation's channel account to its contact; the calling agent is
 /// recorded as its author (`metadata.author_agent_id`). The reply appears in the thread and its
-/// statuses follow it there.
+/// statuses follow it there. With `Idempotency-Key`, a repeat (a double click, a retried
+/// request) answers the first reply instead of sending another.
 #[utoipa::path(
     post, path = "/api/v1/conversations/{id}/messages", tag = "inbox", params(("id" = Uuid, Path)),
     request_body = ReplyRequest,
@@ -48,8 +52,12 @@ pub async fn reply(
     State(module): State<Communications>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(request): Json<ReplyRequest>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    kernel::extract::require_json(&headers)?;
+    let key = crate::messages::http::idempotency_key(&headers)?;
+    let request: ReplyRequest = parse_json(&body)?;
     let tenant = caller.tenant_id;
     let conversation = sqlx::query!(
         r#"SELECT contact_id, channel AS "channel: Channel", last_inbound_at
@@ -110,18 +118,36 @@ pub async fn reply(
         *in_reply_to = mail.thread();
     }
     let mut tx = module.pool.begin().await?;
+    if let Some(key) = key.as_deref() {
+        // The conversation is part of the request: the same body to another conversation is
+        // another request.
+        let hash = Sha256::new().chain_update(id.as_bytes()).chain_update(&body).finalize().to_vec();
+        match messages::claim_key(&mut tx, tenant, key, &hash).await? {
+            KeyClaim::New => {}
+            KeyClaim::Replay { status, body } => {
+                return Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED), Json(body)));
+            }
+            KeyClaim::Mismatch => {
+                return Err(ApiError::validation("Idempotency-Key", "this key was used with a different request"));
+            }
+        }
+    }
     let accepted = accept::store(&mut tx, std::slice::from_ref(&draft))
         .await?
         .pop()
         .unwrap_or_else(|| Err(ApiError::internal("no answer")))?;
     let payload = json!({ "direction": "outbound", "author_agent_id": author, "status": accepted.status });
     record_change(&mut tx, tenant.0, "message.created", id, Some(accepted.id), payload).await?;
+    let answer = serde_json::to_value(&accepted).map_err(ApiError::internal)?;
+    if let Some(key) = key.as_deref() {
+        messages::complete_key(&mut tx, tenant, key, 202, &answer).await?;
+    }
     tx.commit().await?;
     if let Some(lane) = accepted.wake {
         module.queue_waker.wake(lane);
     }
     module.feed.signal();
-    Ok((StatusCode::ACCEPTED, Json(accepted)))
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 /// The newest mail the customer sent in the conversation: what a reply answers.
