@@ -272,3 +272,23 @@ async fn streams_end_when_the_server_shuts_down_instead_of_holding_it_for_the_gr
     assert!(started.elapsed() < Duration::from_secs(15), "an open stream held shutdown for {:?}", started.elapsed());
     assert!(stream.next(Duration::from_secs(2)).await.is_none(), "the stream ended");
 }
+
+#[tokio::test]
+async fn a_committed_change_is_announced_to_other_processes_with_notify() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    // What another replica's feed listens to.
+    let mut listener = sqlx::postgres::PgListener::connect(&app.database_url()).await.unwrap();
+    listener.listen("switchboard_changes").await.unwrap();
+    inbound(&sim, "Hello").await;
+    let notified = tokio::time::timeout(WAIT, listener.recv()).await;
+    assert!(notified.is_ok_and(|n| n.is_ok()), "no NOTIFY after the inbound message's commit");
+    // Sent after the commit, on its own: the change is visible by the time it arrives.
+    let changes: i64 = sqlx::query_scalar("SELECT count(*) FROM communications.changes WHERE tenant_id = $1")
+        .bind(tenant.id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(changes >= 1);
+}
