@@ -12,6 +12,7 @@
 pub mod command;
 pub mod config;
 pub mod event;
+pub mod media;
 pub mod provisioning;
 pub mod send;
 pub mod webhooks;

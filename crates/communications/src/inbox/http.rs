@@ -37,6 +37,7 @@ pub fn router() -> OpenApiRouter<Communications> {
         .routes(routes!(super::context::put_link))
         .routes(routes!(super::thread::thread))
         .routes(routes!(super::search::search))
+        .routes(routes!(super::media::download))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

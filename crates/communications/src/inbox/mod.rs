@@ -34,6 +34,7 @@ pub mod context;
 pub mod http;
 pub mod inbound;
 pub mod labels;
+pub mod media;
 pub mod notes;
 pub mod reply;
 pub mod repository;
