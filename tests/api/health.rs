@@ -94,6 +94,7 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/messages/{id}", "get"),
         ("/api/v1/messages/{id}/cancel", "post"),
         ("/api/v1/messages/{id}/approve", "post"),
+        ("/api/v1/messages/{id}/media", "get"),
         ("/api/v1/events", "post"),
         ("/api/v1/trigger-rules", "get"),
         ("/api/v1/trigger-rules", "post"),

@@ -20,6 +20,7 @@ mod embedded_postgres;
 mod health;
 mod helpers;
 mod http_basics;
+mod inbound_kinds;
 mod inbox;
 mod inbox_context;
 mod inbox_input;

@@ -37,6 +37,28 @@ pub enum InboundSpec {
         to: String,
         body: String,
     },
+    /// A WhatsApp media message (`kind`: image, document, audio, video or sticker) whose bytes
+    /// the sim then serves at a media id of its own (see `media.rs`).
+    MetaMedia {
+        phone_number_id: String,
+        from: String,
+        kind: String,
+        caption: Option<String>,
+        mime_type: String,
+        /// Documents' file name (default `document.pdf`).
+        filename: Option<String>,
+    },
+    /// An MMS with one medium per content type in `media`, served at Twilio media URLs of
+    /// `account_sid`. `webhook_id` is the id in the webhook URL path
+    /// (`/api/webhooks/twilio/{webhook_id}/inbound`, default `account_sid`).
+    TwilioMms {
+        account_sid: String,
+        webhook_id: Option<String>,
+        from: String,
+        to: String,
+        body: String,
+        media: Vec<String>,
+    },
     TwilioMissedCall {
         account_sid: String,
         from: String,
@@ -139,6 +161,25 @@ pub(crate) async fn post_inbound(state: &Arc<SimState>, inbound: InboundSpec) ->
         }
         InboundSpec::Twilio { account_sid, from, to, body } => {
             let (url, form) = twilio::inbound_sms(state, &account_sid, &from, &to, &body)?;
+            post_twilio(state, &url, &form).await
+        }
+        InboundSpec::MetaMedia { phone_number_id, from, kind, caption, mime_type, filename } => {
+            let (url, body) = crate::media::meta_inbound(
+                state,
+                &phone_number_id,
+                &from,
+                &kind,
+                caption.as_deref(),
+                &mime_type,
+                filename.as_deref(),
+            )?;
+            post_meta(state, &url, &body).await
+        }
+        InboundSpec::TwilioMms { account_sid, webhook_id, from, to, body, media } => {
+            let webhook_id = webhook_id.as_deref().unwrap_or(&account_sid);
+            let inbound =
+                twilio::InboundForm { webhook_id, account_sid: &account_sid, from: &from, to: &to, body: &body };
+            let (url, form) = crate::media::twilio_inbound(state, inbound, &media)?;
             post_twilio(state, &url, &form).await
         }
         InboundSpec::TwilioMissedCall { account_sid, from, to, call_status } => {

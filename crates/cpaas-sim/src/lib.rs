@@ -14,6 +14,7 @@
 //! | SES v2 | `POST /v2/email/outbound-emails`, `POST /v2/email/identities`, `GET /v2/email/identities/{identity}` |
 //! | SNS | `POST /` (Query protocol: `Publish`, `ListOriginationNumbers`, `CheckIfPhoneNumberIsOptedOut`) |
 //! | Twilio | `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, `GET /2010-04-01/Accounts/{AccountSid}/Messages.json` (list), `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json`, `GET /2010-04-01/Accounts/{AccountSid}.json` |
+//! | inbound media | Meta `GET /{version}/{media_id}` and its `url`, `/whatsapp_business/attachments/?mid=…` (Bearer); Twilio `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}/Media/{MediaSid}` (Basic; 307 to `/sim/storage/twilio/{token}`, which refuses an `Authorization` header as S3 does). See `media.rs` |
 //! | control | `GET/DELETE /sim/ledger`, `POST/DELETE /sim/failures`, `POST /sim/callbacks`, `POST /sim/inbound`, `GET/DELETE /sim/webhooks`, `GET /sim/sns/cert.pem` |
 //!
 //! `GET /sim/webhooks` ([`SimHandle::webhook_log`]) lists every attempt at delivering a webhook,
@@ -111,6 +112,7 @@ mod control;
 mod delivery;
 mod failures;
 mod ledger;
+mod media;
 mod meta;
 mod retry;
 mod ses;
@@ -129,6 +131,7 @@ pub use callbacks::{CallbackStatus, InboundSpec};
 pub use delivery::WebhookAttempt;
 pub use failures::{FailureKind, FailureRule};
 pub use ledger::LedgerEntry;
+pub use media::media_bytes;
 pub use retry::{SnsBackoff, SnsDeliveryPolicy};
 
 /// How the simulator behaves; see the field comments.
@@ -242,6 +245,7 @@ impl Simulator {
             .merge(twilio::routes())
             .merge(sns::routes())
             .merge(meta::routes())
+            .merge(media::routes())
             .with_state(state.clone());
         Ok((router, SimHandle { state }))
     }
@@ -353,6 +357,7 @@ pub(crate) struct SimState {
     ledger: Mutex<ledger::Ledger>,
     failures: Mutex<Vec<FailureRule>>,
     meta: Mutex<meta::Registry>,
+    media: Mutex<media::Store>,
     ses_identities: Mutex<HashMap<String, ses::Identity>>,
     sns_opted_out: Mutex<HashSet<String>>,
     /// When each (message, status) happened, in Unix seconds: fixed at its first callback.
@@ -372,6 +377,7 @@ impl SimState {
             ledger: Mutex::default(),
             failures: Mutex::default(),
             meta: Mutex::default(),
+            media: Mutex::default(),
             ses_identities: Mutex::default(),
             sns_opted_out: Mutex::default(),
             status_times: Mutex::default(),
@@ -410,6 +416,9 @@ impl SimState {
     }
     pub(crate) fn meta(&self) -> MutexGuard<'_, meta::Registry> {
         self.meta.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn media(&self) -> MutexGuard<'_, media::Store> {
+        self.media.lock().unwrap_or_else(|e| e.into_inner())
     }
     pub(crate) fn ses_identities(&self) -> MutexGuard<'_, HashMap<String, ses::Identity>> {
         self.ses_identities.lock().unwrap_or_else(|e| e.into_inner())

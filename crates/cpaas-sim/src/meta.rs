@@ -93,7 +93,7 @@ fn fbtrace_id() -> String {
 }
 
 /// Graph error body `{"error":{message,type,code,error_data,fbtrace_id}}` with `(#code) title`.
-fn meta_error(status: StatusCode, code: u32, title: &str, details: &str) -> Response {
+pub(crate) fn meta_error(status: StatusCode, code: u32, title: &str, details: &str) -> Response {
     let body = json!({"error": {
         "message": format!("(#{code}) {title}"),
         "type": "OAuthException",
@@ -104,7 +104,7 @@ fn meta_error(status: StatusCode, code: u32, title: &str, details: &str) -> Resp
     (status, axum::Json(body)).into_response()
 }
 
-fn token_error() -> Response {
+pub(crate) fn token_error() -> Response {
     let body = json!({"error": {
         "message": "Invalid OAuth access token - Cannot parse access token",
         "type": "OAuthException",
@@ -114,14 +114,14 @@ fn token_error() -> Response {
     (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
     (!token.is_empty()).then(|| token.to_owned())
 }
 
 /// The injected-failure reply: (HTTP status, Meta code, title, details).
-fn failure_reply(kind: FailureKind) -> (StatusCode, u32, &'static str, &'static str) {
+pub(crate) fn failure_reply(kind: FailureKind) -> (StatusCode, u32, &'static str, &'static str) {
     match kind {
         FailureKind::RateLimited => {
             (StatusCode::BAD_REQUEST, 130429, "Rate limit hit", "Cloud API message throughput has been reached.")
@@ -488,6 +488,10 @@ async fn get_phone_number(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    // Media ids are Graph nodes too.
+    if let Some(media) = crate::media::meta_lookup(&state, &version, &phone_number_id, &headers).await {
+        return media;
+    }
     let authorised = bearer_token(&headers).is_some();
     state.ledger().record(NewEntry {
         provider: "meta",
@@ -602,6 +606,17 @@ pub(crate) fn inbound_webhook(
     from: &str,
     text: &str,
 ) -> anyhow::Result<(String, Value)> {
+    inbound_message_webhook(state, phone_number_id, from, "text", json!({"body": text}))
+}
+
+/// An inbound message webhook of type `kind`, its object `object`.
+pub(crate) fn inbound_message_webhook(
+    state: &SimState,
+    phone_number_id: &str,
+    from: &str,
+    kind: &str,
+    object: Value,
+) -> anyhow::Result<(String, Value)> {
     let wa_id: String = from.chars().filter(char::is_ascii_digit).collect();
     let last4 = &wa_id[wa_id.len().saturating_sub(4)..];
     let value = json!({
@@ -612,8 +627,8 @@ pub(crate) fn inbound_webhook(
             "from": wa_id,
             "id": new_wamid(),
             "timestamp": chrono::Utc::now().timestamp().to_string(),
-            "type": "text",
-            "text": {"body": text},
+            "type": kind,
+            kind: object,
         }],
     });
     webhook_envelope(state, phone_number_id, value)

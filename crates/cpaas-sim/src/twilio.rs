@@ -292,8 +292,33 @@ pub(crate) fn inbound_sms(
     to: &str,
     body: &str,
 ) -> anyhow::Result<(String, Vec<(String, String)>)> {
-    let url = format!("{}/api/webhooks/twilio/{account_sid}/inbound", state.webhook_base()?);
     let sid = format!("SM{}", random_hex(32));
+    let inbound = InboundForm { webhook_id: account_sid, account_sid, from, to, body };
+    inbound_message(state, inbound, &sid, &[])
+}
+
+/// What an inbound message form says, and where it goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InboundForm<'a> {
+    /// The id in the webhook URL (`/api/webhooks/twilio/{webhook_id}/inbound`): the number's
+    /// webhook URL is whatever its owner configured.
+    pub webhook_id: &'a str,
+    pub account_sid: &'a str,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub body: &'a str,
+}
+
+/// An inbound SMS/MMS webhook form with `media` as (`MediaUrlN`, `MediaContentTypeN`) pairs.
+pub(crate) fn inbound_message(
+    state: &SimState,
+    inbound: InboundForm<'_>,
+    sid: &str,
+    media: &[(String, String)],
+) -> anyhow::Result<(String, Vec<(String, String)>)> {
+    let InboundForm { webhook_id, account_sid, from, to, body } = inbound;
+    let url = format!("{}/api/webhooks/twilio/{webhook_id}/inbound", state.webhook_base()?);
+    let num_media = media.len().to_string();
     let mut form: Vec<(String, String)> = [
         ("ToCountry", ""),
         ("ToState", ""),
@@ -303,7 +328,7 @@ pub(crate) fn inbound_sms(
         ("FromState", ""),
         ("FromCity", ""),
         ("FromZip", ""),
-        ("NumMedia", "0"),
+        ("NumMedia", num_media.as_str()),
         ("NumSegments", "1"),
         ("SmsStatus", "received"),
         ("ApiVersion", "2010-04-01"),
@@ -311,8 +336,12 @@ pub(crate) fn inbound_sms(
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
     .collect();
+    for (index, (media_url, content_type)) in media.iter().enumerate() {
+        form.push((format!("MediaContentType{index}"), content_type.clone()));
+        form.push((format!("MediaUrl{index}"), media_url.clone()));
+    }
     for key in ["SmsMessageSid", "SmsSid", "MessageSid"] {
-        form.push((key.to_owned(), sid.clone()));
+        form.push((key.to_owned(), sid.to_owned()));
     }
     form.push(("AccountSid".to_owned(), account_sid.to_owned()));
     form.push(("From".to_owned(), from.to_owned()));
@@ -321,12 +350,12 @@ pub(crate) fn inbound_sms(
     // Received messages are Message resources too: a lookup must tell them from ours.
     let now = chrono::Utc::now();
     state.twilio_messages().add(StoredMessage {
-        sid,
+        sid: sid.to_owned(),
         account_sid: account_sid.to_owned(),
         from: Some(from.to_owned()),
         to: to.to_owned(),
         body: body.to_owned(),
-        num_media: 0,
+        num_media: media.len(),
         messaging_service_sid: None,
         direction: "inbound",
         status: "received".to_owned(),

@@ -133,6 +133,17 @@ pub enum InboundContent {
         title: String,
         description: Option<String>,
     },
+    /// A reaction to one of the conversation's messages; `emoji: None` takes a reaction back
+    /// (Meta sends an empty emoji for that).
+    Reaction {
+        emoji: Option<String>,
+        /// The provider's id of the message reacted to.
+        message_id: String,
+    },
+    /// Contact cards the sender shared.
+    Contacts {
+        contacts: Vec<SharedContact>,
+    },
     Email {
         subject: Option<String>,
         text: Option<String>,
@@ -142,6 +153,22 @@ pub enum InboundContent {
         in_reply_to: Option<String>,
         references: Vec<String>,
     },
+}
+
+/// One shared contact card: what the sender's address book holds, not one of our contacts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedContact {
+    /// The formatted name (Meta's `name.formatted_name`).
+    pub name: Option<String>,
+    pub phones: Vec<SharedPhone>,
+    pub emails: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedPhone {
+    pub phone: String,
+    /// The number's WhatsApp id, when it has one.
+    pub wa_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

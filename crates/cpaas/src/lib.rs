@@ -12,6 +12,7 @@
 pub mod command;
 pub mod config;
 pub mod event;
+pub mod media;
 pub mod provisioning;
 pub mod send;
 pub mod webhooks;
@@ -20,7 +21,9 @@ pub use command::{
     Attachment, Content, MediaKind, Recipient, SendError, SendMessageCommand, SendReceipt, TemplateContent,
 };
 pub use config::{MetaConfig, ProviderConfig, SesConfig, SmsType, SnsConfig, TwilioConfig};
-pub use event::{DeliveryStatus, FailureClass, InboundContent, ProviderError, ProviderEvent};
+pub use event::{
+    DeliveryStatus, FailureClass, InboundContent, ProviderError, ProviderEvent, SharedContact, SharedPhone,
+};
 pub use send::{FoundMessage, SentProbe, Settlement};
 
 use serde::{Deserialize, Serialize};

@@ -226,11 +226,27 @@ fn failed_status_carries_the_error_and_its_permanence() {
 }
 
 #[test]
+fn reaction_message() {
+    let (.., content, _) = inbound(only(parse(&fixture("reaction.json")).unwrap()));
+    assert_eq!(
+        content,
+        InboundContent::Reaction {
+            emoji: Some("\u{1F62E}".into()),
+            message_id: "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA".into()
+        }
+    );
+}
+
+#[test]
 fn unknown_kinds_are_unknown_events_not_errors() {
-    let event = only(parse(&fixture("reaction.json")).unwrap());
+    // Reactions are understood now (see `reaction_message`); an order is not.
+    let order = String::from_utf8(fixture("reaction.json"))
+        .unwrap()
+        .replace(r#""type":"reaction","reaction""#, r#""type":"order","order""#);
+    let event = only(parse(order.as_bytes()).unwrap());
     let ProviderEvent::Unknown { provider, description } = event else { panic!("{event:?}") };
     assert_eq!(provider, Provider::Meta);
-    assert!(description.contains("reaction"), "{description}");
+    assert!(description.contains("order"), "{description}");
 
     let event = only(parse(&fixture("template_status_update.json")).unwrap());
     assert!(

@@ -39,6 +39,7 @@ pub fn router() -> OpenApiRouter<Communications> {
         .routes(routes!(super::participants::put_participant))
         .routes(routes!(super::thread::thread))
         .routes(routes!(super::search::search))
+        .routes(routes!(super::media::download))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -295,6 +295,12 @@ fn preview(content: &InboundContent) -> serde_json::Value {
         InboundContent::Location { name, .. } => name.clone().unwrap_or_else(|| "[location]".into()),
         InboundContent::ButtonReply { title, .. } | InboundContent::ListReply { title, .. } => title.clone(),
         InboundContent::Email { subject, text, .. } => subject.clone().or_else(|| text.clone()).unwrap_or_default(),
+        InboundContent::Reaction { emoji: Some(emoji), .. } => format!("reacted {emoji}"),
+        InboundContent::Reaction { emoji: None, .. } => "removed a reaction".into(),
+        InboundContent::Contacts { contacts } => {
+            let names: Vec<&str> = contacts.iter().map(|c| c.name.as_deref().unwrap_or("contact")).collect();
+            format!("[contact] {}", names.join(", "))
+        }
     };
     json!({ "preview": text.chars().take(140).collect::<String>() })
 }

@@ -35,6 +35,7 @@ pub mod context;
 pub mod http;
 pub mod inbound;
 pub mod labels;
+pub mod media;
 pub mod notes;
 pub mod participants;
 pub mod reply;

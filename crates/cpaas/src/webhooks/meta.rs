@@ -9,7 +9,10 @@ use sha2::Sha256;
 
 use super::WebhookError;
 use super::json::{array, describe, float, non_empty, str_field, unix_seconds};
-use crate::{Channel, DeliveryStatus, FailureClass, InboundContent, MediaKind, Provider, ProviderError, ProviderEvent};
+use crate::{
+    Channel, DeliveryStatus, FailureClass, InboundContent, MediaKind, Provider, ProviderError, ProviderEvent,
+    SharedContact, SharedPhone,
+};
 
 /// The header Meta signs POSTs with.
 pub const SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
@@ -211,8 +214,43 @@ fn message_content(message: &Value, kind: &str) -> Option<InboundContent> {
             Some(InboundContent::ButtonReply { id: non_empty(body, "payload"), title: str_field(body, "text")? })
         }
         "interactive" => interactive_reply(body),
+        // Meta leaves the emoji empty (or out) when the sender takes a reaction back.
+        "reaction" => Some(InboundContent::Reaction {
+            emoji: non_empty(body, "emoji"),
+            message_id: non_empty(body, "message_id")?,
+        }),
+        "contacts" => shared_contacts(body),
         _ => None,
     }
+}
+
+/// `contacts: [{name: {formatted_name, …}, phones: [{phone, wa_id?, type}], emails: [{email}], …}]`:
+/// names, numbers and addresses are kept; birthdays, organisations, postal addresses and URLs
+/// are not. A card with neither a name nor a number is dropped; none left is not understood.
+fn shared_contacts(cards: &Value) -> Option<InboundContent> {
+    let contacts: Vec<SharedContact> = cards
+        .as_array()?
+        .iter()
+        .map(|card| {
+            let name = card.get("name").and_then(|name| {
+                non_empty(name, "formatted_name").or_else(|| {
+                    let parts: Vec<String> =
+                        ["first_name", "last_name"].iter().filter_map(|key| non_empty(name, key)).collect();
+                    (!parts.is_empty()).then(|| parts.join(" "))
+                })
+            });
+            let phones = array(card, "phones")
+                .iter()
+                .filter_map(|phone| {
+                    Some(SharedPhone { phone: non_empty(phone, "phone")?, wa_id: non_empty(phone, "wa_id") })
+                })
+                .collect();
+            let emails = array(card, "emails").iter().filter_map(|email| non_empty(email, "email")).collect();
+            SharedContact { name, phones, emails }
+        })
+        .filter(|card| card.name.is_some() || !card.phones.is_empty())
+        .collect();
+    (!contacts.is_empty()).then_some(InboundContent::Contacts { contacts })
 }
 
 fn media(body: &Value, kind: MediaKind) -> InboundContent {
@@ -243,5 +281,127 @@ fn interactive_reply(interactive: &Value) -> Option<InboundContent> {
         }
         // nfm_reply (flows) and future kinds.
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// One inbound message in Meta's envelope, as the Cloud API webhook reference shows it.
+    fn notification(message: Value) -> Vec<u8> {
+        json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": "15550001111", "phone_number_id": "1122334455667"},
+                "contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": "16315551181"}],
+                "messages": [message],
+            }}]}],
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn content(message: Value) -> InboundContent {
+        let events = parse(&notification(message)).unwrap();
+        match events.as_slice() {
+            [ProviderEvent::InboundMessage { content, .. }] => content.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reaction_and_its_removal() {
+        let reaction = content(json!({
+            "from": "16315551181", "id": "wamid.reaction1", "timestamp": "1697043223", "type": "reaction",
+            "reaction": {"message_id": "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA", "emoji": "\u{1F44D}"},
+        }));
+        assert_eq!(
+            reaction,
+            InboundContent::Reaction {
+                emoji: Some("\u{1F44D}".into()),
+                message_id: "wamid.HBgLMTY1MDUwNzY1MjAVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA".into(),
+            }
+        );
+        for removed in [json!({"message_id": "wamid.x", "emoji": ""}), json!({"message_id": "wamid.x"})] {
+            let removal = content(json!({
+                "from": "16315551181", "id": "wamid.reaction2", "timestamp": "1697043224", "type": "reaction",
+                "reaction": removed,
+            }));
+            assert_eq!(removal, InboundContent::Reaction { emoji: None, message_id: "wamid.x".into() });
+        }
+    }
+
+    #[test]
+    fn a_reaction_without_its_message_is_not_understood() {
+        let events = parse(&notification(json!({
+            "from": "16315551181", "id": "wamid.r", "timestamp": "1697043223", "type": "reaction",
+            "reaction": {"emoji": "x"},
+        })))
+        .unwrap();
+        assert!(matches!(events.as_slice(), [ProviderEvent::Unknown { .. }]), "{events:?}");
+    }
+
+    #[test]
+    fn shared_contacts_keep_names_numbers_and_addresses() {
+        // The shape of Meta's "contacts messages" webhook example.
+        let shared = content(json!({
+            "from": "16315551181", "id": "wamid.contacts", "timestamp": "1697043223", "type": "contacts",
+            "contacts": [{
+                "addresses": [{"city": "Menlo Park", "country": "United States", "type": "HOME"}],
+                "birthday": "2012-08-18",
+                "emails": [{"email": "kerry@example.com", "type": "WORK"}],
+                "name": {"first_name": "Kerry", "last_name": "Fisher", "formatted_name": "Kerry Fisher"},
+                "org": {"company": "Lucky Shrub"},
+                "phones": [
+                    {"phone": "+1 (940) 555-1234", "type": "HOME"},
+                    {"phone": "+1 (650) 555-1234", "type": "WORK", "wa_id": "16505551234"},
+                ],
+                "urls": [{"url": "https://www.luckyshrub.com", "type": "WORK"}],
+            }, {
+                "name": {"first_name": "Ann", "last_name": "Lee"},
+                "phones": [{"phone": "+49 151 234"}],
+            }, {
+                "birthday": "2000-01-01",
+            }],
+        }));
+        assert_eq!(
+            shared,
+            InboundContent::Contacts {
+                contacts: vec![
+                    SharedContact {
+                        name: Some("Kerry Fisher".into()),
+                        phones: vec![
+                            SharedPhone { phone: "+1 (940) 555-1234".into(), wa_id: None },
+                            SharedPhone { phone: "+1 (650) 555-1234".into(), wa_id: Some("16505551234".into()) },
+                        ],
+                        emails: vec!["kerry@example.com".into()],
+                    },
+                    SharedContact {
+                        name: Some("Ann Lee".into()),
+                        phones: vec![SharedPhone { phone: "+49 151 234".into(), wa_id: None }],
+                        emails: vec![],
+                    },
+                ],
+            }
+        );
+    }
+
+    #[test]
+    fn new_kinds_round_trip_as_stored_content() {
+        let reaction = InboundContent::Reaction { emoji: None, message_id: "wamid.x".into() };
+        let stored = serde_json::to_value(&reaction).unwrap();
+        assert_eq!(stored, json!({"type": "reaction", "emoji": null, "message_id": "wamid.x"}));
+        let contacts = InboundContent::Contacts {
+            contacts: vec![SharedContact { name: Some("A".into()), phones: vec![], emails: vec![] }],
+        };
+        let stored = serde_json::to_value(&contacts).unwrap();
+        assert_eq!(stored["type"], "contacts");
+        assert_eq!(serde_json::from_value::<InboundContent>(stored).unwrap(), contacts);
     }
 }
