@@ -469,3 +469,49 @@ impl Drop for RunningServer {
         let _ = self.child.wait();
     }
 }
+
+impl TestApp {
+    /// Posts `body` to the tenant's Meta webhook, signed with the simulator's app secret as Meta
+    /// signs it; asserts the 200.
+    pub async fn post_meta_signed(&self, tenant: &TestTenant, body: String) {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"sim-meta-app-secret").expect("any key length");
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let response = self
+            .client
+            .post(self.url(&format!("/api/webhooks/meta/{}", tenant.id)))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .expect("post the Meta webhook");
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    }
+}
+
+impl TestApp {
+    /// The tenant's newest conversation once it holds `inbound` inbound messages (waits up to
+    /// 10 s for webhooks to land).
+    pub async fn newest_conversation(&self, tenant: &TestTenant, inbound: i64) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let row: Option<(uuid::Uuid, i64)> = sqlx::query_as(
+                "SELECT id, inbound_count FROM communications.conversations WHERE tenant_id = $1
+                 ORDER BY created_at DESC LIMIT 1",
+            )
+            .bind(tenant.id)
+            .fetch_optional(&self.pool)
+            .await
+            .expect("read conversations");
+            if let Some((id, n)) = row
+                && n >= inbound
+            {
+                return id.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no conversation with {inbound} inbound messages: {row:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

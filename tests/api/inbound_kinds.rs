@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use cpaas_sim::{FailureKind, FailureRule, InboundSpec, SimHandle, media_bytes};
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 
 use crate::delivery::{sms, whatsapp};
@@ -26,19 +25,7 @@ async fn post_meta_message(app: &TestApp, tenant: &TestTenant, message: Value) {
         }}]}],
     })
     .to_string();
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"sim-meta-app-secret").unwrap();
-    mac.update(body.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let response = app
-        .client
-        .post(app.url(&format!("/api/webhooks/meta/{}", tenant.id)))
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+    app.post_meta_signed(tenant, body).await;
 }
 
 /// A message of type `kind` from the customer, `seq` seconds into the test's timeline.

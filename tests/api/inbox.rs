@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use cpaas_sim::{InboundSpec, SimHandle};
-use hmac::{Hmac, KeyInit, Mac};
 use uuid::Uuid;
 
 use crate::delivery::{sms, whatsapp};
@@ -121,19 +120,7 @@ async fn a_redelivered_inbound_message_is_stored_once() {
             .fetch_one(&app.pool)
             .await
             .unwrap();
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"sim-meta-app-secret").unwrap();
-    mac.update(body.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let response = app
-        .client
-        .post(app.url(&format!("/api/webhooks/meta/{}", tenant.id)))
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    app.post_meta_signed(&tenant, body).await;
     assert_eq!(inbound(&app, &tenant).await.len(), 1);
     assert_eq!(changes(&app, &tenant).await, ["conversation.created"]);
 }

@@ -9,46 +9,7 @@ use cpaas_sim::InboundSpec;
 use serde_json::{Value, json};
 
 use crate::delivery::whatsapp;
-use crate::helpers::{TestApp, TestTenant, assert_error, spawn_app_with_sim};
-use hmac::{Hmac, KeyInit, Mac};
-
-async fn newest_conversation(app: &TestApp, tenant: &TestTenant, inbound: i64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let row: Option<(uuid::Uuid, i64)> = sqlx::query_as(
-            "SELECT id, inbound_count FROM communications.conversations WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 1",
-        )
-        .bind(tenant.id)
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap();
-        if let Some((id, n)) = row
-            && n >= inbound
-        {
-            return id.to_string();
-        }
-        assert!(Instant::now() < deadline, "no conversation with {inbound} messages");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Posts `body` to the tenant's Meta webhook, signed with the simulator's app secret.
-async fn post_meta_signed(app: &TestApp, tenant: &TestTenant, body: &Value) {
-    let body = body.to_string();
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"sim-meta-app-secret").unwrap();
-    mac.update(body.as_bytes());
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let response = app
-        .client
-        .post(app.url(&format!("/api/webhooks/meta/{}", tenant.id)))
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
+use crate::helpers::{assert_error, spawn_app_with_sim};
 
 /// A Meta text message with the given provider id and time, signed as Meta signs it.
 fn meta_text(id: &str, text: &str, at: chrono::DateTime<Utc>) -> Value {
@@ -67,10 +28,18 @@ async fn a_thread_is_in_the_order_written_even_when_webhooks_arrive_late_and_sea
     whatsapp(&app, &tenant).await;
     let now = Utc::now();
     // The later message's webhook comes first; the earlier one arrives twice.
-    post_meta_signed(&app, &tenant, &meta_text("wamid.B", "Zweite Nachricht: die Buchungen", now)).await;
-    post_meta_signed(&app, &tenant, &meta_text("wamid.A", "First: I booked two seats", now - Span::minutes(5))).await;
-    post_meta_signed(&app, &tenant, &meta_text("wamid.A", "First: I booked two seats", now - Span::minutes(5))).await;
-    let id = newest_conversation(&app, &tenant, 2).await;
+    app.post_meta_signed(&tenant, meta_text("wamid.B", "Zweite Nachricht: die Buchungen", now).to_string()).await;
+    app.post_meta_signed(
+        &tenant,
+        meta_text("wamid.A", "First: I booked two seats", now - Span::minutes(5)).to_string(),
+    )
+    .await;
+    app.post_meta_signed(
+        &tenant,
+        meta_text("wamid.A", "First: I booked two seats", now - Span::minutes(5)).to_string(),
+    )
+    .await;
+    let id = app.newest_conversation(&tenant, 2).await;
     let thread: Value =
         app.get(&format!("/api/v1/conversations/{id}/messages"), &tenant.api_key).await.json().await.unwrap();
     let items = thread["items"].as_array().unwrap();
@@ -136,7 +105,7 @@ async fn an_admin_reassigns_to_an_agent_of_the_workspace_only() {
     })
     .await
     .unwrap();
-    let id = newest_conversation(&app, &tenant, 1).await;
+    let id = app.newest_conversation(&tenant, 1).await;
     let a = app.create_agent(&tenant, "a@alpine.example", "agent").await;
     let b = app.create_agent(&tenant, "b@alpine.example", "agent").await;
     let (client_a, csrf_a) = app.session_client(&tenant, &a).await;
@@ -195,7 +164,7 @@ async fn a_conversation_answering_a_booking_message_is_about_that_booking_and_sh
     })
     .await
     .unwrap();
-    let id = newest_conversation(&app, &tenant, 1).await;
+    let id = app.newest_conversation(&tenant, 1).await;
     let conversation: Value =
         app.get(&format!("/api/v1/conversations/{id}"), &tenant.api_key).await.json().await.unwrap();
     assert_eq!(conversation["link"], json!({"kind": "booking", "id": "B-42"}), "{conversation}");
@@ -244,7 +213,7 @@ async fn search_pages_newest_first_through_frequent_and_rare_words_in_a_long_his
     })
     .await
     .unwrap();
-    let conversation: uuid::Uuid = newest_conversation(&app, &tenant, 1).await.parse().unwrap();
+    let conversation: uuid::Uuid = app.newest_conversation(&tenant, 1).await.parse().unwrap();
     // 2,500 older messages about luggage (one with a unique reference), then 2,000 newer ones
     // about tickets: the newest window holds no luggage at all.
     let ids: Vec<uuid::Uuid> = (0..4500).map(|_| uuid::Uuid::now_v7()).collect();

@@ -8,7 +8,7 @@ use reqwest::Client;
 use serde_json::{Value, json};
 
 use crate::delivery::{auto_callbacks, email, wait_for, whatsapp};
-use crate::helpers::{TestApp, TestTenant, assert_error, spawn_app_with_sim, spawn_app_with_sim_config};
+use crate::helpers::{TestApp, assert_error, spawn_app_with_sim, spawn_app_with_sim_config};
 
 const WA_FROM: &str = "4915112345678";
 
@@ -20,28 +20,6 @@ async fn inbound_whatsapp(sim: &cpaas_sim::SimHandle, text: &str) {
     })
     .await
     .unwrap();
-}
-
-/// Waits until the tenant's newest conversation has `inbound` inbound messages; returns its id.
-async fn conversation_with(app: &TestApp, tenant: &TestTenant, inbound: i64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let count: Option<(uuid::Uuid, i64)> = sqlx::query_as(
-            "SELECT id, inbound_count FROM communications.conversations WHERE tenant_id = $1
-             ORDER BY created_at DESC LIMIT 1",
-        )
-        .bind(tenant.id)
-        .fetch_optional(&app.pool)
-        .await
-        .unwrap();
-        if let Some((id, n)) = count
-            && n >= inbound
-        {
-            return id.to_string();
-        }
-        assert!(Instant::now() < deadline, "no conversation with {inbound} inbound messages: {count:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 type Session = (Client, String);
@@ -70,7 +48,7 @@ async fn each_agent_has_exact_unread_counts_and_a_badge() {
     let (sa, sb) = (app.session_client(&tenant, &a).await, app.session_client(&tenant, &b).await);
     inbound_whatsapp(&sim, "one").await;
     inbound_whatsapp(&sim, "two").await;
-    let id = conversation_with(&app, &tenant, 2).await;
+    let id = app.newest_conversation(&tenant, 2).await;
 
     let list_a = get_as(&app, &sa, "/api/v1/conversations").await;
     assert_eq!(unread_of(&list_a, &id), 2, "{list_a}");
@@ -87,7 +65,7 @@ async fn each_agent_has_exact_unread_counts_and_a_badge() {
     assert_eq!(get_as(&app, &sb, "/api/v1/conversations?unread=true").await["items"][0]["id"], id.as_str());
 
     inbound_whatsapp(&sim, "three").await;
-    conversation_with(&app, &tenant, 3).await;
+    app.newest_conversation(&tenant, 3).await;
     assert_eq!(unread_of(&get_as(&app, &sa, "/api/v1/conversations").await, &id), 1);
     assert_eq!(unread_of(&get_as(&app, &sb, "/api/v1/conversations").await, &id), 3);
 
@@ -136,7 +114,7 @@ async fn an_agents_reply_goes_out_on_the_conversation_channel_and_its_statuses_c
     let a = app.create_agent(&tenant, "a@alpine.example", "agent").await;
     let session = app.session_client(&tenant, &a).await;
     inbound_whatsapp(&sim, "Is my seat booked?").await;
-    let id = conversation_with(&app, &tenant, 1).await;
+    let id = app.newest_conversation(&tenant, 1).await;
 
     let path = format!("/api/v1/conversations/{id}/messages");
     let accepted = post_as(&app, &session, &path, json!({"content": {"text": "Yes, seat 12A."}})).await;
@@ -248,7 +226,7 @@ async fn email_replies_thread_in_the_customers_client_and_their_answers_join_the
         in_reply_to,
     };
     sim.post_inbound(inbound("Ticket", None)).await.unwrap();
-    let id = conversation_with(&app, &tenant, 1).await;
+    let id = app.newest_conversation(&tenant, 1).await;
     let conversation: Value =
         app.get(&format!("/api/v1/conversations/{id}"), &tenant.api_key).await.json().await.unwrap();
     assert_eq!(conversation["channel"], "email");
@@ -289,7 +267,7 @@ async fn email_replies_thread_in_the_customers_client_and_their_answers_join_the
     app.post(&format!("/api/v1/conversations/{id}/resolve"), &tenant.api_key, json!({})).await;
     let ours = format!("{}@email.amazonses.com", sent["provider_message_id"].as_str().unwrap());
     sim.post_inbound(inbound("Re: Ticket", Some(ours))).await.unwrap();
-    let joined = conversation_with(&app, &tenant, 2).await;
+    let joined = app.newest_conversation(&tenant, 2).await;
     assert_eq!(joined, id, "the answer joins the conversation of the mail it answers");
     let now: Value = app.get(&format!("/api/v1/conversations/{id}"), &tenant.api_key).await.json().await.unwrap();
     assert_eq!(now["status"], "open");
@@ -306,7 +284,7 @@ async fn email_replies_thread_in_the_customers_client_and_their_answers_join_the
     })
     .await
     .unwrap();
-    assert_eq!(conversation_with(&app, &tenant, 3).await, id);
+    assert_eq!(app.newest_conversation(&tenant, 3).await, id);
     let people: Value =
         app.get(&format!("/api/v1/conversations/{id}/participants"), &tenant.api_key).await.json().await.unwrap();
     let roles: Vec<&str> = people.as_array().unwrap().iter().map(|p| p["role"].as_str().unwrap()).collect();
@@ -336,7 +314,7 @@ async fn mail_that_arrived_before_its_domain_was_configured_becomes_a_conversati
     };
     assert_eq!(outcome().await.as_deref(), Some("stored"), "no tenant sends from that domain yet");
     email(&app, &tenant).await;
-    let id = conversation_with(&app, &tenant, 1).await;
+    let id = app.newest_conversation(&tenant, 1).await;
     let conversation: Value =
         app.get(&format!("/api/v1/conversations/{id}"), &tenant.api_key).await.json().await.unwrap();
     assert_eq!(conversation["channel"], "email");
