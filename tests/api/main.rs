@@ -8,6 +8,7 @@ mod agents;
 mod api_keys;
 mod auth;
 mod binary;
+mod browser;
 mod channel_verification;
 mod channels;
 mod config;

@@ -96,11 +96,14 @@ pub async fn mark_read(
         r#"SELECT c.inbound_count,
                   (SELECT count(*) FROM communications.messages m
                    WHERE m.conversation_id = c.id AND m.direction = 'inbound' AND m.id <= $3) AS "through!",
-                  EXISTS (SELECT 1 FROM communications.messages m WHERE m.conversation_id = c.id AND m.id = $3) AS "known!"
+                  EXISTS (SELECT 1 FROM communications.messages m WHERE m.conversation_id = c.id AND m.id = $3) AS "known!",
+                  (SELECT r.read_count FROM communications.read_cursors r
+                   WHERE r.agent_id = $4 AND r.conversation_id = c.id) AS previous
            FROM communications.conversations c WHERE c.tenant_id = $1 AND c.id = $2"#,
         tenant,
         id,
         through,
+        agent,
     )
     .fetch_optional(&mut *tx)
     .await?
@@ -126,10 +129,16 @@ pub async fn mark_read(
     .fetch_one(&mut *tx)
     .await?;
     let unread_count = (row.inbound_count - read).max(0);
-    let payload = json!({ "unread_count": unread_count });
-    changes::append(&mut tx, tenant, "conversation.read", Some(id), None, Some(agent), payload).await?;
+    // Reading what was read already (a thread opened again) changes nothing anyone sees.
+    let moved = row.previous != Some(read);
+    if moved {
+        let payload = json!({ "unread_count": unread_count });
+        changes::append(&mut tx, tenant, "conversation.read", Some(id), None, Some(agent), payload).await?;
+    }
     tx.commit().await?;
-    module.feed.signal();
+    if moved {
+        module.feed.signal();
+    }
     Ok(Json(ReadState { conversation_id: id, unread_count }))
 }
 

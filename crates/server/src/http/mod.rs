@@ -62,7 +62,9 @@ pub fn router(
         .merge(communications::inbox::notes::router().with_state(communications.clone()))
         .merge(communications::inbox::canned::router().with_state(communications.clone()))
         .split_for_parts();
-    let api = api.layer(from_fn_with_state(identity, identity::http::authenticate));
+    let api = api.layer(from_fn_with_state(identity.clone(), identity::http::authenticate));
+    // The agent web UI: pages and their assets, beside the API it is built on.
+    let web = web::router(communications.clone(), identity);
 
     // Providers authenticate webhooks with signatures and tokens, not our credentials.
     let (webhooks, webhooks_doc) = communications::webhooks::router().with_state(communications).split_for_parts();
@@ -76,6 +78,7 @@ pub fn router(
     Router::new()
         .merge(ops)
         .merge(api)
+        .merge(web)
         .merge(webhooks)
         .fallback(errors::route_not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)

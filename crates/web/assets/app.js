@@ -1,0 +1,233 @@
+// Switchboard inbox. Follows the live stream, swaps in fragments the server rendered (and
+// escaped), and sends actions to the JSON API with the session's CSRF token. Message content is
+// never turned into markup here: text goes through textContent only.
+(() => {
+  'use strict';
+  const $ = (selector, root = document) => root.querySelector(selector);
+  const csrf = () => decodeURIComponent((document.cookie.split('; ').find(c => c.startsWith('sb_csrf=')) || '').slice(8));
+  const api = (method, path, body, extra = {}) => fetch(path, {
+    method,
+    credentials: 'same-origin',
+    headers: Object.assign({ 'content-type': 'application/json', 'x-csrf-token': csrf() }, extra),
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+
+  const login = $('#login-form');
+  if (login) {
+    login.addEventListener('submit', async event => {
+      event.preventDefault();
+      const form = new FormData(login);
+      const response = await api('POST', '/api/v1/auth/login', {
+        workspace: form.get('workspace'), email: form.get('email'), password: form.get('password'),
+      });
+      if (response.ok) location.assign('/inbox'); else $('#login-error').hidden = false;
+    });
+    return;
+  }
+
+  const main = $('main.inbox');
+  if (!main) return;
+  const view = main.dataset.view;
+  const list = $('#list');
+  const thread = $('#thread');
+  let selected = new URLSearchParams(location.search).get('c');
+
+  const toast = message => {
+    let box = $('#toast');
+    if (!box) {
+      box = document.createElement('div');
+      box.id = 'toast';
+      box.setAttribute('role', 'status');
+      document.body.append(box);
+    }
+    box.textContent = message;
+    box.hidden = false;
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => { box.hidden = true; }, 5000);
+  };
+  const failed = async response => {
+    let message = response.statusText;
+    try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
+    toast(message);
+  };
+
+  // Times come in UTC; agents read them in their own time zone and language.
+  const formatTimes = root => root.querySelectorAll('time[datetime]').forEach(time => {
+    const date = new Date(time.getAttribute('datetime'));
+    if (Number.isNaN(date.getTime())) return;
+    time.textContent = time.hasAttribute('data-day')
+      ? date.toLocaleDateString(undefined, { weekday: 'long', day: 'numeric', month: 'long', timeZone: 'UTC' })
+      : date.toLocaleString(undefined, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+    time.title = date.toLocaleString();
+  });
+
+  const draftKey = () => selected && `draft:${selected}`;
+  const saveDraft = () => {
+    const reply = $('#reply');
+    if (reply && draftKey()) sessionStorage.setItem(draftKey(), reply.value);
+  };
+  const restoreDraft = () => {
+    const reply = $('#reply');
+    if (reply && draftKey()) reply.value = sessionStorage.getItem(draftKey()) || '';
+  };
+
+  async function refreshList() {
+    const response = await fetch(`/inbox/list?view=${encodeURIComponent(view)}${selected ? `&c=${selected}` : ''}`);
+    if (!response.ok) return;
+    list.innerHTML = await response.text();
+    formatTimes(list);
+  }
+
+  async function loadThread(id, { keepDraft = false } = {}) {
+    if (!keepDraft) saveDraft();
+    const reply = $('#reply');
+    const typing = keepDraft && reply ? reply.value : null;
+    const response = await fetch(`/inbox/conversations/${id}`);
+    if (!response.ok) return failed(response);
+    selected = id;
+    thread.innerHTML = await response.text();
+    formatTimes(thread);
+    restoreDraft();
+    if (typing !== null && $('#reply')) $('#reply').value = typing;
+    const messages = $('.messages', thread);
+    if (messages) messages.scrollTop = messages.scrollHeight;
+    list.querySelectorAll('.conversation').forEach(a => a.classList.toggle('selected', a.dataset.id === id));
+    markRead(id);
+  }
+
+  const markRead = id => { if (document.visibilityState === 'visible') api('POST', `/api/v1/conversations/${id}/read`, {}); };
+
+  // The live stream: EventSource reconnects by itself and sends Last-Event-ID, so a dropped
+  // connection resumes exactly where it stopped; `reset` means refetch everything.
+  let pendingList = false;
+  let pendingThread = false;
+  const schedule = () => setTimeout(async () => {
+    if (pendingList) { pendingList = false; await refreshList(); }
+    if (pendingThread && selected) { pendingThread = false; await loadThread(selected, { keepDraft: true }); }
+  }, 120);
+  const changed = event => {
+    let data = {};
+    try { data = JSON.parse(event.data); } catch (_) { /* keep empty */ }
+    const first = !pendingList && !pendingThread;
+    pendingList = true;
+    // Reading changes the list's counts, not the thread (and opening a thread marks it read).
+    const threadChanged = event.type !== 'conversation.read' && (!data.conversation_id || data.conversation_id === selected);
+    if (threadChanged) pendingThread = true;
+    if (first) schedule();
+  };
+  const live = $('#live');
+  const stream = new EventSource('/api/v1/stream');
+  stream.onopen = () => { live.textContent = live.dataset.online; live.classList.add('online'); };
+  stream.onerror = () => { live.textContent = live.dataset.offline; live.classList.remove('online'); };
+  ['conversation.created', 'conversation.assigned', 'conversation.status_changed', 'conversation.updated', 'conversation.read',
+    'message.created', 'message.status_changed', 'note.created', 'reset'].forEach(kind => stream.addEventListener(kind, changed));
+  stream.addEventListener('unread.summary', event => {
+    const summary = JSON.parse(event.data);
+    $('#count-mine').textContent = summary.mine;
+    $('#count-unassigned').textContent = summary.unassigned;
+    $('#count-unread').textContent = summary.unread;
+  });
+
+  list.addEventListener('click', event => {
+    const link = event.target.closest('a.conversation');
+    if (!link) return;
+    event.preventDefault();
+    history.pushState({}, '', link.href);
+    loadThread(link.dataset.id);
+  });
+  window.addEventListener('popstate', () => {
+    const id = new URLSearchParams(location.search).get('c');
+    if (id) loadThread(id);
+  });
+
+  const snoozeUntil = preset => {
+    const at = new Date();
+    if (preset === '1h') at.setHours(at.getHours() + 1);
+    if (preset === 'tomorrow') { at.setDate(at.getDate() + 1); at.setHours(9, 0, 0, 0); }
+    if (preset === 'week') { at.setDate(at.getDate() + ((8 - at.getDay()) % 7 || 7)); at.setHours(9, 0, 0, 0); }
+    return at;
+  };
+  const act = async (path, body) => {
+    const response = await api('POST', `/api/v1/conversations/${selected}/${path}`, body);
+    if (!response.ok) return failed(response);
+    await Promise.all([refreshList(), loadThread(selected, { keepDraft: true })]);
+  };
+
+  thread.addEventListener('click', event => {
+    const target = event.target.closest('button');
+    if (!target || !selected) return;
+    if (target.dataset.action) act(target.dataset.action, {});
+    if (target.dataset.snooze) act('snooze', { until: snoozeUntil(target.dataset.snooze).toISOString() });
+    if (target.hasAttribute('data-note')) {
+      const reply = $('#reply');
+      if (!reply.value.trim()) return;
+      api('POST', `/api/v1/conversations/${selected}/notes`, { text: reply.value }).then(async response => {
+        if (!response.ok) return failed(response);
+        reply.value = '';
+        sessionStorage.removeItem(draftKey());
+        loadThread(selected, { keepDraft: false });
+      });
+    }
+  });
+  thread.addEventListener('change', event => {
+    if (event.target.matches('[data-snooze-custom]') && event.target.value) {
+      act('snooze', { until: new Date(event.target.value).toISOString() });
+    }
+  });
+  thread.addEventListener('input', event => { if (event.target.id === 'reply') saveDraft(); });
+
+  const send = async form => {
+    const text = $('#reply', form).value;
+    if (!text.trim()) return;
+    const content = { text };
+    const subject = $('#subject', form);
+    if (subject && subject.value.trim()) content.subject = subject.value;
+    const key = sessionStorage.getItem(`key:${selected}`) || crypto.randomUUID();
+    sessionStorage.setItem(`key:${selected}`, key);
+    const response = await api('POST', `/api/v1/conversations/${selected}/messages`, { content }, { 'idempotency-key': key });
+    if (!response.ok) return failed(response);
+    sessionStorage.removeItem(`key:${selected}`);
+    sessionStorage.removeItem(draftKey());
+    $('#reply', form).value = '';
+    loadThread(selected, { keepDraft: false });
+  };
+  thread.addEventListener('submit', event => { event.preventDefault(); send(event.target); });
+  thread.addEventListener('keydown', event => {
+    if (event.target.id === 'reply' && event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send(event.target.form);
+    }
+  });
+
+  // Keyboard: j/k move, r replies, e resolves, ? shows the help.
+  const help = $('#help');
+  help.addEventListener('click', event => { if (event.target.closest('[data-close]') || event.target === help) help.hidden = true; });
+  document.addEventListener('keydown', event => {
+    if (event.target.closest('input, textarea, select') || event.metaKey || event.ctrlKey || event.altKey) return;
+    const items = [...list.querySelectorAll('a.conversation')];
+    const at = items.findIndex(a => a.dataset.id === selected);
+    if (event.key === 'j' || event.key === 'k') {
+      const next = items[Math.min(Math.max(at + (event.key === 'j' ? 1 : -1), 0), items.length - 1)];
+      if (next) { history.pushState({}, '', next.href); loadThread(next.dataset.id); next.focus(); }
+    } else if (event.key === 'r' && $('#reply')) {
+      event.preventDefault();
+      $('#reply').focus();
+    } else if (event.key === 'e' && selected) {
+      act('resolve', {});
+    } else if (event.key === '?') {
+      help.hidden = false;
+      $('button', help).focus();
+    } else if (event.key === 'Escape') {
+      help.hidden = true;
+    }
+  });
+
+  $('#logout').addEventListener('click', async () => {
+    await api('POST', '/api/v1/auth/logout', {});
+    location.assign('/login');
+  });
+
+  formatTimes(document);
+  restoreDraft();
+  if (selected) markRead(selected);
+})();

@@ -1,0 +1,90 @@
+//! The UI's strings in English and German, chosen by the browser's `Accept-Language`.
+
+use std::collections::BTreeMap;
+
+use axum::http::HeaderMap;
+
+/// `de` when the browser prefers German, else `en`.
+pub fn language(headers: &HeaderMap) -> &'static str {
+    let accepted = headers.get("accept-language").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // The first language listed is the browser's preference (weights are rarely reordered).
+    match accepted.split(',').next().map(|tag| tag.trim().to_lowercase()) {
+        Some(tag) if tag.starts_with("de") => "de",
+        _ => "en",
+    }
+}
+
+const STRINGS: &[(&str, &str, &str)] = &[
+    ("title", "Switchboard inbox", "Switchboard-Posteingang"),
+    ("login", "Log in", "Anmelden"),
+    ("logout", "Log out", "Abmelden"),
+    ("workspace", "Workspace", "Arbeitsbereich"),
+    ("email", "Email", "E-Mail"),
+    ("password", "Password", "Passwort"),
+    ("login_failed", "Workspace, email or password is wrong.", "Arbeitsbereich, E-Mail oder Passwort ist falsch."),
+    ("mine", "Mine", "Meine"),
+    ("unassigned", "Unassigned", "Nicht zugewiesen"),
+    ("all", "All", "Alle"),
+    ("snoozed", "Snoozed", "Zurückgestellt"),
+    ("resolved", "Resolved", "Erledigt"),
+    ("search", "Search messages", "Nachrichten suchen"),
+    ("conversations", "Conversations", "Unterhaltungen"),
+    ("no_conversations", "Nothing here.", "Nichts da."),
+    ("pick_conversation", "Pick a conversation.", "Wähle eine Unterhaltung."),
+    ("claim", "Claim", "Übernehmen"),
+    ("release", "Release", "Freigeben"),
+    ("resolve", "Resolve", "Erledigen"),
+    ("reopen", "Reopen", "Wieder öffnen"),
+    ("snooze", "Snooze", "Zurückstellen"),
+    ("snooze_1h", "1 hour", "1 Stunde"),
+    ("snooze_tomorrow", "Tomorrow 9:00", "Morgen 9:00"),
+    ("snooze_week", "Next week", "Nächste Woche"),
+    ("reply", "Reply", "Antworten"),
+    ("send", "Send", "Senden"),
+    ("note", "Private note", "Interne Notiz"),
+    ("add_note", "Add note", "Notiz hinzufügen"),
+    ("subject", "Subject", "Betreff"),
+    ("composer_hint", "Enter sends, Shift+Enter starts a new line", "Enter sendet, Umschalt+Enter für eine neue Zeile"),
+    (
+        "window_closed",
+        "The customer last wrote more than 24 hours ago: WhatsApp only allows a template now.",
+        "Der Kunde hat vor mehr als 24 Stunden zuletzt geschrieben: WhatsApp erlaubt jetzt nur eine Vorlage.",
+    ),
+    ("assigned_to", "Assigned to", "Zugewiesen an"),
+    ("nobody", "nobody", "niemand"),
+    ("you", "you", "dir"),
+    ("unread", "unread", "ungelesen"),
+    ("failed", "failed", "fehlgeschlagen"),
+    ("download", "Download", "Herunterladen"),
+    ("context", "Context", "Kontext"),
+    ("contact", "Contact", "Kontakt"),
+    ("live", "Live", "Live"),
+    ("offline", "Reconnecting…", "Verbinde neu…"),
+    ("shortcuts", "Keyboard shortcuts", "Tastenkürzel"),
+    ("shortcut_jk", "next / previous conversation", "nächste / vorige Unterhaltung"),
+    ("shortcut_r", "reply", "antworten"),
+    ("shortcut_e", "resolve", "erledigen"),
+    ("shortcut_help", "this help", "diese Hilfe"),
+    ("close", "Close", "Schließen"),
+];
+
+/// The strings of `language` by key.
+pub fn strings(language: &str) -> BTreeMap<&'static str, &'static str> {
+    STRINGS.iter().map(|(key, en, de)| (*key, if language == "de" { *de } else { *en })).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn german_browsers_get_german_and_everyone_else_english() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(language(&headers), "en");
+        headers.insert("accept-language", "de-DE,de;q=0.9,en;q=0.8".parse().expect("header"));
+        assert_eq!(language(&headers), "de");
+        assert_eq!(strings("de")["resolve"], "Erledigen");
+        headers.insert("accept-language", "fr-FR,de;q=0.5".parse().expect("header"));
+        assert_eq!(language(&headers), "en");
+    }
+}

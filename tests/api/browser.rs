@@ -1,0 +1,216 @@
+//! The agent web UI in a real Chromium, driven through Debian's `chromedriver` (W3C WebDriver,
+//! spoken here over reqwest: a dozen commands need no client library). As root Chromium needs
+//! `--no-sandbox`. These tests do not skip: without Chromium they fail and say how to install it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cpaas_sim::InboundSpec;
+use serde_json::{Value, json};
+
+use crate::delivery::{auto_callbacks, whatsapp};
+use crate::helpers::{TestApp, TestTenant, spawn_app_with_sim_config};
+
+/// A chromedriver process and one browser session in it.
+pub struct Browser {
+    driver: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Browser {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is missing: apt-get install chromium chromium-driver (.ci/run installs them)");
+        let http = reqwest::Client::new();
+        let root = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http.get(format!("{root}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "args": ["--headless", "--no-sandbox", "--window-size=1280,800", "--lang=en-US"]}}}});
+        let session: Value =
+            http.post(format!("{root}/session")).json(&capabilities).send().await.unwrap().json().await.unwrap();
+        let id = session["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {session}")).to_owned();
+        Self { driver, base: format!("{root}/session/{id}"), http }
+    }
+
+    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        answer["value"].clone()
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await;
+    }
+
+    /// The first element matching `css`, waiting up to 10 s for it to appear.
+    pub async fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self
+                .command(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
+                .await;
+            // W3C's element reference key; an error answers an object too, without it.
+            if let Some(id) = found["element-6066-11e4-a52e-4f735466cecf"].as_str() {
+                return id.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no element {css}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn click(&self, css: &str) {
+        let element = self.find(css).await;
+        self.command(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await;
+    }
+
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        self.command(reqwest::Method::POST, &format!("/element/{element}/value"), Some(json!({"text": text}))).await;
+    }
+
+    /// Runs `script` (a function body) in the page and answers its return value.
+    pub async fn script(&self, script: &str) -> Value {
+        self.command(reqwest::Method::POST, "/execute/async", Some(json!({"script": script, "args": []}))).await
+    }
+
+    /// Waits until the page's text of `css` contains `expected`.
+    pub async fn wait_for_text(&self, css: &str, expected: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let found = self
+                .script(&format!(
+                    "const done = arguments[0]; const e = document.querySelector({css:?}); done(e ? e.textContent : '');"
+                ))
+                .await;
+            if found.as_str().is_some_and(|text| text.contains(expected)) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let source = self.command(reqwest::Method::GET, "/source", None).await;
+                let source = source.as_str().unwrap_or_default();
+                panic!(
+                    "{css} never showed {expected:?}; it shows {found}; the page: {}",
+                    &source[..source.len().min(3000)]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves what the browser shows under `target/screenshots/<name>.png`.
+    pub async fn screenshot(&self, name: &str) {
+        use base64::Engine;
+        let png = self.command(reqwest::Method::GET, "/screenshot", None).await;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap_or_default()).unwrap();
+        let dir = crate::helpers::repo_root().join("target/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), bytes).unwrap();
+    }
+
+    pub async fn login(&self, app: &TestApp, tenant: &TestTenant, email: &str, password: &str) {
+        self.goto(&app.url("/login")).await;
+        self.type_into("#workspace", &tenant.slug).await;
+        self.type_into("#email", email).await;
+        self.type_into("#password", password).await;
+        self.click("button[type=submit]").await;
+        self.find("main.inbox").await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn inbound(sim: &cpaas_sim::SimHandle, text: &str) {
+    sim.post_inbound(InboundSpec::Meta {
+        phone_number_id: "106540352242922".into(),
+        from: "4915112345678".into(),
+        text: text.into(),
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_logs_in_claims_from_unassigned_and_replies_until_it_is_read() {
+    let (app, sim) = spawn_app_with_sim_config(|_| {}, auto_callbacks()).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    let agent = app.create_agent(&tenant, "ann@alpine.example", "agent").await;
+    let browser = Browser::start().await;
+    browser.login(&app, &tenant, &agent.email, &agent.password).await;
+    browser.screenshot("inbox-empty").await;
+
+    browser.goto(&app.url("/inbox?view=unassigned")).await;
+    browser.find("#live.online").await;
+    // A message arrives while the list is open: it shows up without a reload.
+    inbound(&sim, "Is my seat booked?").await;
+    browser.wait_for_text("#list", "Is my seat booked?", Duration::from_secs(5)).await;
+    browser.click("a.conversation").await;
+    browser.wait_for_text("#thread .messages", "Is my seat booked?", Duration::from_secs(5)).await;
+    browser.click("button[data-action=claim]").await;
+    browser.wait_for_text(".thread-head .meta", "you", Duration::from_secs(5)).await;
+    // \u{E007} is WebDriver's Enter key: Enter sends.
+    browser.type_into("#reply", "Yes, seat 12A.\u{E007}").await;
+    browser.wait_for_text("#thread .messages", "Yes, seat 12A.", Duration::from_secs(5)).await;
+    // The simulator delivers and reads it; its callbacks move the tick live.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = browser
+            .script("const done = arguments[0]; const t = [...document.querySelectorAll('.tick')].pop(); done(t ? t.dataset.status : '');")
+            .await;
+        if status == "read" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tick never reached read: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let sent =
+        sim.ledger().into_iter().any(|e| e.operation == "send_message" && e.body["text"]["body"] == "Yes, seat 12A.");
+    assert!(sent, "the reply reached the simulator");
+    browser.screenshot("thread").await;
+}
+
+#[tokio::test]
+async fn hostile_content_is_shown_as_text_and_a_write_without_the_csrf_token_is_refused() {
+    let (app, sim) = spawn_app_with_sim_config(|_| {}, auto_callbacks()).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    let agent = app.create_agent(&tenant, "ann@alpine.example", "agent").await;
+    let hostile = r#"<script>window.pwned=1</script><img src=x onerror="window.pwned=2"><a href="javascript:window.pwned=3">x</a>"#;
+    inbound(&sim, hostile).await;
+    let id = app.newest_conversation(&tenant, 1).await;
+    let browser = Browser::start().await;
+    browser.login(&app, &tenant, &agent.email, &agent.password).await;
+    browser.goto(&app.url(&format!("/inbox?view=all&c={id}"))).await;
+    browser.wait_for_text("#thread .messages", "<script>window.pwned=1</script>", Duration::from_secs(5)).await;
+    let pwned = browser.script("arguments[0](window.pwned === undefined ? 'safe' : String(window.pwned));").await;
+    assert_eq!(pwned, "safe", "message content ran as markup");
+    let links =
+        browser.script("arguments[0](document.querySelectorAll('.messages a[href^=javascript]').length);").await;
+    assert_eq!(links, 0);
+    let status = browser
+        .script(&format!(
+            "fetch('/api/v1/conversations/{id}/claim', {{method: 'POST', credentials: 'same-origin'}}).then(r => arguments[0](r.status));"
+        ))
+        .await;
+    assert_eq!(status, 403, "a cookie write without the CSRF token");
+    browser.screenshot("hostile").await;
+}
