@@ -41,6 +41,18 @@ pub async fn run(settings: &mut Settings, args: ServeArgs, database: &Database) 
     let communications = Communications::new(database.pool.clone(), keyring);
     set_simulated_platform_defaults(&communications).await?;
     let credentials = commands::prepare_demo(&database.pool).await?;
+    let tenant = identity::tenants::find_by_slug(&database.pool, &credentials.slug)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .context("the demo tenant vanished")?;
+    // Seeded through the API once it serves (requests wait in the listener's queue until then).
+    tokio::spawn(crate::demo_seed::seed_and_trickle(
+        format!("http://{}", app.local_addr()),
+        credentials.api_key.clone(),
+        sim.clone(),
+        tenant.id.0,
+        std::time::Duration::from_secs(20),
+    ));
 
     super::log_listening(&app, database);
     print_banner(&credentials, &format!("http://{}", app.local_addr()), &sim_url);

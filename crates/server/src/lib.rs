@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod database;
 pub mod demo;
+mod demo_seed;
 pub mod http;
 pub mod queue_waker;
 pub mod settings;

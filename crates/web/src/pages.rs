@@ -168,14 +168,25 @@ pub async fn thread_fragment(
     }
 }
 
-async fn conversations(web: &Web, caller: Caller, view: &str) -> Result<Vec<ConversationView>, ApiError> {
+/// The view's conversations, each with a plain-text `preview` of its last message.
+async fn conversations(web: &Web, caller: Caller, view: &str) -> Result<Vec<Value>, ApiError> {
     let page = communications::inbox::http::list_conversations(
         State(web.communications.clone()),
         caller,
         kernel::extract::Query(filter_of(view)),
     )
     .await?;
-    Ok(page.0.items)
+    Ok(page
+        .0
+        .items
+        .into_iter()
+        .map(|conversation| {
+            let preview = conversation.last_message.as_ref().map(|content| display(content).0).unwrap_or_default();
+            let mut value = serde_json::to_value(&conversation).unwrap_or_default();
+            value["preview"] = Value::String(preview.chars().take(140).collect());
+            value
+        })
+        .collect())
 }
 
 /// What the thread template shows.
