@@ -214,3 +214,41 @@ async fn hostile_content_is_shown_as_text_and_a_write_without_the_csrf_token_is_
     assert_eq!(status, 403, "a cookie write without the CSRF token");
     browser.screenshot("hostile").await;
 }
+
+#[tokio::test]
+async fn two_agents_see_each_others_claims_live_and_snooze_and_resolve_move_conversations_between_views() {
+    let (app, sim) = spawn_app_with_sim_config(|_| {}, auto_callbacks()).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    let ann = app.create_agent(&tenant, "ann@alpine.example", "agent").await;
+    let bob = app.create_agent(&tenant, "bob@alpine.example", "agent").await;
+    inbound(&sim, "Two agents, one question").await;
+    let id = app.newest_conversation(&tenant, 1).await;
+    let (first, second) = tokio::join!(Browser::start(), Browser::start());
+    first.login(&app, &tenant, &ann.email, &ann.password).await;
+    second.login(&app, &tenant, &bob.email, &bob.password).await;
+    second.goto(&app.url("/inbox?view=unassigned")).await;
+    second.find("#live.online").await;
+    second.wait_for_text("#list", "Two agents, one question", Duration::from_secs(5)).await;
+
+    // Ann claims it; Bob's open Unassigned list loses it without a reload.
+    first.goto(&app.url(&format!("/inbox?view=all&c={id}"))).await;
+    first.click("button[data-action=claim]").await;
+    first.wait_for_text(".thread-head .meta", "you", Duration::from_secs(5)).await;
+    second.wait_for_text("#list", "Nothing here", Duration::from_secs(5)).await;
+
+    // Snooze (a preset) moves it to Snoozed; resolve moves it to Resolved.
+    first.click("details.snooze summary").await;
+    first.click("button[data-snooze='1h']").await;
+    first.wait_for_text(".thread-head .status", "Snoozed", Duration::from_secs(5)).await;
+    second.goto(&app.url("/inbox?view=snoozed")).await;
+    second.wait_for_text("#list", "Two agents, one question", Duration::from_secs(5)).await;
+    first.click("button[data-action=resolve]").await;
+    first.wait_for_text(".thread-head .status", "Resolved", Duration::from_secs(5)).await;
+    second.wait_for_text("#list", "Nothing here", Duration::from_secs(5)).await;
+    let conversation: Value =
+        app.get(&format!("/api/v1/conversations/{id}"), &tenant.api_key).await.json().await.unwrap();
+    assert_eq!(conversation["status"], "resolved");
+    assert_eq!(conversation["assignee_id"], ann.id.as_str());
+    first.screenshot("resolved").await;
+}
