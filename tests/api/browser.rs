@@ -186,6 +186,10 @@ async fn an_agent_logs_in_claims_from_unassigned_and_replies_until_it_is_read() 
         sim.ledger().into_iter().any(|e| e.operation == "send_message" && e.body["text"]["body"] == "Yes, seat 12A.");
     assert!(sent, "the reply reached the simulator");
     browser.screenshot("thread").await;
+
+    // Search from the header finds the conversation by its words (stemmed: "booked" → "book").
+    browser.type_into("#search", "book\u{E007}").await;
+    browser.wait_for_text("#list", "Is my seat booked?", Duration::from_secs(5)).await;
 }
 
 #[tokio::test]

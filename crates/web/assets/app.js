@@ -72,6 +72,8 @@
   };
 
   async function refreshList() {
+    // Search results stay as found; views follow the stream.
+    if (main.dataset.query) return;
     const response = await fetch(`/inbox/list?view=${encodeURIComponent(view)}${selected ? `&c=${selected}` : ''}`);
     if (!response.ok) return;
     list.innerHTML = await response.text();

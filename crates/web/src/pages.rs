@@ -66,6 +66,8 @@ pub struct InboxParams {
     pub view: Option<String>,
     /// The open conversation.
     pub c: Option<Uuid>,
+    /// Search the messages instead of listing a view.
+    pub q: Option<String>,
 }
 
 const VIEWS: [&str; 5] = ["mine", "unassigned", "all", "snoozed", "resolved"];
@@ -98,8 +100,12 @@ pub async fn inbox(
     };
     let lang = i18n::language(&headers);
     let view = params.view.filter(|v| VIEWS.contains(&v.as_str())).unwrap_or_else(|| "mine".to_owned());
+    let query = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(str::to_owned);
     let result = async {
-        let list = conversations(&web, caller, &view).await?;
+        let list = match &query {
+            Some(q) => search(&web, caller, q).await?,
+            None => conversations(&web, caller, &view).await?,
+        };
         let summary = communications::inbox::unread::summary(
             &web.communications.pool,
             caller.tenant_id.0,
@@ -120,6 +126,7 @@ pub async fn inbox(
             json!({
                 "lang": lang, "t": i18n::strings(lang), "view": view, "views": VIEWS, "list": list,
                 "summary": summary, "thread": thread, "selected": params.c, "me": caller.agent_id().map(|a| a.0),
+                "query": query,
             }),
         ),
         Err(error) => error.into_response(),
@@ -166,6 +173,32 @@ pub async fn thread_fragment(
         ),
         Err(error) => error.into_response(),
     }
+}
+
+/// Messages matching `q`, shaped as list entries (the matching message is the preview).
+async fn search(web: &Web, caller: Caller, q: &str) -> Result<Vec<Value>, ApiError> {
+    let hits = communications::inbox::search::search(
+        State(web.communications.clone()),
+        caller,
+        kernel::extract::Query(communications::inbox::search::SearchParams {
+            q: Some(q.to_owned()),
+            limit: Some(50),
+            cursor: None,
+        }),
+    )
+    .await?;
+    Ok(hits
+        .0
+        .items
+        .into_iter()
+        .map(|hit| {
+            json!({
+                "id": hit.conversation_id, "contact_name": hit.contact_name, "channel": hit.channel,
+                "last_message_at": hit.at, "preview": hit.snippet, "unread_count": null, "assignee_id": null,
+                "labels": [],
+            })
+        })
+        .collect())
 }
 
 /// The view's conversations, each with a plain-text `preview` of its last message.
