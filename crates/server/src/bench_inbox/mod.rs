@@ -68,6 +68,10 @@ pub struct InboxBenchReport {
     pub list_unassigned: Percentiles,
     pub unread_summary: Percentiles,
     pub search: Percentiles,
+    /// The agent web UI's inbox page (Mine) and the page with a conversation open, server time
+    /// plus the local HTTP round trip.
+    pub inbox_page: Percentiles,
+    pub inbox_page_with_thread: Percentiles,
     pub streams: usize,
     pub inbound: usize,
     pub inbound_per_second: f64,
@@ -111,6 +115,10 @@ pub async fn run(settings: &mut Settings, database: &Database, args: InboxBenchA
     let list_unassigned = measure(&sessions, &lists("&assignee=unassigned&status=open"), args.samples).await?;
     let unread_summary = measure(&sessions, &format!("{base}/api/v1/conversations/summary"), args.samples).await?;
     let search = measure_search(&sessions, &base, args.conversations, args.samples).await?;
+    let inbox_page = measure(&sessions, &format!("{base}/inbox?view=mine"), args.samples).await?;
+    let some: Value = sessions[0].get(format!("{base}/api/v1/conversations?limit=1")).send().await?.json().await?;
+    let open = some["items"][0]["id"].as_str().context("no conversation to open")?.to_owned();
+    let inbox_page_with_thread = measure(&sessions, &format!("{base}/inbox?view=all&c={open}"), args.samples).await?;
     let (inbound_to_stream, missed, rate) = measure_streams(&sessions, &base, tenant, &args).await?;
     let report = InboxBenchReport {
         conversations: seeded.conversations,
@@ -121,6 +129,8 @@ pub async fn run(settings: &mut Settings, database: &Database, args: InboxBenchA
         list_unassigned,
         unread_summary,
         search,
+        inbox_page,
+        inbox_page_with_thread,
         streams: args.streams,
         inbound: args.inbound,
         inbound_per_second: rate,
@@ -348,6 +358,8 @@ fn print_text(report: &InboxBenchReport) {
     line("list 25, unassigned", &report.list_unassigned);
     line("unread badge", &report.unread_summary);
     line("search", &report.search);
+    line("inbox page (web UI)", &report.inbox_page);
+    line("inbox page + thread", &report.inbox_page_with_thread);
     println!(
         "  inbound → stream with {} streams, {} messages at {:.1}/s:",
         report.streams, report.inbound, report.inbound_per_second
