@@ -256,3 +256,37 @@ async fn two_agents_see_each_others_claims_live_and_snooze_and_resolve_move_conv
     assert_eq!(conversation["assignee_id"], ann.id.as_str());
     first.screenshot("resolved").await;
 }
+
+#[tokio::test]
+async fn an_admin_assigns_a_conversation_to_an_agent_by_name() {
+    let (app, sim) = spawn_app_with_sim_config(|_| {}, auto_callbacks()).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    let admin = app.create_agent(&tenant, "boss@alpine.example", "admin").await;
+    let bob = app.create_agent(&tenant, "bob@alpine.example", "agent").await;
+    inbound(&sim, "Who takes this one?").await;
+    let id = app.newest_conversation(&tenant, 1).await;
+    let browser = Browser::start().await;
+    browser.login(&app, &tenant, &admin.email, &admin.password).await;
+    browser.goto(&app.url(&format!("/inbox?view=all&c={id}"))).await;
+    let chosen = browser
+        .script(&format!(
+            "const s = document.querySelector('select[data-assign]'); s.value = {:?}; \
+             s.dispatchEvent(new Event('change', {{bubbles: true}})); arguments[0](s.value);",
+            bob.id
+        ))
+        .await;
+    assert_eq!(chosen, bob.id.as_str());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let conversation: Value =
+            app.get(&format!("/api/v1/conversations/{id}"), &tenant.api_key).await.json().await.unwrap();
+        if conversation["assignee_id"] == bob.id.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not assigned: {conversation}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The holder is shown by name (the test helper names every agent "Test Agent").
+    browser.wait_for_text(".thread-head .meta", "Test Agent", Duration::from_secs(5)).await;
+}

@@ -172,6 +172,9 @@
     }
   });
   thread.addEventListener('change', event => {
+    if (event.target.matches('[data-assign]')) {
+      act('assign', { agent_id: event.target.value || null });
+    }
     if (event.target.matches('[data-snooze-custom]') && event.target.value) {
       act('snooze', { until: new Date(event.target.value).toISOString() });
     }

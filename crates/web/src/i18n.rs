@@ -51,6 +51,7 @@ const STRINGS: &[(&str, &str, &str)] = &[
         "Der Kunde hat vor mehr als 24 Stunden zuletzt geschrieben: WhatsApp erlaubt jetzt nur eine Vorlage.",
     ),
     ("assigned_to", "Assigned to", "Zugewiesen an"),
+    ("assign", "Assign to", "Zuweisen an"),
     ("nobody", "nobody", "niemand"),
     ("you", "you", "dir"),
     ("unread", "unread", "ungelesen"),

@@ -230,6 +230,15 @@ struct Thread {
     entries: Vec<Entry>,
     /// WhatsApp's customer-service window is closed: free text would be refused.
     window_closed: bool,
+    /// The workspace's agents: the holder's name, and whom an admin can assign it to.
+    agents: Vec<AgentOption>,
+    can_assign: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct AgentOption {
+    id: Uuid,
+    name: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -310,7 +319,13 @@ async fn thread(web: &Web, caller: Caller, id: Uuid) -> Result<Thread, ApiError>
     }
     let window_closed = conversation.channel.as_str() == "whatsapp"
         && conversation.last_inbound_at.is_none_or(|at| Utc::now() - at > chrono::Duration::hours(24));
-    Ok(Thread { conversation, entries, window_closed })
+    let page = PageParams { limit: Some(100), cursor: None }.parse()?;
+    let agents = identity::agents::list(&web.communications.pool, caller.tenant_id, page)
+        .await?
+        .into_iter()
+        .map(|agent| AgentOption { id: agent.id.0, name: agent.name })
+        .collect();
+    Ok(Thread { conversation, entries, window_closed, agents, can_assign: caller.is_admin() })
 }
 
 /// A message's words and, for media, its kind; whatever the content's shape.
