@@ -137,6 +137,13 @@ async fn seed(base: &str, key: &str, sim: &SimHandle, tenant_id: uuid::Uuid) -> 
         let label = api.post("/api/v1/labels", json!({"name": name, "color": color})).await?;
         labels.extend(label["id"].as_str().map(str::to_owned));
     }
+    for (code, text) in [
+        ("thanks", "Thank you for your message — we'll get back to you shortly."),
+        ("pickup", "Your driver waits at the meeting point 10 minutes before departure."),
+        ("danke", "Vielen Dank für Ihre Nachricht – wir melden uns in Kürze."),
+    ] {
+        api.post("/api/v1/canned-responses", json!({"short_code": code, "text": text})).await?;
+    }
     for (n, id) in ids.iter().enumerate() {
         let path = |action: &str| format!("/api/v1/conversations/{id}/{action}");
         match n % 6 {

@@ -156,6 +156,13 @@
   };
 
   thread.addEventListener('click', event => {
+    const other = event.target.closest('.others a');
+    if (other) {
+      event.preventDefault();
+      history.pushState({}, '', other.href);
+      loadThread(other.dataset.id);
+      return;
+    }
     const target = event.target.closest('button');
     if (!target || !selected) return;
     if (target.dataset.action) act(target.dataset.action, {});
@@ -172,6 +179,13 @@
     }
   });
   thread.addEventListener('change', event => {
+    if (event.target.matches('[data-canned]') && event.target.value) {
+      const reply = $('#reply');
+      reply.value = reply.value ? `${reply.value}\n${event.target.value}` : event.target.value;
+      event.target.value = '';
+      saveDraft();
+      reply.focus();
+    }
     if (event.target.matches('[data-assign]')) {
       act('assign', { agent_id: event.target.value || null });
     }

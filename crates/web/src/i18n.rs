@@ -59,6 +59,8 @@ const STRINGS: &[(&str, &str, &str)] = &[
     ("download", "Download", "Herunterladen"),
     ("context", "Context", "Kontext"),
     ("contact", "Contact", "Kontakt"),
+    ("other_conversations", "Other conversations", "Weitere Unterhaltungen"),
+    ("canned", "Canned responses", "Textbausteine"),
     ("live", "Live", "Live"),
     ("offline", "Reconnecting…", "Verbinde neu…"),
     ("shortcuts", "Keyboard shortcuts", "Tastenkürzel"),

@@ -233,6 +233,10 @@ struct Thread {
     /// The workspace's agents: the holder's name, and whom an admin can assign it to.
     agents: Vec<AgentOption>,
     can_assign: bool,
+    /// The contact with its identifiers and conversations across channels (the side panel).
+    contact: Value,
+    /// The workspace's canned responses for the composer.
+    canned: Vec<Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -325,7 +329,30 @@ async fn thread(web: &Web, caller: Caller, id: Uuid) -> Result<Thread, ApiError>
         .into_iter()
         .map(|agent| AgentOption { id: agent.id.0, name: agent.name })
         .collect();
-    Ok(Thread { conversation, entries, window_closed, agents, can_assign: caller.is_admin() })
+    let contact = communications::inbox::contacts_http::get_contact(
+        State(web.communications.clone()),
+        caller,
+        kernel::extract::Path(conversation.contact_id),
+    )
+    .await?
+    .0;
+    let canned = communications::inbox::canned::list_canned(
+        State(web.communications.clone()),
+        caller,
+        kernel::extract::Query(communications::inbox::canned::CannedSearch { q: None, limit: Some(100), cursor: None }),
+    )
+    .await?
+    .0
+    .items;
+    Ok(Thread {
+        conversation,
+        entries,
+        window_closed,
+        agents,
+        can_assign: caller.is_admin(),
+        contact: serde_json::to_value(contact).unwrap_or_default(),
+        canned: canned.iter().filter_map(|c| serde_json::to_value(c).ok()).collect(),
+    })
 }
 
 /// A message's words and, for media, its kind; whatever the content's shape.
