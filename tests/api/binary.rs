@@ -234,6 +234,32 @@ async fn demo_prints_working_credentials_once_per_start() {
         .await
         .unwrap();
     assert_eq!(login.status(), 200);
+    // The inbox is seeded through the real paths: every channel, every state, a booking context.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let seeded = loop {
+        let page: Value = client
+            .get(server.url("/api/v1/conversations?limit=100"))
+            .bearer_auth(&api_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if items.len() >= 27 && items.iter().any(|c| !c["link"].is_null()) {
+            break items;
+        }
+        assert!(std::time::Instant::now() < deadline, "the demo inbox was not seeded: {page}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for status in ["open", "snoozed", "resolved"] {
+        assert!(seeded.iter().any(|c| c["status"] == status), "a {status} conversation");
+    }
+    for channel in ["whatsapp", "sms", "email"] {
+        assert!(seeded.iter().any(|c| c["channel"] == channel), "a {channel} conversation");
+    }
+    assert!(seeded.iter().any(|c| c["labels"].as_array().is_some_and(|l| !l.is_empty())), "labels");
     server.stop(Signal::SIGTERM);
 
     // A second start reuses the workspace and prints a new password; the old one stops working.
@@ -248,6 +274,18 @@ async fn demo_prints_working_credentials_once_per_start() {
         .await
         .unwrap();
     assert_eq!(old.status(), 401);
+    // … and keeps its inbox as it was: nothing seeded twice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let page: Value = client
+        .get(server.url("/api/v1/conversations?limit=100"))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(seeded.len()));
     server.stop(Signal::SIGTERM);
 }
 

@@ -21,7 +21,7 @@ fn banner_value(server: &RunningServer, label: &str) -> String {
 #[tokio::test]
 async fn channels_are_created_verified_and_used_through_the_simulated_providers() {
     let database_url = fresh_database().await;
-    let server = RunningServer::start(&["demo"], &[("DATABASE_URL", &database_url)]);
+    let server = RunningServer::start(&["demo", "--empty"], &[("DATABASE_URL", &database_url)]);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let api_key = banner_value(&server, "API key:");
     let providers = banner_value(&server, "providers:");
@@ -100,7 +100,7 @@ async fn channels_are_created_verified_and_used_through_the_simulated_providers(
 #[tokio::test]
 async fn the_demos_email_reaches_delivered_from_the_simulators_callbacks() {
     let database_url = fresh_database().await;
-    let server = RunningServer::start(&["demo"], &[("DATABASE_URL", &database_url)]);
+    let server = RunningServer::start(&["demo", "--empty"], &[("DATABASE_URL", &database_url)]);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let api_key = banner_value(&server, "API key:");
     let client = reqwest::Client::new();

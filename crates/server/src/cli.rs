@@ -50,7 +50,16 @@ pub enum Command {
     #[command(name = "bench-inbox")]
     BenchInbox(crate::bench_inbox::InboxBenchArgs),
     /// Run the service with a demo tenant, an admin agent and an API key, printed once at start.
-    Demo(ServeArgs),
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Leave the demo workspace's inbox empty (no seeded channels, conversations or trickle).
+    #[arg(long)]
+    pub empty: bool,
 }
 
 #[derive(Debug, Clone, Args, Default)]

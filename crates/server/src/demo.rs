@@ -10,7 +10,7 @@ use cpaas_sim::{SimConfig, Simulator};
 use serde_json::json;
 
 use crate::app::Application;
-use crate::cli::ServeArgs;
+use crate::cli::DemoArgs;
 use crate::commands::{self, DemoCredentials};
 use crate::database::Database;
 use crate::settings::Settings;
@@ -18,8 +18,8 @@ use crate::settings::Settings;
 /// The simulator's SNS origination number (what `ListOriginationNumbers` reports).
 const SIMULATED_SMS_NUMBER: &str = "+18005550199";
 
-pub async fn run(settings: &mut Settings, args: ServeArgs, database: &Database) -> anyhow::Result<()> {
-    if let Some(bind) = args.bind {
+pub async fn run(settings: &mut Settings, args: DemoArgs, database: &Database) -> anyhow::Result<()> {
+    if let Some(bind) = args.serve.bind {
         settings.http.bind = bind;
     }
     let sim_listener =
@@ -46,13 +46,15 @@ pub async fn run(settings: &mut Settings, args: ServeArgs, database: &Database) 
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .context("the demo tenant vanished")?;
     // Seeded through the API once it serves (requests wait in the listener's queue until then).
-    tokio::spawn(crate::demo_seed::seed_and_trickle(
-        format!("http://{}", app.local_addr()),
-        credentials.api_key.clone(),
-        sim.clone(),
-        tenant.id.0,
-        std::time::Duration::from_secs(20),
-    ));
+    if !args.empty {
+        tokio::spawn(crate::demo_seed::seed_and_trickle(
+            format!("http://{}", app.local_addr()),
+            credentials.api_key.clone(),
+            sim.clone(),
+            tenant.id.0,
+            std::time::Duration::from_secs(20),
+        ));
+    }
 
     super::log_listening(&app, database);
     print_banner(&credentials, &format!("http://{}", app.local_addr()), &sim_url);
