@@ -80,17 +80,29 @@
     formatTimes(list);
   }
 
+  // A change to the open conversation refreshes its header, messages and side panel but never
+  // the composer: an agent typing keeps the text, the caret and the focus.
   async function loadThread(id, { keepDraft = false } = {}) {
     if (!keepDraft) saveDraft();
-    const reply = $('#reply');
-    const typing = keepDraft && reply ? reply.value : null;
     const response = await fetch(`/inbox/conversations/${id}`);
     if (!response.ok) return failed(response);
-    selected = id;
-    thread.innerHTML = await response.text();
+    const fresh = document.createElement('div');
+    fresh.innerHTML = await response.text();
+    const current = $('.conversation-detail', thread);
+    const next = $('.conversation-detail', fresh);
+    if (keepDraft && current && next && current.dataset.id === id) {
+      ['.thread-head', '.messages', '.side'].forEach(part => {
+        const old = $(part, current);
+        const replacement = $(part, next);
+        if (old && replacement) old.replaceWith(replacement);
+      });
+      current.dataset.status = next.dataset.status;
+    } else {
+      selected = id;
+      thread.replaceChildren(...fresh.childNodes);
+      restoreDraft();
+    }
     formatTimes(thread);
-    restoreDraft();
-    if (typing !== null && $('#reply')) $('#reply').value = typing;
     const messages = $('.messages', thread);
     if (messages) messages.scrollTop = messages.scrollHeight;
     list.querySelectorAll('.conversation').forEach(a => a.classList.toggle('selected', a.dataset.id === id));
@@ -101,21 +113,30 @@
 
   // The live stream: EventSource reconnects by itself and sends Last-Event-ID, so a dropped
   // connection resumes exactly where it stopped; `reset` means refetch everything.
+  // Changes arriving together cause one refresh; a change arriving during a refresh causes
+  // another after it (never lost between the two).
   let pendingList = false;
   let pendingThread = false;
-  const schedule = () => setTimeout(async () => {
-    if (pendingList) { pendingList = false; await refreshList(); }
-    if (pendingThread && selected) { pendingThread = false; await loadThread(selected, { keepDraft: true }); }
-  }, 120);
+  let scheduled = false;
+  const flush = async () => {
+    scheduled = false;
+    const [doList, doThread] = [pendingList, pendingThread];
+    pendingList = false;
+    pendingThread = false;
+    if (doList) await refreshList();
+    if (doThread && selected) await loadThread(selected, { keepDraft: true });
+  };
   const changed = event => {
     let data = {};
     try { data = JSON.parse(event.data); } catch (_) { /* keep empty */ }
-    const first = !pendingList && !pendingThread;
     pendingList = true;
     // Reading changes the list's counts, not the thread (and opening a thread marks it read).
     const threadChanged = event.type !== 'conversation.read' && (!data.conversation_id || data.conversation_id === selected);
     if (threadChanged) pendingThread = true;
-    if (first) schedule();
+    if (!scheduled) {
+      scheduled = true;
+      setTimeout(flush, 120);
+    }
   };
   const live = $('#live');
   const stream = new EventSource('/api/v1/stream');
