@@ -184,7 +184,7 @@ async fn an_agent_logs_in_claims_from_unassigned_and_replies_until_it_is_read() 
     }
     let sent =
         sim.ledger().into_iter().any(|e| e.operation == "send_message" && e.body["text"]["body"] == "Yes, seat 12A.");
-    assert!(sent, "the reply reached the simulator");
+    assert!(sent, "the reply reached the simulator (its tick is read: the simulator's callbacks came)");
     browser.screenshot("thread").await;
 
     // Search from the header finds the conversation by its words (stemmed: "booked" → "book").
@@ -289,4 +289,38 @@ async fn an_admin_assigns_a_conversation_to_an_agent_by_name() {
     }
     // The holder is shown by name (the test helper names every agent "Test Agent").
     browser.wait_for_text(".thread-head .meta", "Test Agent", Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn outside_whatsapps_window_the_composer_sends_a_template_with_variables() {
+    let (app, sim) = spawn_app_with_sim_config(|_| {}, auto_callbacks()).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    let template = json!({"name": "follow_up", "default_locale": "en", "variants": [
+        {"channel": "whatsapp", "locale": "en", "body": {"text": "Hello {{ name }}, your seat is {{ seat }}."}}]});
+    assert_eq!(app.post("/api/v1/templates", &tenant.api_key, template).await.status(), 201);
+    let agent = app.create_agent(&tenant, "ann@alpine.example", "agent").await;
+    inbound(&sim, "Old question").await;
+    let id = app.newest_conversation(&tenant, 1).await;
+    sqlx::query(
+        "UPDATE communications.conversations SET last_inbound_at = now() - interval '25 hours' WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let browser = Browser::start().await;
+    browser.login(&app, &tenant, &agent.email, &agent.password).await;
+    browser.goto(&app.url(&format!("/inbox?view=all&c={id}"))).await;
+    browser.wait_for_text(".composer .warning", "24 hours", Duration::from_secs(5)).await;
+    browser.script("document.querySelector('#template').value = 'follow_up'; arguments[0](true);").await;
+    browser.type_into("#variables", "name=Anna\nseat=12A").await;
+    browser.click(".composer button[type=submit]").await;
+    browser.wait_for_text("#thread .messages", "Hello Anna, your seat is 12A.", Duration::from_secs(5)).await;
+    // Shown as soon as accepted; dispatched a moment later.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sim.ledger().into_iter().any(|e| e.body["text"]["body"] == "Hello Anna, your seat is 12A.") {
+        assert!(Instant::now() < deadline, "the rendered template never reached Meta");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -216,10 +216,21 @@
   });
   thread.addEventListener('input', event => { if (event.target.id === 'reply') saveDraft(); });
 
+  // Variables for a template: one name=value per line.
+  const variables = text => Object.fromEntries(text.split('\n')
+    .map(line => line.split('=')).filter(parts => parts.length > 1 && parts[0].trim())
+    .map(([name, ...rest]) => [name.trim(), rest.join('=').trim()]));
   const send = async form => {
     const text = $('#reply', form).value;
-    if (!text.trim()) return;
-    const content = { text };
+    const template = $('#template', form);
+    const content = {};
+    if (template && template.value) {
+      content.template = { name: template.value, variables: variables($('#variables', form).value) };
+    } else if (text.trim()) {
+      content.text = text;
+    } else {
+      return;
+    }
     const subject = $('#subject', form);
     if (subject && subject.value.trim()) content.subject = subject.value;
     const key = sessionStorage.getItem(`key:${selected}`) || crypto.randomUUID();
@@ -229,6 +240,7 @@
     sessionStorage.removeItem(`key:${selected}`);
     sessionStorage.removeItem(draftKey());
     $('#reply', form).value = '';
+    if (template) template.value = '';
     loadThread(selected, { keepDraft: false });
   };
   thread.addEventListener('submit', event => { event.preventDefault(); send(event.target); });

@@ -61,6 +61,8 @@ const STRINGS: &[(&str, &str, &str)] = &[
     ("contact", "Contact", "Kontakt"),
     ("other_conversations", "Other conversations", "Weitere Unterhaltungen"),
     ("canned", "Canned responses", "Textbausteine"),
+    ("template", "Template", "Vorlage"),
+    ("variables", "Variables (one name=value per line)", "Variablen (eine name=wert pro Zeile)"),
     ("live", "Live", "Live"),
     ("offline", "Reconnecting…", "Verbinde neu…"),
     ("shortcuts", "Keyboard shortcuts", "Tastenkürzel"),

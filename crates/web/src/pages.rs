@@ -237,6 +237,8 @@ struct Thread {
     contact: Value,
     /// The workspace's canned responses for the composer.
     canned: Vec<Value>,
+    /// Templates with a WhatsApp variant: what can be sent when the window is closed.
+    templates: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -344,7 +346,28 @@ async fn thread(web: &Web, caller: Caller, id: Uuid) -> Result<Thread, ApiError>
     .await?
     .0
     .items;
+    let templates = if window_closed {
+        communications::templates::http::list_templates(
+            State(web.communications.clone()),
+            caller,
+            kernel::extract::Query(communications::templates::http::TemplateFilter {
+                trigger_event: None,
+                limit: Some(100),
+                cursor: None,
+            }),
+        )
+        .await?
+        .0
+        .items
+        .into_iter()
+        .filter(|t| t.variants.iter().any(|v| v.channel.as_str() == "whatsapp"))
+        .map(|t| t.name)
+        .collect()
+    } else {
+        Vec::new()
+    };
     Ok(Thread {
+        templates,
         conversation,
         entries,
         window_closed,
