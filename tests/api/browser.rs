@@ -132,7 +132,24 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Ends the session first, so chromedriver closes its Chromium (killing chromedriver alone
+    /// leaves the browser's dozen processes running), then stops chromedriver. Plain blocking
+    /// HTTP: a destructor cannot await.
     fn drop(&mut self) {
+        use std::io::{Read, Write};
+        if let Some(rest) = self.base.strip_prefix("http://")
+            && let Some((host, path)) = rest.split_once('/')
+            && let Ok(mut stream) = std::net::TcpStream::connect(host)
+        {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let request =
+                format!("DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            // chromedriver answers once the browser has quit; the answer's first bytes are enough
+            // (it may keep the connection open whatever we ask).
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read(&mut [0u8; 512]);
+            }
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
