@@ -11,7 +11,7 @@ use crate::delivery::whatsapp;
 use crate::helpers::{TestApp, TestTenant, assert_error, spawn_app_with_sim};
 
 /// A tenant with a WhatsApp account and one conversation opened by an inbound message.
-async fn with_conversation(app: &TestApp, sim: &SimHandle, slug: &str) -> (TestTenant, String) {
+pub(crate) async fn with_conversation(app: &TestApp, sim: &SimHandle, slug: &str) -> (TestTenant, String) {
     let tenant = app.create_tenant(slug).await;
     whatsapp(app, &tenant).await;
     sim.post_inbound(InboundSpec::Meta {

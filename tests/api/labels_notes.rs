@@ -1,36 +1,11 @@
 //! Labels on conversations, private notes, canned responses; bad input and tenant isolation.
 
-use std::time::{Duration, Instant};
-
-use cpaas_sim::{InboundSpec, SimHandle};
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::delivery::whatsapp;
-use crate::helpers::{TestApp, TestTenant, assert_error, spawn_app, spawn_app_with_sim};
-
-/// A tenant with a WhatsApp account and one conversation opened by an inbound message.
-async fn with_conversation(app: &TestApp, sim: &SimHandle, slug: &str) -> (TestTenant, String) {
-    let tenant = app.create_tenant(slug).await;
-    whatsapp(app, &tenant).await;
-    sim.post_inbound(InboundSpec::Meta {
-        phone_number_id: "106540352242922".into(),
-        from: "4915112345678".into(),
-        text: "Hello".into(),
-    })
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let page: Value = app.get("/api/v1/conversations", &tenant.api_key).await.json().await.unwrap();
-        if let Some(id) = page["items"][0]["id"].as_str() {
-            return (tenant, id.to_owned());
-        }
-        assert!(Instant::now() < deadline, "no conversation: {page}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::conversations::with_conversation;
+use crate::helpers::{TestApp, assert_error, spawn_app, spawn_app_with_sim};
 
 async fn json_of(response: Response) -> Value {
     let status = response.status();
