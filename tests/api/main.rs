@@ -36,4 +36,5 @@ mod rate_limits;
 mod stream;
 mod templates;
 mod triggers;
+mod webchat;
 mod webhooks;

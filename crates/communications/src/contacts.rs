@@ -91,6 +91,13 @@ impl ResolvedContact {
             Channel::Sms => self.phone.clone(),
             Channel::Whatsapp => self.whatsapp.clone().or_else(|| self.phone.clone()),
             Channel::Email => self.email.clone(),
+            Channel::Webchat => {
+                return Err(ApiError::validation(
+                    "channels",
+                    "webchat messages go to a visitor's open chat: answer in the conversation \
+                     (POST /api/v1/conversations/{id}/messages)",
+                ));
+            }
         };
         address.ok_or_else(|| {
             let what = if channel == Channel::Email { "an email address" } else { "a phone number" };

@@ -19,6 +19,7 @@ pub mod rate_limit;
 pub mod templates;
 pub mod tracking;
 pub mod triggers;
+pub mod webchat;
 pub mod webhooks;
 
 use std::sync::{Arc, OnceLock};

@@ -45,6 +45,7 @@ pub async fn run(settings: &mut Settings, args: DemoArgs, database: &Database) -
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .context("the demo tenant vanished")?;
+    let webchat = demo_webchat(&communications, tenant.id).await?;
     // Seeded through the API once it serves (requests wait in the listener's queue until then).
     if !args.empty {
         tokio::spawn(crate::demo_seed::seed_and_trickle(
@@ -57,7 +58,7 @@ pub async fn run(settings: &mut Settings, args: DemoArgs, database: &Database) -
     }
 
     super::log_listening(&app, database);
-    print_banner(&credentials, &format!("http://{}", app.local_addr()), &sim_url);
+    print_banner(&credentials, &format!("http://{}", app.local_addr()), &sim_url, webchat);
     super::serve_with_workers(settings, app).await
 }
 
@@ -86,11 +87,43 @@ async fn set_simulated_platform_defaults(communications: &Communications) -> any
     Ok(())
 }
 
-fn print_banner(demo: &DemoCredentials, address: &str, sim_url: &str) {
+/// The demo tenant's webchat channel (created and activated on the first start): its demo page
+/// is a website with the widget, for chatting with the inbox as a visitor.
+async fn demo_webchat(communications: &Communications, tenant: kernel::ids::TenantId) -> anyhow::Result<uuid::Uuid> {
+    let fail = |e: kernel::error::ApiError| anyhow::anyhow!("{e}");
+    let accounts = communications
+        .channel_accounts(tenant, kernel::pagination::PageRequest { limit: 100, after: None })
+        .await
+        .map_err(fail)?;
+    let existing = accounts.iter().find(|a| {
+        a.channel_type == communications::channels::ChannelType::Webchat
+            && a.status != communications::channels::ChannelStatus::Revoked
+    });
+    let account = match existing {
+        Some(account) => account.clone(),
+        None => {
+            let input = communications::channels::service::CreateAccount {
+                channel_type: communications::channels::ChannelType::Webchat,
+                provider: None,
+                display_name: "Demo Tours".into(),
+                config: Some(json!({"greeting": "Hello! Ask us anything about your trip."})),
+            };
+            communications.create_channel_account(tenant, input).await.map_err(fail)?
+        }
+    };
+    if account.status == communications::channels::ChannelStatus::PendingVerification {
+        communications.verify_channel_account(tenant, account.id).await.map_err(fail)?;
+    }
+    Ok(account.id)
+}
+
+fn print_banner(demo: &DemoCredentials, address: &str, sim_url: &str, webchat: uuid::Uuid) {
     println!(
         "\nSwitchboard demo is running at {address}\n\
          \x20 workspace:  {slug}\n\
          \x20 admin:      {email}  password: {password}\n\
+         \x20 inbox:      {address}/inbox (log in with the admin above)\n\
+         \x20 webchat:    {address}/webchat/{webchat}/demo (a website with the chat widget)\n\
          \x20 API key:    {key}\n\
          \x20 try:        curl -H 'Authorization: Bearer {key}' {address}/api/v1/me\n\
          \x20 providers:  simulated at {sim_url} (requests: {sim_url}/sim/ledger)\n\

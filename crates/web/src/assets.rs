@@ -21,7 +21,7 @@ pub fn router() -> Router {
         )
 }
 
-fn asset(request: &HeaderMap, body: &'static str, content_type: &'static str) -> Response {
+pub(crate) fn asset(request: &HeaderMap, body: &'static str, content_type: &'static str) -> Response {
     // The content's hash: a new build with other assets is fetched again, an unchanged one not.
     let mut hasher = std::hash::DefaultHasher::new();
     std::hash::Hash::hash(body, &mut hasher);

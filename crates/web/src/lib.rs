@@ -16,6 +16,7 @@
 mod assets;
 mod i18n;
 mod pages;
+mod webchat;
 
 use std::sync::Arc;
 
@@ -41,7 +42,10 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 /// The UI's routes: `/`, `/login`, `/inbox` and its fragments, `/assets/*`. Pages need an agent's
 /// session (the identity middleware reads the cookie); without one they redirect to `/login`.
 pub fn router(communications: Communications, identity: Identity) -> Router {
-    let web = Web { communications, templates: Arc::new(pages::templates()) };
+    let mut templates = pages::templates();
+    webchat::templates(&mut templates);
+    let web = Web { communications, templates: Arc::new(templates) };
+    let web_state = web.clone();
     let pages = Router::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::login))
@@ -51,7 +55,9 @@ pub fn router(communications: Communications, identity: Identity) -> Router {
         .with_state(web)
         .layer(from_fn_with_state(identity, identity::http::authenticate))
         .layer(axum::middleware::map_response(secure_headers));
-    Router::new().merge(pages).merge(assets::router())
+    // The webchat widget's pages set their own policy: they are meant to be framed.
+    let webchat = webchat::router(web_state);
+    Router::new().merge(pages).merge(assets::router()).merge(webchat)
 }
 
 async fn secure_headers(mut response: axum::response::Response) -> axum::response::Response {

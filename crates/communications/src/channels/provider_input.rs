@@ -115,14 +115,43 @@ pub fn parse_webchat(config: Option<&Value>) -> Result<Map<String, Value>, ApiEr
         None | Some(Value::Null) => WebchatInput::default(),
         Some(value) => typed(value)?,
     };
-    for (index, origin) in input.allowed_origins.iter().enumerate() {
-        let ok =
-            (origin.starts_with("https://") || origin.starts_with("http://")) && !origin.contains(char::is_whitespace);
-        if !ok {
-            return Err(ApiError::validation(format!("config.allowed_origins[{index}]"), "must be an http(s) origin"));
+    let mut origins = Vec::with_capacity(input.allowed_origins.len());
+    for (index, raw) in input.allowed_origins.iter().enumerate() {
+        let origin = origin_of(raw).ok_or_else(|| {
+            ApiError::validation(
+                format!("config.allowed_origins[{index}]"),
+                "must be an http(s) origin such as https://www.example.com (scheme, host and port only)",
+            )
+        })?;
+        if !origins.contains(&origin) {
+            origins.push(origin);
         }
     }
-    Ok(Map::from_iter([("allowed_origins".to_owned(), json!(input.allowed_origins))]))
+    if origins.len() > 50 {
+        return Err(ApiError::validation("config.allowed_origins", "at most 50 origins"));
+    }
+    let greeting = input.greeting.as_deref().map(str::trim).filter(|g| !g.is_empty());
+    if greeting.is_some_and(|g| g.chars().count() > 500) {
+        return Err(ApiError::validation("config.greeting", "must be at most 500 characters"));
+    }
+    Ok(Map::from_iter([("allowed_origins".to_owned(), json!(origins)), ("greeting".to_owned(), json!(greeting))]))
+}
+
+/// The canonical origin (`scheme://host[:port]`, lower case, default port left out) of an
+/// origin as an operator writes it; `None` for anything with a path, query, credentials or
+/// another scheme, which browsers would never send as an `Origin`.
+fn origin_of(raw: &str) -> Option<String> {
+    let raw = raw.trim().trim_end_matches('/');
+    let url = reqwest::Url::parse(raw).ok()?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && !raw.contains(['?', '#']);
+    plain.then(|| url.origin().ascii_serialization())
 }
 
 /// Which provider a channel uses when the request names none.
@@ -340,6 +369,8 @@ impl TwilioInput {
 struct WebchatInput {
     #[serde(default)]
     allowed_origins: Vec<String>,
+    /// Shown in the widget before anyone has written.
+    greeting: Option<String>,
 }
 
 #[cfg(test)]
@@ -436,5 +467,13 @@ mod tests {
         assert!(parse_webchat(None).is_ok());
         assert!(parse_webchat(Some(&json!({"allowed_origins": ["https://alpine.example"]}))).is_ok());
         assert!(parse_webchat(Some(&json!({"allowed_origins": ["javascript:alert(1)"]}))).is_err());
+        for bad in
+            ["https://a.example/path", "https://a.example?x=1", "https://u:p@a.example", "ftp://a.example", "a.example"]
+        {
+            assert!(parse_webchat(Some(&json!({"allowed_origins": [bad]}))).is_err(), "{bad} passed");
+        }
+        let parsed =
+            parse_webchat(Some(&json!({"allowed_origins": ["HTTPS://Shop.Example:443/", "http://localhost:8080"]})));
+        assert_eq!(parsed.unwrap()["allowed_origins"], json!(["https://shop.example", "http://localhost:8080"]));
     }
 }

@@ -110,6 +110,26 @@ pub async fn find_account(db: impl PgExecutor<'_>, tenant_id: TenantId, id: Uuid
     .ok_or(ApiError::NotFound("channel account"))
 }
 
+/// A webchat account's settings (allowed origins, greeting), kept with what verification knows.
+pub async fn set_webchat_settings(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+    settings: &Value,
+) -> Result<(), ApiError> {
+    sqlx::query!(
+        r#"UPDATE communications.channel_accounts
+           SET verification = jsonb_set(verification, '{webchat}', $3), updated_at = now()
+           WHERE tenant_id = $1 AND id = $2 AND channel_type = 'webchat'"#,
+        tenant_id.0,
+        id,
+        settings,
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// The account, locked until the transaction ends: lifecycle changes are serialised per account.
 pub async fn lock_account(db: impl PgExecutor<'_>, tenant_id: TenantId, id: Uuid) -> Result<AccountRow, ApiError> {
     sqlx::query_as!(

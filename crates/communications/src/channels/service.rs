@@ -320,19 +320,25 @@ impl Communications {
         Ok(row.into())
     }
 
-    /// Merges `config` into the account's primary (lowest-priority) provider.
+    /// Merges `config` into the account's primary (lowest-priority) provider; for webchat,
+    /// which has none, replaces its settings (allowed origins, greeting).
     pub async fn update_primary_config(
         &self,
         tenant: TenantId,
         account_id: Uuid,
         config: &Value,
-    ) -> Result<ProviderView, ApiError> {
+    ) -> Result<(), ApiError> {
         let providers = repository::providers_of(&self.pool, tenant, &[account_id]).await?;
         let Some(primary) = providers.first() else {
-            repository::find_account(&self.pool, tenant, account_id).await?;
+            let account = repository::find_account(&self.pool, tenant, account_id).await?;
+            if account.channel_type == ChannelType::Webchat {
+                let settings = provider_input::parse_webchat(Some(config))?;
+                return repository::set_webchat_settings(&self.pool, tenant, account_id, &Value::Object(settings))
+                    .await;
+            }
             return Err(ApiError::validation("config", "this channel has no provider to configure"));
         };
-        self.update_provider(tenant, account_id, primary.id, None, None, Some(config)).await
+        self.update_provider(tenant, account_id, primary.id, None, None, Some(config)).await.map(drop)
     }
 
     pub async fn remove_provider(&self, tenant: TenantId, account_id: Uuid, id: Uuid) -> Result<(), ApiError> {

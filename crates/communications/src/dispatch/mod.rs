@@ -278,7 +278,7 @@ impl Dispatcher {
         let command = SendMessageCommand {
             correlation_id: message.id.to_string(),
             tenant_id: tenant.0,
-            recipient: recipient(message),
+            recipient: recipient(message).map_err(Failure::Send)?,
             content: content
                 .to_cpaas()
                 .map_err(|e| Failure::Send(SendError::Permanent { code: "content".into(), reason: e }))?,
@@ -342,12 +342,19 @@ fn channel_type(channel: Channel) -> crate::channels::ChannelType {
         Channel::Whatsapp => crate::channels::ChannelType::Whatsapp,
         Channel::Email => crate::channels::ChannelType::Email,
         Channel::Sms => crate::channels::ChannelType::Sms,
+        Channel::Webchat => crate::channels::ChannelType::Webchat,
     }
 }
 
-fn recipient(message: &messages::MessageRow) -> cpaas::Recipient {
+fn recipient(message: &messages::MessageRow) -> Result<cpaas::Recipient, SendError> {
     match message.channel {
-        Channel::Email => cpaas::Recipient::Email(message.recipient.clone()),
-        Channel::Sms | Channel::Whatsapp => cpaas::Recipient::Phone(message.recipient.clone()),
+        Channel::Email => Ok(cpaas::Recipient::Email(message.recipient.clone())),
+        Channel::Sms | Channel::Whatsapp => Ok(cpaas::Recipient::Phone(message.recipient.clone())),
+        // Never queued (webchat replies are delivered to the visitor's browser by us); a row
+        // that got here anyway fails rather than going to some provider.
+        Channel::Webchat => Err(SendError::Permanent {
+            code: "channel".into(),
+            reason: "webchat messages are delivered to the visitor's browser, not through a provider".into(),
+        }),
     }
 }

@@ -151,7 +151,7 @@ async fn settle_one(
             let content = MessageContent::deserialize(&message.content).map_err(ApiError::internal)?;
             let body = content.to_cpaas().ok().and_then(|content| text_of(&content));
             let probe = SentProbe {
-                recipient: recipient_of(message),
+                recipient: recipient_of(message)?,
                 body,
                 correlation_id: message.id.to_string(),
                 since: requested,
@@ -171,10 +171,11 @@ async fn settle_one(
     }
 }
 
-fn recipient_of(message: &Open) -> cpaas::Recipient {
+fn recipient_of(message: &Open) -> Result<cpaas::Recipient, ApiError> {
     match message.channel {
-        Channel::Email => cpaas::Recipient::Email(message.recipient.clone()),
-        Channel::Sms | Channel::Whatsapp => cpaas::Recipient::Phone(message.recipient.clone()),
+        Channel::Email => Ok(cpaas::Recipient::Email(message.recipient.clone())),
+        Channel::Sms | Channel::Whatsapp => Ok(cpaas::Recipient::Phone(message.recipient.clone())),
+        Channel::Webchat => Err(ApiError::internal("a webchat message has no provider to settle with")),
     }
 }
 

@@ -121,6 +121,7 @@ async fn resolve_contact(
     let request = match channel {
         Channel::Email => ContactRequest::Identifiers { phone: None, email: Some(from.trim().to_lowercase()) },
         // WhatsApp ids are the number's digits; Twilio sends E.164.
+        Channel::Webchat => return Err(ApiError::internal("webchat visitors are not provider senders")),
         Channel::Whatsapp | Channel::Sms => {
             let digits: String = from.chars().filter(char::is_ascii_digit).collect();
             ContactRequest::Identifiers { phone: Some(format!("+{digits}")), email: None }
@@ -212,13 +213,13 @@ async fn thread_of(
 /// Where a new message of the contact goes: its unresolved conversation on the account (a
 /// snoozed one wakes up), else its latest resolved one, opened again, else a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resolved {
+pub(crate) enum Resolved {
     Open(Uuid),
     Reopened(Uuid),
     Created(Uuid),
 }
 
-async fn resolve_conversation(
+pub(crate) async fn resolve_conversation(
     tx: &mut PgConnection,
     tenant: Uuid,
     contact: Uuid,

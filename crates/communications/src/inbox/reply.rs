@@ -103,6 +103,9 @@ pub async fn reply(
         Actor::Agent { id, .. } => json!(id.0),
         Actor::ApiKey(_) => json!(null),
     };
+    if conversation.channel == Channel::Webchat {
+        return reply_on_webchat(&module, tenant, id, key.as_deref(), &body, &content, author).await;
+    }
     let send = SendRequest {
         to: RecipientInput { contact_id: Some(conversation.contact_id), phone: None, email: None },
         channels: ChannelsInput::One(conversation.channel),
@@ -118,19 +121,8 @@ pub async fn reply(
         *in_reply_to = mail.thread();
     }
     let mut tx = module.pool.begin().await?;
-    if let Some(key) = key.as_deref() {
-        // The conversation is part of the request: the same body to another conversation is
-        // another request.
-        let hash = Sha256::new().chain_update(id.as_bytes()).chain_update(&body).finalize().to_vec();
-        match messages::claim_key(&mut tx, tenant, key, &hash).await? {
-            KeyClaim::New => {}
-            KeyClaim::Replay { status, body } => {
-                return Ok((StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED), Json(body)));
-            }
-            KeyClaim::Mismatch => {
-                return Err(ApiError::validation("Idempotency-Key", "this key was used with a different request"));
-            }
-        }
+    if let Some(replay) = claim_key(&mut tx, tenant, key.as_deref(), id, &body).await? {
+        return Ok(replay);
     }
     let accepted = accept::store(&mut tx, std::slice::from_ref(&draft))
         .await?
@@ -146,6 +138,65 @@ pub async fn reply(
     if let Some(lane) = accepted.wake {
         module.queue_waker.wake(lane);
     }
+    module.feed.signal();
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+type Answer = (StatusCode, Json<Value>);
+
+/// Claims the request's `Idempotency-Key` in `tx`; `Some` is the first answer to replay.
+async fn claim_key(
+    tx: &mut sqlx::PgConnection,
+    tenant: kernel::ids::TenantId,
+    key: Option<&str>,
+    conversation: Uuid,
+    body: &[u8],
+) -> Result<Option<Answer>, ApiError> {
+    let Some(key) = key else { return Ok(None) };
+    // The conversation is part of the request: the same body to another conversation is
+    // another request.
+    let hash = Sha256::new().chain_update(conversation.as_bytes()).chain_update(body).finalize().to_vec();
+    match messages::claim_key(tx, tenant, key, &hash).await? {
+        KeyClaim::New => Ok(None),
+        KeyClaim::Replay { status, body } => {
+            Ok(Some((StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED), Json(body))))
+        }
+        KeyClaim::Mismatch => {
+            Err(ApiError::validation("Idempotency-Key", "this key was used with a different request"))
+        }
+    }
+}
+
+/// A webchat answer is ours to deliver: stored `sent`, and the visitor's open widget takes it
+/// from the live stream (their receipts move it on to delivered and read).
+async fn reply_on_webchat(
+    module: &Communications,
+    tenant: kernel::ids::TenantId,
+    id: Uuid,
+    key: Option<&str>,
+    body: &[u8],
+    content: &ContentInput,
+    author: Value,
+) -> Result<Answer, ApiError> {
+    if content.template.is_some() {
+        return Err(ApiError::validation("content.template", "webchat has no templates: write the answer as text"));
+    }
+    let MessageContent::Text { text } = crate::messages::content::for_channel(content, Channel::Webchat)? else {
+        return Err(ApiError::validation("content.text", "webchat answers are text"));
+    };
+    let mut tx = module.pool.begin().await?;
+    if let Some(replay) = claim_key(&mut tx, tenant, key, id, body).await? {
+        return Ok(replay);
+    }
+    let metadata = json!({ "author_agent_id": author, "reply": true });
+    let message = crate::webchat::repository::store_reply(&mut tx, tenant.0, id, &text, metadata).await?;
+    let payload = json!({ "direction": "outbound", "author_agent_id": author, "status": "sent" });
+    record_change(&mut tx, tenant.0, "message.created", id, Some(message), payload).await?;
+    let answer = json!({ "id": message, "status": "sent" });
+    if let Some(key) = key {
+        messages::complete_key(&mut tx, tenant, key, 202, &answer).await?;
+    }
+    tx.commit().await?;
     module.feed.signal();
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }

@@ -101,6 +101,12 @@ impl ChangeFeed {
         self.inner.closing.send_replace(true);
     }
 
+    /// The feed's changes from now on, and whether the server is closing: for streams of other
+    /// audiences (webchat visitors).
+    pub(crate) fn subscribe(&self) -> (broadcast::Receiver<Arc<FeedItem>>, watch::Receiver<bool>) {
+        (self.inner.sender.subscribe(), self.inner.closing.subscribe())
+    }
+
     fn agents(&self) -> Vec<Uuid> {
         self.inner.agents.lock().map(|agents| agents.keys().copied().collect()).unwrap_or_default()
     }
@@ -126,8 +132,8 @@ impl ChangeFeed {
 /// A change as the feed hands it to streams: serialised once, with the current state of its
 /// conversation when that can move an agent's badge.
 #[derive(Debug)]
-struct FeedItem {
-    change: Change,
+pub(crate) struct FeedItem {
+    pub(crate) change: Change,
     data: String,
     state: Option<Arc<ConversationState>>,
 }

@@ -116,9 +116,10 @@ pub fn for_channel(input: &ContentInput, channel: Channel) -> Result<MessageCont
         return Err(ApiError::validation("content.text", format!("must be at most {MAX_TEXT} characters")));
     }
     match channel {
-        Channel::Sms => {
+        Channel::Sms | Channel::Webchat => {
             if input.media.is_some() {
-                return Err(ApiError::validation("content.media", "media cannot be sent on the sms channel"));
+                let message = format!("media cannot be sent on the {} channel", channel.as_str());
+                return Err(ApiError::validation("content.media", message));
             }
             let text = text.ok_or_else(|| required("content.text", channel))?;
             Ok(MessageContent::Text { text: text.to_owned() })

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The channels the pipeline delivers on (webchat lives in the inbox, not here).
+/// The channels messages travel on. Webchat is delivered by Switchboard itself to the visitor's
+/// browser (see `crate::webchat`): the pipeline never queues a webchat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
@@ -10,6 +11,7 @@ pub enum Channel {
     Whatsapp,
     Email,
     Sms,
+    Webchat,
 }
 
 impl Channel {
@@ -18,6 +20,7 @@ impl Channel {
             Self::Whatsapp => "whatsapp",
             Self::Email => "email",
             Self::Sms => "sms",
+            Self::Webchat => "webchat",
         }
     }
 
@@ -26,6 +29,7 @@ impl Channel {
             "whatsapp" => Some(Self::Whatsapp),
             "email" => Some(Self::Email),
             "sms" => Some(Self::Sms),
+            "webchat" => Some(Self::Webchat),
             _ => None,
         }
     }

@@ -278,6 +278,8 @@ pub fn limit_for(channel: Channel, verification: &Value, defaults: &RateDefaults
         Channel::Whatsapp => whatsapp_rate(verification, defaults.whatsapp_per_second),
         Channel::Email => positive(verification.get("max_send_rate")).unwrap_or(defaults.email_per_second),
         Channel::Sms => defaults.sms_per_second,
+        // Not dispatched: the visitor's browser is the only receiver.
+        Channel::Webchat => f64::from(defaults.burst.max(1)),
     };
     // A misconfigured default must not stop sending altogether.
     let per_second = if per_second.is_finite() && per_second > 0.0 { per_second } else { 1.0 };

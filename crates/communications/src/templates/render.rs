@@ -110,6 +110,10 @@ pub fn parse_body(channel: Channel, locale: &str, body: &Value, field: &str) -> 
     }
     let at = |name: &str| format!("{field}.{name}");
     match channel {
+        Channel::Webchat => Err(ApiError::validation(
+            "channel",
+            "webchat answers are written by agents in the conversation; templates are for whatsapp, email and sms",
+        )),
         Channel::Sms => {
             let body: SmsBody = deserialize(body, field)?;
             check_source(&body.text, "text", &at("text"), true)?;

@@ -67,8 +67,12 @@ pub fn router(
     let web = web::router(communications.clone(), identity);
 
     // Providers authenticate webhooks with signatures and tokens, not our credentials.
-    let (webhooks, webhooks_doc) = communications::webhooks::router().with_state(communications).split_for_parts();
+    let (webhooks, webhooks_doc) =
+        communications::webhooks::router().with_state(communications.clone()).split_for_parts();
     openapi.merge(webhooks_doc);
+    // Website visitors authenticate with their webchat token.
+    let (webchat, webchat_doc) = communications::webchat::router().with_state(communications).split_for_parts();
+    openapi.merge(webchat_doc);
 
     let (ops, ops_doc) = health::router().split_for_parts();
     openapi.merge(ops_doc);
@@ -80,6 +84,7 @@ pub fn router(
         .merge(api)
         .merge(web)
         .merge(webhooks)
+        .merge(webchat)
         .fallback(errors::route_not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(

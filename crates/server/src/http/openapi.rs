@@ -19,6 +19,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "templates", description = "Notification templates per channel and locale"),
         (name = "triggers", description = "Upstream events (domain or Hasura) and the rules that turn them into messages"),
         (name = "webhooks", description = "Provider callbacks (verified by signature or token)"),
+        (name = "webchat", description = "The website chat widget's calls, authenticated by the visitor's token"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]
@@ -31,6 +32,11 @@ impl Modify for SecuritySchemes {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // A webchat visitor's token (see `communications::webchat::token`).
+        components.add_security_scheme(
+            "visitor_token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         components.add_security_scheme(
