@@ -31,6 +31,9 @@ use identity::Identity;
 pub struct Web {
     pub(crate) communications: Communications,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
+    /// The server's largest request body (`http.body_limit_bytes`): the composer refuses
+    /// attachments that would not fit before reading them, instead of a 413 after uploading.
+    pub(crate) body_limit: usize,
 }
 
 /// No inline script or style, nothing from elsewhere: a message that slipped past escaping still
@@ -40,8 +43,9 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 
 /// The UI's routes: `/`, `/login`, `/inbox` and its fragments, `/assets/*`. Pages need an agent's
 /// session (the identity middleware reads the cookie); without one they redirect to `/login`.
-pub fn router(communications: Communications, identity: Identity) -> Router {
-    let web = Web { communications, templates: Arc::new(pages::templates()) };
+/// `body_limit` is the server's largest request body in bytes.
+pub fn router(communications: Communications, identity: Identity, body_limit: usize) -> Router {
+    let web = Web { communications, templates: Arc::new(pages::templates()), body_limit };
     let pages = Router::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::login))

@@ -1,6 +1,9 @@
 //! The agent web UI in a real Chromium, driven through Debian's `chromedriver` (W3C WebDriver,
 //! spoken here over reqwest: a dozen commands need no client library). As root Chromium needs
 //! `--no-sandbox`. These tests do not skip: without Chromium they fail and say how to install it.
+//! The driver and the first tests are here; each later feature has a module of its own.
+
+mod attachments;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,6 +88,16 @@ impl Browser {
     /// Runs `script` (a function body) in the page and answers its return value.
     pub async fn script(&self, script: &str) -> Value {
         self.command(reqwest::Method::POST, "/execute/async", Some(json!({"script": script, "args": []}))).await
+    }
+
+    /// The text of the first element matching `css` ("" when there is none).
+    pub async fn text(&self, css: &str) -> String {
+        let found = self
+            .script(&format!(
+                "const done = arguments[0]; const e = document.querySelector({css:?}); done(e ? e.textContent : '');"
+            ))
+            .await;
+        found.as_str().unwrap_or_default().to_owned()
     }
 
     /// Waits until the page's text of `css` contains `expected`.
