@@ -101,11 +101,14 @@
     const current = $('.conversation-detail', thread);
     const next = $('.conversation-detail', fresh);
     if (keepDraft && current && next && current.dataset.id === id) {
-      ['.thread-head', '.messages', '.side'].forEach(part => {
+      ['.thread-head', '.messages', '.side-info'].forEach(part => {
         const old = $(part, current);
         const replacement = $(part, next);
         if (old && replacement) old.replaceWith(replacement);
       });
+      // The merge search keeps what the agent typed, unless the conversation's contact changed.
+      const [oldMerge, newMerge] = [$('.merge', current), $('.merge', next)];
+      if (oldMerge && newMerge && oldMerge.dataset.contact !== newMerge.dataset.contact) oldMerge.replaceWith(newMerge);
       current.dataset.status = next.dataset.status;
     } else {
       selected = id;
@@ -289,6 +292,78 @@
     picked.set(selected, files);
     renderPicked();
     $('#attach', thread).focus();
+  });
+
+  // Merging: another contact, found by name, email or phone, is merged into the open
+  // conversation's contact. That one survives, so the open conversation stays where it is and
+  // the other contact's identifiers and conversations join it.
+  let mergeTimer;
+  let mergeTarget = null;
+  const contactItem = contact => {
+    const pick = document.createElement('button');
+    pick.type = 'button';
+    pick.className = 'link';
+    pick.dataset.mergePick = contact.id;
+    const name = document.createElement('span');
+    name.className = 'who';
+    name.textContent = contact.display_name || contact.identifiers.map(i => i.value)[0] || contact.id;
+    const identifiers = document.createElement('span');
+    identifiers.className = 'kind';
+    identifiers.textContent = contact.identifiers.map(i => `${i.kind} ${i.value}`).join(', ');
+    pick.append(name, ' ', identifiers);
+    const item = document.createElement('li');
+    item.append(pick);
+    return item;
+  };
+  const mergeSearch = async () => {
+    const box = $('.merge', thread);
+    if (!box) return;
+    const q = $('#merge-q', box).value.trim();
+    const results = $('#merge-results', box);
+    $('.merge-confirm', box).hidden = true;
+    if (!q) return results.replaceChildren();
+    const response = await fetch(`/api/v1/contacts?limit=8&q=${encodeURIComponent(q)}`, { credentials: 'same-origin' });
+    if (!response.ok) return failed(response);
+    const found = (await response.json()).items.filter(contact => contact.id !== box.dataset.contact);
+    // A slower answer to an older query must not replace a newer one's.
+    if (!box.isConnected || $('#merge-q', box).value.trim() !== q) return;
+    mergeTarget = Object.fromEntries(found.map(contact => [contact.id, contact]));
+    if (!found.length) {
+      const none = document.createElement('li');
+      none.textContent = box.dataset.none;
+      return results.replaceChildren(none);
+    }
+    results.replaceChildren(...found.map(contactItem));
+  };
+  thread.addEventListener('input', event => {
+    if (event.target.id !== 'merge-q') return;
+    clearTimeout(mergeTimer);
+    mergeTimer = setTimeout(mergeSearch, 200);
+  });
+  thread.addEventListener('click', async event => {
+    const box = $('.merge', thread);
+    if (!box) return;
+    const pick = event.target.closest('[data-merge-pick]');
+    const confirm = $('.merge-confirm', box);
+    if (pick) {
+      const contact = mergeTarget[pick.dataset.mergePick];
+      confirm.dataset.id = contact.id;
+      $('#merge-question', box).textContent = box.dataset.confirm.replace('{name}', $('.who', pick).textContent);
+      confirm.hidden = false;
+      $('[data-merge-confirm]', box).focus();
+    } else if (event.target.closest('[data-merge-cancel]')) {
+      confirm.hidden = true;
+      $('#merge-q', box).focus();
+    } else if (event.target.closest('[data-merge-confirm]')) {
+      const response = await api('POST', `/api/v1/contacts/${confirm.dataset.id}/merge`, { into: box.dataset.contact });
+      if (!response.ok) return failed(response);
+      toast(box.dataset.done);
+      box.open = false;
+      confirm.hidden = true;
+      $('#merge-q', box).value = '';
+      $('#merge-results', box).replaceChildren();
+      await Promise.all([refreshList(), loadThread(selected, { keepDraft: true })]);
+    }
   });
 
   // Variables for a template: one name=value per line.

@@ -4,6 +4,7 @@
 //! The driver and the first tests are here; each later feature has a module of its own.
 
 mod attachments;
+mod merge;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -168,7 +169,7 @@ impl Drop for Browser {
     }
 }
 
-async fn inbound(sim: &cpaas_sim::SimHandle, text: &str) {
+pub(super) async fn inbound(sim: &cpaas_sim::SimHandle, text: &str) {
     sim.post_inbound(InboundSpec::Meta {
         phone_number_id: "106540352242922".into(),
         from: "4915112345678".into(),
