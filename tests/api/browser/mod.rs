@@ -5,6 +5,7 @@
 
 mod attachments;
 mod merge;
+mod pages;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,7 +24,14 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// A browser asking for English pages.
     pub async fn start() -> Self {
+        Self::start_in("en-US,en").await
+    }
+
+    /// A browser whose `Accept-Language` is `languages` (e.g. "de-DE,de"). Headless Chromium
+    /// ignores `--lang` for the header; the `intl.accept_languages` preference sets it.
+    pub async fn start_in(languages: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -38,8 +46,15 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "args": ["--headless", "--no-sandbox", "--window-size=1280,800", "--lang=en-US"]}}}});
+        let lang = languages.split(',').next().unwrap_or("en-US");
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+        "browserName": "chrome",
+        // The console log, for tests that a page loads without errors (a 404 shows there).
+        "goog:loggingPrefs": {"browser": "ALL"},
+        "goog:chromeOptions": {
+            "args": ["--headless", "--no-sandbox", "--window-size=1280,800", format!("--lang={lang}")],
+            "prefs": {"intl.accept_languages": languages},
+        }}}});
         let session: Value =
             http.post(format!("{root}/session")).json(&capabilities).send().await.unwrap().json().await.unwrap();
         let id = session["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {session}")).to_owned();
@@ -123,6 +138,17 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The console's errors since the last call (chromedriver's log endpoint, which empties it).
+    pub async fn console_errors(&self) -> Vec<String> {
+        let log = self.command(reqwest::Method::POST, "/se/log", Some(json!({"type": "browser"}))).await;
+        log.as_array()
+            .unwrap_or_else(|| panic!("no browser log: {log}"))
+            .iter()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// Saves what the browser shows under `target/screenshots/<name>.png`.
