@@ -61,6 +61,16 @@
     time.title = date.toLocaleString();
   });
 
+  // Sizes in the page's language, in decimal units as mail clients show them.
+  const sizeText = bytes => {
+    const [value, unit] = bytes >= 1e6 ? [bytes / 1e6, 'megabyte'] : bytes >= 1e3 ? [bytes / 1e3, 'kilobyte'] : [bytes, 'byte'];
+    return new Intl.NumberFormat(document.documentElement.lang || undefined,
+      { style: 'unit', unit, unitDisplay: 'short', maximumFractionDigits: value < 100 ? 1 : 0 }).format(value);
+  };
+  const formatSizes = root => root.querySelectorAll('data[data-bytes]').forEach(data => {
+    data.textContent = sizeText(Number(data.value));
+  });
+
   const draftKey = () => selected && `draft:${selected}`;
   const saveDraft = () => {
     const reply = $('#reply');
@@ -91,11 +101,14 @@
     const current = $('.conversation-detail', thread);
     const next = $('.conversation-detail', fresh);
     if (keepDraft && current && next && current.dataset.id === id) {
-      ['.thread-head', '.messages', '.side'].forEach(part => {
+      ['.thread-head', '.messages', '.side-info'].forEach(part => {
         const old = $(part, current);
         const replacement = $(part, next);
         if (old && replacement) old.replaceWith(replacement);
       });
+      // The merge search keeps what the agent typed, unless the conversation's contact changed.
+      const [oldMerge, newMerge] = [$('.merge', current), $('.merge', next)];
+      if (oldMerge && newMerge && oldMerge.dataset.contact !== newMerge.dataset.contact) oldMerge.replaceWith(newMerge);
       current.dataset.status = next.dataset.status;
     } else {
       selected = id;
@@ -103,6 +116,8 @@
       restoreDraft();
     }
     formatTimes(thread);
+    formatSizes(thread);
+    renderPicked();
     const messages = $('.messages', thread);
     if (messages) messages.scrollTop = messages.scrollHeight;
     list.querySelectorAll('.conversation').forEach(a => a.classList.toggle('selected', a.dataset.id === id));
@@ -216,6 +231,141 @@
   });
   thread.addEventListener('input', event => { if (event.target.id === 'reply') saveDraft(); });
 
+  // Email attachments: the files chosen per conversation wait here until sent or removed. They
+  // travel base64-encoded inside the JSON request, so what fits is the server's body limit less
+  // a third (and some room for the text); beyond it the agent is told before anything is read.
+  const picked = new Map();
+  const pickedFiles = () => picked.get(selected) || [];
+  const attachLimit = box => Math.floor((Number(box.dataset.limit) - 16384) * 3 / 4);
+  const checkAttachments = () => {
+    const box = $('.attach', thread);
+    if (!box) return true;
+    const total = pickedFiles().reduce((sum, file) => sum + file.size, 0);
+    const fits = total <= attachLimit(box);
+    const error = $('#attach-error', box);
+    error.textContent = fits ? '' : box.dataset.tooLarge
+      .replace('{size}', sizeText(total)).replace('{limit}', sizeText(attachLimit(box)));
+    error.hidden = fits;
+    return fits;
+  };
+  function renderPicked() {
+    const box = $('.attach', thread);
+    if (!box) return;
+    const items = pickedFiles().map((file, index) => {
+      const item = document.createElement('li');
+      const name = document.createElement('span');
+      name.className = 'file-name';
+      name.textContent = file.name;
+      const size = document.createElement('data');
+      size.value = String(file.size);
+      size.textContent = sizeText(file.size);
+      const remove = document.createElement('button');
+      remove.type = 'button';
+      remove.className = 'link';
+      remove.dataset.unpick = String(index);
+      remove.textContent = '×';
+      remove.setAttribute('aria-label', `${box.dataset.remove} ${file.name}`);
+      item.append(name, ' ', size, ' ', remove);
+      return item;
+    });
+    $('#picked', box).replaceChildren(...items);
+    checkAttachments();
+  }
+  const readBase64 = file => new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    // A data: URL; what follows the comma is the base64 of the file.
+    reader.onload = () => resolve(String(reader.result).split(',')[1] || '');
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+  thread.addEventListener('change', event => {
+    if (event.target.id !== 'attach' || !selected) return;
+    picked.set(selected, [...pickedFiles(), ...event.target.files]);
+    // Cleared, so choosing the same file again (after removing it) is a change too.
+    event.target.value = '';
+    renderPicked();
+  });
+  thread.addEventListener('click', event => {
+    const remove = event.target.closest('[data-unpick]');
+    if (!remove) return;
+    const files = pickedFiles().filter((_, index) => index !== Number(remove.dataset.unpick));
+    picked.set(selected, files);
+    renderPicked();
+    $('#attach', thread).focus();
+  });
+
+  // Merging: another contact, found by name, email or phone, is merged into the open
+  // conversation's contact. That one survives, so the open conversation stays where it is and
+  // the other contact's identifiers and conversations join it.
+  let mergeTimer;
+  let mergeTarget = null;
+  const contactItem = contact => {
+    const pick = document.createElement('button');
+    pick.type = 'button';
+    pick.className = 'link';
+    pick.dataset.mergePick = contact.id;
+    const name = document.createElement('span');
+    name.className = 'who';
+    name.textContent = contact.display_name || contact.identifiers.map(i => i.value)[0] || contact.id;
+    const identifiers = document.createElement('span');
+    identifiers.className = 'kind';
+    identifiers.textContent = contact.identifiers.map(i => `${i.kind} ${i.value}`).join(', ');
+    pick.append(name, ' ', identifiers);
+    const item = document.createElement('li');
+    item.append(pick);
+    return item;
+  };
+  const mergeSearch = async () => {
+    const box = $('.merge', thread);
+    if (!box) return;
+    const q = $('#merge-q', box).value.trim();
+    const results = $('#merge-results', box);
+    $('.merge-confirm', box).hidden = true;
+    if (!q) return results.replaceChildren();
+    const response = await fetch(`/api/v1/contacts?limit=8&q=${encodeURIComponent(q)}`, { credentials: 'same-origin' });
+    if (!response.ok) return failed(response);
+    const found = (await response.json()).items.filter(contact => contact.id !== box.dataset.contact);
+    // A slower answer to an older query must not replace a newer one's.
+    if (!box.isConnected || $('#merge-q', box).value.trim() !== q) return;
+    mergeTarget = Object.fromEntries(found.map(contact => [contact.id, contact]));
+    if (!found.length) {
+      const none = document.createElement('li');
+      none.textContent = box.dataset.none;
+      return results.replaceChildren(none);
+    }
+    results.replaceChildren(...found.map(contactItem));
+  };
+  thread.addEventListener('input', event => {
+    if (event.target.id !== 'merge-q') return;
+    clearTimeout(mergeTimer);
+    mergeTimer = setTimeout(mergeSearch, 200);
+  });
+  thread.addEventListener('click', async event => {
+    const box = $('.merge', thread);
+    if (!box) return;
+    const pick = event.target.closest('[data-merge-pick]');
+    const confirm = $('.merge-confirm', box);
+    if (pick) {
+      const contact = mergeTarget[pick.dataset.mergePick];
+      confirm.dataset.id = contact.id;
+      $('#merge-question', box).textContent = box.dataset.confirm.replace('{name}', $('.who', pick).textContent);
+      confirm.hidden = false;
+      $('[data-merge-confirm]', box).focus();
+    } else if (event.target.closest('[data-merge-cancel]')) {
+      confirm.hidden = true;
+      $('#merge-q', box).focus();
+    } else if (event.target.closest('[data-merge-confirm]')) {
+      const response = await api('POST', `/api/v1/contacts/${confirm.dataset.id}/merge`, { into: box.dataset.contact });
+      if (!response.ok) return failed(response);
+      toast(box.dataset.done);
+      box.open = false;
+      confirm.hidden = true;
+      $('#merge-q', box).value = '';
+      $('#merge-results', box).replaceChildren();
+      await Promise.all([refreshList(), loadThread(selected, { keepDraft: true })]);
+    }
+  });
+
   // Variables for a template: one name=value per line.
   const variables = text => Object.fromEntries(text.split('\n')
     .map(line => line.split('=')).filter(parts => parts.length > 1 && parts[0].trim())
@@ -233,12 +383,24 @@
     }
     const subject = $('#subject', form);
     if (subject && subject.value.trim()) content.subject = subject.value;
+    const files = pickedFiles();
+    if (files.length) {
+      if (!checkAttachments()) return;
+      try {
+        content.attachments = await Promise.all(files.map(async file => ({
+          filename: file.name, content_type: file.type || 'application/octet-stream', data: await readBase64(file),
+        })));
+      } catch (error) {
+        return toast(String(error));
+      }
+    }
     const key = sessionStorage.getItem(`key:${selected}`) || crypto.randomUUID();
     sessionStorage.setItem(`key:${selected}`, key);
     const response = await api('POST', `/api/v1/conversations/${selected}/messages`, { content }, { 'idempotency-key': key });
     if (!response.ok) return failed(response);
     sessionStorage.removeItem(`key:${selected}`);
     sessionStorage.removeItem(draftKey());
+    picked.delete(selected);
     $('#reply', form).value = '';
     if (template) template.value = '';
     loadThread(selected, { keepDraft: false });
@@ -280,6 +442,7 @@
   });
 
   formatTimes(document);
+  formatSizes(document);
   restoreDraft();
   if (selected) markRead(selected);
 })();

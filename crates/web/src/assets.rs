@@ -8,6 +8,9 @@ use axum::routing::get;
 
 const APP_JS: &str = include_str!("../assets/app.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
+/// Our icon (a speech bubble on the accent blue), drawn by hand: no third-party artwork.
+const FAVICON: &str = include_str!("../assets/favicon.svg");
+const SVG: &str = "image/svg+xml";
 
 pub fn router() -> Router {
     Router::new()
@@ -19,6 +22,10 @@ pub fn router() -> Router {
             "/assets/app.css",
             get(|headers: HeaderMap| async move { asset(&headers, APP_CSS, "text/css; charset=utf-8") }),
         )
+        .route("/assets/favicon.svg", get(|headers: HeaderMap| async move { asset(&headers, FAVICON, SVG) }))
+        // Browsers (and bookmarks, feed readers) ask for /favicon.ico whatever the page links;
+        // the SVG itself answers, without a redirect's extra round trip.
+        .route("/favicon.ico", get(|headers: HeaderMap| async move { asset(&headers, FAVICON, SVG) }))
 }
 
 pub(crate) fn asset(request: &HeaderMap, body: &'static str, content_type: &'static str) -> Response {

@@ -32,6 +32,9 @@ use identity::Identity;
 pub struct Web {
     pub(crate) communications: Communications,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
+    /// The server's largest request body (`http.body_limit_bytes`): the composer refuses
+    /// attachments that would not fit before reading them, instead of a 413 after uploading.
+    pub(crate) body_limit: usize,
 }
 
 /// No inline script or style, nothing from elsewhere: a message that slipped past escaping still
@@ -41,10 +44,11 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 
 /// The UI's routes: `/`, `/login`, `/inbox` and its fragments, `/assets/*`. Pages need an agent's
 /// session (the identity middleware reads the cookie); without one they redirect to `/login`.
-pub fn router(communications: Communications, identity: Identity) -> Router {
+/// `body_limit` is the server's largest request body in bytes.
+pub fn router(communications: Communications, identity: Identity, body_limit: usize) -> Router {
     let mut templates = pages::templates();
     webchat::templates(&mut templates);
-    let web = Web { communications, templates: Arc::new(templates) };
+    let web = Web { communications, templates: Arc::new(templates), body_limit };
     let web_state = web.clone();
     let pages = Router::new()
         .route("/", get(pages::home))

@@ -239,6 +239,8 @@ struct Thread {
     canned: Vec<Value>,
     /// Templates with a WhatsApp variant: what can be sent when the window is closed.
     templates: Vec<String>,
+    /// The largest request the server takes, in bytes: attachments travel inside it as base64.
+    body_limit: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -259,7 +261,16 @@ struct Entry {
     status_reason: Option<String>,
     text: String,
     media: Option<String>,
+    /// An email's attachments: names and sizes only (their bytes never reach the page).
+    attachments: Vec<AttachmentView>,
     at: DateTime<Utc>,
+}
+
+#[derive(Debug, PartialEq, Serialize)]
+struct AttachmentView {
+    name: String,
+    content_type: String,
+    bytes: u64,
 }
 
 async fn thread(web: &Web, caller: Caller, id: Uuid) -> Result<Thread, ApiError> {
@@ -297,6 +308,7 @@ async fn thread(web: &Web, caller: Caller, id: Uuid) -> Result<Thread, ApiError>
                 direction: m.direction,
                 status: m.status,
                 status_reason: m.status_reason,
+                attachments: attachments(&m.content),
                 text,
                 media,
                 at: m.at,
@@ -311,6 +323,7 @@ async fn thread(web: &Web, caller: Caller, id: Uuid) -> Result<Thread, ApiError>
             status_reason: None,
             text: n.text,
             media: None,
+            attachments: Vec::new(),
             at: n.created_at,
         }))
         .collect();
@@ -367,6 +380,7 @@ async fn thread(web: &Web, caller: Caller, id: Uuid) -> Result<Thread, ApiError>
         Vec::new()
     };
     Ok(Thread {
+        body_limit: web.body_limit,
         templates,
         conversation,
         entries,
@@ -396,6 +410,30 @@ fn display(content: &Value) -> (String, Option<String>) {
     (words, media)
 }
 
+/// An email's attachments, whichever way it went: ours are stored with their bytes (base64),
+/// a customer's with their size only (the bytes stay with the provider).
+fn attachments(content: &Value) -> Vec<AttachmentView> {
+    if content.get("type").and_then(Value::as_str) != Some("email") {
+        return Vec::new();
+    }
+    let Some(list) = content.get("attachments").and_then(Value::as_array) else { return Vec::new() };
+    list.iter()
+        .map(|a| {
+            let text = |key: &str| a.get(key).and_then(Value::as_str);
+            let bytes = a.get("size").and_then(Value::as_u64).unwrap_or_else(|| {
+                // Decoded length without decoding: 3 bytes per 4 characters, less the padding.
+                let data = text("data").unwrap_or_default();
+                (data.len() / 4 * 3).saturating_sub(data.bytes().rev().take_while(|b| *b == b'=').count()) as u64
+            });
+            AttachmentView {
+                name: text("filename").filter(|n| !n.trim().is_empty()).unwrap_or("attachment").to_owned(),
+                content_type: text("content_type").unwrap_or("application/octet-stream").to_owned(),
+                bytes,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use minijinja::context;
@@ -416,5 +454,21 @@ mod tests {
         let strings = minijinja::Value::from(minijinja::value::Serde(i18n::strings("en")));
         let page = env.get_template("login.html").expect("login").render(context! { lang => "en", t => strings });
         assert!(page.expect("renders").contains("<form"));
+    }
+
+    #[test]
+    fn attachments_show_name_and_size_both_ways() {
+        let ours = json!({"type": "email", "subject": "S", "attachments": [
+            {"filename": "seat.txt", "content_type": "text/plain", "data": "aGk="},
+            {"filename": "b.bin", "content_type": "application/octet-stream", "data": "AAECAw=="}]});
+        let sizes: Vec<u64> = attachments(&ours).iter().map(|a| a.bytes).collect();
+        assert_eq!(sizes, [2, 4]);
+        let theirs =
+            json!({"type": "email", "attachments": [{"filename": null, "content_type": "image/png", "size": 2048}]});
+        assert_eq!(
+            attachments(&theirs),
+            [AttachmentView { name: "attachment".into(), content_type: "image/png".into(), bytes: 2048 }]
+        );
+        assert!(attachments(&json!({"type": "text", "body": "hi"})).is_empty());
     }
 }

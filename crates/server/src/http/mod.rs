@@ -64,7 +64,7 @@ pub fn router(
         .split_for_parts();
     let api = api.layer(from_fn_with_state(identity.clone(), identity::http::authenticate));
     // The agent web UI: pages and their assets, beside the API it is built on.
-    let web = web::router(communications.clone(), identity);
+    let web = web::router(communications.clone(), identity, settings.http.body_limit_bytes);
 
     // Providers authenticate webhooks with signatures and tokens, not our credentials.
     let (webhooks, webhooks_doc) =

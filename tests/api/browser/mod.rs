@@ -1,6 +1,11 @@
 //! The agent web UI in a real Chromium, driven through Debian's `chromedriver` (W3C WebDriver,
 //! spoken here over reqwest: a dozen commands need no client library). As root Chromium needs
 //! `--no-sandbox`. These tests do not skip: without Chromium they fail and say how to install it.
+//! The driver and the first tests are here; each later feature has a module of its own.
+
+mod attachments;
+mod merge;
+mod pages;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,7 +24,14 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// A browser asking for English pages.
     pub async fn start() -> Self {
+        Self::start_in("en-US,en").await
+    }
+
+    /// A browser whose `Accept-Language` is `languages` (e.g. "de-DE,de"). Headless Chromium
+    /// ignores `--lang` for the header; the `intl.accept_languages` preference sets it.
+    pub async fn start_in(languages: &str) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -34,8 +46,15 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "args": ["--headless", "--no-sandbox", "--window-size=1280,800", "--lang=en-US"]}}}});
+        let lang = languages.split(',').next().unwrap_or("en-US");
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+        "browserName": "chrome",
+        // The console log, for tests that a page loads without errors (a 404 shows there).
+        "goog:loggingPrefs": {"browser": "ALL"},
+        "goog:chromeOptions": {
+            "args": ["--headless", "--no-sandbox", "--window-size=1280,800", format!("--lang={lang}")],
+            "prefs": {"intl.accept_languages": languages},
+        }}}});
         let session: Value =
             http.post(format!("{root}/session")).json(&capabilities).send().await.unwrap().json().await.unwrap();
         let id = session["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {session}")).to_owned();
@@ -87,6 +106,16 @@ impl Browser {
         self.command(reqwest::Method::POST, "/execute/async", Some(json!({"script": script, "args": []}))).await
     }
 
+    /// The text of the first element matching `css` ("" when there is none).
+    pub async fn text(&self, css: &str) -> String {
+        let found = self
+            .script(&format!(
+                "const done = arguments[0]; const e = document.querySelector({css:?}); done(e ? e.textContent : '');"
+            ))
+            .await;
+        found.as_str().unwrap_or_default().to_owned()
+    }
+
     /// Waits until the page's text of `css` contains `expected`.
     pub async fn wait_for_text(&self, css: &str, expected: &str, within: Duration) {
         let deadline = Instant::now() + within;
@@ -109,6 +138,17 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The console's errors since the last call (chromedriver's log endpoint, which empties it).
+    pub async fn console_errors(&self) -> Vec<String> {
+        let log = self.command(reqwest::Method::POST, "/se/log", Some(json!({"type": "browser"}))).await;
+        log.as_array()
+            .unwrap_or_else(|| panic!("no browser log: {log}"))
+            .iter()
+            .filter(|entry| entry["level"] == "SEVERE")
+            .map(|entry| entry["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// Saves what the browser shows under `target/screenshots/<name>.png`.
@@ -155,7 +195,7 @@ impl Drop for Browser {
     }
 }
 
-async fn inbound(sim: &cpaas_sim::SimHandle, text: &str) {
+pub(super) async fn inbound(sim: &cpaas_sim::SimHandle, text: &str) {
     sim.post_inbound(InboundSpec::Meta {
         phone_number_id: "106540352242922".into(),
         from: "4915112345678".into(),
