@@ -67,6 +67,7 @@ const STRINGS: &[(&str, &str, &str)] = &[
     ),
     ("context", "Context", "Kontext"),
     ("contact", "Contact", "Kontakt"),
+    ("visitor", "Website visitor", "Website-Besucher"),
     ("other_conversations", "Other conversations", "Weitere Unterhaltungen"),
     ("merge_with", "Merge with…", "Zusammenführen mit…"),
     ("merge_search", "Find a contact (name, email or phone)", "Kontakt suchen (Name, E-Mail oder Telefon)"),

@@ -6,6 +6,7 @@
 mod attachments;
 mod merge;
 mod pages;
+mod webchat;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
