@@ -4,6 +4,7 @@
 //! The driver and the first tests are here; each later feature has a module of its own.
 
 mod attachments;
+mod latency;
 mod merge;
 mod pages;
 mod webchat;
