@@ -231,16 +231,19 @@ pub struct StreamParams {
 #[utoipa::path(
     get, path = "/api/webchat/{channel_id}/stream", tag = "webchat", params(("channel_id" = Uuid, Path), StreamParams),
     responses((status = 200, content_type = "text/event-stream", description = "The visitor's messages"),
-              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody))
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody))
 )]
 pub async fn stream(
     State(module): State<Communications>,
     Path(channel_id): Path<Uuid>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     Query(params): Query<StreamParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let channel = repository::channel(&module.pool, channel_id).await?;
     check_origin(&headers, &channel)?;
+    // Connections cost memory for as long as they stay open: they share the sessions' budget.
+    limits::session(&module.pool, address(client.as_ref())).await?;
     let visitor =
         token::open(&module.keyring, channel.tenant_id, channel.id, &params.token).ok_or(ApiError::Unauthenticated)?.id;
     // Subscribed before answering: the widget fetches the history once the stream is open, so
