@@ -18,6 +18,7 @@ mod crash_safety;
 mod delivery;
 mod demo_channels;
 mod embedded_postgres;
+mod fulfillment;
 mod health;
 mod helpers;
 mod http_basics;

@@ -3,6 +3,73 @@
 //! rules, and calendar sync through an anti-corruption adapter.
 //! Owns the Postgres schema `fulfillment`.
 //!
+//! - `schedule.rs`, `slots.rs`: pure time arithmetic — a resource's working intervals in its time
+//!   zone (daylight saving included) and the free slots in them. The same `fits` decides what
+//!   availability shows and what a reservation may take.
+//! - `resources.rs`, `services.rs`: the catalogue (CRUD), working hours and exceptions,
+//!   surcharges.
+//! - `availability.rs`: `GET /api/v1/availability`.
+//! - `appointments.rs` (+ `appointments_repository.rs`): holds, confirmation, cancellation,
+//!   rescheduling; `quotes.rs`: prices from local rules.
+//!
 //! Must not be here: SQL against any other schema, messaging or provider knowledge, or a
 //! dependency on the `communications` crate: confirmations and reminders are requested through
 //! narrow traits in `kernel`, wired together in the server.
+
+pub mod appointments;
+mod appointments_repository;
+pub mod availability;
+pub mod quotes;
+pub mod resources;
+pub mod schedule;
+pub mod services;
+pub mod slots;
+
+use std::time::Duration;
+
+use utoipa_axum::router::OpenApiRouter;
+
+/// The module's handle: pool and settings, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Fulfillment {
+    pub pool: sqlx::PgPool,
+    /// How long a reservation holds its slot before it lapses.
+    pub hold_ttl: Duration,
+}
+
+impl Fulfillment {
+    pub fn new(pool: sqlx::PgPool) -> Self {
+        Self { pool, hold_ttl: Duration::from_secs(300) }
+    }
+
+    pub fn with_hold_ttl(mut self, ttl: Duration) -> Self {
+        self.hold_ttl = ttl;
+        self
+    }
+}
+
+/// The module's API routes (behind the authenticate middleware).
+pub fn router() -> OpenApiRouter<Fulfillment> {
+    OpenApiRouter::new()
+        .merge(resources::router())
+        .merge(services::router())
+        .merge(availability::router())
+        .merge(appointments::router())
+        .merge(quotes::router())
+}
+
+/// Marks lapsed holds expired, a batch at a time, every `poll`, until the task is dropped. A
+/// database error ends the loop (its supervisor starts it again).
+pub async fn run_upkeep(pool: sqlx::PgPool, poll: Duration) {
+    loop {
+        match appointments_repository::expire_all_lapsed(&pool).await {
+            Ok(n) if n > 0 => tracing::debug!(expired = n, "lapsed holds expired"),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "expiring lapsed holds failed");
+                return;
+            }
+        }
+        tokio::time::sleep(poll).await;
+    }
+}

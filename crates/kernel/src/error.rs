@@ -25,6 +25,9 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{message}")]
     Conflict { message: String, field: Option<String> },
+    /// It existed, but not any more (an expired hold).
+    #[error("{0}")]
+    Gone(String),
     #[error("request body is larger than this service accepts")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -67,6 +70,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -86,6 +90,7 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::Conflict { .. } => "conflict",
+            Self::Gone(_) => "gone",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::TooManyRequests { .. } => "too_many_requests",
@@ -155,6 +160,17 @@ impl From<SharedError> for ApiError {
 
 impl ApiError {
     /// A unique constraint refused the write (a concurrent or earlier row holds the key).
+    /// An exclusion constraint refused the row (SQLSTATE 23P01): e.g. an overlapping booking.
+    pub fn is_exclusion_violation(&self) -> bool {
+        match self {
+            Self::Internal(source) => source
+                .downcast_ref::<sqlx::Error>()
+                .and_then(sqlx::Error::as_database_error)
+                .is_some_and(|error| error.code().as_deref() == Some("23P01")),
+            _ => false,
+        }
+    }
+
     pub fn is_unique_violation(&self) -> bool {
         match self {
             Self::Internal(source) => source

@@ -278,6 +278,13 @@ pub fn spawn_snooze_wakeups(
     supervise::spawn_loop("inbox-upkeep", move || communications::inbox::run_upkeep(communications.clone(), poll))
 }
 
+/// Marks lapsed holds expired every poll interval (every serve and worker process; rows are
+/// taken with SKIP LOCKED). Lapsed holds stop blocking at once anyway; this keeps statuses honest.
+pub fn spawn_fulfillment_upkeep(settings: &Settings, pool: PgPool) -> tokio::task::JoinHandle<()> {
+    let poll = Duration::from_millis(settings.dispatch.poll_interval_ms.max(1000));
+    supervise::spawn_loop("fulfillment-upkeep", move || fulfillment::run_upkeep(pool.clone(), poll))
+}
+
 /// Checked when the settings load; an error here means they were built some other way.
 fn sweep_schedule(settings: &Settings) -> anyhow::Result<communications::triggers::cron::CronSchedule> {
     settings.dispatch.sweep().map_err(|message| anyhow::anyhow!("dispatch.sweep_schedule {message}"))

@@ -61,6 +61,7 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
             let cron = app::spawn_cron_triggers(settings, communications.clone());
             let rematcher = app::spawn_rematcher(settings, communications.clone());
             let wakeups = app::spawn_snooze_wakeups(settings, communications.clone());
+            let _holds = supervise::AbortOnDrop(app::spawn_fulfillment_upkeep(settings, communications.pool.clone()));
             let health = supervise::DispatchHealth::new(2);
             let give_up = std::time::Duration::from_secs(settings.dispatch.give_up_after_secs);
             let result =
@@ -102,6 +103,7 @@ where
     let cron = app::spawn_cron_triggers(settings, app.communications());
     let rematcher = app::spawn_rematcher(settings, app.communications());
     let wakeups = app::spawn_snooze_wakeups(settings, app.communications());
+    let _holds = supervise::AbortOnDrop(app::spawn_fulfillment_upkeep(settings, app.communications().pool));
     let workers = app.dispatch_health().map(|health| {
         let settings = settings.clone();
         let communications = app.communications();

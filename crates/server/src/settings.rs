@@ -26,6 +26,15 @@ pub struct Settings {
     pub providers: ProvidersSettings,
     pub dispatch: DispatchSettings,
     pub webhooks: WebhooksSettings,
+    pub fulfillment: FulfillmentSettings,
+}
+
+/// `[fulfillment]`: scheduling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FulfillmentSettings {
+    /// How long a reservation holds its slot unless the request asks otherwise.
+    pub hold_ttl_secs: u64,
 }
 
 /// `[webhooks]`: what happens to provider callbacks after they were acknowledged.
@@ -363,6 +372,7 @@ impl Settings {
             ("dispatch.twilio_confirm_after_secs", self.dispatch.twilio_confirm_after_secs),
             ("dispatch.give_up_after_secs", self.dispatch.give_up_after_secs),
             ("webhooks.unmatched_retry_secs", self.webhooks.unmatched_retry_secs),
+            ("fulfillment.hold_ttl_secs", self.fulfillment.hold_ttl_secs),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::at(key, "must be greater than 0"));

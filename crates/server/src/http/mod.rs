@@ -61,6 +61,7 @@ pub fn router(
         .merge(communications::inbox::labels::router().with_state(communications.clone()))
         .merge(communications::inbox::notes::router().with_state(communications.clone()))
         .merge(communications::inbox::canned::router().with_state(communications.clone()))
+        .merge(fulfillment::router().with_state(fulfillment_module(settings, pool.clone())))
         .split_for_parts();
     let api = api.layer(from_fn_with_state(identity.clone(), identity::http::authenticate));
     // The agent web UI: pages and their assets, beside the API it is built on.
@@ -107,3 +108,8 @@ pub fn router(
 }
 
 pub use metrics::install_recorder;
+
+/// The fulfillment module with its configured hold time.
+pub fn fulfillment_module(settings: &Settings, pool: PgPool) -> fulfillment::Fulfillment {
+    fulfillment::Fulfillment::new(pool).with_hold_ttl(Duration::from_secs(settings.fulfillment.hold_ttl_secs))
+}

@@ -20,6 +20,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "triggers", description = "Upstream events (domain or Hasura) and the rules that turn them into messages"),
         (name = "webhooks", description = "Provider callbacks (verified by signature or token)"),
         (name = "webchat", description = "The website chat widget's calls, authenticated by the visitor's token"),
+        (name = "fulfillment", description = "Resources, services, availability, reservations and appointments"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]
