@@ -122,3 +122,20 @@ CREATE TABLE fulfillment.busy_times (
     PRIMARY KEY (connection_id, external_id)
 );
 CREATE INDEX busy_times_during_idx ON fulfillment.busy_times USING gist (resource_id, during);
+
+-- Appointment events for the rest of the system (confirmations, reminders), written in the
+-- appointment's transaction and relayed after the commit until the listener took them.
+CREATE TABLE fulfillment.outbox (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_id       uuid NOT NULL,
+    event_id        text NOT NULL UNIQUE,
+    kind            text NOT NULL CHECK (kind IN ('booked', 'rescheduled', 'canceled')),
+    appointment_id  uuid NOT NULL,
+    data            jsonb NOT NULL,
+    occurred_at     timestamptz NOT NULL DEFAULT now(),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text,
+    published_at    timestamptz
+);
+CREATE INDEX outbox_pending_idx ON fulfillment.outbox (next_attempt_at, id) WHERE published_at IS NULL;

@@ -133,6 +133,7 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
         switchboard::app::spawn_cron_triggers(&settings, communications.clone());
         switchboard::app::spawn_rematcher(&settings, communications.clone());
         switchboard::app::spawn_snooze_wakeups(&settings, communications.clone());
+        switchboard::app::spawn_appointment_relay(&app.fulfillment(), communications.clone());
         let worker_settings = settings.clone();
         tokio::spawn(async move {
             switchboard::app::run_workers(&worker_settings, communications, health, None, std::future::pending()).await

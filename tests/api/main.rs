@@ -19,6 +19,7 @@ mod delivery;
 mod demo_channels;
 mod embedded_postgres;
 mod fulfillment;
+mod fulfillment_events;
 mod health;
 mod helpers;
 mod http_basics;

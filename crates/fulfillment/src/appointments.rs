@@ -18,10 +18,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use kernel::scheduling::AppointmentChange;
+
 use crate::Fulfillment;
 use crate::appointments_repository::{self as repository, NewAppointment, Row};
 use crate::schedule::Interval;
-use crate::{quotes, resources, services, slots};
+use crate::{events, quotes, resources, services, slots};
 
 pub fn router() -> OpenApiRouter<Fulfillment> {
     OpenApiRouter::new()
@@ -232,7 +234,11 @@ async fn take(
         let key = key.as_deref().unwrap_or_default();
         return replay(module, tenant, key, &hash).await?.ok_or_else(|| ApiError::internal("idempotency key vanished"));
     };
+    if kind == Kind::Booking {
+        events::record(&mut tx, tenant, AppointmentChange::Booked, id, None).await?;
+    }
     tx.commit().await?;
+    module.events.notify_one();
     let row = repository::find(&module.pool, tenant, id).await?;
     Ok((StatusCode::CREATED, Json(row.into())))
 }
@@ -319,14 +325,20 @@ pub async fn confirm_reservation(
     Path(id): Path<Uuid>,
 ) -> Result<Json<AppointmentView>, ApiError> {
     let tenant = caller.tenant_id.0;
+    let mut tx = module.pool.begin().await?;
     let confirmed = sqlx::query!(
         r#"UPDATE fulfillment.appointments SET status = 'booked', booked_at = now(), updated_at = now()
            WHERE tenant_id = $1 AND id = $2 AND status = 'held' AND expires_at > now()"#,
         tenant,
         id,
     )
-    .execute(&module.pool)
+    .execute(&mut *tx)
     .await?;
+    if confirmed.rows_affected() == 1 {
+        events::record(&mut tx, tenant, AppointmentChange::Booked, id, None).await?;
+    }
+    tx.commit().await?;
+    module.events.notify_one();
     let row = repository::find(&module.pool, tenant, id).await?;
     if confirmed.rows_affected() == 0 {
         match (row.status.as_str(), row.lapsed) {
@@ -415,14 +427,29 @@ pub async fn cancel_appointment(
     Path(id): Path<Uuid>,
 ) -> Result<Json<AppointmentView>, ApiError> {
     let tenant = caller.tenant_id.0;
+    let mut tx = module.pool.begin().await?;
+    let was = sqlx::query_scalar!(
+        "SELECT status FROM fulfillment.appointments WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        tenant,
+        id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiError::NotFound("appointment"))?;
     sqlx::query!(
         r#"UPDATE fulfillment.appointments SET status = 'canceled', canceled_at = now(), updated_at = now()
            WHERE tenant_id = $1 AND id = $2 AND status IN ('held', 'booked')"#,
         tenant,
         id,
     )
-    .execute(&module.pool)
+    .execute(&mut *tx)
     .await?;
+    // Only a booked appointment was announced; a hold that goes away concerns nobody else.
+    if was == "booked" {
+        events::record(&mut tx, tenant, AppointmentChange::Canceled, id, None).await?;
+    }
+    tx.commit().await?;
+    module.events.notify_one();
     let row = repository::find(&module.pool, tenant, id).await?;
     if row.status == "expired" {
         return Err(ApiError::conflict(Some("status"), "the hold had lapsed already"));
@@ -483,6 +510,10 @@ pub async fn reschedule_appointment(
     if moved.rows_affected() == 0 {
         return Err(ApiError::conflict(Some("status"), "the appointment changed meanwhile: fetch it again"));
     }
+    if current.status == "booked" {
+        events::record(&mut tx, tenant, AppointmentChange::Rescheduled, id, Some(current.starts_at)).await?;
+    }
     tx.commit().await?;
+    module.events.notify_one();
     Ok(Json(repository::find(&module.pool, tenant, id).await?.into()))
 }

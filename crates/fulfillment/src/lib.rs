@@ -11,6 +11,8 @@
 //! - `availability.rs`: `GET /api/v1/availability`.
 //! - `appointments.rs` (+ `appointments_repository.rs`): holds, confirmation, cancellation,
 //!   rescheduling; `quotes.rs`: prices from local rules.
+//! - `events.rs`: `appointment.booked` / `.rescheduled` / `.canceled`, written in the
+//!   appointment's transaction and relayed to a `kernel::scheduling::AppointmentListener`.
 //!
 //! Must not be here: SQL against any other schema, messaging or provider knowledge, or a
 //! dependency on the `communications` crate: confirmations and reminders are requested through
@@ -19,13 +21,17 @@
 pub mod appointments;
 mod appointments_repository;
 pub mod availability;
+pub mod events;
 pub mod quotes;
 pub mod resources;
 pub mod schedule;
 pub mod services;
 pub mod slots;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -35,11 +41,18 @@ pub struct Fulfillment {
     pub pool: sqlx::PgPool,
     /// How long a reservation holds its slot before it lapses.
     pub hold_ttl: Duration,
+    /// Wakes this process's event relay after a commit that wrote events.
+    pub events: Arc<Notify>,
 }
 
 impl Fulfillment {
     pub fn new(pool: sqlx::PgPool) -> Self {
-        Self { pool, hold_ttl: Duration::from_secs(300) }
+        Self { pool, hold_ttl: Duration::from_secs(300), events: Arc::default() }
+    }
+
+    pub fn with_events(mut self, events: Arc<Notify>) -> Self {
+        self.events = events;
+        self
     }
 
     pub fn with_hold_ttl(mut self, ttl: Duration) -> Self {

@@ -15,5 +15,6 @@ pub mod error;
 pub mod extract;
 pub mod ids;
 pub mod pagination;
+pub mod scheduling;
 
 pub use secrecy::{ExposeSecret, SecretString};

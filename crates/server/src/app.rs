@@ -20,6 +20,7 @@ pub struct Application {
     router: Router,
     grace: Duration,
     communications: communications::Communications,
+    fulfillment: fulfillment::Fulfillment,
     /// The liveness of this process's dispatch lanes, when it runs them (`dispatch.in_serve`).
     dispatch: Option<DispatchHealth>,
 }
@@ -33,11 +34,13 @@ impl Application {
             .with_context(|| format!("cannot listen on {} (http.bind)", settings.http.bind))?;
         let communications = communications_module(settings, pool.clone(), listener.local_addr()?)?;
         let dispatch = settings.dispatch.in_serve.then(|| DispatchHealth::new(2));
+        let fulfillment = http::fulfillment_module(settings, pool.clone());
         Ok(Self {
             listener,
-            router: http::router(settings, pool, communications.clone(), dispatch.clone()),
+            router: http::router(settings, pool, communications.clone(), fulfillment.clone(), dispatch.clone()),
             grace: Duration::from_secs(settings.http.shutdown_grace_secs),
             communications,
+            fulfillment,
             dispatch,
         })
     }
@@ -50,6 +53,11 @@ impl Application {
     /// The communications module this application serves (for workers in the same process).
     pub fn communications(&self) -> communications::Communications {
         self.communications.clone()
+    }
+
+    /// The fulfillment module this application serves (its event relay runs beside it).
+    pub fn fulfillment(&self) -> fulfillment::Fulfillment {
+        self.fulfillment.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -283,6 +291,49 @@ pub fn spawn_snooze_wakeups(
 pub fn spawn_fulfillment_upkeep(settings: &Settings, pool: PgPool) -> tokio::task::JoinHandle<()> {
     let poll = Duration::from_millis(settings.dispatch.poll_interval_ms.max(1000));
     supervise::spawn_loop("fulfillment-upkeep", move || fulfillment::run_upkeep(pool.clone(), poll))
+}
+
+/// Relays fulfillment's appointment events to communications (confirmations and reminders by
+/// trigger rules, the inbox's view of the appointment), woken by `fulfillment`'s commits in this
+/// process and polling for the others'.
+pub fn spawn_appointment_relay(
+    fulfillment: &fulfillment::Fulfillment,
+    communications: communications::Communications,
+) -> tokio::task::JoinHandle<()> {
+    let listener: std::sync::Arc<dyn kernel::scheduling::AppointmentListener> =
+        std::sync::Arc::new(AppointmentNotices(communications));
+    let (pool, wake) = (fulfillment.pool.clone(), fulfillment.events.clone());
+    supervise::spawn_loop("appointment-events", move || {
+        fulfillment::events::run_relay(pool.clone(), listener.clone(), wake.clone(), Duration::from_millis(500))
+    })
+}
+
+/// Communications hears about appointments: a moved or canceled appointment's pending
+/// reminders are canceled, then the event goes to the trigger rules like any domain event.
+#[derive(Debug)]
+struct AppointmentNotices(communications::Communications);
+
+impl kernel::scheduling::AppointmentListener for AppointmentNotices {
+    fn appointment_changed(&self, event: kernel::scheduling::AppointmentEvent) -> kernel::directory::Answer<'_, ()> {
+        use kernel::scheduling::AppointmentChange;
+        Box::pin(async move {
+            if matches!(event.change, AppointmentChange::Rescheduled | AppointmentChange::Canceled) {
+                let reason = format!(
+                    "the appointment was {}",
+                    if event.change == AppointmentChange::Canceled { "canceled" } else { "moved" }
+                );
+                let id = event.appointment_id.to_string();
+                self.0.cancel_scheduled_about(event.tenant, ("appointment", &id), &event.id, &reason).await?;
+            }
+            let body = serde_json::json!({
+                "id": event.id, "event": event.change.event_name(),
+                "occurred_at": event.occurred_at.to_rfc3339(), "data": event.data,
+            });
+            let incoming = communications::triggers::event::parse(&body)?;
+            self.0.ingest_event(event.tenant, incoming).await?;
+            Ok(())
+        })
+    }
 }
 
 /// Checked when the settings load; an error here means they were built some other way.

@@ -63,7 +63,7 @@ pub fn link_of_event(event: &IncomingEvent) -> Option<Link> {
         let row = data.get("new").filter(|row| row.is_object()).or_else(|| data.get("old"))?;
         return Some(Link { kind: kind.into(), id: scalar(row.get("id")?)? });
     }
-    ["booking", "service_leg", "invoice"]
+    ["booking", "service_leg", "invoice", "appointment"]
         .into_iter()
         .find_map(|kind| Some(Link { kind: kind.into(), id: scalar(data.get(format!("{kind}_id"))?)? }))
 }
@@ -80,6 +80,13 @@ fn scalar(value: &Value) -> Option<String> {
 /// did (events may arrive out of order).
 pub async fn record_snapshot(tx: &mut PgConnection, tenant: Uuid, event: &IncomingEvent) -> Result<(), ApiError> {
     let Some(data) = event.document.get("data") else { return Ok(()) };
+    // Appointments come from our own fulfillment module as domain events: the event's data is
+    // the appointment as it is now.
+    if let (Some(change), Some(id)) =
+        (event.name.strip_prefix("appointment."), data.get("appointment_id").and_then(scalar))
+    {
+        return upsert(tx, tenant, "appointment", &id, "fulfillment", change, data, event).await;
+    }
     let Some(table) = data.get("table") else { return Ok(()) };
     let (Some(Link { kind, id }), Some(name)) = (link_of_event(event), table.get("name").and_then(Value::as_str))
     else {
@@ -88,6 +95,20 @@ pub async fn record_snapshot(tx: &mut PgConnection, tenant: Uuid, event: &Incomi
     let schema = table.get("schema").and_then(Value::as_str).unwrap_or("public");
     let op = data.get("op").and_then(Value::as_str).unwrap_or("UNKNOWN");
     let row = data.get("new").filter(|row| row.is_object()).or_else(|| data.get("old")).cloned().unwrap_or_default();
+    upsert(tx, tenant, &kind, &id, &format!("{schema}.{name}"), op, &row, event).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upsert(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    kind: &str,
+    id: &str,
+    source: &str,
+    op: &str,
+    row: &Value,
+    event: &IncomingEvent,
+) -> Result<(), ApiError> {
     sqlx::query!(
         r#"INSERT INTO communications.entity_snapshots (tenant_id, kind, entity_id, source, op, row, event_id, occurred_at)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -98,7 +119,7 @@ pub async fn record_snapshot(tx: &mut PgConnection, tenant: Uuid, event: &Incomi
         tenant,
         kind,
         id,
-        format!("{schema}.{name}"),
+        source,
         op,
         row,
         event.id,

@@ -248,6 +248,51 @@ impl Communications {
         repository::find(&self.pool, tenant, id).await
     }
 
+    /// Cancels the messages still waiting for their scheduled time that are about `link` (e.g.
+    /// the reminders of an appointment that moved or was canceled), each with its event —
+    /// except those made from the event `except_event` (the one causing this: redelivered, it
+    /// must not cancel what it made itself). Answers how many.
+    pub async fn cancel_scheduled_about(
+        &self,
+        tenant: TenantId,
+        (kind, id): (&str, &str),
+        except_event: &str,
+        reason: &str,
+    ) -> Result<usize, ApiError> {
+        let mut tx = self.pool.begin().await?;
+        let canceled = sqlx::query_scalar!(
+            r#"UPDATE communications.messages SET status = 'canceled', status_reason = $4, updated_at = now()
+               WHERE tenant_id = $1 AND status IN ('queued', 'pending_review') AND scheduled_at > now()
+                 AND metadata->'link' = jsonb_build_object('kind', $2::text, 'id', $3::text)
+                 AND metadata->>'event_id' IS DISTINCT FROM $5
+               RETURNING id"#,
+            tenant.0,
+            kind,
+            id,
+            reason,
+            except_event,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for message in &canceled {
+            repository::record_event(
+                &mut *tx,
+                NewEvent {
+                    tenant_id: tenant.0,
+                    message_id: *message,
+                    status: MessageStatus::Canceled,
+                    reason: Some(reason),
+                    source: EventSource::System,
+                    payload: None,
+                    occurred_at: None,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(canceled.len())
+    }
+
     /// Cancels a message that has not left us yet (queued, scheduled or pending review).
     pub async fn cancel_message(&self, tenant: TenantId, id: Uuid) -> Result<MessageRow, ApiError> {
         let mut tx = self.pool.begin().await?;

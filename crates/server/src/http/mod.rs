@@ -46,6 +46,7 @@ pub fn router(
     settings: &Settings,
     pool: PgPool,
     communications: Communications,
+    fulfillment: fulfillment::Fulfillment,
     dispatch: Option<crate::supervise::DispatchHealth>,
 ) -> Router {
     let identity = Identity::new(pool.clone(), settings.auth.clone());
@@ -61,7 +62,7 @@ pub fn router(
         .merge(communications::inbox::labels::router().with_state(communications.clone()))
         .merge(communications::inbox::notes::router().with_state(communications.clone()))
         .merge(communications::inbox::canned::router().with_state(communications.clone()))
-        .merge(fulfillment::router().with_state(fulfillment_module(settings, pool.clone())))
+        .merge(fulfillment::router().with_state(fulfillment))
         .split_for_parts();
     let api = api.layer(from_fn_with_state(identity.clone(), identity::http::authenticate));
     // The agent web UI: pages and their assets, beside the API it is built on.
