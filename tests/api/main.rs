@@ -20,6 +20,7 @@ mod demo_channels;
 mod embedded_postgres;
 mod fulfillment;
 mod fulfillment_events;
+mod fulfillment_property;
 mod health;
 mod helpers;
 mod http_basics;
