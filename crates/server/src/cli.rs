@@ -49,6 +49,9 @@ pub enum Command {
     /// Seed an inbox at volume and measure lists, search and inbound → live stream latency.
     #[command(name = "bench-inbox")]
     BenchInbox(crate::bench_inbox::InboxBenchArgs),
+    /// Measure availability over a busy month, one slot under contention, and sustained bookings.
+    #[command(name = "bench-fulfillment")]
+    BenchFulfillment(crate::bench_fulfillment::FulfillmentBenchArgs),
     /// Run the service with a demo tenant, an admin agent and an API key, printed once at start.
     Demo(DemoArgs),
 }

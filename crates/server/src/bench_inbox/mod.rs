@@ -51,7 +51,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut millis: Vec<f64>) -> Self {
+    pub fn of(mut millis: Vec<f64>) -> Self {
         millis.sort_by(f64::total_cmp);
         let at = |p: f64| millis.get(((millis.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
         Self { samples: millis.len(), p50: at(0.50), p95: at(0.95), p99: at(0.99) }
