@@ -51,20 +51,25 @@
     toast(message);
   };
 
+  // The page's language (the server chose it from Accept-Language) in the browser's regional
+  // flavour when it has one (de-AT, en-GB): dates and sizes read like the words around them.
+  const locale = (navigator.languages || []).find(tag => tag.toLowerCase().split('-')[0] === document.documentElement.lang)
+    || document.documentElement.lang || undefined;
+
   // Times come in UTC; agents read them in their own time zone and language.
   const formatTimes = root => root.querySelectorAll('time[datetime]').forEach(time => {
     const date = new Date(time.getAttribute('datetime'));
     if (Number.isNaN(date.getTime())) return;
     time.textContent = time.hasAttribute('data-day')
-      ? date.toLocaleDateString(undefined, { weekday: 'long', day: 'numeric', month: 'long', timeZone: 'UTC' })
-      : date.toLocaleString(undefined, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
-    time.title = date.toLocaleString();
+      ? date.toLocaleDateString(locale, { weekday: 'long', day: 'numeric', month: 'long', timeZone: 'UTC' })
+      : date.toLocaleString(locale, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+    time.title = date.toLocaleString(locale);
   });
 
   // Sizes in the page's language, in decimal units as mail clients show them.
   const sizeText = bytes => {
     const [value, unit] = bytes >= 1e6 ? [bytes / 1e6, 'megabyte'] : bytes >= 1e3 ? [bytes / 1e3, 'kilobyte'] : [bytes, 'byte'];
-    return new Intl.NumberFormat(document.documentElement.lang || undefined,
+    return new Intl.NumberFormat(locale,
       { style: 'unit', unit, unitDisplay: 'short', maximumFractionDigits: value < 100 ? 1 : 0 }).format(value);
   };
   const formatSizes = root => root.querySelectorAll('data[data-bytes]').forEach(data => {
@@ -309,7 +314,7 @@
     name.textContent = contact.display_name || contact.identifiers.map(i => i.value)[0] || contact.id;
     const identifiers = document.createElement('span');
     identifiers.className = 'kind';
-    identifiers.textContent = contact.identifiers.map(i => `${i.kind} ${i.value}`).join(', ');
+    identifiers.textContent = contact.identifiers.map(i => i.value).join(', ');
     pick.append(name, ' ', identifiers);
     const item = document.createElement('li');
     item.append(pick);
