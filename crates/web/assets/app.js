@@ -131,10 +131,9 @@
 
   const markRead = id => { if (document.visibilityState === 'visible') api('POST', `/api/v1/conversations/${id}/read`, {}); };
 
-  // The live stream: EventSource reconnects by itself and sends Last-Event-ID, so a dropped
-  // connection resumes exactly where it stopped; `reset` means refetch everything.
-  // Changes arriving together cause one refresh; a change arriving during a refresh causes
-  // another after it (never lost between the two).
+  // The live stream's changes; `reset` means refetch everything. Changes arriving together
+  // cause one refresh; a change arriving during a refresh causes another after it (never lost
+  // between the two).
   let pendingList = false;
   let pendingThread = false;
   let scheduled = false;
@@ -158,18 +157,47 @@
       setTimeout(flush, 120);
     }
   };
+  // A dropped connection (the server restarting, a network change) is retried by EventSource
+  // itself, resuming with Last-Event-ID. An answer that is not a stream (a proxy's 502 while
+  // the server is down, a 503) closes it for good: then a new one is opened, backing off up to
+  // 30 s, resuming from the last event seen. After any outage the list and the open thread are
+  // refetched too: a stream that had seen no event yet has no position to resume from.
   const live = $('#live');
-  const stream = new EventSource('/api/v1/stream');
-  stream.onopen = () => { live.textContent = live.dataset.online; live.classList.add('online'); };
-  stream.onerror = () => { live.textContent = live.dataset.offline; live.classList.remove('online'); };
-  ['conversation.created', 'conversation.assigned', 'conversation.status_changed', 'conversation.updated', 'conversation.read',
-    'message.created', 'message.status_changed', 'note.created', 'reset'].forEach(kind => stream.addEventListener(kind, changed));
-  stream.addEventListener('unread.summary', event => {
-    const summary = JSON.parse(event.data);
-    $('#count-mine').textContent = summary.mine;
-    $('#count-unassigned').textContent = summary.unassigned;
-    $('#count-unread').textContent = summary.unread;
-  });
+  const kinds = ['conversation.created', 'conversation.assigned', 'conversation.status_changed', 'conversation.updated',
+    'conversation.read', 'message.created', 'message.status_changed', 'note.created', 'reset'];
+  let lastEventId = '';
+  let retryIn = 1000;
+  let outage = false;
+  const connect = () => {
+    const stream = new EventSource(`/api/v1/stream${lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : ''}`);
+    stream.onopen = () => {
+      live.textContent = live.dataset.online;
+      live.classList.add('online');
+      retryIn = 1000;
+      if (outage) changed({ type: 'reset', data: '{}' });
+      outage = false;
+    };
+    stream.onerror = () => {
+      live.textContent = live.dataset.offline;
+      live.classList.remove('online');
+      outage = true;
+      if (stream.readyState === EventSource.CLOSED) {
+        setTimeout(connect, retryIn);
+        retryIn = Math.min(retryIn * 2, 30000);
+      }
+    };
+    kinds.forEach(kind => stream.addEventListener(kind, event => {
+      if (event.lastEventId) lastEventId = event.lastEventId;
+      changed(event);
+    }));
+    stream.addEventListener('unread.summary', event => {
+      const summary = JSON.parse(event.data);
+      $('#count-mine').textContent = summary.mine;
+      $('#count-unassigned').textContent = summary.unassigned;
+      $('#count-unread').textContent = summary.unread;
+    });
+  };
+  connect();
 
   list.addEventListener('click', event => {
     const link = event.target.closest('a.conversation');

@@ -7,6 +7,7 @@ mod accessibility;
 mod attachments;
 mod merge;
 mod pages;
+mod restart;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -95,9 +96,23 @@ impl Browser {
         }
     }
 
+    /// Clicks the first element matching `css`. A live refresh may replace the element between
+    /// finding and clicking it (a stale element), and a toast may cover it for a moment: then
+    /// it is found and clicked again.
     pub async fn click(&self, css: &str) {
-        let element = self.find(css).await;
-        self.command(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let element = self.find(css).await;
+            let answer =
+                self.command(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await;
+            match answer["error"].as_str() {
+                None => return,
+                Some("stale element reference" | "element click intercepted") if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Some(error) => panic!("clicking {css}: {error}: {}", answer["message"]),
+            }
+        }
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
