@@ -95,6 +95,29 @@
     formatTimes(list);
   }
 
+  // A refresh must not drop the keyboard's place: the focused element's counterpart (same id,
+  // action or link; else the first control where it was, e.g. Release for Claim) takes it back.
+  const keepFocus = (old, replacement) => {
+    const active = document.activeElement;
+    if (!active || !old.contains(active)) return () => {};
+    const key = active.id ? `#${CSS.escape(active.id)}`
+      : active.dataset.action ? `[data-action="${CSS.escape(active.dataset.action)}"]`
+        : active.dataset.id ? `[data-id="${CSS.escape(active.dataset.id)}"]` : null;
+    return () => {
+      const target = active === old ? replacement
+        : (key && $(key, replacement)) || $('button, [href], input, select, textarea, summary, [tabindex]', replacement);
+      if (target) target.focus({ preventScroll: true });
+    };
+  };
+  // The thread is not a live region (each refresh would read it all out again); what a
+  // customer newly wrote is said once, politely, in a status region of its own.
+  const announce = entries => {
+    const region = $('#announce');
+    if (!region || !entries.length) return;
+    const words = entries.map(entry => ($('.text', entry) || entry).textContent.trim()).join('\n');
+    region.textContent = `${region.dataset.prefix}: ${words}`;
+  };
+
   // A change to the open conversation refreshes its header, messages and side panel but never
   // the composer: an agent typing keeps the text, the caret and the focus.
   async function loadThread(id, { keepDraft = false } = {}) {
@@ -106,11 +129,16 @@
     const current = $('.conversation-detail', thread);
     const next = $('.conversation-detail', fresh);
     if (keepDraft && current && next && current.dataset.id === id) {
+      const seen = new Set([...current.querySelectorAll('.messages .entry')].map(entry => entry.dataset.id));
       ['.thread-head', '.messages', '.side-info'].forEach(part => {
         const old = $(part, current);
         const replacement = $(part, next);
-        if (old && replacement) old.replaceWith(replacement);
+        if (!old || !replacement) return;
+        const restore = keepFocus(old, replacement);
+        old.replaceWith(replacement);
+        restore();
       });
+      announce([...thread.querySelectorAll('.messages .entry.inbound')].filter(entry => !seen.has(entry.dataset.id)));
       // The merge search keeps what the agent typed, unless the conversation's contact changed.
       const [oldMerge, newMerge] = [$('.merge', current), $('.merge', next)];
       if (oldMerge && newMerge && oldMerge.dataset.contact !== newMerge.dataset.contact) oldMerge.replaceWith(newMerge);
@@ -206,9 +234,11 @@
     history.pushState({}, '', link.href);
     loadThread(link.dataset.id);
   });
+  // Back and forward between conversations. The skip link's #list changes only the hash (a
+  // popstate too): the open conversation stays as it is, focus and all.
   window.addEventListener('popstate', () => {
     const id = new URLSearchParams(location.search).get('c');
-    if (id) loadThread(id);
+    if (id && id !== selected) loadThread(id);
   });
 
   const snoozeUntil = preset => {

@@ -32,6 +32,8 @@ const STRINGS: &[(&str, &str, &str)] = &[
     ("conversations", "Conversations", "Unterhaltungen"),
     ("skip_to_list", "Skip to the conversations", "Zu den Unterhaltungen springen"),
     ("messages", "Messages", "Nachrichten"),
+    ("conversation", "Conversation", "Unterhaltung"),
+    ("new_message", "New message", "Neue Nachricht"),
     ("assigned_other", "assigned to someone else", "jemand anderem zugewiesen"),
     ("no_conversations", "Nothing here.", "Nichts da."),
     ("pick_conversation", "Pick a conversation.", "Wähle eine Unterhaltung."),

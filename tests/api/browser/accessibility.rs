@@ -68,6 +68,27 @@ async fn an_agent_tabs_from_the_skip_link_through_list_thread_composer_and_side_
     let focus = browser.script(FOCUS).await;
     assert_eq!((&focus[0], focus[1].as_str().unwrap_or_default().contains("conversation")), (&json!("list"), true));
 
+    // Claim with the keyboard: the refresh puts the focus on Release, where Claim was.
+    browser.script("document.querySelector('button[data-action=claim]').focus(); arguments[0](true);").await;
+    browser.press(ENTER).await;
+    browser.wait_for_text(".thread-head .meta", "you", Duration::from_secs(5)).await;
+    let focused =
+        browser.script("arguments[0](document.activeElement.dataset.action || document.activeElement.tagName);").await;
+    assert_eq!(focused, "release", "the refresh dropped the focus");
+
+    // Typing a reply while the customer writes: the new message is said once in the status
+    // region, the text box keeps the focus and the draft.
+    browser.script("document.querySelector('#reply').focus(); arguments[0](true);").await;
+    browser.press("D").await;
+    inbound(&sim, "Are you still there?").await;
+    browser.wait_for_text("#announce", "New message: Are you still there?", Duration::from_secs(5)).await;
+    let kept = browser
+        .script("const r = document.querySelector('#reply'); arguments[0]([r.value, document.activeElement === r]);")
+        .await;
+    assert_eq!(kept, json!(["D", true]));
+    let live = browser.script("arguments[0](document.querySelector('#thread').getAttribute('aria-live'));").await;
+    assert_eq!(live, Value::Null, "the whole thread is a live region again: every refresh would be read out");
+
     // From the top again: every stop has a visible ring, and the regions come in visual order.
     browser.goto(&app.url(&format!("/inbox?view=all&c={id}"))).await;
     browser.find("#live.online").await;
