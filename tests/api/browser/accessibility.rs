@@ -199,4 +199,15 @@ async fn every_control_has_a_name_and_all_text_meets_aa_contrast() {
     let low = browser.script(LOW_CONTRAST).await;
     assert_eq!(low, json!([]), "in the inbox");
     browser.screenshot("inbox-all-open").await;
+    // On a phone the side panel comes last, below the composer, as the keyboard reaches it.
+    browser.script("document.querySelectorAll('details').forEach(d => { d.open = false; }); arguments[0](true);").await;
+    browser.command(reqwest::Method::POST, "/window/rect", Some(json!({"width": 390, "height": 844}))).await;
+    let order = browser
+        .script(
+            "const top = css => document.querySelector(css).getBoundingClientRect().top; \
+             arguments[0](top('.composer') < top('.side') && top('.messages') < top('.composer'));",
+        )
+        .await;
+    assert_eq!(order, true, "on a phone: messages, composer, then the side panel");
+    browser.screenshot("inbox-phone").await;
 }
