@@ -103,6 +103,41 @@ pub struct TestApp {
     pub pool: PgPool,
     /// No cookie store: tests that need a session use [`TestApp::session_client`].
     pub client: Client,
+    http: HttpServer,
+}
+
+/// The app's HTTP server, which a test can stop and start again on the same address and
+/// database ([`TestApp::stop_http`], [`TestApp::start_http`]): a server restart as browsers and
+/// webhooks see it. Workers started with the app keep running throughout.
+#[derive(Debug, Clone)]
+struct HttpServer(std::sync::Arc<tokio::sync::Mutex<HttpState>>);
+
+#[derive(Debug)]
+struct HttpState {
+    /// What a restart builds from: the settings with the bound address, no dispatch lanes.
+    settings: Settings,
+    pool: PgPool,
+    running: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>)>,
+}
+
+impl HttpServer {
+    fn serve(app: Application, settings: &Settings, pool: PgPool) -> Self {
+        let mut settings = settings.clone();
+        settings.http.bind = app.local_addr();
+        settings.dispatch.in_serve = false;
+        Self(std::sync::Arc::new(tokio::sync::Mutex::new(HttpState { settings, pool, running: Some(run(app)) })))
+    }
+}
+
+fn run(app: Application) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        // Dropping the TestApp without stopping it leaves the server running, as it always did.
+        if stopped.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }));
+    (stop, server)
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -139,8 +174,8 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
             switchboard::app::run_workers(&worker_settings, communications, health, None, std::future::pending()).await
         });
     }
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    TestApp { address, pool, client: Client::new() }
+    let http = HttpServer::serve(app, &settings, pool.clone());
+    TestApp { address, pool, client: Client::new(), http }
 }
 
 /// The app with its dispatch workers, every provider pointed at a fresh simulator.
@@ -211,6 +246,24 @@ pub struct TestAgent {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 impl TestApp {
+    /// Stops the HTTP server as a shutdown does: live streams end, open requests finish, new
+    /// connections are refused.
+    pub async fn stop_http(&self) {
+        let (stop, server) = self.http.0.lock().await.running.take().expect("the HTTP server is running");
+        let _ = stop.send(());
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), server).await;
+        stopped.expect("the HTTP server stops within 30 s").expect("server task").expect("served");
+    }
+
+    /// Starts a new HTTP server — a new application, with its own change feed — on the address
+    /// and database this app had.
+    pub async fn start_http(&self) {
+        let mut state = self.http.0.lock().await;
+        assert!(state.running.is_none(), "the HTTP server is running already");
+        let app = Application::build(&state.settings, state.pool.clone()).await.expect("build app again");
+        state.running = Some(run(app));
+    }
+
     /// The URL of this app's database (for processes the test starts).
     pub fn database_url(&self) -> String {
         let options = self.pool.connect_options();
@@ -347,8 +400,8 @@ pub async fn spawn_app_on(database_url: &str) -> TestApp {
     let pool = PgPoolOptions::new().max_connections(5).connect(database_url).await.expect("connect");
     let app = Application::build(&settings, pool.clone()).await.expect("build app");
     let address = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    TestApp { address, pool, client: Client::new() }
+    let http = HttpServer::serve(app, &settings, pool.clone());
+    TestApp { address, pool, client: Client::new(), http }
 }
 
 /// The real `switchboard` binary, run from the repository root with a clean configuration

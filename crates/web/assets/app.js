@@ -51,20 +51,25 @@
     toast(message);
   };
 
+  // The page's language (the server chose it from Accept-Language) in the browser's regional
+  // flavour when it has one (de-AT, en-GB): dates and sizes read like the words around them.
+  const locale = (navigator.languages || []).find(tag => tag.toLowerCase().split('-')[0] === document.documentElement.lang)
+    || document.documentElement.lang || undefined;
+
   // Times come in UTC; agents read them in their own time zone and language.
   const formatTimes = root => root.querySelectorAll('time[datetime]').forEach(time => {
     const date = new Date(time.getAttribute('datetime'));
     if (Number.isNaN(date.getTime())) return;
     time.textContent = time.hasAttribute('data-day')
-      ? date.toLocaleDateString(undefined, { weekday: 'long', day: 'numeric', month: 'long', timeZone: 'UTC' })
-      : date.toLocaleString(undefined, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
-    time.title = date.toLocaleString();
+      ? date.toLocaleDateString(locale, { weekday: 'long', day: 'numeric', month: 'long', timeZone: 'UTC' })
+      : date.toLocaleString(locale, { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit' });
+    time.title = date.toLocaleString(locale);
   });
 
   // Sizes in the page's language, in decimal units as mail clients show them.
   const sizeText = bytes => {
     const [value, unit] = bytes >= 1e6 ? [bytes / 1e6, 'megabyte'] : bytes >= 1e3 ? [bytes / 1e3, 'kilobyte'] : [bytes, 'byte'];
-    return new Intl.NumberFormat(document.documentElement.lang || undefined,
+    return new Intl.NumberFormat(locale,
       { style: 'unit', unit, unitDisplay: 'short', maximumFractionDigits: value < 100 ? 1 : 0 }).format(value);
   };
   const formatSizes = root => root.querySelectorAll('data[data-bytes]').forEach(data => {
@@ -90,6 +95,29 @@
     formatTimes(list);
   }
 
+  // A refresh must not drop the keyboard's place: the focused element's counterpart (same id,
+  // action or link; else the first control where it was, e.g. Release for Claim) takes it back.
+  const keepFocus = (old, replacement) => {
+    const active = document.activeElement;
+    if (!active || !old.contains(active)) return () => {};
+    const key = active.id ? `#${CSS.escape(active.id)}`
+      : active.dataset.action ? `[data-action="${CSS.escape(active.dataset.action)}"]`
+        : active.dataset.id ? `[data-id="${CSS.escape(active.dataset.id)}"]` : null;
+    return () => {
+      const target = active === old ? replacement
+        : (key && $(key, replacement)) || $('button, [href], input, select, textarea, summary, [tabindex]', replacement);
+      if (target) target.focus({ preventScroll: true });
+    };
+  };
+  // The thread is not a live region (each refresh would read it all out again); what a
+  // customer newly wrote is said once, politely, in a status region of its own.
+  const announce = entries => {
+    const region = $('#announce');
+    if (!region || !entries.length) return;
+    const words = entries.map(entry => ($('.text', entry) || entry).textContent.trim()).join('\n');
+    region.textContent = `${region.dataset.prefix}: ${words}`;
+  };
+
   // A change to the open conversation refreshes its header, messages and side panel but never
   // the composer: an agent typing keeps the text, the caret and the focus.
   async function loadThread(id, { keepDraft = false } = {}) {
@@ -101,11 +129,16 @@
     const current = $('.conversation-detail', thread);
     const next = $('.conversation-detail', fresh);
     if (keepDraft && current && next && current.dataset.id === id) {
+      const seen = new Set([...current.querySelectorAll('.messages .entry')].map(entry => entry.dataset.id));
       ['.thread-head', '.messages', '.side-info'].forEach(part => {
         const old = $(part, current);
         const replacement = $(part, next);
-        if (old && replacement) old.replaceWith(replacement);
+        if (!old || !replacement) return;
+        const restore = keepFocus(old, replacement);
+        old.replaceWith(replacement);
+        restore();
       });
+      announce([...thread.querySelectorAll('.messages .entry.inbound')].filter(entry => !seen.has(entry.dataset.id)));
       // The merge search keeps what the agent typed, unless the conversation's contact changed.
       const [oldMerge, newMerge] = [$('.merge', current), $('.merge', next)];
       if (oldMerge && newMerge && oldMerge.dataset.contact !== newMerge.dataset.contact) oldMerge.replaceWith(newMerge);
@@ -126,10 +159,9 @@
 
   const markRead = id => { if (document.visibilityState === 'visible') api('POST', `/api/v1/conversations/${id}/read`, {}); };
 
-  // The live stream: EventSource reconnects by itself and sends Last-Event-ID, so a dropped
-  // connection resumes exactly where it stopped; `reset` means refetch everything.
-  // Changes arriving together cause one refresh; a change arriving during a refresh causes
-  // another after it (never lost between the two).
+  // The live stream's changes; `reset` means refetch everything. Changes arriving together
+  // cause one refresh; a change arriving during a refresh causes another after it (never lost
+  // between the two).
   let pendingList = false;
   let pendingThread = false;
   let scheduled = false;
@@ -153,18 +185,47 @@
       setTimeout(flush, 120);
     }
   };
+  // A dropped connection (the server restarting, a network change) is retried by EventSource
+  // itself, resuming with Last-Event-ID. An answer that is not a stream (a proxy's 502 while
+  // the server is down, a 503) closes it for good: then a new one is opened, backing off up to
+  // 30 s, resuming from the last event seen. After any outage the list and the open thread are
+  // refetched too: a stream that had seen no event yet has no position to resume from.
   const live = $('#live');
-  const stream = new EventSource('/api/v1/stream');
-  stream.onopen = () => { live.textContent = live.dataset.online; live.classList.add('online'); };
-  stream.onerror = () => { live.textContent = live.dataset.offline; live.classList.remove('online'); };
-  ['conversation.created', 'conversation.assigned', 'conversation.status_changed', 'conversation.updated', 'conversation.read',
-    'message.created', 'message.status_changed', 'note.created', 'reset'].forEach(kind => stream.addEventListener(kind, changed));
-  stream.addEventListener('unread.summary', event => {
-    const summary = JSON.parse(event.data);
-    $('#count-mine').textContent = summary.mine;
-    $('#count-unassigned').textContent = summary.unassigned;
-    $('#count-unread').textContent = summary.unread;
-  });
+  const kinds = ['conversation.created', 'conversation.assigned', 'conversation.status_changed', 'conversation.updated',
+    'conversation.read', 'message.created', 'message.status_changed', 'note.created', 'reset'];
+  let lastEventId = '';
+  let retryIn = 1000;
+  let outage = false;
+  const connect = () => {
+    const stream = new EventSource(`/api/v1/stream${lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : ''}`);
+    stream.onopen = () => {
+      live.textContent = live.dataset.online;
+      live.classList.add('online');
+      retryIn = 1000;
+      if (outage) changed({ type: 'reset', data: '{}' });
+      outage = false;
+    };
+    stream.onerror = () => {
+      live.textContent = live.dataset.offline;
+      live.classList.remove('online');
+      outage = true;
+      if (stream.readyState === EventSource.CLOSED) {
+        setTimeout(connect, retryIn);
+        retryIn = Math.min(retryIn * 2, 30000);
+      }
+    };
+    kinds.forEach(kind => stream.addEventListener(kind, event => {
+      if (event.lastEventId) lastEventId = event.lastEventId;
+      changed(event);
+    }));
+    stream.addEventListener('unread.summary', event => {
+      const summary = JSON.parse(event.data);
+      $('#count-mine').textContent = summary.mine;
+      $('#count-unassigned').textContent = summary.unassigned;
+      $('#count-unread').textContent = summary.unread;
+    });
+  };
+  connect();
 
   list.addEventListener('click', event => {
     const link = event.target.closest('a.conversation');
@@ -173,9 +234,11 @@
     history.pushState({}, '', link.href);
     loadThread(link.dataset.id);
   });
+  // Back and forward between conversations. The skip link's #list changes only the hash (a
+  // popstate too): the open conversation stays as it is, focus and all.
   window.addEventListener('popstate', () => {
     const id = new URLSearchParams(location.search).get('c');
-    if (id) loadThread(id);
+    if (id && id !== selected) loadThread(id);
   });
 
   const snoozeUntil = preset => {
@@ -309,7 +372,7 @@
     name.textContent = contact.display_name || contact.identifiers.map(i => i.value)[0] || contact.id;
     const identifiers = document.createElement('span');
     identifiers.className = 'kind';
-    identifiers.textContent = contact.identifiers.map(i => `${i.kind} ${i.value}`).join(', ');
+    identifiers.textContent = contact.identifiers.map(i => i.value).join(', ');
     pick.append(name, ' ', identifiers);
     const item = document.createElement('li');
     item.append(pick);

@@ -46,7 +46,7 @@ async fn an_agent_merges_the_customers_email_contact_into_their_whatsapp_contact
     browser.find("#live.online").await;
     browser.click(".side details.merge summary").await;
     browser.type_into("#merge-q", "ann.customer").await;
-    browser.wait_for_text("#merge-results", "email ann.customer@example.org", Duration::from_secs(5)).await;
+    browser.wait_for_text("#merge-results .kind", "ann.customer@example.org", Duration::from_secs(5)).await;
 
     // A live change to the open conversation refreshes the panel but keeps the search as typed.
     inbound(&sim, "Hello again").await;

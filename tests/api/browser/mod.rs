@@ -3,10 +3,12 @@
 //! `--no-sandbox`. These tests do not skip: without Chromium they fail and say how to install it.
 //! The driver and the first tests are here; each later feature has a module of its own.
 
+mod accessibility;
 mod attachments;
 mod latency;
 mod merge;
 mod pages;
+mod restart;
 mod webchat;
 
 use std::process::{Child, Command, Stdio};
@@ -17,6 +19,9 @@ use serde_json::{Value, json};
 
 use crate::delivery::{auto_callbacks, whatsapp};
 use crate::helpers::{TestApp, TestTenant, spawn_app_with_sim_config};
+
+/// W3C WebDriver's key for an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A chromedriver process and one browser session in it.
 pub struct Browser {
@@ -84,8 +89,8 @@ impl Browser {
             let found = self
                 .command(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
                 .await;
-            // W3C's element reference key; an error answers an object too, without it.
-            if let Some(id) = found["element-6066-11e4-a52e-4f735466cecf"].as_str() {
+            // An error answers an object too, without the element key.
+            if let Some(id) = found[ELEMENT].as_str() {
                 return id.to_owned();
             }
             assert!(Instant::now() < deadline, "no element {css}");
@@ -93,9 +98,23 @@ impl Browser {
         }
     }
 
+    /// Clicks the first element matching `css`. A live refresh may replace the element between
+    /// finding and clicking it (a stale element), and a toast may cover it for a moment: then
+    /// it is found and clicked again.
     pub async fn click(&self, css: &str) {
-        let element = self.find(css).await;
-        self.command(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let element = self.find(css).await;
+            let answer =
+                self.command(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await;
+            match answer["error"].as_str() {
+                None => return,
+                Some("stale element reference" | "element click intercepted") if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Some(error) => panic!("clicking {css}: {error}: {}", answer["message"]),
+            }
+        }
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
@@ -106,6 +125,37 @@ impl Browser {
     /// Runs `script` (a function body) in the page and answers its return value.
     pub async fn script(&self, script: &str) -> Value {
         self.command(reqwest::Method::POST, "/execute/async", Some(json!({"script": script, "args": []}))).await
+    }
+
+    /// Presses and releases `key` (a WebDriver key code such as "\u{E004}", Tab) as the keyboard
+    /// does: it goes to whatever has the focus.
+    pub async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]});
+        self.command(reqwest::Method::POST, "/actions", Some(actions)).await;
+    }
+
+    /// Every element matching `css`, as WebDriver references (none: empty).
+    pub async fn find_all(&self, css: &str) -> Vec<String> {
+        let found = self
+            .command(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css})))
+            .await;
+        found
+            .as_array()
+            .map(|all| all.iter().filter_map(|e| e[ELEMENT].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The element's accessible name, as the browser computes it for assistive technology.
+    pub async fn accessible_name(&self, element: &str) -> String {
+        let label = self.command(reqwest::Method::GET, &format!("/element/{element}/computedlabel"), None).await;
+        label.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Runs `script` (a function body) with `element` as `arguments[0]`; answers its return value.
+    pub async fn script_on(&self, element: &str, script: &str) -> Value {
+        let body = json!({"script": script, "args": [{ELEMENT: element}]});
+        self.command(reqwest::Method::POST, "/execute/sync", Some(body)).await
     }
 
     /// The text of the first element matching `css` ("" when there is none).
