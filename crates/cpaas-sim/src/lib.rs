@@ -111,9 +111,16 @@ mod callbacks;
 mod control;
 mod delivery;
 mod failures;
+mod google_calendar;
+mod google_push;
+mod google_store;
+mod jobber;
+mod jobber_store;
+mod jobber_webhooks;
 mod ledger;
 mod media;
 mod meta;
+mod oauth;
 mod retry;
 mod ses;
 mod signing;
@@ -130,8 +137,11 @@ use std::time::Duration;
 pub use callbacks::{CallbackStatus, InboundSpec};
 pub use delivery::WebhookAttempt;
 pub use failures::{FailureKind, FailureRule};
+pub use jobber::JobberCost;
+pub use jobber_store::JobberVisit;
 pub use ledger::LedgerEntry;
 pub use media::media_bytes;
+pub use oauth::{OAuthGrant, Vendor};
 pub use retry::{SnsBackoff, SnsDeliveryPolicy};
 
 /// How the simulator behaves; see the field comments.
@@ -157,6 +167,23 @@ pub struct SimConfig {
     pub meta_retry_window: Duration,
     /// SNS (SES events, inbound mail, any notification): the topic's HTTP/S delivery policy.
     pub sns_delivery_policy: SnsDeliveryPolicy,
+    /// Google OAuth client: what the token endpoint expects.
+    pub google_client_id: String,
+    pub google_client_secret: String,
+    /// Jobber OAuth client; the secret also signs Jobber webhooks.
+    pub jobber_client_id: String,
+    pub jobber_client_secret: String,
+    /// How long Google and Jobber access tokens live (both: 1 hour).
+    pub access_token_ttl: Duration,
+    /// Google: a sync token older than this answers 410 `fullSyncRequired` (Google states no
+    /// horizon; tokens can also be expired on command).
+    pub google_sync_token_ttl: Duration,
+    /// Google: the longest a push channel lives, and the lifetime of one that asks for none.
+    pub google_channel_ttl: Duration,
+    /// Jobber: the query-cost budget.
+    pub jobber_cost: JobberCost,
+    /// Jobber: where webhooks go (default `{webhook_base}/api/webhooks/jobber`).
+    pub jobber_webhook_url: Option<String>,
 }
 
 impl SimConfig {
@@ -197,6 +224,15 @@ impl Default for SimConfig {
             meta_retry_max_delay: Duration::from_secs(30),
             meta_retry_window: Duration::from_secs(3600),
             sns_delivery_policy: SnsDeliveryPolicy::default(),
+            google_client_id: "sim-google-client-id.apps.googleusercontent.com".to_owned(),
+            google_client_secret: "sim-google-client-secret".to_owned(),
+            jobber_client_id: "sim-jobber-client-id".to_owned(),
+            jobber_client_secret: "sim-jobber-client-secret".to_owned(),
+            access_token_ttl: Duration::from_secs(3600),
+            google_sync_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            google_channel_ttl: Duration::from_secs(7 * 24 * 3600),
+            jobber_cost: JobberCost::default(),
+            jobber_webhook_url: None,
         }
     }
 }
@@ -246,6 +282,11 @@ impl Simulator {
             .merge(sns::routes())
             .merge(meta::routes())
             .merge(media::routes())
+            .merge(oauth::routes())
+            .merge(google_calendar::routes())
+            .merge(google_push::routes())
+            .merge(jobber::routes())
+            .merge(jobber_webhooks::routes())
             .with_state(state.clone());
         Ok((router, SimHandle { state }))
     }
@@ -348,6 +389,75 @@ impl SimHandle {
     pub async fn post_sns_notification(&self, arn: &str, message: &str) -> anyhow::Result<()> {
         callbacks::post_sns(&self.state, arn, message).await
     }
+
+    /// A new OAuth grant for `vendor`: what the authorization-code exchange would have given.
+    pub fn oauth_grant(&self, vendor: Vendor) -> OAuthGrant {
+        oauth::grant(&self.state, vendor)
+    }
+
+    /// Makes every access token of `vendor` expired; refresh tokens keep working.
+    pub fn expire_access_tokens(&self, vendor: Vendor) {
+        self.state.tokens().expire_access(vendor);
+    }
+
+    /// Kills every token of `vendor`, as the user revoking the app's access would.
+    pub fn revoke_tokens(&self, vendor: Vendor) {
+        self.state.tokens().revoke(vendor);
+    }
+
+    /// The calendar's user adds an event of their own (a Google event resource; `id` optional).
+    /// Push channels on the calendar hear of it. Errors with Google's error body.
+    pub fn google_add_event(&self, calendar_id: &str, event: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        google_push::add_event(&self.state, calendar_id, event).map_err(|_| anyhow::anyhow!("Google refused the event"))
+    }
+
+    /// The calendar's user edits one of the calendar's events.
+    pub fn google_edit_event(
+        &self,
+        calendar_id: &str,
+        event_id: &str,
+        patch: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        google_push::edit_event_as_user(&self.state, calendar_id, event_id, patch)
+            .map(|_| ())
+            .map_err(|_| anyhow::anyhow!("no event {event_id} in {calendar_id}"))
+    }
+
+    /// The calendar's user deletes one of the calendar's events (it stays, `cancelled`).
+    pub fn google_delete_event(&self, calendar_id: &str, event_id: &str) -> anyhow::Result<()> {
+        google_push::delete_event_as_user(&self.state, calendar_id, event_id)
+            .map_err(|_| anyhow::anyhow!("no live event {event_id} in {calendar_id}"))
+    }
+
+    /// Every event of a calendar as Google stores it, cancelled ones included.
+    pub fn google_events(&self, calendar_id: &str) -> Vec<serde_json::Value> {
+        self.state.google().events(calendar_id)
+    }
+
+    /// Makes the calendar's sync tokens invalid: the next incremental sync answers 410.
+    pub fn google_expire_sync_tokens(&self, calendar_id: &str) {
+        self.state.google().expire_sync_tokens(calendar_id);
+    }
+
+    /// Ids of the live push channels.
+    pub fn google_channel_ids(&self) -> Vec<String> {
+        self.state.google().channels().into_iter().map(|c| c.id).collect()
+    }
+
+    /// The visits Jobber has.
+    pub fn jobber_visits(&self) -> Vec<JobberVisit> {
+        self.state.jobber().visits()
+    }
+
+    /// How many clients and jobs Jobber has.
+    pub fn jobber_counts(&self) -> (usize, usize) {
+        self.state.jobber().counts()
+    }
+
+    /// Posts a signed Jobber webhook for any topic and item id; errors with the receiver's refusal.
+    pub async fn post_jobber_webhook(&self, topic: &str, item_id: &str) -> anyhow::Result<()> {
+        jobber_webhooks::post(&self.state, topic, item_id).await
+    }
 }
 
 /// Everything the handlers share.
@@ -365,6 +475,10 @@ pub(crate) struct SimState {
     twilio_messages: Mutex<twilio_messages::Store>,
     webhooks: Mutex<delivery::WebhookLog>,
     clients: Mutex<delivery::Clients>,
+    tokens: Mutex<oauth::Tokens>,
+    google: Mutex<google_store::GoogleStore>,
+    jobber: Mutex<jobber_store::JobberStore>,
+    jobber_bucket: Mutex<jobber::CostBucket>,
     pub(crate) signer: signing::SnsSigner,
     pub(crate) http: reqwest::Client,
 }
@@ -372,6 +486,7 @@ pub(crate) struct SimState {
 impl SimState {
     fn new(config: SimConfig) -> anyhow::Result<Self> {
         Ok(Self {
+            jobber_bucket: Mutex::new(jobber::CostBucket::full(config.jobber_cost)),
             config,
             base_url: RwLock::new(String::new()),
             ledger: Mutex::default(),
@@ -384,6 +499,9 @@ impl SimState {
             twilio_messages: Mutex::default(),
             webhooks: Mutex::default(),
             clients: Mutex::default(),
+            tokens: Mutex::default(),
+            google: Mutex::default(),
+            jobber: Mutex::default(),
             signer: signing::SnsSigner::generate()?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         })
@@ -434,6 +552,18 @@ impl SimState {
     }
     pub(crate) fn clients(&self) -> MutexGuard<'_, delivery::Clients> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn tokens(&self) -> MutexGuard<'_, oauth::Tokens> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn google(&self) -> MutexGuard<'_, google_store::GoogleStore> {
+        self.google.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn jobber(&self) -> MutexGuard<'_, jobber_store::JobberStore> {
+        self.jobber.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn jobber_bucket(&self) -> MutexGuard<'_, jobber::CostBucket> {
+        self.jobber_bucket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The time `status` of message `id` happened: now on its first callback, the same after.
