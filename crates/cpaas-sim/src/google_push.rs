@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::SimState;
 use crate::delivery::{Outgoing, Policy, deliver};
 use crate::google_calendar::error_response;
-use crate::google_store::Channel;
+use crate::google_store::{Channel, GoogleError};
 
 /// The channel's view of what happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,8 +119,8 @@ struct NewEvent {
 }
 
 /// The user adds an event to their calendar (through Google's UI, not our app).
-pub(crate) fn add_event(state: &Arc<SimState>, calendar: &str, event: Value) -> Result<Value, Response> {
-    let created = state.google().insert(calendar, event).map_err(|e| error_response(&e))?;
+pub(crate) fn add_event(state: &Arc<SimState>, calendar: &str, event: Value) -> Result<Value, GoogleError> {
+    let created = state.google().insert(calendar, event)?;
     notify_change(state, calendar);
     Ok(created)
 }
@@ -128,7 +128,7 @@ pub(crate) fn add_event(state: &Arc<SimState>, calendar: &str, event: Value) -> 
 async fn add_event_handler(State(state): State<Arc<SimState>>, Json(request): Json<NewEvent>) -> Response {
     match add_event(&state, &request.calendar_id, request.event) {
         Ok(created) => (StatusCode::CREATED, Json(created)).into_response(),
-        Err(response) => response,
+        Err(error) => error_response(&error),
     }
 }
 
@@ -141,8 +141,8 @@ pub(crate) fn edit_event_as_user(
     calendar: &str,
     id: &str,
     patch: &Value,
-) -> Result<Value, Response> {
-    let edited = state.google().patch(calendar, id, patch).map_err(|e| error_response(&e))?;
+) -> Result<Value, GoogleError> {
+    let edited = state.google().patch(calendar, id, patch)?;
     notify_change(state, calendar);
     Ok(edited)
 }
@@ -154,12 +154,12 @@ async fn edit_event(
 ) -> Response {
     match edit_event_as_user(&state, &calendar, &id, &patch) {
         Ok(edited) => Json(edited).into_response(),
-        Err(response) => response,
+        Err(error) => error_response(&error),
     }
 }
 
-pub(crate) fn delete_event_as_user(state: &Arc<SimState>, calendar: &str, id: &str) -> Result<(), Response> {
-    state.google().delete(calendar, id).map_err(|e| error_response(&e))?;
+pub(crate) fn delete_event_as_user(state: &Arc<SimState>, calendar: &str, id: &str) -> Result<(), GoogleError> {
+    state.google().delete(calendar, id)?;
     notify_change(state, calendar);
     Ok(())
 }
@@ -167,7 +167,7 @@ pub(crate) fn delete_event_as_user(state: &Arc<SimState>, calendar: &str, id: &s
 async fn delete_event(State(state): State<Arc<SimState>>, Path((calendar, id)): Path<(String, String)>) -> Response {
     match delete_event_as_user(&state, &calendar, &id) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(response) => response,
+        Err(error) => error_response(&error),
     }
 }
 

@@ -363,7 +363,7 @@ mod tests {
         let cost = JobberCost { maximum_available: 20, restore_rate: 1000 };
         let mut bucket = CostBucket::full(cost);
         assert_eq!(bucket.take(cost, 12), Ok(8));
-        assert_eq!(bucket.take(cost, 12).unwrap_err() < 12, true);
+        assert!(bucket.take(cost, 12).unwrap_err() < 12);
         bucket.at -= std::time::Duration::from_millis(50);
         assert_eq!(bucket.take(cost, 12), Ok(8), "restored to the maximum, not beyond");
     }

@@ -408,7 +408,8 @@ impl SimHandle {
     /// The calendar's user adds an event of their own (a Google event resource; `id` optional).
     /// Push channels on the calendar hear of it. Errors with Google's error body.
     pub fn google_add_event(&self, calendar_id: &str, event: serde_json::Value) -> anyhow::Result<serde_json::Value> {
-        google_push::add_event(&self.state, calendar_id, event).map_err(|_| anyhow::anyhow!("Google refused the event"))
+        google_push::add_event(&self.state, calendar_id, event)
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.reason, e.message))
     }
 
     /// The calendar's user edits one of the calendar's events.
@@ -420,13 +421,13 @@ impl SimHandle {
     ) -> anyhow::Result<()> {
         google_push::edit_event_as_user(&self.state, calendar_id, event_id, patch)
             .map(|_| ())
-            .map_err(|_| anyhow::anyhow!("no event {event_id} in {calendar_id}"))
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.reason, e.message))
     }
 
     /// The calendar's user deletes one of the calendar's events (it stays, `cancelled`).
     pub fn google_delete_event(&self, calendar_id: &str, event_id: &str) -> anyhow::Result<()> {
         google_push::delete_event_as_user(&self.state, calendar_id, event_id)
-            .map_err(|_| anyhow::anyhow!("no live event {event_id} in {calendar_id}"))
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.reason, e.message))
     }
 
     /// Every event of a calendar as Google stores it, cancelled ones included.
