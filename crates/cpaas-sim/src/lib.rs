@@ -1,8 +1,8 @@
 //! A provider simulator that speaks the real wire formats of Meta WhatsApp Cloud API, Amazon SES
-//! v2, Amazon SNS (SMS `Publish`) and Twilio Messages, so tests, benchmarks and the demo can run
-//! the real adapter code without the internet.
+//! v2, Amazon SNS (SMS `Publish`), Twilio Messages, Google Calendar API v3 and Jobber's GraphQL
+//! API, so tests, benchmarks and the demo can run the real adapter code without the internet.
 //!
-//! It is deliberately an independent implementation (it does not depend on the `cpaas` crate):
+//! It is deliberately an independent implementation (it depends on neither `cpaas` nor `calendars`):
 //! if the adapters and the simulator shared code, a shared misunderstanding of a provider could
 //! not be caught. The shapes follow `docs/providers/*.md`.
 //!
@@ -15,7 +15,10 @@
 //! | SNS | `POST /` (Query protocol: `Publish`, `ListOriginationNumbers`, `CheckIfPhoneNumberIsOptedOut`) |
 //! | Twilio | `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, `GET /2010-04-01/Accounts/{AccountSid}/Messages.json` (list), `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json`, `GET /2010-04-01/Accounts/{AccountSid}.json` |
 //! | inbound media | Meta `GET /{version}/{media_id}` and its `url`, `/whatsapp_business/attachments/?mid=…` (Bearer); Twilio `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}/Media/{MediaSid}` (Basic; 307 to `/sim/storage/twilio/{token}`, which refuses an `Authorization` header as S3 does). See `media.rs` |
+//! | Google Calendar | `POST/GET /calendar/v3/calendars/{calendarId}/events` (insert, list), `GET/PATCH/DELETE /calendar/v3/calendars/{calendarId}/events/{eventId}`, `POST /calendar/v3/calendars/{calendarId}/events/watch`, `POST /calendar/v3/channels/stop`, `POST /token` (OAuth refresh) |
+//! | Jobber | `POST /api/graphql`, `POST /api/oauth/token` |
 //! | control | `GET/DELETE /sim/ledger`, `POST/DELETE /sim/failures`, `POST /sim/callbacks`, `POST /sim/inbound`, `GET/DELETE /sim/webhooks`, `GET /sim/sns/cert.pem` |
+//! | calendar control | `POST /sim/oauth/grants`, `POST /sim/oauth/expire`, `POST /sim/oauth/revoke` (body `{"vendor": "google" \| "jobber"}`); `POST /sim/google/events` (`{calendar_id, event}`: the user adds an event), `GET /sim/google/calendars/{id}/events`, `PATCH/DELETE /sim/google/calendars/{id}/events/{eventId}` (the user edits or deletes), `DELETE /sim/google/calendars/{id}`, `POST /sim/google/calendars/{id}/expire-sync-tokens`, `GET /sim/google/channels`; `GET /sim/jobber/visits`, `POST /sim/jobber/webhooks` (`{topic, item_id}`) |
 //!
 //! `GET /sim/webhooks` ([`SimHandle::webhook_log`]) lists every attempt at delivering a webhook,
 //! retries included: `{seq, delivery, provider, url, attempt, outcome, retry_in_ms, at}`, where
@@ -100,6 +103,41 @@
 //! ties the phone number to it (in either order). Unknown ids get invented, stable values.
 //! Status and inbound webhooks for a phone number go to its WABA's `override_callback_uri` if one
 //! was set, else to `{webhook_base}/api/webhooks/meta`.
+//!
+//! # Calendar vendors
+//!
+//! OAuth (`oauth.rs`): there is no consent screen; `POST /sim/oauth/grants` (or
+//! [`SimHandle::oauth_grant`]) hands out what the code exchange would. Access tokens live
+//! `access_token_ttl`; Google keeps a refresh token until revoked, Jobber rotates it on every
+//! refresh and kills the one presented (`invalid_grant` if it comes again). Jobber access
+//! tokens are JWTs whose `exp` is their expiry.
+//!
+//! Google Calendar (`google_calendar.rs`, `google_store.rs`, `google_push.rs`): client-supplied
+//! event ids (base32hex, 5–1024 characters; a repeat is 409 `duplicate`), deleted events kept
+//! `cancelled` (a second delete is 410 `deleted`), full and incremental listings cut from one
+//! change sequence, sync tokens that answer 410 `fullSyncRequired` once older than
+//! `google_sync_token_ttl` or expired on command, and push channels that get `sync` (message 1)
+//! and then `exists` on every change to the calendar's events, `not_exists` when the calendar is
+//! deleted. Local times without an offset are refused (no time-zone database).
+//!
+//! Jobber (`jobber.rs`, `jobber_store.rs`, `jobber_webhooks.rs`): `clientCreate`,
+//! `propertyCreate`, `jobCreate`, `visitCreate`, `visitEditSchedule`, `visitDelete` and the
+//! `visit` query, arguments as variables, `X-JOBBER-GRAPHQL-VERSION` required, a query-cost
+//! bucket (`jobber_cost`) reported in `extensions.cost` with `THROTTLED` when short, times in UTC
+//! only, and `VISIT_CREATE`/`VISIT_UPDATE`/`VISIT_DESTROY` webhooks signed with the client
+//! secret (`X-Jobber-Hmac-SHA256`) posted to `jobber_webhook_url` or
+//! `{webhook_base}/api/webhooks/jobber`. Google notifications and Jobber webhooks are sent once
+//! (no retries) and logged in `GET /sim/webhooks`.
+//!
+//! Failure rules with provider `google` (matched by calendar id) or `jobber`: `RateLimited`
+//! (Google 429 `rateLimitExceeded`, Jobber HTTP 429), `ServerError` (500 `backendError` / 500),
+//! `AuthFailed` (401), `Timeout`, and `LostAnswer`, which only these two understand: the request
+//! is carried out and its answer held 30 s, so a client times out not knowing it succeeded.
+//! Ledger entries: provider `google` with operations `events.insert`, `events.patch`, …,
+//! `oauth.refresh`, recipient the calendar id, `provider_message_id` the event id; provider
+//! `jobber` with the root field as operation (`visitCreate`, …, `oauth.refresh`), outcomes
+//! `accepted`, `accepted:user_errors`, `accepted:answer_lost`, `error:THROTTLED`, `error:401`, ….
+//! Notes with sources: docs/providers/google-calendar.md and docs/providers/jobber.md.
 //!
 //! # SES identities
 //!
