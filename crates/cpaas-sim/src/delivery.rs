@@ -83,6 +83,9 @@ pub(crate) enum Policy {
     Meta(MetaSchedule),
     Sns(SnsDeliveryPolicy),
     Twilio(TwilioOverrides),
+    /// One attempt, no retries: Google Calendar push notifications and Jobber webhooks, whose
+    /// retry schedules the sim does not model (the provider notes do not state them).
+    Once(&'static str),
 }
 
 impl Policy {
@@ -91,6 +94,7 @@ impl Policy {
             Policy::Meta(_) => "meta",
             Policy::Sns(_) => "sns",
             Policy::Twilio(_) => "twilio",
+            Policy::Once(provider) => provider,
         }
     }
 
@@ -103,6 +107,9 @@ impl Policy {
             Policy::Twilio(o) => (o.connect_timeout + o.read_timeout)
                 .min(o.total_time.saturating_sub(spent))
                 .max(Duration::from_millis(1)),
+            // Jobber expects an answer within 1 s; Google states no limit, 10 s as for Meta.
+            Policy::Once("jobber") => Duration::from_secs(1),
+            Policy::Once(_) => META_REQUEST_TIMEOUT,
         }
     }
 
@@ -113,6 +120,7 @@ impl Policy {
             return None;
         }
         let delay = match self {
+            Policy::Once(_) => return None,
             Policy::Meta(schedule) => schedule.delay_before(made),
             Policy::Sns(policy) => {
                 if !SnsDeliveryPolicy::retries(outcome) || made > policy.num_retries {
@@ -133,6 +141,7 @@ impl Policy {
             Policy::Meta(schedule) => schedule.window,
             Policy::Sns(_) => SNS_MESSAGE_LIFETIME,
             Policy::Twilio(overrides) => overrides.total_time,
+            Policy::Once(_) => Duration::ZERO,
         };
         (spent + delay <= window).then_some(delay)
     }

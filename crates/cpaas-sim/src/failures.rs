@@ -32,6 +32,14 @@ pub enum FailureKind {
     ReEngagementRequired,
     Undeliverable,
     MessageRejected,
+    /// Google Calendar and Jobber only: the request is carried out, then its answer is held
+    /// for 30 s, so the client times out not knowing it succeeded (a retry must cope).
+    LostAnswer,
+}
+
+/// Kinds that only some providers can express, whatever a rule's `applies` says.
+fn provider_can_express(kind: FailureKind, provider: &str) -> bool {
+    kind != FailureKind::LostAnswer || matches!(provider, "google" | "jobber")
 }
 
 /// Normalises a recipient so `+49 151 234`, `49151234` and `whatsapp:+49151234` compare equal,
@@ -84,6 +92,7 @@ pub(crate) fn pick_failure(
     let mut rules = state.failures();
     let fired = rules.iter_mut().find(|rule| {
         rule.matches(provider, recipient)
+            && provider_can_express(rule.kind, provider)
             && applies(rule.kind)
             && (rule.probability >= 1.0 || random_unit() < rule.probability)
     })?;

@@ -1,8 +1,8 @@
 //! A provider simulator that speaks the real wire formats of Meta WhatsApp Cloud API, Amazon SES
-//! v2, Amazon SNS (SMS `Publish`) and Twilio Messages, so tests, benchmarks and the demo can run
-//! the real adapter code without the internet.
+//! v2, Amazon SNS (SMS `Publish`), Twilio Messages, Google Calendar API v3 and Jobber's GraphQL
+//! API, so tests, benchmarks and the demo can run the real adapter code without the internet.
 //!
-//! It is deliberately an independent implementation (it does not depend on the `cpaas` crate):
+//! It is deliberately an independent implementation (it depends on neither `cpaas` nor `calendars`):
 //! if the adapters and the simulator shared code, a shared misunderstanding of a provider could
 //! not be caught. The shapes follow `docs/providers/*.md`.
 //!
@@ -15,7 +15,10 @@
 //! | SNS | `POST /` (Query protocol: `Publish`, `ListOriginationNumbers`, `CheckIfPhoneNumberIsOptedOut`) |
 //! | Twilio | `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`, `GET /2010-04-01/Accounts/{AccountSid}/Messages.json` (list), `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json`, `GET /2010-04-01/Accounts/{AccountSid}.json` |
 //! | inbound media | Meta `GET /{version}/{media_id}` and its `url`, `/whatsapp_business/attachments/?mid=…` (Bearer); Twilio `GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}/Media/{MediaSid}` (Basic; 307 to `/sim/storage/twilio/{token}`, which refuses an `Authorization` header as S3 does). See `media.rs` |
+//! | Google Calendar | `POST/GET /calendar/v3/calendars/{calendarId}/events` (insert, list), `GET/PATCH/DELETE /calendar/v3/calendars/{calendarId}/events/{eventId}`, `POST /calendar/v3/calendars/{calendarId}/events/watch`, `POST /calendar/v3/channels/stop`, `POST /token` (OAuth refresh) |
+//! | Jobber | `POST /api/graphql`, `POST /api/oauth/token` |
 //! | control | `GET/DELETE /sim/ledger`, `POST/DELETE /sim/failures`, `POST /sim/callbacks`, `POST /sim/inbound`, `GET/DELETE /sim/webhooks`, `GET /sim/sns/cert.pem` |
+//! | calendar control | `POST /sim/oauth/grants`, `POST /sim/oauth/expire`, `POST /sim/oauth/revoke` (body `{"vendor": "google" \| "jobber"}`); `POST /sim/google/events` (`{calendar_id, event}`: the user adds an event), `GET /sim/google/calendars/{id}/events`, `PATCH/DELETE /sim/google/calendars/{id}/events/{eventId}` (the user edits or deletes), `DELETE /sim/google/calendars/{id}`, `POST /sim/google/calendars/{id}/expire-sync-tokens`, `GET /sim/google/channels`; `GET /sim/jobber/visits`, `POST /sim/jobber/webhooks` (`{topic, item_id}`) |
 //!
 //! `GET /sim/webhooks` ([`SimHandle::webhook_log`]) lists every attempt at delivering a webhook,
 //! retries included: `{seq, delivery, provider, url, attempt, outcome, retry_in_ms, at}`, where
@@ -101,6 +104,41 @@
 //! Status and inbound webhooks for a phone number go to its WABA's `override_callback_uri` if one
 //! was set, else to `{webhook_base}/api/webhooks/meta`.
 //!
+//! # Calendar vendors
+//!
+//! OAuth (`oauth.rs`): there is no consent screen; `POST /sim/oauth/grants` (or
+//! [`SimHandle::oauth_grant`]) hands out what the code exchange would. Access tokens live
+//! `access_token_ttl`; Google keeps a refresh token until revoked, Jobber rotates it on every
+//! refresh and kills the one presented (`invalid_grant` if it comes again). Jobber access
+//! tokens are JWTs whose `exp` is their expiry.
+//!
+//! Google Calendar (`google_calendar.rs`, `google_store.rs`, `google_push.rs`): client-supplied
+//! event ids (base32hex, 5–1024 characters; a repeat is 409 `duplicate`), deleted events kept
+//! `cancelled` (a second delete is 410 `deleted`), full and incremental listings cut from one
+//! change sequence, sync tokens that answer 410 `fullSyncRequired` once older than
+//! `google_sync_token_ttl` or expired on command, and push channels that get `sync` (message 1)
+//! and then `exists` on every change to the calendar's events, `not_exists` when the calendar is
+//! deleted. Local times without an offset are refused (no time-zone database).
+//!
+//! Jobber (`jobber.rs`, `jobber_store.rs`, `jobber_webhooks.rs`): `clientCreate`,
+//! `propertyCreate`, `jobCreate`, `visitCreate`, `visitEditSchedule`, `visitDelete` and the
+//! `visit` query, arguments as variables, `X-JOBBER-GRAPHQL-VERSION` required, a query-cost
+//! bucket (`jobber_cost`) reported in `extensions.cost` with `THROTTLED` when short, times in UTC
+//! only, and `VISIT_CREATE`/`VISIT_UPDATE`/`VISIT_DESTROY` webhooks signed with the client
+//! secret (`X-Jobber-Hmac-SHA256`) posted to `jobber_webhook_url` or
+//! `{webhook_base}/api/webhooks/jobber`. Google notifications and Jobber webhooks are sent once
+//! (no retries) and logged in `GET /sim/webhooks`.
+//!
+//! Failure rules with provider `google` (matched by calendar id) or `jobber`: `RateLimited`
+//! (Google 429 `rateLimitExceeded`, Jobber HTTP 429), `ServerError` (500 `backendError` / 500),
+//! `AuthFailed` (401), `Timeout`, and `LostAnswer`, which only these two understand: the request
+//! is carried out and its answer held 30 s, so a client times out not knowing it succeeded.
+//! Ledger entries: provider `google` with operations `events.insert`, `events.patch`, …,
+//! `oauth.refresh`, recipient the calendar id, `provider_message_id` the event id; provider
+//! `jobber` with the root field as operation (`visitCreate`, …, `oauth.refresh`), outcomes
+//! `accepted`, `accepted:user_errors`, `accepted:answer_lost`, `error:THROTTLED`, `error:401`, ….
+//! Notes with sources: docs/providers/google-calendar.md and docs/providers/jobber.md.
+//!
 //! # SES identities
 //!
 //! `GetEmailIdentity` answers `PENDING` (not verified) on the first read after
@@ -111,9 +149,16 @@ mod callbacks;
 mod control;
 mod delivery;
 mod failures;
+mod google_calendar;
+mod google_push;
+mod google_store;
+mod jobber;
+mod jobber_store;
+mod jobber_webhooks;
 mod ledger;
 mod media;
 mod meta;
+mod oauth;
 mod retry;
 mod ses;
 mod signing;
@@ -130,8 +175,11 @@ use std::time::Duration;
 pub use callbacks::{CallbackStatus, InboundSpec};
 pub use delivery::WebhookAttempt;
 pub use failures::{FailureKind, FailureRule};
+pub use jobber::JobberCost;
+pub use jobber_store::JobberVisit;
 pub use ledger::LedgerEntry;
 pub use media::media_bytes;
+pub use oauth::{OAuthGrant, Vendor};
 pub use retry::{SnsBackoff, SnsDeliveryPolicy};
 
 /// How the simulator behaves; see the field comments.
@@ -157,6 +205,23 @@ pub struct SimConfig {
     pub meta_retry_window: Duration,
     /// SNS (SES events, inbound mail, any notification): the topic's HTTP/S delivery policy.
     pub sns_delivery_policy: SnsDeliveryPolicy,
+    /// Google OAuth client: what the token endpoint expects.
+    pub google_client_id: String,
+    pub google_client_secret: String,
+    /// Jobber OAuth client; the secret also signs Jobber webhooks.
+    pub jobber_client_id: String,
+    pub jobber_client_secret: String,
+    /// How long Google and Jobber access tokens live (both: 1 hour).
+    pub access_token_ttl: Duration,
+    /// Google: a sync token older than this answers 410 `fullSyncRequired` (Google states no
+    /// horizon; tokens can also be expired on command).
+    pub google_sync_token_ttl: Duration,
+    /// Google: the longest a push channel lives, and the lifetime of one that asks for none.
+    pub google_channel_ttl: Duration,
+    /// Jobber: the query-cost budget.
+    pub jobber_cost: JobberCost,
+    /// Jobber: where webhooks go (default `{webhook_base}/api/webhooks/jobber`).
+    pub jobber_webhook_url: Option<String>,
 }
 
 impl SimConfig {
@@ -197,6 +262,15 @@ impl Default for SimConfig {
             meta_retry_max_delay: Duration::from_secs(30),
             meta_retry_window: Duration::from_secs(3600),
             sns_delivery_policy: SnsDeliveryPolicy::default(),
+            google_client_id: "sim-google-client-id.apps.googleusercontent.com".to_owned(),
+            google_client_secret: "sim-google-client-secret".to_owned(),
+            jobber_client_id: "sim-jobber-client-id".to_owned(),
+            jobber_client_secret: "sim-jobber-client-secret".to_owned(),
+            access_token_ttl: Duration::from_secs(3600),
+            google_sync_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            google_channel_ttl: Duration::from_secs(7 * 24 * 3600),
+            jobber_cost: JobberCost::default(),
+            jobber_webhook_url: None,
         }
     }
 }
@@ -246,6 +320,11 @@ impl Simulator {
             .merge(sns::routes())
             .merge(meta::routes())
             .merge(media::routes())
+            .merge(oauth::routes())
+            .merge(google_calendar::routes())
+            .merge(google_push::routes())
+            .merge(jobber::routes())
+            .merge(jobber_webhooks::routes())
             .with_state(state.clone());
         Ok((router, SimHandle { state }))
     }
@@ -348,6 +427,76 @@ impl SimHandle {
     pub async fn post_sns_notification(&self, arn: &str, message: &str) -> anyhow::Result<()> {
         callbacks::post_sns(&self.state, arn, message).await
     }
+
+    /// A new OAuth grant for `vendor`: what the authorization-code exchange would have given.
+    pub fn oauth_grant(&self, vendor: Vendor) -> OAuthGrant {
+        oauth::grant(&self.state, vendor)
+    }
+
+    /// Makes every access token of `vendor` expired; refresh tokens keep working.
+    pub fn expire_access_tokens(&self, vendor: Vendor) {
+        self.state.tokens().expire_access(vendor);
+    }
+
+    /// Kills every token of `vendor`, as the user revoking the app's access would.
+    pub fn revoke_tokens(&self, vendor: Vendor) {
+        self.state.tokens().revoke(vendor);
+    }
+
+    /// The calendar's user adds an event of their own (a Google event resource; `id` optional).
+    /// Push channels on the calendar hear of it. Errors with Google's error body.
+    pub fn google_add_event(&self, calendar_id: &str, event: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        google_push::add_event(&self.state, calendar_id, event)
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.reason, e.message))
+    }
+
+    /// The calendar's user edits one of the calendar's events.
+    pub fn google_edit_event(
+        &self,
+        calendar_id: &str,
+        event_id: &str,
+        patch: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        google_push::edit_event_as_user(&self.state, calendar_id, event_id, patch)
+            .map(|_| ())
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.reason, e.message))
+    }
+
+    /// The calendar's user deletes one of the calendar's events (it stays, `cancelled`).
+    pub fn google_delete_event(&self, calendar_id: &str, event_id: &str) -> anyhow::Result<()> {
+        google_push::delete_event_as_user(&self.state, calendar_id, event_id)
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.reason, e.message))
+    }
+
+    /// Every event of a calendar as Google stores it, cancelled ones included.
+    pub fn google_events(&self, calendar_id: &str) -> Vec<serde_json::Value> {
+        self.state.google().events(calendar_id)
+    }
+
+    /// Makes the calendar's sync tokens invalid: the next incremental sync answers 410.
+    pub fn google_expire_sync_tokens(&self, calendar_id: &str) {
+        self.state.google().expire_sync_tokens(calendar_id);
+    }
+
+    /// Ids of the live push channels.
+    pub fn google_channel_ids(&self) -> Vec<String> {
+        self.state.google().channels().into_iter().map(|c| c.id).collect()
+    }
+
+    /// The visits Jobber has.
+    pub fn jobber_visits(&self) -> Vec<JobberVisit> {
+        self.state.jobber().visits()
+    }
+
+    /// How many clients and jobs Jobber has.
+    pub fn jobber_counts(&self) -> (usize, usize) {
+        self.state.jobber().counts()
+    }
+
+    /// Posts a signed Jobber webhook for any topic and item id; errors with the receiver's refusal.
+    pub async fn post_jobber_webhook(&self, topic: &str, item_id: &str) -> anyhow::Result<()> {
+        jobber_webhooks::post(&self.state, topic, item_id).await
+    }
 }
 
 /// Everything the handlers share.
@@ -365,6 +514,10 @@ pub(crate) struct SimState {
     twilio_messages: Mutex<twilio_messages::Store>,
     webhooks: Mutex<delivery::WebhookLog>,
     clients: Mutex<delivery::Clients>,
+    tokens: Mutex<oauth::Tokens>,
+    google: Mutex<google_store::GoogleStore>,
+    jobber: Mutex<jobber_store::JobberStore>,
+    jobber_bucket: Mutex<jobber::CostBucket>,
     pub(crate) signer: signing::SnsSigner,
     pub(crate) http: reqwest::Client,
 }
@@ -372,6 +525,7 @@ pub(crate) struct SimState {
 impl SimState {
     fn new(config: SimConfig) -> anyhow::Result<Self> {
         Ok(Self {
+            jobber_bucket: Mutex::new(jobber::CostBucket::full(config.jobber_cost)),
             config,
             base_url: RwLock::new(String::new()),
             ledger: Mutex::default(),
@@ -384,6 +538,9 @@ impl SimState {
             twilio_messages: Mutex::default(),
             webhooks: Mutex::default(),
             clients: Mutex::default(),
+            tokens: Mutex::default(),
+            google: Mutex::default(),
+            jobber: Mutex::default(),
             signer: signing::SnsSigner::generate()?,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
         })
@@ -434,6 +591,18 @@ impl SimState {
     }
     pub(crate) fn clients(&self) -> MutexGuard<'_, delivery::Clients> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn tokens(&self) -> MutexGuard<'_, oauth::Tokens> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn google(&self) -> MutexGuard<'_, google_store::GoogleStore> {
+        self.google.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn jobber(&self) -> MutexGuard<'_, jobber_store::JobberStore> {
+        self.jobber.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn jobber_bucket(&self) -> MutexGuard<'_, jobber::CostBucket> {
+        self.jobber_bucket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The time `status` of message `id` happened: now on its first callback, the same after.

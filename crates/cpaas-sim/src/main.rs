@@ -7,7 +7,10 @@ use clap::{Parser, ValueEnum};
 use cpaas_sim::{SimConfig, Simulator, SnsBackoff, SnsDeliveryPolicy};
 
 #[derive(Debug, Parser)]
-#[command(name = "cpaas-sim", about = "Simulates Meta WhatsApp, Amazon SES/SNS and Twilio for tests and demos")]
+#[command(
+    name = "cpaas-sim",
+    about = "Simulates Meta WhatsApp, Amazon SES/SNS, Twilio, Google Calendar and Jobber for tests and demos"
+)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9090")]
@@ -51,6 +54,33 @@ struct Args {
     /// SNS delivery policy: how the waits grow from the first to the last retry.
     #[arg(long, value_enum, default_value_t = Backoff::Linear)]
     sns_backoff: Backoff,
+    /// Google OAuth client id the token endpoint expects.
+    #[arg(long, default_value = "sim-google-client-id.apps.googleusercontent.com")]
+    google_client_id: String,
+    /// Google OAuth client secret the token endpoint expects.
+    #[arg(long, default_value = "sim-google-client-secret")]
+    google_client_secret: String,
+    /// Jobber OAuth client id the token endpoint expects.
+    #[arg(long, default_value = "sim-jobber-client-id")]
+    jobber_client_id: String,
+    /// Jobber OAuth client secret; it also signs Jobber webhooks (X-Jobber-Hmac-SHA256).
+    #[arg(long, default_value = "sim-jobber-client-secret")]
+    jobber_client_secret: String,
+    /// Lifetime of Google and Jobber access tokens, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    access_token_ttl_s: u64,
+    /// Google: sync tokens older than this many seconds answer 410 fullSyncRequired.
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    google_sync_token_ttl_s: u64,
+    /// Jobber: query-cost points when the budget is full.
+    #[arg(long, default_value_t = 10_000)]
+    jobber_cost_maximum: u32,
+    /// Jobber: query-cost points restored per second.
+    #[arg(long, default_value_t = 500)]
+    jobber_restore_rate: u32,
+    /// Jobber: where webhooks go (default {webhook-base}/api/webhooks/jobber).
+    #[arg(long)]
+    jobber_webhook_url: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -87,6 +117,18 @@ async fn main() -> anyhow::Result<()> {
                 Backoff::Exponential => SnsBackoff::Exponential,
             },
         },
+        google_client_id: args.google_client_id,
+        google_client_secret: args.google_client_secret,
+        jobber_client_id: args.jobber_client_id,
+        jobber_client_secret: args.jobber_client_secret,
+        access_token_ttl: Duration::from_secs(args.access_token_ttl_s),
+        google_sync_token_ttl: Duration::from_secs(args.google_sync_token_ttl_s),
+        google_channel_ttl: SimConfig::default().google_channel_ttl,
+        jobber_cost: cpaas_sim::JobberCost {
+            maximum_available: args.jobber_cost_maximum,
+            restore_rate: args.jobber_restore_rate,
+        },
+        jobber_webhook_url: args.jobber_webhook_url,
     };
     let handle = Simulator::start_on(config.clone(), args.bind).await?;
     // The topics are what a receiver must be told to trust; another process reads them here.

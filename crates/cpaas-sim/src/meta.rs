@@ -151,7 +151,8 @@ pub(crate) fn failure_reply(kind: FailureKind) -> (StatusCode, u32, &'static str
             "Re-engagement message",
             "Message failed to send because more than 24 hours have passed since the customer last replied to this number.",
         ),
-        FailureKind::Undeliverable | FailureKind::MessageRejected => {
+        // LostAnswer: never matched here (calendar vendors only).
+        FailureKind::Undeliverable | FailureKind::MessageRejected | FailureKind::LostAnswer => {
             (StatusCode::BAD_REQUEST, 131026, "Message Undeliverable", "Message Undeliverable.")
         }
     }

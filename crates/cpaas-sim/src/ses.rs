@@ -75,7 +75,10 @@ fn failure_reply(kind: FailureKind) -> (StatusCode, &'static str, &'static str) 
             "AccountSuspendedException",
             "Your account's ability to send email has been permanently restricted.",
         ),
-        FailureKind::MessageRejected | FailureKind::ReEngagementRequired | FailureKind::Undeliverable => {
+        FailureKind::MessageRejected
+        | FailureKind::ReEngagementRequired
+        | FailureKind::Undeliverable
+        | FailureKind::LostAnswer => {
             (StatusCode::BAD_REQUEST, "MessageRejected", "Email rejected: the message contains invalid content.")
         }
     }

@@ -85,10 +85,12 @@ fn failure_reply(kind: FailureKind) -> (StatusCode, &'static str, &'static str) 
         FailureKind::AccountSuspended => {
             (StatusCode::FORBIDDEN, "AuthorizationError", "The account is suspended and cannot publish SMS messages")
         }
-        // Unreachable: these are accepted (OptedOut/Undeliverable) or not matched (ReEngagement).
-        FailureKind::OptedOut | FailureKind::Undeliverable | FailureKind::ReEngagementRequired => {
-            (StatusCode::BAD_REQUEST, "InvalidParameter", "Invalid parameter")
-        }
+        // Unreachable: these are accepted (OptedOut/Undeliverable) or not matched (ReEngagement,
+        // LostAnswer).
+        FailureKind::OptedOut
+        | FailureKind::Undeliverable
+        | FailureKind::ReEngagementRequired
+        | FailureKind::LostAnswer => (StatusCode::BAD_REQUEST, "InvalidParameter", "Invalid parameter"),
     }
 }
 

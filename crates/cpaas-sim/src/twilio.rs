@@ -67,10 +67,12 @@ fn failure_reply(kind: FailureKind) -> (StatusCode, u32, &'static str) {
         FailureKind::InvalidRecipient => (StatusCode::BAD_REQUEST, 21211, "Invalid 'To' Phone Number"),
         FailureKind::OptedOut => (StatusCode::BAD_REQUEST, 21610, "Attempt to send to unsubscribed recipient"),
         FailureKind::AuthFailed | FailureKind::AccountSuspended => (StatusCode::UNAUTHORIZED, 20003, "Authenticate"),
-        // Accepted and failed later (Undeliverable, MessageRejected) or not matched (ReEngagement).
-        FailureKind::Undeliverable | FailureKind::MessageRejected | FailureKind::ReEngagementRequired => {
-            (StatusCode::BAD_REQUEST, 21211, "Invalid 'To' Phone Number")
-        }
+        // Accepted and failed later (Undeliverable, MessageRejected) or not matched (ReEngagement,
+        // LostAnswer).
+        FailureKind::Undeliverable
+        | FailureKind::MessageRejected
+        | FailureKind::ReEngagementRequired
+        | FailureKind::LostAnswer => (StatusCode::BAD_REQUEST, 21211, "Invalid 'To' Phone Number"),
     }
 }
 
