@@ -169,6 +169,7 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
         switchboard::app::spawn_rematcher(&settings, communications.clone());
         switchboard::app::spawn_snooze_wakeups(&settings, communications.clone());
         switchboard::app::spawn_appointment_relay(&app.fulfillment(), communications.clone());
+        switchboard::app::spawn_calendar_sync(&app.fulfillment());
         let worker_settings = settings.clone();
         tokio::spawn(async move {
             switchboard::app::run_workers(&worker_settings, communications, health, None, std::future::pending()).await
@@ -194,6 +195,12 @@ pub async fn spawn_app_with_sim_config(
     let base = format!("http://{sim_address}");
     let meta_secret = sim_config.meta_app_secret.clone();
     let sim_topics = sim_config.sns_topic_arns();
+    let calendar_apps = (
+        sim_config.google_client_id.clone(),
+        sim_config.google_client_secret.clone(),
+        sim_config.jobber_client_id.clone(),
+        sim_config.jobber_client_secret.clone(),
+    );
     let app = spawn(
         |settings| {
             let providers = &mut settings.providers;
@@ -207,6 +214,15 @@ pub async fn spawn_app_with_sim_config(
             // As an operator of the platform configures its SES topics.
             providers.sns_topic_arns = sim_topics;
             settings.dispatch.retry_base_delay_ms = 100;
+            // The platform's calendar apps, as the simulated vendors know them.
+            let calendars = &mut settings.calendars;
+            calendars.google_api_url = base.clone();
+            calendars.google_token_url = format!("{base}/token");
+            calendars.jobber_graphql_url = format!("{base}/api/graphql");
+            calendars.jobber_token_url = format!("{base}/api/oauth/token");
+            (calendars.google_client_id, calendars.jobber_client_id) = (calendar_apps.0, calendar_apps.2);
+            (calendars.google_client_secret, calendars.jobber_client_secret) =
+                (calendar_apps.1.into(), calendar_apps.3.into());
             configure(settings);
         },
         true,

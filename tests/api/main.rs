@@ -9,6 +9,7 @@ mod api_keys;
 mod auth;
 mod binary;
 mod browser;
+mod calendar_sync;
 mod channel_verification;
 mod channels;
 mod config;

@@ -61,6 +61,72 @@ pub struct AppointmentView {
     pub updated_at: DateTime<Utc>,
     pub booked_at: Option<DateTime<Utc>>,
     pub canceled_at: Option<DateTime<Utc>>,
+    /// Where it takes place (Jobber needs an address for its visit).
+    pub location: Option<String>,
+    /// Its state in each connected calendar.
+    pub sync: Vec<SyncView>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SyncView {
+    pub connection_id: Uuid,
+    /// google or jobber.
+    pub provider: String,
+    /// pending, synced, removed or failed.
+    pub state: String,
+    pub last_error: Option<String>,
+    pub attempts: i32,
+    pub synced_at: Option<DateTime<Utc>>,
+    /// A change made on the vendor's side (e.g. the visit deleted in Jobber), with its time.
+    pub remote_change: Option<String>,
+}
+
+/// Adds each appointment's sync states (one query for all).
+async fn with_sync(db: &sqlx::PgPool, mut views: Vec<AppointmentView>) -> Result<Vec<AppointmentView>, ApiError> {
+    let ids: Vec<Uuid> = views.iter().map(|v| v.id).collect();
+    let rows = sqlx::query!(
+        r#"SELECT s.appointment_id, s.connection_id, c.provider, s.state, s.last_error, s.attempts, s.synced_at, s.remote_change
+           FROM fulfillment.appointment_sync s JOIN fulfillment.calendar_connections c ON c.id = s.connection_id
+           WHERE s.appointment_id = ANY($1) ORDER BY c.created_at"#,
+        &ids,
+    )
+    .fetch_all(db)
+    .await?;
+    for view in &mut views {
+        view.sync = rows
+            .iter()
+            .filter(|r| r.appointment_id == view.id)
+            .map(|r| SyncView {
+                connection_id: r.connection_id,
+                provider: r.provider.clone(),
+                state: r.state.clone(),
+                last_error: r.last_error.clone(),
+                attempts: r.attempts,
+                synced_at: r.synced_at,
+                remote_change: r.remote_change.clone(),
+            })
+            .collect();
+    }
+    Ok(views)
+}
+
+async fn view_of(module: &Fulfillment, tenant: Uuid, id: Uuid) -> Result<AppointmentView, ApiError> {
+    let row = repository::find(&module.pool, tenant, id).await?;
+    Ok(with_sync(&module.pool, vec![row.into()]).await?.remove(0))
+}
+
+/// An appointment changed in a way the rest of the world must hear of: its event for the
+/// listeners and its sync work for the connected calendars, in the change's transaction.
+async fn announce(
+    tx: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    change: AppointmentChange,
+    id: Uuid,
+    previous_start: Option<DateTime<Utc>>,
+) -> Result<(), ApiError> {
+    events::record(tx, tenant, change, id, previous_start).await?;
+    crate::calendar::enqueue(tx, tenant, id).await?;
+    Ok(())
 }
 
 impl From<Row> for AppointmentView {
@@ -90,6 +156,8 @@ impl From<Row> for AppointmentView {
             updated_at: row.updated_at,
             booked_at: row.booked_at,
             canceled_at: row.canceled_at,
+            location: row.location,
+            sync: Vec::new(),
         }
     }
 }
@@ -107,6 +175,8 @@ pub struct BookingRequest {
     pub source: Option<String>,
     pub title: Option<String>,
     pub note: Option<String>,
+    /// Where it takes place (an address).
+    pub location: Option<String>,
     /// Reservations only: how long the hold lasts (30 to 3600 s; default the configured TTL).
     pub hold_seconds: Option<u32>,
 }
@@ -191,6 +261,7 @@ async fn take(
     };
     let title = clean("title", request.title.as_deref(), 200)?;
     let note = clean("note", request.note.as_deref(), 2000)?;
+    let location = clean("location", request.location.as_deref(), 500)?;
     let hold = match request.hold_seconds {
         Some(seconds) if !(30..=3600).contains(&seconds) => {
             return Err(ApiError::validation("hold_seconds", "must be 30 to 3600"));
@@ -220,6 +291,7 @@ async fn take(
         source,
         title,
         note,
+        location,
         price_cents: price.total_cents,
         currency: &service.currency,
         idempotency_key: key.as_deref(),
@@ -235,12 +307,11 @@ async fn take(
         return replay(module, tenant, key, &hash).await?.ok_or_else(|| ApiError::internal("idempotency key vanished"));
     };
     if kind == Kind::Booking {
-        events::record(&mut tx, tenant, AppointmentChange::Booked, id, None).await?;
+        announce(&mut tx, tenant, AppointmentChange::Booked, id, None).await?;
     }
     tx.commit().await?;
-    module.events.notify_one();
-    let row = repository::find(&module.pool, tenant, id).await?;
-    Ok((StatusCode::CREATED, Json(row.into())))
+    wake(module);
+    Ok((StatusCode::CREATED, Json(view_of(module, tenant, id).await?)))
 }
 
 /// The first answer to a request with this key, or a 422 when the key came with another body.
@@ -254,8 +325,7 @@ async fn replay(
     if stored != hash {
         return Err(ApiError::validation("Idempotency-Key", "this key was used with a different request"));
     }
-    let row = repository::find(&module.pool, tenant, id).await?;
-    Ok(Some((StatusCode::CREATED, Json(row.into()))))
+    Ok(Some((StatusCode::CREATED, Json(view_of(module, tenant, id).await?))))
 }
 
 fn slot_taken(error: ApiError) -> ApiError {
@@ -309,7 +379,13 @@ pub async fn get_reservation(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<AppointmentView>, ApiError> {
-    Ok(Json(repository::find(&module.pool, caller.tenant_id.0, id).await?.into()))
+    Ok(Json(view_of(&module, caller.tenant_id.0, id).await?))
+}
+
+/// Wakes this process's event relay and calendar sync after a commit.
+fn wake(module: &Fulfillment) {
+    module.events.notify_one();
+    module.sync_wake.notify_one();
 }
 
 /// Turns a live hold into a booked appointment (the same id). A hold that lapsed is 410 Gone;
@@ -335,10 +411,10 @@ pub async fn confirm_reservation(
     .execute(&mut *tx)
     .await?;
     if confirmed.rows_affected() == 1 {
-        events::record(&mut tx, tenant, AppointmentChange::Booked, id, None).await?;
+        announce(&mut tx, tenant, AppointmentChange::Booked, id, None).await?;
     }
     tx.commit().await?;
-    module.events.notify_one();
+    wake(&module);
     let row = repository::find(&module.pool, tenant, id).await?;
     if confirmed.rows_affected() == 0 {
         match (row.status.as_str(), row.lapsed) {
@@ -350,7 +426,7 @@ pub async fn confirm_reservation(
             _ => return Err(ApiError::conflict(Some("status"), format!("the reservation is {}", row.status))),
         }
     }
-    Ok(Json(row.into()))
+    Ok(Json(view_of(&module, tenant, id).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -401,7 +477,8 @@ pub async fn list_appointments(
         limit,
     )
     .await?;
-    Ok(Json(AppointmentList { items: rows.into_iter().map(AppointmentView::from).collect() }))
+    let items = with_sync(&module.pool, rows.into_iter().map(AppointmentView::from).collect()).await?;
+    Ok(Json(AppointmentList { items }))
 }
 
 #[utoipa::path(
@@ -413,7 +490,7 @@ pub async fn get_appointment(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<AppointmentView>, ApiError> {
-    Ok(Json(repository::find(&module.pool, caller.tenant_id.0, id).await?.into()))
+    Ok(Json(view_of(&module, caller.tenant_id.0, id).await?))
 }
 
 /// Cancels a hold or an appointment; its time is free at once. Canceling twice is the same.
@@ -446,15 +523,15 @@ pub async fn cancel_appointment(
     .await?;
     // Only a booked appointment was announced; a hold that goes away concerns nobody else.
     if was == "booked" {
-        events::record(&mut tx, tenant, AppointmentChange::Canceled, id, None).await?;
+        announce(&mut tx, tenant, AppointmentChange::Canceled, id, None).await?;
     }
     tx.commit().await?;
-    module.events.notify_one();
-    let row = repository::find(&module.pool, tenant, id).await?;
-    if row.status == "expired" {
+    wake(&module);
+    let view = view_of(&module, tenant, id).await?;
+    if view.status == "expired" {
         return Err(ApiError::conflict(Some("status"), "the hold had lapsed already"));
     }
-    Ok(Json(row.into()))
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -511,9 +588,9 @@ pub async fn reschedule_appointment(
         return Err(ApiError::conflict(Some("status"), "the appointment changed meanwhile: fetch it again"));
     }
     if current.status == "booked" {
-        events::record(&mut tx, tenant, AppointmentChange::Rescheduled, id, Some(current.starts_at)).await?;
+        announce(&mut tx, tenant, AppointmentChange::Rescheduled, id, Some(current.starts_at)).await?;
     }
     tx.commit().await?;
-    module.events.notify_one();
-    Ok(Json(repository::find(&module.pool, tenant, id).await?.into()))
+    wake(&module);
+    Ok(Json(view_of(&module, tenant, id).await?))
 }

@@ -107,6 +107,7 @@ pub struct NewAppointment<'a> {
     pub source: &'a str,
     pub title: Option<&'a str>,
     pub note: Option<&'a str>,
+    pub location: Option<&'a str>,
     pub price_cents: i64,
     pub currency: &'a str,
     pub idempotency_key: Option<&'a str>,
@@ -119,9 +120,9 @@ pub async fn insert(tx: &mut PgConnection, new: &NewAppointment<'_>) -> Result<O
     Ok(sqlx::query_scalar!(
         r#"INSERT INTO fulfillment.appointments (id, tenant_id, resource_id, service_id, contact_id, starts_at, ends_at,
                                                 blocks, status, expires_at, source, title, note, price_cents, currency,
-                                                idempotency_key, request_hash, booked_at)
+                                                idempotency_key, request_hash, booked_at, location)
            VALUES ($1, $2, $3, $4, $5, $6, $7, tstzrange($8, $9), $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                   CASE WHEN $10 = 'booked' THEN now() END)
+                   CASE WHEN $10 = 'booked' THEN now() END, $19)
            ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
            RETURNING id"#,
         new.id,
@@ -142,6 +143,7 @@ pub async fn insert(tx: &mut PgConnection, new: &NewAppointment<'_>) -> Result<O
         new.currency,
         new.idempotency_key,
         new.request_hash,
+        new.location,
     )
     .fetch_optional(&mut *tx)
     .await?)
@@ -180,6 +182,7 @@ pub struct Row {
     pub updated_at: DateTime<Utc>,
     pub booked_at: Option<DateTime<Utc>>,
     pub canceled_at: Option<DateTime<Utc>>,
+    pub location: Option<String>,
     /// Whether a hold has lapsed (judged by the database's clock).
     pub lapsed: bool,
 }
@@ -189,7 +192,7 @@ pub async fn find(db: impl PgExecutor<'_>, tenant: Uuid, id: Uuid) -> Result<Row
         Row,
         r#"SELECT a.id, a.resource_id, a.service_id, a.contact_id, a.starts_at, a.ends_at, a.status, a.expires_at,
                   a.source, a.title, a.note, a.price_cents, a.currency, r.time_zone, a.created_at, a.updated_at,
-                  a.booked_at, a.canceled_at, (a.status = 'held' AND a.expires_at <= now()) AS "lapsed!"
+                  a.booked_at, a.canceled_at, a.location, (a.status = 'held' AND a.expires_at <= now()) AS "lapsed!"
            FROM fulfillment.appointments a JOIN fulfillment.resources r ON r.id = a.resource_id
            WHERE a.tenant_id = $1 AND a.id = $2"#,
         tenant,
@@ -214,7 +217,7 @@ pub async fn list(
         Row,
         r#"SELECT a.id, a.resource_id, a.service_id, a.contact_id, a.starts_at, a.ends_at, a.status, a.expires_at,
                   a.source, a.title, a.note, a.price_cents, a.currency, r.time_zone, a.created_at, a.updated_at,
-                  a.booked_at, a.canceled_at, (a.status = 'held' AND a.expires_at <= now()) AS "lapsed!"
+                  a.booked_at, a.canceled_at, a.location, (a.status = 'held' AND a.expires_at <= now()) AS "lapsed!"
            FROM fulfillment.appointments a JOIN fulfillment.resources r ON r.id = a.resource_id
            WHERE a.tenant_id = $1 AND ($2::uuid IS NULL OR a.resource_id = $2)
              AND ($3::text IS NULL OR a.status = $3) AND a.starts_at >= $4 AND a.starts_at < $5

@@ -21,6 +21,7 @@
 pub mod appointments;
 mod appointments_repository;
 pub mod availability;
+pub mod calendar;
 pub mod events;
 pub mod quotes;
 pub mod resources;
@@ -43,11 +44,32 @@ pub struct Fulfillment {
     pub hold_ttl: Duration,
     /// Wakes this process's event relay after a commit that wrote events.
     pub events: Arc<Notify>,
+    /// Seals calendar credentials.
+    pub keyring: Arc<kernel::crypto::Keyring>,
+    /// The calendar vendors' apps and endpoints.
+    pub calendars: Arc<calendar::CalendarApps>,
+    /// Wakes this process's sync worker after a commit that queued sync jobs.
+    pub sync_wake: Arc<Notify>,
+    /// Wakes this process's busy-time import (a push notification came).
+    pub busy_wake: Arc<Notify>,
 }
 
 impl Fulfillment {
-    pub fn new(pool: sqlx::PgPool) -> Self {
-        Self { pool, hold_ttl: Duration::from_secs(300), events: Arc::default() }
+    pub fn new(pool: sqlx::PgPool, keyring: Arc<kernel::crypto::Keyring>) -> Self {
+        Self {
+            pool,
+            hold_ttl: Duration::from_secs(300),
+            events: Arc::default(),
+            keyring,
+            calendars: Arc::default(),
+            sync_wake: Arc::default(),
+            busy_wake: Arc::default(),
+        }
+    }
+
+    pub fn with_calendars(mut self, apps: calendar::CalendarApps) -> Self {
+        self.calendars = Arc::new(apps);
+        self
     }
 
     pub fn with_events(mut self, events: Arc<Notify>) -> Self {
@@ -69,6 +91,12 @@ pub fn router() -> OpenApiRouter<Fulfillment> {
         .merge(availability::router())
         .merge(appointments::router())
         .merge(quotes::router())
+        .merge(calendar::connections::router())
+}
+
+/// The vendors' push routes (public: verified by their signatures and tokens).
+pub fn webhooks_router() -> OpenApiRouter<Fulfillment> {
+    calendar::webhooks::router()
 }
 
 /// Marks lapsed holds expired, a batch at a time, every `poll`, until the task is dropped. A

@@ -34,7 +34,7 @@ impl Application {
             .with_context(|| format!("cannot listen on {} (http.bind)", settings.http.bind))?;
         let communications = communications_module(settings, pool.clone(), listener.local_addr()?)?;
         let dispatch = settings.dispatch.in_serve.then(|| DispatchHealth::new(2));
-        let fulfillment = http::fulfillment_module(settings, pool.clone());
+        let fulfillment = http::fulfillment_module(settings, pool.clone(), listener.local_addr()?)?;
         Ok(Self {
             listener,
             router: http::router(settings, pool, communications.clone(), fulfillment.clone(), dispatch.clone()),
@@ -306,6 +306,20 @@ pub fn spawn_appointment_relay(
     supervise::spawn_loop("appointment-events", move || {
         fulfillment::events::run_relay(pool.clone(), listener.clone(), wake.clone(), Duration::from_millis(500))
     })
+}
+
+/// Starts the calendar sync worker and the busy-time import (every serve and worker process;
+/// jobs and connections are taken with SKIP LOCKED).
+pub fn spawn_calendar_sync(fulfillment: &fulfillment::Fulfillment) -> [tokio::task::JoinHandle<()>; 2] {
+    let (sync, busy) = (fulfillment.clone(), fulfillment.clone());
+    [
+        supervise::spawn_loop("calendar-sync", move || {
+            fulfillment::calendar::worker::run(sync.clone(), sync.sync_wake.clone(), Duration::from_millis(500))
+        }),
+        supervise::spawn_loop("calendar-busy-import", move || {
+            fulfillment::calendar::busy::run(busy.clone(), busy.busy_wake.clone(), Duration::from_secs(1))
+        }),
+    ]
 }
 
 /// Communications hears about appointments: a moved or canceled appointment's pending

@@ -63,8 +63,9 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
             let rematcher = app::spawn_rematcher(settings, communications.clone());
             let wakeups = app::spawn_snooze_wakeups(settings, communications.clone());
             let _holds = supervise::AbortOnDrop(app::spawn_fulfillment_upkeep(settings, communications.pool.clone()));
-            let fulfillment = http::fulfillment_module(settings, communications.pool.clone());
+            let fulfillment = http::fulfillment_module(settings, communications.pool.clone(), settings.http.bind)?;
             let _events = supervise::AbortOnDrop(app::spawn_appointment_relay(&fulfillment, communications.clone()));
+            let _sync = app::spawn_calendar_sync(&fulfillment).map(supervise::AbortOnDrop);
             let health = supervise::DispatchHealth::new(2);
             let give_up = std::time::Duration::from_secs(settings.dispatch.give_up_after_secs);
             let result =
@@ -109,6 +110,7 @@ where
     let wakeups = app::spawn_snooze_wakeups(settings, app.communications());
     let _holds = supervise::AbortOnDrop(app::spawn_fulfillment_upkeep(settings, app.communications().pool));
     let _events = supervise::AbortOnDrop(app::spawn_appointment_relay(&app.fulfillment(), app.communications()));
+    let _sync = app::spawn_calendar_sync(&app.fulfillment()).map(supervise::AbortOnDrop);
     let workers = app.dispatch_health().map(|health| {
         let settings = settings.clone();
         let communications = app.communications();

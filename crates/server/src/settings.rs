@@ -27,6 +27,56 @@ pub struct Settings {
     pub dispatch: DispatchSettings,
     pub webhooks: WebhooksSettings,
     pub fulfillment: FulfillmentSettings,
+    pub calendars: CalendarsSettings,
+}
+
+/// `[calendars]`: the platform's Google and Jobber OAuth apps and their endpoints (tenants
+/// connect their accounts through them). An app without a client id is not offered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarsSettings {
+    pub google_api_url: String,
+    pub google_token_url: String,
+    pub google_client_id: String,
+    pub google_client_secret: SecretString,
+    pub jobber_graphql_url: String,
+    pub jobber_token_url: String,
+    pub jobber_client_id: String,
+    pub jobber_client_secret: SecretString,
+    /// Busy times are imported at least this often, push notifications or not.
+    pub busy_sync_every_secs: u64,
+}
+
+impl CalendarsSettings {
+    /// The apps as the fulfillment module uses them; push channels point at `public_base_url`
+    /// (or the address the service listens on).
+    pub fn apps(
+        &self,
+        providers: &ProvidersSettings,
+        bound: std::net::SocketAddr,
+    ) -> fulfillment::calendar::CalendarApps {
+        let google = (!self.google_client_id.is_empty()).then(|| calendars::GoogleConfig {
+            api_base: self.google_api_url.clone(),
+            token_url: self.google_token_url.clone(),
+            ..calendars::GoogleConfig::new(&self.google_client_id, self.google_client_secret.expose_secret(), "primary")
+        });
+        let jobber = (!self.jobber_client_id.is_empty()).then(|| calendars::JobberConfig {
+            graphql_url: self.jobber_graphql_url.clone(),
+            token_url: self.jobber_token_url.clone(),
+            ..calendars::JobberConfig::new(&self.jobber_client_id, self.jobber_client_secret.expose_secret())
+        });
+        let public_base_url = if providers.public_base_url.is_empty() {
+            format!("http://{bound}")
+        } else {
+            providers.public_base_url.clone()
+        };
+        fulfillment::calendar::CalendarApps {
+            google,
+            jobber,
+            public_base_url,
+            busy_sync_every: std::time::Duration::from_secs(self.busy_sync_every_secs),
+        }
+    }
 }
 
 /// `[fulfillment]`: scheduling.
@@ -373,6 +423,7 @@ impl Settings {
             ("dispatch.give_up_after_secs", self.dispatch.give_up_after_secs),
             ("webhooks.unmatched_retry_secs", self.webhooks.unmatched_retry_secs),
             ("fulfillment.hold_ttl_secs", self.fulfillment.hold_ttl_secs),
+            ("calendars.busy_sync_every_secs", self.calendars.busy_sync_every_secs),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError::at(key, "must be greater than 0"));

@@ -62,7 +62,7 @@ pub fn router(
         .merge(communications::inbox::labels::router().with_state(communications.clone()))
         .merge(communications::inbox::notes::router().with_state(communications.clone()))
         .merge(communications::inbox::canned::router().with_state(communications.clone()))
-        .merge(fulfillment::router().with_state(fulfillment))
+        .merge(fulfillment::router().with_state(fulfillment.clone()))
         .split_for_parts();
     let api = api.layer(from_fn_with_state(identity.clone(), identity::http::authenticate));
     // The agent web UI: pages and their assets, beside the API it is built on.
@@ -75,6 +75,9 @@ pub fn router(
     // Website visitors authenticate with their webchat token.
     let (webchat, webchat_doc) = communications::webchat::router().with_state(communications).split_for_parts();
     openapi.merge(webchat_doc);
+    // Calendar vendors push with their own signatures and tokens.
+    let (calendar_hooks, calendar_doc) = fulfillment::webhooks_router().with_state(fulfillment).split_for_parts();
+    openapi.merge(calendar_doc);
 
     let (ops, ops_doc) = health::router().split_for_parts();
     openapi.merge(ops_doc);
@@ -87,6 +90,7 @@ pub fn router(
         .merge(web)
         .merge(webhooks)
         .merge(webchat)
+        .merge(calendar_hooks)
         .fallback(errors::route_not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(
@@ -110,7 +114,15 @@ pub fn router(
 
 pub use metrics::install_recorder;
 
-/// The fulfillment module with its configured hold time.
-pub fn fulfillment_module(settings: &Settings, pool: PgPool) -> fulfillment::Fulfillment {
-    fulfillment::Fulfillment::new(pool).with_hold_ttl(Duration::from_secs(settings.fulfillment.hold_ttl_secs))
+/// The fulfillment module with its hold time and calendar apps (push channels point at
+/// `providers.public_base_url`, or at `bound`).
+pub fn fulfillment_module(
+    settings: &Settings,
+    pool: PgPool,
+    bound: std::net::SocketAddr,
+) -> anyhow::Result<fulfillment::Fulfillment> {
+    let keyring = std::sync::Arc::new(settings.secrets.keyring()?);
+    Ok(fulfillment::Fulfillment::new(pool, keyring)
+        .with_hold_ttl(Duration::from_secs(settings.fulfillment.hold_ttl_secs))
+        .with_calendars(settings.calendars.apps(&settings.providers, bound)))
 }
