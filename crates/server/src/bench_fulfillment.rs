@@ -35,6 +35,9 @@ pub struct FulfillmentBenchArgs {
     pub bookings: usize,
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// How long to wait for the calendar sync to catch up after the bookings.
+    #[arg(long, default_value_t = 180)]
+    pub sync_wait_secs: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -57,6 +60,11 @@ pub struct FulfillmentBenchReport {
     /// From the last booking's answer until every appointment event was relayed.
     pub events_drained_ms: f64,
     pub events_relayed: i64,
+    /// Appointments shown in the Google calendar and in Jobber, and the seconds from the first
+    /// booking until then (or until `--sync-wait-secs` ran out).
+    pub google_synced: i64,
+    pub jobber_synced: i64,
+    pub sync_seconds: f64,
 }
 
 pub async fn run(settings: &mut Settings, database: &Database, args: FulfillmentBenchArgs) -> anyhow::Result<()> {
@@ -65,9 +73,27 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
     }
     settings.http.bind = "127.0.0.1:0".parse()?;
     settings.dispatch.in_serve = false;
+    // The calendar vendors, simulated in this process.
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim_url = format!("http://{}", sim_listener.local_addr()?);
+    let sim_config = cpaas_sim::SimConfig::default();
+    let calendars = &mut settings.calendars;
+    calendars.google_api_url = sim_url.clone();
+    calendars.google_token_url = format!("{sim_url}/token");
+    calendars.jobber_graphql_url = format!("{sim_url}/api/graphql");
+    calendars.jobber_token_url = format!("{sim_url}/api/oauth/token");
+    calendars.google_client_id = sim_config.google_client_id.clone();
+    calendars.google_client_secret = sim_config.google_client_secret.clone().into();
+    calendars.jobber_client_id = sim_config.jobber_client_id.clone();
+    calendars.jobber_client_secret = sim_config.jobber_client_secret.clone().into();
     let app = Application::build(settings, database.pool.clone()).await?;
     let base = format!("http://{}", app.local_addr());
+    let (router, sim) =
+        cpaas_sim::Simulator::router(cpaas_sim::SimConfig { webhook_base: Some(base.clone()), ..sim_config })?;
+    sim.set_base_url(&sim_url);
+    tokio::spawn(async move { axum::serve(sim_listener, router).await });
     let relay = crate::app::spawn_appointment_relay(&app.fulfillment(), app.communications());
+    let sync = crate::app::spawn_calendar_sync(&app.fulfillment());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(app.run_until_stopped(async move {
         let mut stopped = stopped;
@@ -81,8 +107,9 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
     let key = identity::api_keys::issue(pool, tenant.id, "bench").await.map_err(|e| anyhow::anyhow!("{e}"))?.secret;
     let api = Api { http: reqwest::Client::new(), base: base.clone(), key };
 
-    // Every day 07:00–19:00 Berlin, a 30-minute service with a 10-minute buffer.
-    let week: Vec<Value> = (1..=7).map(|d| json!({"weekday": d, "starts": "07:00", "ends": "19:00"})).collect();
+    // Every day 06:00–20:00 Berlin, a 30-minute service with a 10-minute buffer: 500
+    // appointments leave about one slot in ten free.
+    let week: Vec<Value> = (1..=7).map(|d| json!({"weekday": d, "starts": "06:00", "ends": "20:00"})).collect();
     let resource = api
         .post("/api/v1/resources", json!({"name": "Measured", "time_zone": "Europe/Berlin", "working_hours": week}))
         .await?;
@@ -95,13 +122,22 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
     let to = from + chrono::Duration::days(30);
 
     // 1. Fill the month with appointments at slots availability offers, then measure it.
-    let offered = slots(&api, &service, &resource, from, to).await?;
-    let step = (offered.len() / args.appointments.max(1)).max(1);
+    let offered = slots(&api, &service, &resource, from, to, 15).await?;
+    // Spread over the month, each at least the service's span (with its buffer) after the last.
+    let step = (offered.len() / (args.appointments.max(1) * 3)).max(1);
     let mut booked = 0;
-    for start in offered.iter().step_by(step).take(args.appointments) {
+    let mut last: Option<DateTime<Utc>> = None;
+    for start in offered.iter().step_by(step) {
+        let at = DateTime::parse_from_rfc3339(start)?.with_timezone(&Utc);
+        if last.is_some_and(|last| at < last + chrono::Duration::minutes(40)) {
+            continue;
+        }
+        if booked == args.appointments {
+            break;
+        }
         api.post("/api/v1/appointments", json!({"service_id": service, "resource_id": resource, "start": start}))
             .await?;
-        booked += 1;
+        (booked, last) = (booked + 1, Some(at));
     }
     let url = format!(
         "{base}/api/v1/availability?service_id={service}&resource_id={resource}&from={}&to={}",
@@ -120,7 +156,7 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
 
     // 2. One slot, many takers at once.
     let contested =
-        slots(&api, &service, &resource, from, to).await?.into_iter().next().context("no free slot left")?;
+        slots(&api, &service, &resource, from, to, 30).await?.into_iter().next().context("no free slot left")?;
     let started = Instant::now();
     let mut handles = Vec::with_capacity(args.contenders);
     for _ in 0..args.contenders {
@@ -145,6 +181,20 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
     let busy =
         api.post("/api/v1/resources", json!({"name": "Busy", "time_zone": "UTC", "working_hours": week})).await?;
     let busy = id(&busy)?;
+    // Its appointments go to a Google calendar and a Jobber account while they are booked.
+    let google = sim.oauth_grant(cpaas_sim::Vendor::Google);
+    api.post(
+        "/api/v1/calendar-connections",
+        json!({"provider": "google", "display_name": "Busy's calendar", "resource_id": busy, "calendar_id": "busy@bench.example",
+               "refresh_token": google.refresh_token}),
+    )
+    .await?;
+    let jobber = sim.oauth_grant(cpaas_sim::Vendor::Jobber);
+    api.post(
+        "/api/v1/calendar-connections",
+        json!({"provider": "jobber", "display_name": "Jobber", "refresh_token": jobber.refresh_token}),
+    )
+    .await?;
     let starts: Arc<Vec<String>> = Arc::new(
         (0..args.bookings)
             .map(|n| {
@@ -165,7 +215,7 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let Some(start) = starts.get(n) else { return latencies };
                 let began = Instant::now();
-                let body = json!({"service_id": service, "resource_id": busy, "start": start});
+                let body = json!({"service_id": service, "resource_id": busy, "start": start, "location": "Hauptstr. 1, Berlin"});
                 let ok = api
                     .http
                     .post(format!("{}/api/v1/appointments", api.base))
@@ -200,6 +250,24 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // The calendar sync: every appointment shown in both, rate over the whole phase.
+    let sync_deadline = Instant::now() + Duration::from_secs(args.sync_wait_secs);
+    let (google_synced, jobber_synced) = loop {
+        let (google, jobber): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE c.provider = 'google' AND s.state = 'synced'),
+                    count(*) FILTER (WHERE c.provider = 'jobber' AND s.state = 'synced')
+             FROM fulfillment.appointment_sync s JOIN fulfillment.calendar_connections c ON c.id = s.connection_id
+             WHERE s.tenant_id = $1",
+        )
+        .bind(tenant.id.0)
+        .fetch_one(pool)
+        .await?;
+        if (google as usize >= args.bookings && jobber as usize >= args.bookings) || Instant::now() > sync_deadline {
+            break (google, jobber);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let sync_seconds = started.elapsed().as_secs_f64();
     let report = FulfillmentBenchReport {
         appointments: booked,
         availability_30_days,
@@ -215,6 +283,9 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
         booking_errors: errors.load(Ordering::Relaxed),
         events_drained_ms: drained_from.elapsed().as_secs_f64() * 1000.0,
         events_relayed: relayed,
+        google_synced,
+        jobber_synced,
+        sync_seconds,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -222,6 +293,7 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
         print_text(&report);
     }
     relay.abort();
+    sync.iter().for_each(tokio::task::JoinHandle::abort);
     let _ = stop.send(true);
     serving.await.context("the service panicked")??;
     if report.contention_holds != 1 || report.contention_other != 0 {
@@ -256,6 +328,14 @@ fn print_text(r: &FulfillmentBenchReport) {
         "  appointment events relayed: {} (drained {:.0} ms after the last booking)",
         r.events_relayed, r.events_drained_ms
     );
+    println!(
+        "  calendar sync: {} in Google ({:.0}/s), {} in Jobber ({:.0}/s), {:.1} s from the first booking",
+        r.google_synced,
+        r.google_synced as f64 / r.sync_seconds,
+        r.jobber_synced,
+        r.jobber_synced as f64 / r.sync_seconds,
+        r.sync_seconds
+    );
 }
 
 #[derive(Clone)]
@@ -287,9 +367,10 @@ async fn slots(
     resource: &str,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    interval: u32,
 ) -> anyhow::Result<Vec<String>> {
     let url = format!(
-        "{}/api/v1/availability?service_id={service}&resource_id={resource}&from={}&to={}",
+        "{}/api/v1/availability?service_id={service}&resource_id={resource}&from={}&to={}&interval_minutes={interval}",
         api.base,
         from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -75,6 +75,15 @@ fn point_providers_at(settings: &mut Settings, sim_url: &str, sim: &SimConfig) {
     providers.sns_cert_hosts.push(sim_host);
     providers.sns_cert_allow_http = true;
     providers.sns_topic_arns.extend(sim.sns_topic_arns());
+    let calendars = &mut settings.calendars;
+    calendars.google_api_url = sim_url.to_owned();
+    calendars.google_token_url = format!("{sim_url}/token");
+    calendars.jobber_graphql_url = format!("{sim_url}/api/graphql");
+    calendars.jobber_token_url = format!("{sim_url}/api/oauth/token");
+    calendars.google_client_id = sim.google_client_id.clone();
+    calendars.google_client_secret = sim.google_client_secret.clone().into();
+    calendars.jobber_client_id = sim.jobber_client_id.clone();
+    calendars.jobber_client_secret = sim.jobber_client_secret.clone().into();
 }
 
 /// Tenants that bring no AWS account of their own send email and SMS through these.
@@ -124,6 +133,7 @@ fn print_banner(demo: &DemoCredentials, address: &str, sim_url: &str, webchat: u
          \x20 admin:      {email}  password: {password}\n\
          \x20 inbox:      {address}/inbox (log in with the admin above)\n\
          \x20 webchat:    {address}/webchat/{webchat}/demo (a website with the chat widget)\n\
+         \x20 calendars:  {sim_url}/sim/google/calendars/{calendar}/events and {sim_url}/sim/jobber/visits\n\
          \x20 API key:    {key}\n\
          \x20 try:        curl -H 'Authorization: Bearer {key}' {address}/api/v1/me\n\
          \x20 providers:  simulated at {sim_url} (requests: {sim_url}/sim/ledger)\n\
@@ -132,5 +142,6 @@ fn print_banner(demo: &DemoCredentials, address: &str, sim_url: &str, webchat: u
         email = demo.admin_email,
         password = demo.admin_password,
         key = demo.api_key,
+        calendar = crate::demo_seed::DEMO_CALENDAR,
     );
 }

@@ -172,8 +172,81 @@ async fn seed(base: &str, key: &str, sim: &SimHandle, tenant_id: uuid::Uuid) -> 
     if let Some(first) = ids.first() {
         api.put(&format!("/api/v1/conversations/{first}/link"), json!({"booking_id": "BK-2041"})).await?;
     }
+    if let Err(error) = seed_fulfillment(&api, sim).await {
+        tracing::warn!(%error, "seeding the demo's scheduling failed");
+    }
     Ok(true)
 }
+
+/// A plumber with Berlin working hours and a 60-minute service, connected to the simulated
+/// Google calendar and Jobber account, with a few appointments already booked.
+async fn seed_fulfillment(api: &Api, sim: &SimHandle) -> anyhow::Result<()> {
+    let week: Vec<Value> = (1..=5)
+        .flat_map(|d| {
+            [
+                json!({"weekday": d, "starts": "08:00", "ends": "12:00"}),
+                json!({"weekday": d, "starts": "13:00", "ends": "17:00"}),
+            ]
+        })
+        .collect();
+    let resource = api
+        .post(
+            "/api/v1/resources",
+            json!({"name": "Jonas (plumber)", "time_zone": "Europe/Berlin", "working_hours": week}),
+        )
+        .await?;
+    let resource = resource["id"].as_str().context("resource id")?.to_owned();
+    let service = api
+        .post(
+            "/api/v1/services",
+            json!({"name": "Boiler service", "duration_minutes": 60, "buffer_after_minutes": 15, "price_cents": 12000}),
+        )
+        .await?;
+    let service = service["id"].as_str().context("service id")?.to_owned();
+    api.post(
+        "/api/v1/surcharges",
+        json!({"name": "Friday afternoon", "weekdays": [5], "starts": "13:00", "ends": "17:00", "percent": 20}),
+    )
+    .await?;
+    let google = sim.oauth_grant(cpaas_sim::Vendor::Google);
+    api.post(
+        "/api/v1/calendar-connections",
+        json!({"provider": "google", "display_name": "Jonas's Google calendar", "resource_id": resource,
+               "calendar_id": DEMO_CALENDAR, "refresh_token": google.refresh_token}),
+    )
+    .await?;
+    let jobber = sim.oauth_grant(cpaas_sim::Vendor::Jobber);
+    api.post(
+        "/api/v1/calendar-connections",
+        json!({"provider": "jobber", "display_name": "Demo Plumbing on Jobber", "refresh_token": jobber.refresh_token}),
+    )
+    .await?;
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    let to = tomorrow + chrono::Duration::days(7);
+    let slots = api
+        .get(&format!(
+            "/api/v1/availability?service_id={service}&resource_id={resource}&from={}&to={}",
+            tomorrow.format("%Y-%m-%dT00:00:00Z"),
+            to.format("%Y-%m-%dT00:00:00Z")
+        ))
+        .await?;
+    let starts: Vec<String> = slots["resources"][0]["slots"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|s| s["start"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    for (n, start) in starts.iter().step_by(5).take(4).enumerate() {
+        api.post(
+            "/api/v1/appointments",
+            json!({"service_id": service, "resource_id": resource, "start": start,
+                   "title": format!("Boiler service #{}", n + 1), "location": "Invalidenstr. 117, 10115 Berlin"}),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The simulated Google calendar of the demo's plumber.
+pub const DEMO_CALENDAR: &str = "jonas@demo-plumbing.example";
 
 struct Api {
     http: reqwest::Client,

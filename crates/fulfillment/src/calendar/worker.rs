@@ -4,7 +4,8 @@
 //! marks the appointment's state on that connection failed with the reason; revoked credentials
 //! mark the connection unauthorized. Nothing here can block or undo a booking.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use calendars::{CalendarEvent, Credentials, EventKey, GoogleCalendar, Jobber, JobberLink, SyncError};
@@ -24,10 +25,23 @@ const LEASE_SECS: f64 = 120.0;
 /// After this many attempts a job that keeps failing is given up (the state says why).
 const MAX_ATTEMPTS: i32 = 15;
 
+/// This process's Jobber adapters, one per connection: each tracks its account's query-cost
+/// budget, so it holds back instead of being throttled.
+#[derive(Debug, Default, Clone)]
+pub struct Adapters(Arc<Mutex<HashMap<Uuid, Arc<Jobber>>>>);
+
+impl Adapters {
+    fn jobber(&self, connection: Uuid, config: &calendars::JobberConfig) -> Arc<Jobber> {
+        let mut adapters = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        adapters.entry(connection).or_insert_with(|| Arc::new(Jobber::new(config.clone()))).clone()
+    }
+}
+
 /// Does sync jobs until the task is dropped; woken after local commits, polling for the rest.
 pub async fn run(module: Fulfillment, wake: Arc<Notify>, poll: Duration) {
+    let adapters = Adapters::default();
     loop {
-        match run_once(&module).await {
+        match run_once(&module, &adapters).await {
             Ok(n) if n as i64 == BATCH => continue,
             Ok(_) => {}
             Err(error) => {
@@ -51,8 +65,9 @@ struct Job {
 }
 
 /// One round: takes due jobs and does them, one vendor conversation per appointment and
-/// connection.
-pub async fn run_once(module: &Fulfillment) -> Result<usize, ApiError> {
+/// connection; connections in parallel, each connection's jobs in turn (a vendor's budget is
+/// per account).
+pub async fn run_once(module: &Fulfillment, adapters: &Adapters) -> Result<usize, ApiError> {
     let jobs = sqlx::query_as!(
         Job,
         r#"UPDATE fulfillment.sync_jobs j SET attempts = attempts + 1,
@@ -77,12 +92,23 @@ pub async fn run_once(module: &Fulfillment) -> Result<usize, ApiError> {
             None => newest.push(job),
         }
     }
+    let mut by_connection: HashMap<Uuid, Vec<Job>> = HashMap::new();
     for job in newest {
-        if let Err(error) = process(module, &job).await {
-            // Our own failure (the database): the lease brings the job back.
-            tracing::warn!(%error, job = job.id, "a calendar sync job failed here");
-        }
+        by_connection.entry(job.connection_id).or_default().push(job);
     }
+    let mut running = tokio::task::JoinSet::new();
+    for (_, jobs) in by_connection {
+        let (module, adapters) = (module.clone(), adapters.clone());
+        running.spawn(async move {
+            for job in jobs {
+                if let Err(error) = process(&module, &adapters, &job).await {
+                    // Our own failure (the database): the lease brings the job back.
+                    tracing::warn!(%error, job = job.id, "a calendar sync job failed here");
+                }
+            }
+        });
+    }
+    while running.join_next().await.is_some() {}
     Ok(count)
 }
 
@@ -94,14 +120,19 @@ enum Done {
     Nothing,
 }
 
-async fn process(module: &Fulfillment, job: &Job) -> Result<(), ApiError> {
+async fn process(module: &Fulfillment, adapters: &Adapters, job: &Job) -> Result<(), ApiError> {
     let mut tx = module.pool.begin().await?;
-    process_in(module, &mut tx, job).await?;
+    process_in(module, adapters, &mut tx, job).await?;
     tx.commit().await?;
     Ok(())
 }
 
-async fn process_in(module: &Fulfillment, tx: &mut sqlx::PgConnection, job: &Job) -> Result<(), ApiError> {
+async fn process_in(
+    module: &Fulfillment,
+    adapters: &Adapters,
+    tx: &mut sqlx::PgConnection,
+    job: &Job,
+) -> Result<(), ApiError> {
     // The appointment's state on this connection, locked: two processes never talk to the vendor
     // about the same appointment at once (Jobber's creations are not idempotent).
     let state = sqlx::query!(
@@ -153,7 +184,13 @@ async fn process_in(module: &Fulfillment, tx: &mut sqlx::PgConnection, job: &Job
             let calendar_id = connection.calendar_id.clone().unwrap_or_default();
             google(&apps, &calendar_id, &mut credentials, &event, wanted, &state.external).await
         }
-        _ => jobber(&apps, &mut credentials, &event, wanted, &state.external).await,
+        _ => match &apps.jobber {
+            Some(config) => {
+                let adapter = adapters.jobber(job.connection_id, config);
+                jobber(&adapter, &mut credentials, &event, wanted, &state.external).await
+            }
+            None => (Err((unconfigured("Jobber"), None)), false),
+        },
     };
     if changed {
         super::save_credentials(&module.pool, &module.keyring, job.tenant_id, job.connection_id, &credentials).await?;
@@ -186,13 +223,7 @@ async fn google(
     external: &Value,
 ) -> Outcome {
     let Some(config) = apps.google.clone() else {
-        return (
-            Err((
-                SyncError::Permanent { code: "configuration".into(), reason: "no Google app is configured".into() },
-                None,
-            )),
-            false,
-        );
+        return (Err((unconfigured("Google"), None)), false);
     };
     let adapter = GoogleCalendar::new(calendars::GoogleConfig { calendar_id: calendar_id.to_owned(), ..config });
     let shown = external.get("event").is_some();
@@ -214,23 +245,17 @@ async fn google(
     }
 }
 
+fn unconfigured(vendor: &str) -> SyncError {
+    SyncError::Permanent { code: "configuration".into(), reason: format!("no {vendor} app is configured") }
+}
+
 async fn jobber(
-    apps: &CalendarApps,
+    adapter: &Jobber,
     credentials: &mut Credentials,
     event: &CalendarEvent,
     wanted: bool,
     external: &Value,
 ) -> Outcome {
-    let Some(config) = apps.jobber.clone() else {
-        return (
-            Err((
-                SyncError::Permanent { code: "configuration".into(), reason: "no Jobber app is configured".into() },
-                None,
-            )),
-            false,
-        );
-    };
-    let adapter = Jobber::new(config);
     let mut link: JobberLink = serde_json::from_value(external.clone()).unwrap_or_default();
     let has_visit = link.visit.is_some();
     let customer = calendars::Customer { company_name: Some(event.title.clone()), ..calendars::Customer::default() };
@@ -310,7 +335,22 @@ async fn failed(tx: &mut sqlx::PgConnection, job: &Job, error: SyncError, extern
     let reason = error.to_string();
     let retry = match &error {
         SyncError::Retryable { retry_after, .. } => Some(retry_after.unwrap_or_else(|| backoff(job.attempts))),
-        SyncError::RateLimited { retry_after } => Some(retry_after.unwrap_or_else(|| backoff(job.attempts))),
+        SyncError::RateLimited { retry_after } => {
+            // The vendor asked us to wait: not a failed attempt, and the account's other jobs
+            // wait too instead of being refused one by one.
+            let wait = retry_after.unwrap_or_else(|| backoff(job.attempts));
+            sqlx::query!(
+                r#"UPDATE fulfillment.sync_jobs SET attempts = GREATEST(attempts - CASE WHEN id = $3 THEN 1 ELSE 0 END, 0),
+                       next_attempt_at = GREATEST(next_attempt_at, now() + $2 * interval '1 second')
+                   WHERE connection_id = $1 AND done_at IS NULL"#,
+                job.connection_id,
+                wait.as_secs_f64(),
+                job.id,
+            )
+            .execute(&mut *tx)
+            .await?;
+            Some(wait)
+        }
         SyncError::Unauthorized { .. } => {
             sqlx::query!(
                 r#"UPDATE fulfillment.calendar_connections SET status = 'unauthorized', status_reason = $2, updated_at = now()
