@@ -51,8 +51,10 @@ pub async fn run_once(module: &Fulfillment) -> Result<usize, ApiError> {
            WHERE r.id = c.resource_id AND c.id IN (
                SELECT id FROM fulfillment.calendar_connections
                WHERE provider = 'google' AND status = 'active'
-                 AND (sync_requested_at IS NOT NULL OR last_synced_at IS NULL
-                      OR last_synced_at < now() - $1 * interval '1 second')
+                 AND (last_synced_at IS NULL OR last_synced_at < now() - $1 * interval '1 second'
+                      -- Asked for by a push: at most once a second per calendar (our own inserts
+                      -- make Google push too; a burst of bookings must not become a burst of syncs).
+                      OR (sync_requested_at IS NOT NULL AND last_synced_at < now() - interval '1 second'))
                ORDER BY sync_requested_at NULLS LAST LIMIT 5 FOR UPDATE SKIP LOCKED)
            RETURNING c.id, c.tenant_id, c.resource_id AS "resource_id!", c.calendar_id AS "calendar_id!", c.credentials,
                      c.sync_token, c.channel_id, c.channel_expires_at, r.time_zone"#,
