@@ -179,6 +179,12 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/appointments/{id}", "get"),
         ("/api/v1/appointments/{id}/cancel", "post"),
         ("/api/v1/appointments/{id}/reschedule", "post"),
+        ("/api/v1/calendar-connections", "get"),
+        ("/api/v1/calendar-connections", "post"),
+        ("/api/v1/calendar-connections/{id}", "delete"),
+        ("/api/v1/calendar-connections/{id}/sync", "post"),
+        ("/api/webhooks/google-calendar", "post"),
+        ("/api/webhooks/jobber", "post"),
     ];
     for (path, method) in expected {
         assert!(
