@@ -108,6 +108,19 @@ async fn berlin_hours_stay_local_across_daylight_saving_and_a_hold_takes_its_slo
     let freed = slots(&app, &tenant, &service, &resource, "2027-03-26T00:00:00Z", "2027-03-27T00:00:00Z").await;
     assert!(freed.contains(&"2027-03-26T08:00:00Z".to_owned()));
 
+    // A service or resource with appointments is retired, not deleted; an unused one goes.
+    assert_error(app.delete(&format!("/api/v1/services/{service}"), &tenant.api_key).await, 409, "conflict").await;
+    assert_error(app.delete(&format!("/api/v1/resources/{resource}"), &tenant.api_key).await, 409, "conflict").await;
+    let spare: Value = app
+        .post("/api/v1/services", &tenant.api_key, json!({"name": "Spare", "duration_minutes": 30}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let spare = spare["id"].as_str().unwrap();
+    assert_eq!(app.delete(&format!("/api/v1/services/{spare}"), &tenant.api_key).await.status(), 204);
+    assert_error(app.get(&format!("/api/v1/services/{spare}"), &tenant.api_key).await, 404, "not_found").await;
+
     // Another tenant sees none of it.
     let other = app.create_tenant("rival").await;
     assert_error(app.get(&format!("/api/v1/appointments/{id}"), &other.api_key).await, 404, "not_found").await;

@@ -166,6 +166,7 @@ async fn openapi_document_describes_every_route() {
         ("/api/v1/services", "post"),
         ("/api/v1/services/{id}", "get"),
         ("/api/v1/services/{id}", "patch"),
+        ("/api/v1/services/{id}", "delete"),
         ("/api/v1/surcharges", "get"),
         ("/api/v1/surcharges", "post"),
         ("/api/v1/surcharges/{id}", "delete"),

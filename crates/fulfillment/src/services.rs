@@ -20,7 +20,7 @@ use crate::slots::Needs;
 pub fn router() -> OpenApiRouter<Fulfillment> {
     OpenApiRouter::new()
         .routes(routes!(list_services, create_service))
-        .routes(routes!(get_service, update_service))
+        .routes(routes!(get_service, update_service, delete_service))
         .routes(routes!(list_surcharges, add_surcharge))
         .routes(routes!(delete_surcharge))
 }
@@ -236,6 +236,31 @@ pub async fn update_service(
     .await?
     .ok_or(ApiError::NotFound("service"))?;
     Ok(Json(updated))
+}
+
+/// Deletes a service nobody ever booked; one with appointments is retired instead (409 says
+/// so: `active: false` keeps its history).
+#[utoipa::path(
+    delete, path = "/api/v1/services/{id}", tag = "fulfillment", params(("id" = Uuid, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn delete_service(
+    State(module): State<Fulfillment>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let deleted =
+        sqlx::query!("DELETE FROM fulfillment.services WHERE tenant_id = $1 AND id = $2", caller.tenant_id.0, id)
+            .execute(&module.pool)
+            .await
+            .map_err(|error| match error.as_database_error().and_then(|e| e.code()).as_deref() {
+                Some("23503") => ApiError::conflict(None, "the service has appointments: set active to false instead"),
+                _ => ApiError::from(error),
+            })?;
+    if deleted.rows_affected() == 0 {
+        return Err(ApiError::NotFound("service"));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
