@@ -186,6 +186,19 @@ async fn vendor_failures_lost_answers_throttling_and_revoked_grants_never_touch_
     let tenant = app.create_tenant("plumbing").await;
     let (resource, service) = berlin_plumber(&app, &tenant).await;
     let (_, jobber) = connect(&app, &tenant, &sim, &resource).await;
+    // The first busy-time import talks to Google too: let it finish, so the failures below meet
+    // the appointment's insert.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let connections: Value = app.get("/api/v1/calendar-connections", &tenant.api_key).await.json().await.unwrap();
+        let google =
+            connections["items"].as_array().unwrap().iter().find(|c| c["provider"] == "google").cloned().unwrap();
+        if google["last_synced_at"].is_string() && google["push_channel_expires_at"].is_string() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first import never ran: {google}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let rule = |provider: &str, kind: FailureKind, n: u32| FailureRule {
         provider: Some(provider.into()),
         recipient: None,

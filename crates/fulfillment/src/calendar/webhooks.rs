@@ -75,6 +75,11 @@ pub async fn jobber_webhook(
         WebhookError::MissingSignature | WebhookError::BadSignature => ApiError::InvalidCredentials(error.to_string()),
         WebhookError::Malformed(message) => ApiError::BadRequest { message, field: None },
     })?;
+    // Jobber tells us about the visits we create too; only a change or deletion can be someone
+    // else's doing.
+    if !(event.topic.contains("UPDATE") || event.topic.contains("DESTROY") || event.topic.contains("DELETE")) {
+        return Ok(StatusCode::OK);
+    }
     let note = format!("{} at {}", event.topic, event.occurred_at.to_rfc3339());
     let marked = sqlx::query!(
         r#"UPDATE fulfillment.appointment_sync SET remote_change = $2, updated_at = now()
