@@ -298,6 +298,7 @@ async fn take(
         request_hash: key.as_ref().map(|_| hash.as_slice()),
     };
     let mut tx = module.pool.begin().await?;
+    repository::lock_resource(&mut tx, tenant, new.resource).await?;
     repository::expire_lapsed(&mut tx, tenant, new.resource, new.blocks).await?;
     let inserted = repository::insert(&mut tx, &new).await.map_err(slot_taken)?;
     let Some(id) = inserted else {
@@ -568,6 +569,7 @@ pub async fn reschedule_appointment(
     check_slot(&module, tenant, resource, needs, request.start).await?;
     let blocks: Interval = needs.blocks(request.start);
     let mut tx = module.pool.begin().await?;
+    repository::lock_resource(&mut tx, tenant, resource).await?;
     repository::expire_lapsed(&mut tx, tenant, resource, blocks).await?;
     let moved = sqlx::query!(
         r#"UPDATE fulfillment.appointments SET resource_id = $3, starts_at = $4, ends_at = $5, blocks = tstzrange($6, $7),

@@ -54,6 +54,24 @@ pub async fn calendar_busy(
     .await?)
 }
 
+/// Takes the resource's write lock for this transaction: whoever takes or moves time on one
+/// resource goes one after the other. The exclusion constraint alone would still refuse every
+/// overlap, but concurrent inserts of overlapping ranges each wait for the other's index entry and
+/// deadlock (PostgreSQL then kills one after `deadlock_timeout`: a 500 and a second's delay);
+/// this lock makes them queue instead, and the losers get their 409 at once. `FOR NO KEY
+/// UPDATE` leaves the appointments' foreign-key checks (`FOR KEY SHARE`) unblocked.
+pub async fn lock_resource(tx: &mut PgConnection, tenant: Uuid, resource: Uuid) -> Result<(), ApiError> {
+    sqlx::query_scalar!(
+        "SELECT id FROM fulfillment.resources WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE",
+        tenant,
+        resource,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .map(drop)
+    .ok_or(ApiError::NotFound("resource"))
+}
+
 /// Marks the lapsed holds overlapping `blocks` expired, so the constraint stops counting them.
 /// Their rows are locked by this transaction: a concurrent confirmation of one waits and then
 /// finds it expired.

@@ -171,7 +171,10 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
         match handle.await? {
             Ok(201) => holds += 1,
             Ok(409) => conflicts += 1,
-            _ => other += 1,
+            answer => {
+                eprintln!("a contender got {answer:?}");
+                other += 1;
+            }
         }
     }
     let contention_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -250,6 +253,7 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let events_drained_ms = drained_from.elapsed().as_secs_f64() * 1000.0;
     // The calendar sync: every appointment shown in both, rate over the whole phase.
     let sync_deadline = Instant::now() + Duration::from_secs(args.sync_wait_secs);
     let (google_synced, jobber_synced) = loop {
@@ -281,7 +285,7 @@ pub async fn run(settings: &mut Settings, database: &Database, args: Fulfillment
         bookings_per_second: args.bookings as f64 / elapsed,
         booking_latency: Percentiles::of(latencies),
         booking_errors: errors.load(Ordering::Relaxed),
-        events_drained_ms: drained_from.elapsed().as_secs_f64() * 1000.0,
+        events_drained_ms,
         events_relayed: relayed,
         google_synced,
         jobber_synced,
