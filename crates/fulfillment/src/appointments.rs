@@ -386,6 +386,8 @@ pub async fn get_reservation(
 /// Wakes this process's event relay and calendar sync after a commit.
 fn wake(module: &Fulfillment) {
     module.events.notify_one();
+    // Both vendors' workers wait on it: wake every waiter, and leave a permit for one that is busy.
+    module.sync_wake.notify_waiters();
     module.sync_wake.notify_one();
 }
 

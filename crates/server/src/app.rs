@@ -310,12 +310,22 @@ pub fn spawn_appointment_relay(
 
 /// Starts the calendar sync worker and the busy-time import (every serve and worker process;
 /// jobs and connections are taken with SKIP LOCKED).
-pub fn spawn_calendar_sync(fulfillment: &fulfillment::Fulfillment) -> [tokio::task::JoinHandle<()>; 2] {
-    let (sync, busy) = (fulfillment.clone(), fulfillment.clone());
+pub fn spawn_calendar_sync(fulfillment: &fulfillment::Fulfillment) -> [tokio::task::JoinHandle<()>; 3] {
+    let sync = |provider: &'static str, name: &'static str| {
+        let module = fulfillment.clone();
+        supervise::spawn_loop(name, move || {
+            fulfillment::calendar::worker::run(
+                module.clone(),
+                provider,
+                module.sync_wake.clone(),
+                Duration::from_millis(500),
+            )
+        })
+    };
+    let busy = fulfillment.clone();
     [
-        supervise::spawn_loop("calendar-sync", move || {
-            fulfillment::calendar::worker::run(sync.clone(), sync.sync_wake.clone(), Duration::from_millis(500))
-        }),
+        sync("google", "calendar-sync-google"),
+        sync("jobber", "calendar-sync-jobber"),
         supervise::spawn_loop("calendar-busy-import", move || {
             fulfillment::calendar::busy::run(busy.clone(), busy.busy_wake.clone(), Duration::from_secs(1))
         }),

@@ -172,6 +172,7 @@ pub async fn create_connection(
         super::enqueue(&mut tx, tenant, appointment).await?;
     }
     tx.commit().await?;
+    module.sync_wake.notify_waiters();
     module.sync_wake.notify_one();
     module.busy_wake.notify_one();
     let view = find(&module, tenant, id).await?;

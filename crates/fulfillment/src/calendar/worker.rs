@@ -37,11 +37,13 @@ impl Adapters {
     }
 }
 
-/// Does sync jobs until the task is dropped; woken after local commits, polling for the rest.
-pub async fn run(module: Fulfillment, wake: Arc<Notify>, poll: Duration) {
+/// Does one vendor's sync jobs (`google` or `jobber`: each runs at its own pace, so Jobber's
+/// cost budget never slows Google down) until the task is dropped; woken after local commits,
+/// polling for the rest.
+pub async fn run(module: Fulfillment, provider: &'static str, wake: Arc<Notify>, poll: Duration) {
     let adapters = Adapters::default();
     loop {
-        match run_once(&module, &adapters).await {
+        match run_once(&module, provider, &adapters).await {
             Ok(n) if n as i64 == BATCH => continue,
             Ok(_) => {}
             Err(error) => {
@@ -67,16 +69,19 @@ struct Job {
 /// One round: takes due jobs and does them, one vendor conversation per appointment and
 /// connection; connections in parallel, each connection's jobs in turn (a vendor's budget is
 /// per account).
-pub async fn run_once(module: &Fulfillment, adapters: &Adapters) -> Result<usize, ApiError> {
+pub async fn run_once(module: &Fulfillment, provider: &str, adapters: &Adapters) -> Result<usize, ApiError> {
     let jobs = sqlx::query_as!(
         Job,
         r#"UPDATE fulfillment.sync_jobs j SET attempts = attempts + 1,
                next_attempt_at = now() + $2 * interval '1 second'
-           WHERE j.id IN (SELECT id FROM fulfillment.sync_jobs WHERE done_at IS NULL AND next_attempt_at <= now()
-                          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+           WHERE j.id IN (SELECT s.id FROM fulfillment.sync_jobs s
+                          JOIN fulfillment.calendar_connections c ON c.id = s.connection_id AND c.provider = $3
+                          WHERE s.done_at IS NULL AND s.next_attempt_at <= now()
+                          ORDER BY s.id LIMIT $1 FOR UPDATE OF s SKIP LOCKED)
            RETURNING j.id, j.tenant_id, j.connection_id, j.appointment_id, j.attempts"#,
         BATCH,
         LEASE_SECS,
+        provider,
     )
     .fetch_all(&module.pool)
     .await?;
