@@ -77,6 +77,7 @@ pub async fn run_once(module: &Fulfillment, provider: &str, adapters: &Adapters)
            WHERE j.id IN (SELECT s.id FROM fulfillment.sync_jobs s
                           JOIN fulfillment.calendar_connections c ON c.id = s.connection_id AND c.provider = $3
                           WHERE s.done_at IS NULL AND s.next_attempt_at <= now()
+                            AND (c.hold_until IS NULL OR c.hold_until <= now())
                           ORDER BY s.id LIMIT $1 FOR UPDATE OF s SKIP LOCKED)
            RETURNING j.id, j.tenant_id, j.connection_id, j.appointment_id, j.attempts"#,
         BATCH,
@@ -345,12 +346,16 @@ async fn failed(tx: &mut sqlx::PgConnection, job: &Job, error: SyncError, extern
             // wait too instead of being refused one by one.
             let wait = retry_after.unwrap_or_else(|| backoff(job.attempts));
             sqlx::query!(
-                r#"UPDATE fulfillment.sync_jobs SET attempts = GREATEST(attempts - CASE WHEN id = $3 THEN 1 ELSE 0 END, 0),
-                       next_attempt_at = GREATEST(next_attempt_at, now() + $2 * interval '1 second')
-                   WHERE connection_id = $1 AND done_at IS NULL"#,
+                "UPDATE fulfillment.sync_jobs SET attempts = GREATEST(attempts - 1, 0) WHERE id = $1",
+                job.id,
+            )
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query!(
+                r#"UPDATE fulfillment.calendar_connections
+                   SET hold_until = GREATEST(hold_until, now() + $2 * interval '1 second') WHERE id = $1"#,
                 job.connection_id,
                 wait.as_secs_f64(),
-                job.id,
             )
             .execute(&mut *tx)
             .await?;
