@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{CalendarApps, backoff};
+use super::backoff;
 use crate::Fulfillment;
 
 /// Jobs taken per round.
@@ -25,15 +25,34 @@ const LEASE_SECS: f64 = 120.0;
 /// After this many attempts a job that keeps failing is given up (the state says why).
 const MAX_ATTEMPTS: i32 = 15;
 
-/// This process's Jobber adapters, one per connection: each tracks its account's query-cost
-/// budget, so it holds back instead of being throttled.
+/// This process's adapters, one per connection: a Jobber adapter tracks its account's
+/// query-cost budget (so it holds back instead of being throttled), and each keeps its HTTP
+/// client (building one — TLS roots and all — per job cost more than the job).
 #[derive(Debug, Default, Clone)]
-pub struct Adapters(Arc<Mutex<HashMap<Uuid, Arc<Jobber>>>>);
+pub struct Adapters {
+    jobber: Shared<Uuid, Jobber>,
+    google: Shared<(Uuid, String), GoogleCalendar>,
+}
+
+type Shared<K, V> = Arc<Mutex<HashMap<K, Arc<V>>>>;
 
 impl Adapters {
     fn jobber(&self, connection: Uuid, config: &calendars::JobberConfig) -> Arc<Jobber> {
-        let mut adapters = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut adapters = self.jobber.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         adapters.entry(connection).or_insert_with(|| Arc::new(Jobber::new(config.clone()))).clone()
+    }
+
+    fn google(&self, connection: Uuid, calendar_id: &str, config: &calendars::GoogleConfig) -> Arc<GoogleCalendar> {
+        let mut adapters = self.google.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        adapters
+            .entry((connection, calendar_id.to_owned()))
+            .or_insert_with(|| {
+                Arc::new(GoogleCalendar::new(calendars::GoogleConfig {
+                    calendar_id: calendar_id.to_owned(),
+                    ..config.clone()
+                }))
+            })
+            .clone()
     }
 }
 
@@ -186,10 +205,14 @@ async fn process_in(
     let mut credentials = super::open(&module.keyring, job.tenant_id, job.connection_id, &connection.credentials)?;
     let apps = module.calendars.clone();
     let (outcome, changed) = match connection.provider.as_str() {
-        "google" => {
-            let calendar_id = connection.calendar_id.clone().unwrap_or_default();
-            google(&apps, &calendar_id, &mut credentials, &event, wanted, &state.external).await
-        }
+        "google" => match &apps.google {
+            Some(config) => {
+                let calendar_id = connection.calendar_id.clone().unwrap_or_default();
+                let adapter = adapters.google(job.connection_id, &calendar_id, config);
+                google(&adapter, &mut credentials, &event, wanted, &state.external).await
+            }
+            None => (Err((unconfigured("Google"), None)), false),
+        },
         _ => match &apps.jobber {
             Some(config) => {
                 let adapter = adapters.jobber(job.connection_id, config);
@@ -221,17 +244,12 @@ async fn process_in(
 type Outcome = (Result<Done, (SyncError, Option<Value>)>, bool);
 
 async fn google(
-    apps: &CalendarApps,
-    calendar_id: &str,
+    adapter: &GoogleCalendar,
     credentials: &mut Credentials,
     event: &CalendarEvent,
     wanted: bool,
     external: &Value,
 ) -> Outcome {
-    let Some(config) = apps.google.clone() else {
-        return (Err((unconfigured("Google"), None)), false);
-    };
-    let adapter = GoogleCalendar::new(calendars::GoogleConfig { calendar_id: calendar_id.to_owned(), ..config });
     let shown = external.get("event").is_some();
     let record = json!({ "event": event.key.as_str() });
     match (wanted, shown) {
