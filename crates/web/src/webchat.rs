@@ -73,7 +73,7 @@ async fn frame(State(web): State<Web>, Path(channel): Path<String>, headers: Hea
     // (strict-origin-when-cross-origin): refuse what the operator did not list, besides the
     // frame-ancestors CSP below.
     if let Some(embedder) = headers.get(header::REFERER).and_then(|r| r.to_str().ok()).and_then(origin_of)
-        && !own_origin(&embedder, &headers)
+        && !communications::webchat::http::is_own_origin(&embedder, &headers)
         && !channel.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(&embedder))
     {
         return (StatusCode::FORBIDDEN, "This site may not show this chat.").into_response();
@@ -170,11 +170,6 @@ fn origin_of(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let host = rest.split(['/', '?', '#']).next()?;
     (!host.is_empty()).then(|| format!("{}://{}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
-}
-
-fn own_origin(origin: &str, headers: &HeaderMap) -> bool {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    origin.split_once("://").is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host))
 }
 
 #[cfg(test)]

@@ -325,13 +325,20 @@ fn bearer_visitor(module: &Communications, channel: &WebchatChannel, headers: &H
 fn check_origin(headers: &HeaderMap, channel: &WebchatChannel) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
     let origin = origin.to_str().unwrap_or_default();
-    let host = headers.get(header::HOST).and_then(|host| host.to_str().ok()).unwrap_or_default();
-    let own = origin.split_once("://").is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host));
-    if own || channel.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin)) {
+    if is_own_origin(origin, headers)
+        || channel.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin))
+    {
         Ok(())
     } else {
         Err(ApiError::Forbidden(format!("{origin} is not among this webchat channel's allowed origins")))
     }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is this server as the request reached it (its
+/// `Host`): the widget's own frame.
+pub fn is_own_origin(origin: &str, headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|host| host.to_str().ok()).unwrap_or_default();
+    origin.split_once("://").is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host))
 }
 
 fn address(client: Option<&Extension<ConnectInfo<SocketAddr>>>) -> String {
