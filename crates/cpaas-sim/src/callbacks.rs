@@ -59,6 +59,9 @@ pub enum InboundSpec {
         body: String,
         media: Vec<String>,
     },
+    /// The raw shortcut: one voice status-callback form (`CallStatus` as given, `CallDuration=0`)
+    /// posted to `/api/webhooks/twilio/{account_sid}/voice`. Real Twilio posts a ringing call to
+    /// that (Voice) URL and expects TwiML: [`crate::SimHandle::place_call`] simulates that.
     TwilioMissedCall {
         account_sid: String,
         from: String,
@@ -229,24 +232,47 @@ async fn post_meta(state: &Arc<SimState>, url: &str, body: &serde_json::Value) -
         ("user-agent".to_owned(), "facebookexternalua".to_owned()),
     ];
     let policy = Policy::Meta(state.config.meta_schedule());
-    deliver(state, Outgoing { url: url.to_owned(), headers, body: bytes, policy }).await
+    deliver(state, Outgoing { method: reqwest::Method::POST, url: url.to_owned(), headers, body: bytes, policy }).await
 }
 
 /// A connection-override fragment steers Twilio's retries and is never sent; Twilio signs the
 /// URL it requests, without the fragment (docs/providers/twilio.md §5.1).
 async fn post_twilio(state: &Arc<SimState>, url: &str, form: &[(String, String)]) -> anyhow::Result<()> {
+    deliver(state, twilio_request(state, reqwest::Method::POST, url, form)?).await
+}
+
+/// A signed Twilio request to `url` (which may carry a connection-override fragment) with
+/// `form` as the body of a POST, or appended to the query of a GET. A GET is signed over the
+/// URL alone, query included; a POST over the URL and the sorted params.
+pub(crate) fn twilio_request(
+    state: &SimState,
+    method: reqwest::Method,
+    url: &str,
+    form: &[(String, String)],
+) -> anyhow::Result<Outgoing> {
     let (wire_url, fragment) = split_fragment(url);
-    let signature = signing::twilio_signature(&state.config.twilio_auth_token, wire_url, form);
-    let body = serde_urlencoded::to_string(form)?.into_bytes();
-    let headers = vec![
-        ("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()),
-        ("x-twilio-signature".to_owned(), signature),
-        ("user-agent".to_owned(), "TwilioProxy/1.1".to_owned()),
-        // One token per webhook, repeated on its retries, so a receiver can drop duplicates.
-        ("i-twilio-idempotency-token".to_owned(), uuid::Uuid::new_v4().to_string()),
-    ];
     let policy = Policy::Twilio(TwilioOverrides::parse(fragment));
-    deliver(state, Outgoing { url: wire_url.to_owned(), headers, body, policy }).await
+    let mut headers = Vec::new();
+    let (url, body) = if method == reqwest::Method::GET {
+        let separator = if wire_url.contains('?') { '&' } else { '?' };
+        let url = format!("{wire_url}{separator}{}", serde_urlencoded::to_string(form)?);
+        headers.push((
+            "x-twilio-signature".to_owned(),
+            signing::twilio_signature(&state.config.twilio_auth_token, &url, &[]),
+        ));
+        (url, Vec::new())
+    } else {
+        headers.push(("content-type".to_owned(), "application/x-www-form-urlencoded".to_owned()));
+        headers.push((
+            "x-twilio-signature".to_owned(),
+            signing::twilio_signature(&state.config.twilio_auth_token, wire_url, form),
+        ));
+        (wire_url.to_owned(), serde_urlencoded::to_string(form)?.into_bytes())
+    };
+    headers.push(("user-agent".to_owned(), "TwilioProxy/1.1".to_owned()));
+    // One token per webhook, repeated on its retries, so a receiver can drop duplicates.
+    headers.push(("i-twilio-idempotency-token".to_owned(), uuid::Uuid::new_v4().to_string()));
+    Ok(Outgoing { method, url, headers, body, policy })
 }
 
 /// Posts a signed SNS notification of `message` (any text) on the topic `arn`. A retry sends the
@@ -255,5 +281,5 @@ async fn post_twilio(state: &Arc<SimState>, url: &str, form: &[(String, String)]
 pub(crate) async fn post_sns(state: &Arc<SimState>, arn: &str, message: &str) -> anyhow::Result<()> {
     let (url, headers, body) = sns::signed_notification(state, arn, message)?;
     let policy = Policy::Sns(state.config.sns_delivery_policy);
-    deliver(state, Outgoing { url, headers, body, policy }).await
+    deliver(state, Outgoing { method: reqwest::Method::POST, url, headers, body, policy }).await
 }

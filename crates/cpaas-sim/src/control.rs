@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::{CallbackStatus, FailureRule, InboundSpec, SimState, callbacks};
+use crate::{CallSpec, CallbackStatus, FailureRule, InboundSpec, SimState, callbacks, twilio_voice};
 
 pub(crate) fn routes() -> Router<Arc<SimState>> {
     Router::new()
@@ -20,6 +20,8 @@ pub(crate) fn routes() -> Router<Arc<SimState>> {
         .route("/sim/failures", post(add_failure).delete(clear_failures))
         .route("/sim/callbacks", post(post_callbacks))
         .route("/sim/inbound", post(post_inbound))
+        .route("/sim/calls", post(place_call).get(read_calls).delete(clear_calls))
+        .route("/sim/twilio/opt-outs", get(read_opt_outs).delete(clear_opt_outs))
         .route("/sim/sns/cert.pem", get(sns_certificate))
 }
 
@@ -73,6 +75,32 @@ async fn post_inbound(State(state): State<Arc<SimState>>, Json(inbound): Json<In
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => webhook_failure(&error),
     }
+}
+
+/// 200 with the call's report, whatever the service answered; 502 when it could not be placed.
+async fn place_call(State(state): State<Arc<SimState>>, Json(spec): Json<CallSpec>) -> Response {
+    match twilio_voice::place_call(&state, spec).await {
+        Ok(report) => Json(report).into_response(),
+        Err(error) => webhook_failure(&error),
+    }
+}
+
+async fn read_calls(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.calls().clone()).into_response()
+}
+
+async fn clear_calls(State(state): State<Arc<SimState>>) -> StatusCode {
+    state.calls().clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn read_opt_outs(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.twilio_opt_outs().list()).into_response()
+}
+
+async fn clear_opt_outs(State(state): State<Arc<SimState>>) -> StatusCode {
+    state.twilio_opt_outs().clear();
+    StatusCode::NO_CONTENT
 }
 
 async fn sns_certificate(State(state): State<Arc<SimState>>) -> Response {

@@ -149,8 +149,10 @@ impl Policy {
 
 /// A signed webhook ready to go: the same bytes on every attempt (Meta's and SNS's
 /// redeliveries carry the original body; Twilio's keep their `I-Twilio-Idempotency-Token`).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Outgoing {
+    /// POST for everything but a Twilio voice request configured as GET (params in the query).
+    pub method: reqwest::Method,
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -178,13 +180,42 @@ impl Clients {
     }
 }
 
+/// What a receiver answered (any status).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// How a webhook whose answer matters went: the last attempt's answer, or why there was none.
+#[derive(Clone, Debug)]
+pub(crate) struct Exchange {
+    /// Attempts made (retries included).
+    pub attempts: u32,
+    pub answer: Option<Answer>,
+    /// `"http 500"`, `"error: connect: …"`; `None` when delivered (2xx).
+    pub failure: Option<String>,
+}
+
 /// Makes the first attempt and, if the provider would try again, schedules the rest. Errors
 /// with the first attempt's failure (`POST … answered 403: …` or `POST … failed: …`).
 pub(crate) async fn deliver(state: &Arc<SimState>, outgoing: Outgoing) -> anyhow::Result<()> {
+    match deliver_answered(state, outgoing).await {
+        (_, None) => Ok(()),
+        (_, Some(error)) => Err(error),
+    }
+}
+
+/// [`deliver`], also returning what the receiver answered to the first attempt.
+pub(crate) async fn deliver_answered(
+    state: &Arc<SimState>,
+    outgoing: Outgoing,
+) -> (Option<Answer>, Option<anyhow::Error>) {
     let delivery = state.webhooks().start_delivery();
     let started = Instant::now();
     let outgoing = Arc::new(outgoing);
-    let (outcome, error) = attempt(state, &outgoing, Duration::ZERO).await;
+    let (outcome, answer, error) = attempt(state, &outgoing, Duration::ZERO).await;
     let next = outgoing.policy.next(&outcome, 1, started.elapsed());
     {
         let mut log = state.webhooks();
@@ -198,12 +229,31 @@ pub(crate) async fn deliver(state: &Arc<SimState>, outgoing: Outgoing) -> anyhow
         let outgoing = Arc::clone(&outgoing);
         tokio::spawn(async move { retry(state, outgoing, delivery, started, delay).await });
     }
-    match error {
-        None => {
-            tracing::debug!(url = outgoing.url, "webhook delivered");
-            Ok(())
+    if error.is_none() {
+        tracing::debug!(url = outgoing.url, "webhook delivered");
+    }
+    (answer, error)
+}
+
+/// A request whose answer steers what happens next (Twilio's voice URL and `<Dial action>`):
+/// every attempt the provider's policy allows is made while the caller waits, and the last
+/// one's answer returned. Each attempt is logged; nothing is left pending.
+pub(crate) async fn exchange(state: &Arc<SimState>, outgoing: &Outgoing) -> Exchange {
+    let delivery = state.webhooks().start_delivery();
+    let started = Instant::now();
+    let mut made = 0;
+    loop {
+        made += 1;
+        let (outcome, answer, _) = attempt(state, outgoing, started.elapsed()).await;
+        let next = outgoing.policy.next(&outcome, made, started.elapsed());
+        state.webhooks().record(delivery, outgoing, made, &outcome, next);
+        match next {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => {
+                let failure = (outcome != Attempt::Delivered).then(|| outcome.describe());
+                return Exchange { attempts: made, answer, failure };
+            }
         }
-        Some(error) => Err(error),
     }
 }
 
@@ -213,7 +263,7 @@ async fn retry(state: Arc<SimState>, outgoing: Arc<Outgoing>, delivery: u64, sta
     loop {
         tokio::time::sleep(delay).await;
         made += 1;
-        let (outcome, _) = attempt(&state, &outgoing, started.elapsed()).await;
+        let (outcome, _, _) = attempt(&state, &outgoing, started.elapsed()).await;
         let next = outgoing.policy.next(&outcome, made, started.elapsed());
         {
             let mut log = state.webhooks();
@@ -234,25 +284,36 @@ async fn retry(state: Arc<SimState>, outgoing: Arc<Outgoing>, delivery: u64, sta
     }
 }
 
-/// One POST: the outcome, and for a failure the error a caller of `deliver` gets.
-async fn attempt(state: &SimState, outgoing: &Outgoing, spent: Duration) -> (Attempt, Option<anyhow::Error>) {
+/// One request: the outcome, what the receiver answered, and for a failure the error a caller
+/// of `deliver` gets.
+async fn attempt(
+    state: &SimState,
+    outgoing: &Outgoing,
+    spent: Duration,
+) -> (Attempt, Option<Answer>, Option<anyhow::Error>) {
     let client = state.clients().get(&state.http, &outgoing.policy);
-    let url = &outgoing.url;
-    let mut request = client.post(url).timeout(outgoing.policy.request_timeout(spent)).body(outgoing.body.clone());
+    let (method, url) = (&outgoing.method, &outgoing.url);
+    let mut request = client.request(method.clone(), url).timeout(outgoing.policy.request_timeout(spent));
+    if !outgoing.body.is_empty() || *method == reqwest::Method::POST {
+        request = request.body(outgoing.body.clone());
+    }
     for (name, value) in &outgoing.headers {
         request = request.header(name, value);
     }
     match request.send().await {
-        Ok(response) if response.status().is_success() => {
-            // Read the answer so the connection can be reused; its content does not matter.
-            let _ = response.bytes().await;
-            (Attempt::Delivered, None)
-        }
         Ok(response) => {
             let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            let error = anyhow::anyhow!("POST {url} answered {status}: {text}");
-            (Attempt::Status(status.as_u16(), text), Some(error))
+            let content_type =
+                response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            // Read the answer (so the connection can be reused, and for callers that need it).
+            let body = response.text().await.unwrap_or_default();
+            let answer = Answer { status: status.as_u16(), content_type, body: body.clone() };
+            if status.is_success() {
+                (Attempt::Delivered, Some(answer), None)
+            } else {
+                let error = anyhow::anyhow!("{method} {url} answered {status}: {body}");
+                (Attempt::Status(status.as_u16(), body), Some(answer), Some(error))
+            }
         }
         Err(error) => {
             let reason = causes(&error);
@@ -263,7 +324,7 @@ async fn attempt(state: &SimState, outgoing: &Outgoing, spent: Duration) -> (Att
             } else {
                 Attempt::Broken(reason)
             };
-            (outcome, Some(anyhow::anyhow!("POST {url} failed: {error}")))
+            (outcome, None, Some(anyhow::anyhow!("{method} {url} failed: {error}")))
         }
     }
 }

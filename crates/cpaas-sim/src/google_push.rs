@@ -69,6 +69,7 @@ fn headers(state: &SimState, channel: &Channel, number: u64, resource_state: Res
 
 fn send(state: &Arc<SimState>, channel: Channel, number: u64, resource_state: ResourceState) {
     let outgoing = Outgoing {
+        method: reqwest::Method::POST,
         url: channel.address.clone(),
         headers: headers(state, &channel, number, resource_state),
         body: Vec::new(),

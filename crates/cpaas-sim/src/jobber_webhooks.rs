@@ -60,7 +60,7 @@ pub(crate) async fn post(state: &Arc<SimState>, topic: &str, item_id: &str) -> a
         ("content-type".to_owned(), "application/json".to_owned()),
         ("x-jobber-hmac-sha256".to_owned(), signature(&state.config.jobber_client_secret, &body)),
     ];
-    deliver(state, Outgoing { url, headers, body, policy: Policy::Once("jobber") }).await
+    deliver(state, Outgoing { method: reqwest::Method::POST, url, headers, body, policy: Policy::Once("jobber") }).await
 }
 
 /// The webhooks of the subscribed topics among `changes`, in the background, in order.

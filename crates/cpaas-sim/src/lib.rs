@@ -1,6 +1,7 @@
 //! A provider simulator that speaks the real wire formats of Meta WhatsApp Cloud API, Amazon SES
-//! v2, Amazon SNS (SMS `Publish`), Twilio Messages, Google Calendar API v3 and Jobber's GraphQL
-//! API, so tests, benchmarks and the demo can run the real adapter code without the internet.
+//! v2, Amazon SNS (SMS `Publish`), Twilio Messages and Voice (simulated calls), Google Calendar
+//! API v3 and Jobber's GraphQL API, so tests, benchmarks and the demo can run the real adapter
+//! code without the internet.
 //!
 //! It is deliberately an independent implementation (it depends on neither `cpaas` nor `calendars`):
 //! if the adapters and the simulator shared code, a shared misunderstanding of a provider could
@@ -18,6 +19,7 @@
 //! | Google Calendar | `POST/GET /calendar/v3/calendars/{calendarId}/events` (insert, list), `GET/PATCH/DELETE /calendar/v3/calendars/{calendarId}/events/{eventId}`, `POST /calendar/v3/calendars/{calendarId}/events/watch`, `POST /calendar/v3/channels/stop`, `POST /token` (OAuth refresh) |
 //! | Jobber | `POST /api/graphql`, `POST /api/oauth/token` |
 //! | control | `GET/DELETE /sim/ledger`, `POST/DELETE /sim/failures`, `POST /sim/callbacks`, `POST /sim/inbound`, `GET/DELETE /sim/webhooks`, `GET /sim/sns/cert.pem` |
+//! | Twilio control | `POST /sim/calls` (a [`CallSpec`]; answers the [`CallReport`], 502 if the call cannot be placed), `GET /sim/calls` (the reports), `DELETE /sim/calls`; `GET /sim/twilio/opt-outs` (the current STOP blocks, [`TwilioOptOut`]), `DELETE /sim/twilio/opt-outs` |
 //! | calendar control | `POST /sim/oauth/grants`, `POST /sim/oauth/expire`, `POST /sim/oauth/revoke` (body `{"vendor": "google" \| "jobber"}`); `POST /sim/google/events` (`{calendar_id, event}`: the user adds an event), `GET /sim/google/calendars/{id}/events`, `PATCH/DELETE /sim/google/calendars/{id}/events/{eventId}` (the user edits or deletes), `DELETE /sim/google/calendars/{id}`, `POST /sim/google/calendars/{id}/expire-sync-tokens`, `GET /sim/google/channels`; `GET /sim/jobber/visits`, `POST /sim/jobber/webhooks` (`{topic, item_id}`) |
 //!
 //! `GET /sim/webhooks` ([`SimHandle::webhook_log`]) lists every attempt at delivering a webhook,
@@ -96,6 +98,48 @@
 //! `first_page_uri`, `next_page_uri`, `previous_page_uri`, `uri`, `page`, `page_size`, `start`,
 //! `end`). Basic auth as for sends; the ledger records `list_messages` and `fetch_message`.
 //!
+//! # Twilio voice calls
+//!
+//! [`SimHandle::place_call`] (`POST /sim/calls`) is a handset calling one of our Twilio numbers
+//! (`twilio_voice.rs`; facts: docs/providers/twilio.md §4 and §7). Every request is form-encoded
+//! and signed (`X-Twilio-Signature`) with `twilio_auth_token`, as all Twilio webhooks here.
+//!
+//! | step | request | params |
+//! |---|---|---|
+//! | the call rings | `POST {webhook_base}/api/webhooks/twilio/{webhook_id}/voice` (`webhook_id` defaults to `account_sid`) | `AccountSid`, `ApiVersion=2010-04-01`, `CallSid` (`CA` + 32 hex), `CallStatus=ringing`, `Direction=inbound`, `From`/`Caller`, `To`/`Called`, geo fields `FromCity/State/Zip/Country` … `CalledCountry` (country from the calling code, the rest empty) |
+//! | the answer is a `<Dial action>` | `POST` (or `GET`, params after the action's own query, only the URL signed) to the action, resolved against the Voice URL, entities decoded, a connection-override fragment applied and stripped | the parent leg's params with `CallStatus=in-progress` (`completed` for a `canceled` dial: the caller hung up), `DialCallStatus` (the spec's `outcome`), `DialCallSid`, `DialCallDuration` (`dial_duration_secs` when bridged, else 0), `DialBridged` (`true` for `completed`/`answered`); repeated `repeat_action` more times, same bytes, signature and idempotency token |
+//! | `status_callback: true`, the call is over | `POST {webhook_base}/api/webhooks/twilio/{webhook_id}/voice-status` | the parent leg's params with `CallStatus` `completed` (Twilio answered with TwiML, a dial included), `busy` (`<Reject reason="busy">` first) or `no-answer` (`<Reject>` first), `CallDuration`, `Duration` (billed minutes: at least 1 when answered, 0 when rejected), `Timestamp` (RFC 2822), `CallbackSource=call-progress-events`, `SequenceNumber=0` |
+//!
+//! The answer must be a 2xx with `text/xml` or `application/xml`; otherwise (another status, no
+//! connection, another content type, not TwiML) the report's `answer` says why and the call
+//! ends as Twilio's application error does (answered, `completed`). The TwiML subset acted on:
+//! `<Response>` with `<Dial>` (`action`, `method`, `timeout` default 30; a `<Number>` child or
+//! a bare number), `<Reject reason>`, `<Say>`, `<Pause length>`, `<Hangup>`; other verbs are
+//! listed in `ignored_verbs` and skipped, as is a second `<Dial>`. Verbs after a `<Dial>` with an
+//! `action` are unreachable; the action's own TwiML answer is acted on (no dialling), unless
+//! the caller hung up (`canceled`). The modelled call length: `<Say>` at 150 words a minute,
+//! `<Pause>` its length, a dial rings its `timeout` (`no-answer`), not at all (`busy`,
+//! `failed`) or 5 s (at most the timeout) before it is picked up or canceled, then
+//! `dial_duration_secs` of talk when bridged. The voice and action requests, retries
+//! included (Twilio's default: one retry of a failed connection), are made while the caller
+//! waits; the status callback is retried in the background as every webhook. All are in
+//! `GET /sim/webhooks`. [`InboundSpec::TwilioMissedCall`] is the older raw shortcut: one
+//! status-callback-shaped form posted to `…/{account_sid}/voice`.
+//!
+//! # Twilio opt-out (STOP) handling
+//!
+//! An inbound SMS or MMS posted through the sim ([`InboundSpec::Twilio`],
+//! [`InboundSpec::TwilioMms`]) whose body is a single opt-out keyword (`STOP`, `STOPALL`,
+//! `UNSUBSCRIBE`, `CANCEL`, `END`, `QUIT`, `REVOKE`, `OPTOUT`; any case, surrounding whitespace
+//! ignored, "STOP PLEASE" does not count) blocks the pair (account, our number = its `To`,
+//! handset = its `From`, numbers compared by digits); `START`, `YES` or `UNSTOP` lifts the block.
+//! The keyword message is still posted to the webhook. While blocked, `create_message` from that
+//! number to the handset (or, through a Messaging Service without `From`, from any of the
+//! account's numbers) answers 400 with code 21610 "Attempt to send to unsubscribed recipient",
+//! the reply of the `OptedOut` failure kind; the ledger records `error:21610` and no message is
+//! created. WhatsApp addresses (`whatsapp:+…`) are outside this (it is SMS STOP filtering).
+//! [`SimHandle::twilio_opt_outs`] / `GET /sim/twilio/opt-outs` list the blocks.
+//!
 //! # Meta registry
 //!
 //! The sim learns which WABA a phone number belongs to from the business token: a
@@ -165,6 +209,9 @@ mod signing;
 mod sns;
 mod twilio;
 mod twilio_messages;
+mod twilio_opt_outs;
+mod twilio_voice;
+mod twiml;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -181,6 +228,8 @@ pub use ledger::LedgerEntry;
 pub use media::media_bytes;
 pub use oauth::{OAuthGrant, Vendor};
 pub use retry::{SnsBackoff, SnsDeliveryPolicy};
+pub use twilio_opt_outs::TwilioOptOut;
+pub use twilio_voice::{CallReport, CallSpec, CallWebhook, DialOutcome};
 
 /// How the simulator behaves; see the field comments.
 #[derive(Clone, Debug)]
@@ -411,6 +460,34 @@ impl SimHandle {
         callbacks::post_inbound(&self.state, inbound).await
     }
 
+    /// Places a simulated call to one of our Twilio numbers and plays it out as the TwiML our
+    /// service answers directs (see the crate docs, "Twilio voice calls"). Errors only when the
+    /// call cannot be placed (no `webhook_base`, `repeat_action` above 10); what the service
+    /// answered, refusals included, is in the report.
+    pub async fn place_call(&self, spec: CallSpec) -> anyhow::Result<CallReport> {
+        twilio_voice::place_call(&self.state, spec).await
+    }
+
+    /// The reports of the calls placed so far, oldest first.
+    pub fn calls(&self) -> Vec<CallReport> {
+        self.state.calls().clone()
+    }
+
+    pub fn clear_calls(&self) {
+        self.state.calls().clear();
+    }
+
+    /// The handsets that texted an opt-out keyword to one of our Twilio numbers and have not
+    /// opted in again: sends from that number to them answer 21610.
+    pub fn twilio_opt_outs(&self) -> Vec<TwilioOptOut> {
+        self.state.twilio_opt_outs().list()
+    }
+
+    /// Forgets every opt-out, as if each handset had texted START.
+    pub fn clear_twilio_opt_outs(&self) {
+        self.state.twilio_opt_outs().clear();
+    }
+
     /// The SES event record (the SNS `Message`) the sim would publish for `status` of a mail it
     /// accepted, to inspect or alter before [`SimHandle::post_sns_notification`].
     pub fn ses_event_record(
@@ -512,6 +589,8 @@ pub(crate) struct SimState {
     /// When each (message, status) happened, in Unix seconds: fixed at its first callback.
     status_times: Mutex<HashMap<(String, String), i64>>,
     twilio_messages: Mutex<twilio_messages::Store>,
+    twilio_opt_outs: Mutex<twilio_opt_outs::OptOuts>,
+    calls: Mutex<Vec<CallReport>>,
     webhooks: Mutex<delivery::WebhookLog>,
     clients: Mutex<delivery::Clients>,
     tokens: Mutex<oauth::Tokens>,
@@ -536,6 +615,8 @@ impl SimState {
             sns_opted_out: Mutex::default(),
             status_times: Mutex::default(),
             twilio_messages: Mutex::default(),
+            twilio_opt_outs: Mutex::default(),
+            calls: Mutex::default(),
             webhooks: Mutex::default(),
             clients: Mutex::default(),
             tokens: Mutex::default(),
@@ -585,6 +666,12 @@ impl SimState {
     }
     pub(crate) fn twilio_messages(&self) -> MutexGuard<'_, twilio_messages::Store> {
         self.twilio_messages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn twilio_opt_outs(&self) -> MutexGuard<'_, twilio_opt_outs::OptOuts> {
+        self.twilio_opt_outs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn calls(&self) -> MutexGuard<'_, Vec<CallReport>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
     pub(crate) fn webhooks(&self) -> MutexGuard<'_, delivery::WebhookLog> {
         self.webhooks.lock().unwrap_or_else(|e| e.into_inner())

@@ -139,6 +139,14 @@ async fn create_message(
     }
     let to = to.clone().unwrap_or_default();
 
+    // The handset texted STOP (or another opt-out keyword) to this sender: Twilio refuses the
+    // send, as it does for `FailureKind::OptedOut`, and creates no message.
+    if state.twilio_opt_outs().blocks(&account_sid, field(&fields, "From"), &to) {
+        let (status, code, message) = failure_reply(FailureKind::OptedOut);
+        record(format!("error:{code}"), None);
+        return twilio_error(status, code, message);
+    }
+
     let applies = |kind| kind != FailureKind::ReEngagementRequired;
     let fate = match pick_failure(&state, "twilio", Some(&to), applies) {
         None => Fate::Delivered,
@@ -320,6 +328,9 @@ pub(crate) fn inbound_message(
 ) -> anyhow::Result<(String, Vec<(String, String)>)> {
     let InboundForm { webhook_id, account_sid, from, to, body } = inbound;
     let url = format!("{}/api/webhooks/twilio/{webhook_id}/inbound", state.webhook_base()?);
+    // Twilio applies an opt-out or opt-in keyword on receipt, whether or not the webhook gets
+    // through, and still passes the message on.
+    state.twilio_opt_outs().inbound(account_sid, from, to, body);
     let num_media = media.len().to_string();
     let mut form: Vec<(String, String)> = [
         ("ToCountry", ""),
