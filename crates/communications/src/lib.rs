@@ -11,14 +11,18 @@
 //! meet only through narrow traits in `kernel`, wired together in the server.
 
 pub mod channels;
+pub mod compliance;
 pub mod contacts;
+pub mod dialogue;
 pub mod dispatch;
 pub mod inbox;
 pub mod messages;
+pub mod policy;
 pub mod rate_limit;
 pub mod templates;
 pub mod tracking;
 pub mod triggers;
+pub mod voice;
 pub mod webchat;
 pub mod webhooks;
 
@@ -47,6 +51,11 @@ pub struct Communications {
     pub agents: Option<Arc<dyn kernel::directory::AgentDirectory>>,
     /// This process's feed of inbox changes for the live streams; writers signal it after commits.
     pub feed: inbox::stream::ChangeFeed,
+    /// Fulfillment's slots, holds and bookings for the SMS dialogue (the server wires it);
+    /// `None`: missed calls get no proposals and dialogues go to a human.
+    pub booker: Option<Arc<dyn kernel::scheduling::SlotBooker>>,
+    /// Wakes this process's dialogue worker after a turn is committed.
+    pub dialogue_wake: Arc<tokio::sync::Notify>,
     /// Stores accepted messages in shared transactions; started on first use.
     acceptor: Arc<OnceLock<Acceptor>>,
 }
@@ -74,8 +83,15 @@ impl Communications {
             retry: dispatch::RetryPolicy::default(),
             feed: inbox::stream::ChangeFeed::default(),
             agents: None,
+            booker: None,
+            dialogue_wake: Arc::default(),
             acceptor: Arc::default(),
         }
+    }
+
+    pub fn with_booker(mut self, booker: Arc<dyn kernel::scheduling::SlotBooker>) -> Self {
+        self.booker = Some(booker);
+        self
     }
 
     pub fn with_agents(mut self, agents: Arc<dyn kernel::directory::AgentDirectory>) -> Self {

@@ -38,14 +38,27 @@ pub enum ProviderEvent {
         /// our message even when the send's answer — and so the provider's id — never reached us.
         correlation_id: Option<String>,
     },
-    /// A call to an operator's number that nobody answered (Twilio voice status).
+    /// A call to an operator's number is coming in (Twilio's voice request): it waits for our
+    /// answer (TwiML).
+    IncomingCall { provider: Provider, call_id: String, from: String, to: String, timestamp: DateTime<Utc> },
+    /// A call to an operator's number that nobody answered (a `<Dial>` outcome or status).
     MissedCall {
         provider: Provider,
         call_id: String,
         from: String,
         to: String,
-        /// `no-answer`, `busy` or `failed`.
+        /// `no-answer`, `busy`, `failed` or `canceled`.
         reason: String,
+        timestamp: DateTime<Utc>,
+    },
+    /// A call that was answered and has ended; a very short one may still count as missed.
+    CallCompleted {
+        provider: Provider,
+        call_id: String,
+        from: String,
+        to: String,
+        /// Seconds the answered leg lasted, when the provider says.
+        duration_secs: Option<u32>,
         timestamp: DateTime<Utc>,
     },
     /// Authentic but not understood: kept, acknowledged, never an error.
@@ -143,6 +156,13 @@ pub enum InboundContent {
     /// Contact cards the sender shared.
     Contacts {
         contacts: Vec<SharedContact>,
+    },
+    /// A phone call to the operator's number (recorded in the caller's SMS conversation):
+    /// `outcome` is `no-answer`, `busy`, `failed`, `canceled`, `short` (answered, ended at once)
+    /// or `rejected` (no forwarding number).
+    Call {
+        outcome: String,
+        duration_secs: Option<u32>,
     },
     Email {
         subject: Option<String>,

@@ -306,7 +306,7 @@ fn voice_missed_calls() {
     assert_eq!((reason.as_str(), timestamp), ("busy", received_at()), "DialCallStatus wins over CallStatus=completed");
     assert!(matches!(
         parse_voice_status(&fixture("voice_completed.form"), received_at()),
-        ProviderEvent::Unknown { .. }
+        ProviderEvent::CallCompleted { duration_secs: Some(42), .. }
     ));
 }
 

@@ -214,7 +214,7 @@ pub async fn create_appointment(
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Hold,
     Booking,
 }
@@ -248,20 +248,12 @@ async fn take(
     let request: BookingRequest = parse_json(body)?;
     let tenant = caller.tenant_id.0;
     let hash = Sha256::new().chain_update([kind as u8]).chain_update(body).finalize().to_vec();
-    if let Some(key) = key.as_deref()
-        && let Some(answer) = replay(module, tenant, key, &hash).await?
-    {
-        return Ok(answer);
-    }
     let source = match request.source.as_deref() {
         Some(source @ ("api" | "sms" | "agent")) => source,
         Some(_) => return Err(ApiError::validation("source", "must be api, sms or agent")),
         None if matches!(caller.actor, Actor::Agent { .. }) => "agent",
         None => "api",
     };
-    let title = clean("title", request.title.as_deref(), 200)?;
-    let note = clean("note", request.note.as_deref(), 2000)?;
-    let location = clean("location", request.location.as_deref(), 500)?;
     let hold = match request.hold_seconds {
         Some(seconds) if !(30..=3600).contains(&seconds) => {
             return Err(ApiError::validation("hold_seconds", "must be 30 to 3600"));
@@ -269,33 +261,75 @@ async fn take(
         Some(seconds) => std::time::Duration::from_secs(u64::from(seconds)),
         None => module.hold_ttl,
     };
-    let service = services::find(&module.pool, tenant, request.service_id).await?;
+    let input = TakeInput {
+        service_id: request.service_id,
+        resource_id: request.resource_id,
+        start: request.start,
+        contact_id: request.contact_id,
+        source,
+        title: clean("title", request.title.as_deref(), 200)?,
+        note: clean("note", request.note.as_deref(), 2000)?,
+        location: clean("location", request.location.as_deref(), 500)?,
+        hold,
+        kind,
+        key: key.as_deref().map(|key| (key, hash.as_slice())),
+    };
+    let id = take_slot(module, tenant, input).await?;
+    Ok((StatusCode::CREATED, Json(view_of(module, tenant, id).await?)))
+}
+
+/// What a hold or a booking asks for, checked at the edge.
+pub(crate) struct TakeInput<'a> {
+    pub service_id: Uuid,
+    pub resource_id: Uuid,
+    pub start: DateTime<Utc>,
+    pub contact_id: Option<Uuid>,
+    pub source: &'a str,
+    pub title: Option<&'a str>,
+    pub note: Option<&'a str>,
+    pub location: Option<&'a str>,
+    pub hold: std::time::Duration,
+    pub kind: Kind,
+    /// The idempotency key and the hash of the request it came with.
+    pub key: Option<(&'a str, &'a [u8])>,
+}
+
+/// Holds or books a slot (the HTTP API's and the SMS dialogue's way in); answers the id. A
+/// repeated key answers the first appointment; the same key with another request is a 422.
+pub(crate) async fn take_slot(module: &Fulfillment, tenant: Uuid, input: TakeInput<'_>) -> Result<Uuid, ApiError> {
+    if let Some((key, hash)) = input.key
+        && let Some(id) = replayed(module, tenant, key, hash).await?
+    {
+        return Ok(id);
+    }
+    let kind = input.kind;
+    let service = services::find(&module.pool, tenant, input.service_id).await?;
     if !service.active {
         return Err(ApiError::validation("service_id", "the service is not offered any more"));
     }
     let needs = service.needs();
-    let slot = check_slot(module, tenant, request.resource_id, needs, request.start).await?;
-    let price = quotes::price(&module.pool, tenant, &service, &slot.schedule_tz, request.start).await?;
+    let slot = check_slot(module, tenant, input.resource_id, needs, input.start).await?;
+    let price = quotes::price(&module.pool, tenant, &service, &slot.schedule_tz, input.start).await?;
     let new = NewAppointment {
         id: Uuid::now_v7(),
         tenant,
-        resource: request.resource_id,
+        resource: input.resource_id,
         service: service.id,
-        contact: request.contact_id,
-        start: request.start,
-        end: request.start + needs.duration,
-        blocks: needs.blocks(request.start),
+        contact: input.contact_id,
+        start: input.start,
+        end: input.start + needs.duration,
+        blocks: needs.blocks(input.start),
         status: if kind == Kind::Hold { "held" } else { "booked" },
         expires_at: (kind == Kind::Hold)
-            .then(|| Utc::now() + Duration::from_std(hold).unwrap_or_else(|_| Duration::minutes(5))),
-        source,
-        title,
-        note,
-        location,
+            .then(|| Utc::now() + Duration::from_std(input.hold).unwrap_or_else(|_| Duration::minutes(5))),
+        source: input.source,
+        title: input.title,
+        note: input.note,
+        location: input.location,
         price_cents: price.total_cents,
         currency: &service.currency,
-        idempotency_key: key.as_deref(),
-        request_hash: key.as_ref().map(|_| hash.as_slice()),
+        idempotency_key: input.key.map(|(key, _)| key),
+        request_hash: input.key.map(|(_, hash)| hash),
     };
     let mut tx = module.pool.begin().await?;
     repository::lock_resource(&mut tx, tenant, new.resource).await?;
@@ -304,29 +338,26 @@ async fn take(
     let Some(id) = inserted else {
         // A concurrent request with the same key won: answer as it was answered.
         drop(tx);
-        let key = key.as_deref().unwrap_or_default();
-        return replay(module, tenant, key, &hash).await?.ok_or_else(|| ApiError::internal("idempotency key vanished"));
+        let (key, hash) = input.key.unwrap_or_default();
+        return replayed(module, tenant, key, hash)
+            .await?
+            .ok_or_else(|| ApiError::internal("idempotency key vanished"));
     };
     if kind == Kind::Booking {
         announce(&mut tx, tenant, AppointmentChange::Booked, id, None).await?;
     }
     tx.commit().await?;
     wake(module);
-    Ok((StatusCode::CREATED, Json(view_of(module, tenant, id).await?)))
+    Ok(id)
 }
 
-/// The first answer to a request with this key, or a 422 when the key came with another body.
-async fn replay(
-    module: &Fulfillment,
-    tenant: Uuid,
-    key: &str,
-    hash: &[u8],
-) -> Result<Option<(StatusCode, Json<AppointmentView>)>, ApiError> {
+/// The appointment first made with this key, or a 422 when the key came with another request.
+async fn replayed(module: &Fulfillment, tenant: Uuid, key: &str, hash: &[u8]) -> Result<Option<Uuid>, ApiError> {
     let Some((id, stored)) = repository::by_key(&module.pool, tenant, key).await? else { return Ok(None) };
     if stored != hash {
         return Err(ApiError::validation("Idempotency-Key", "this key was used with a different request"));
     }
-    Ok(Some((StatusCode::CREATED, Json(view_of(module, tenant, id).await?))))
+    Ok(Some(id))
 }
 
 fn slot_taken(error: ApiError) -> ApiError {
@@ -384,7 +415,7 @@ pub async fn get_reservation(
 }
 
 /// Wakes this process's event relay and calendar sync after a commit.
-fn wake(module: &Fulfillment) {
+pub(crate) fn wake(module: &Fulfillment) {
     module.events.notify_one();
     // Both vendors' workers wait on it: wake every waiter, and leave a permit for one that is busy.
     module.sync_wake.notify_waiters();
@@ -404,6 +435,13 @@ pub async fn confirm_reservation(
     Path(id): Path<Uuid>,
 ) -> Result<Json<AppointmentView>, ApiError> {
     let tenant = caller.tenant_id.0;
+    confirm_hold(&module, tenant, id).await?;
+    Ok(Json(view_of(&module, tenant, id).await?))
+}
+
+/// Turns a live hold into a booked appointment: 410 when it lapsed, 409 when it is neither held
+/// nor booked; an appointment already booked is an answer, not an error.
+pub(crate) async fn confirm_hold(module: &Fulfillment, tenant: Uuid, id: Uuid) -> Result<(), ApiError> {
     let mut tx = module.pool.begin().await?;
     let confirmed = sqlx::query!(
         r#"UPDATE fulfillment.appointments SET status = 'booked', booked_at = now(), updated_at = now()
@@ -417,9 +455,9 @@ pub async fn confirm_reservation(
         announce(&mut tx, tenant, AppointmentChange::Booked, id, None).await?;
     }
     tx.commit().await?;
-    wake(&module);
-    let row = repository::find(&module.pool, tenant, id).await?;
+    wake(module);
     if confirmed.rows_affected() == 0 {
+        let row = repository::find(&module.pool, tenant, id).await?;
         match (row.status.as_str(), row.lapsed) {
             ("booked", _) => {}
             ("expired", _) | ("held", true) => {
@@ -429,7 +467,7 @@ pub async fn confirm_reservation(
             _ => return Err(ApiError::conflict(Some("status"), format!("the reservation is {}", row.status))),
         }
     }
-    Ok(Json(view_of(&module, tenant, id).await?))
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

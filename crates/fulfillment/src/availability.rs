@@ -92,7 +92,6 @@ pub async fn availability(
         return Err(ApiError::validation("interval_minutes", "must be 5 to 1440"));
     }
     let service = services::find(&module.pool, tenant, service_id).await?;
-    let needs = service.needs();
     let step = Duration::minutes(params.interval_minutes.unwrap_or(i64::from(service.duration_minutes)));
     let ids = match params.resource_id {
         Some(id) => vec![id],
@@ -107,18 +106,7 @@ pub async fn availability(
     };
     let mut resources = Vec::with_capacity(ids.len());
     for id in ids {
-        let bookable = resources::bookable(&module.pool, tenant, id, from.date_naive(), to.date_naive()).await?;
-        let tz = bookable.schedule.tz;
-        let slots = if service.active && bookable.active {
-            let working = bookable.schedule.working(from, to);
-            // What is taken around the range too: a neighbour's buffer can reach into it.
-            let reach =
-                Interval::new(from - needs.buffer_after - needs.duration, to + needs.buffer_before + needs.duration);
-            let taken = repository::taken(&module.pool, tenant, id, reach).await?;
-            slots::free(&working, &taken, needs, step, now.max(from))
-        } else {
-            Vec::new()
-        };
+        let (tz, slots) = free_slots(&module, tenant, &service, id, Interval::new(from, to), step, now).await?;
         resources.push(ResourceSlots {
             resource_id: id,
             time_zone: tz.name().to_owned(),
@@ -129,4 +117,28 @@ pub async fn availability(
         });
     }
     Ok(Json(Availability { service_id, from, to, resources }))
+}
+
+/// The free slots of `service` on `resource` within `range`, starting every `step`, none before
+/// `now`; and the resource's zone. Inactive services and resources have none.
+pub(crate) async fn free_slots(
+    module: &Fulfillment,
+    tenant: Uuid,
+    service: &services::ServiceView,
+    resource: Uuid,
+    range: Interval,
+    step: Duration,
+    now: DateTime<Utc>,
+) -> Result<(chrono_tz::Tz, Vec<Interval>), ApiError> {
+    let (from, to) = (range.start, range.end);
+    let needs = service.needs();
+    let bookable = resources::bookable(&module.pool, tenant, resource, from.date_naive(), to.date_naive()).await?;
+    if !(service.active && bookable.active) {
+        return Ok((bookable.schedule.tz, Vec::new()));
+    }
+    let working = bookable.schedule.working(from, to);
+    // What is taken around the range too: a neighbour's buffer can reach into it.
+    let reach = Interval::new(from - needs.buffer_after - needs.duration, to + needs.buffer_before + needs.duration);
+    let taken = repository::taken(&module.pool, tenant, resource, reach).await?;
+    Ok((bookable.schedule.tz, slots::free(&working, &taken, needs, step, now.max(from))))
 }

@@ -21,6 +21,7 @@
 pub mod appointments;
 mod appointments_repository;
 pub mod availability;
+pub mod booking;
 pub mod calendar;
 pub mod events;
 pub mod quotes;

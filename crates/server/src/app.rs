@@ -32,9 +32,10 @@ impl Application {
         let listener = TcpListener::bind(settings.http.bind)
             .await
             .with_context(|| format!("cannot listen on {} (http.bind)", settings.http.bind))?;
-        let communications = communications_module(settings, pool.clone(), listener.local_addr()?)?;
-        let dispatch = settings.dispatch.in_serve.then(|| DispatchHealth::new(2));
         let fulfillment = http::fulfillment_module(settings, pool.clone(), listener.local_addr()?)?;
+        let communications =
+            communications_module(settings, pool.clone(), listener.local_addr()?)?.with_booker(booker(&fulfillment));
+        let dispatch = settings.dispatch.in_serve.then(|| DispatchHealth::new(2));
         Ok(Self {
             listener,
             router: http::router(settings, pool, communications.clone(), fulfillment.clone(), dispatch.clone()),
@@ -330,6 +331,58 @@ pub fn spawn_calendar_sync(fulfillment: &fulfillment::Fulfillment) -> [tokio::ta
             fulfillment::calendar::busy::run(busy.clone(), busy.busy_wake.clone(), Duration::from_secs(1))
         }),
     ]
+}
+
+/// Runs the SMS booking dialogue's turns (every serve and worker process; turns are taken with
+/// SKIP LOCKED), woken by this process's inbound texts and polling for the others'.
+pub fn spawn_dialogue(
+    settings: &Settings,
+    communications: communications::Communications,
+) -> tokio::task::JoinHandle<()> {
+    let poll = Duration::from_millis(settings.dispatch.poll_interval_ms.max(200));
+    supervise::spawn_loop("sms-dialogue", move || communications::dialogue::worker::run(communications.clone(), poll))
+}
+
+/// What communications may ask fulfillment when a customer books by SMS.
+pub fn booker(fulfillment: &fulfillment::Fulfillment) -> std::sync::Arc<dyn kernel::scheduling::SlotBooker> {
+    std::sync::Arc::new(FulfillmentBooker(fulfillment.clone()))
+}
+
+#[derive(Debug)]
+struct FulfillmentBooker(fulfillment::Fulfillment);
+
+impl kernel::scheduling::SlotBooker for FulfillmentBooker {
+    fn next_slots(
+        &self,
+        tenant: kernel::ids::TenantId,
+        service: Option<uuid::Uuid>,
+        after: chrono::DateTime<chrono::Utc>,
+        count: usize,
+    ) -> kernel::directory::Answer<'_, Vec<kernel::scheduling::OfferedSlot>> {
+        Box::pin(async move { self.0.next_slots(tenant.0, service, after, count).await })
+    }
+
+    fn hold(
+        &self,
+        tenant: kernel::ids::TenantId,
+        slot: kernel::scheduling::OfferedSlot,
+        contact: uuid::Uuid,
+        key: String,
+    ) -> kernel::directory::Answer<'_, Result<kernel::scheduling::Booked, kernel::scheduling::BookingRefusal>> {
+        Box::pin(async move { self.0.hold_slot(tenant.0, &slot, contact, &key).await })
+    }
+
+    fn confirm(
+        &self,
+        tenant: kernel::ids::TenantId,
+        hold: uuid::Uuid,
+    ) -> kernel::directory::Answer<'_, Result<kernel::scheduling::Booked, kernel::scheduling::BookingRefusal>> {
+        Box::pin(async move { self.0.confirm_slot(tenant.0, hold).await })
+    }
+
+    fn release(&self, tenant: kernel::ids::TenantId, hold: uuid::Uuid) -> kernel::directory::Answer<'_, ()> {
+        Box::pin(async move { self.0.release_hold(tenant.0, hold).await })
+    }
 }
 
 /// Communications hears about appointments: a moved or canceled appointment's pending

@@ -56,14 +56,16 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
         Command::PlatformProvider(command) => commands::platform_provider(pool, settings, command).await,
         Command::Serve(args) => serve(settings, args, database).await,
         Command::Worker => {
-            let communications = app::communications_module(settings, database.pool.clone(), settings.http.bind)?;
+            let fulfillment = http::fulfillment_module(settings, database.pool.clone(), settings.http.bind)?;
+            let communications = app::communications_module(settings, database.pool.clone(), settings.http.bind)?
+                .with_booker(app::booker(&fulfillment));
             tracing::info!("switchboard dispatch workers running");
             let sweeper = app::spawn_sweeper(settings, database.pool.clone())?;
             let cron = app::spawn_cron_triggers(settings, communications.clone());
             let rematcher = app::spawn_rematcher(settings, communications.clone());
             let wakeups = app::spawn_snooze_wakeups(settings, communications.clone());
             let _holds = supervise::AbortOnDrop(app::spawn_fulfillment_upkeep(settings, communications.pool.clone()));
-            let fulfillment = http::fulfillment_module(settings, communications.pool.clone(), settings.http.bind)?;
+            let _dialogue = supervise::AbortOnDrop(app::spawn_dialogue(settings, communications.clone()));
             let _events = supervise::AbortOnDrop(app::spawn_appointment_relay(&fulfillment, communications.clone()));
             let _sync = app::spawn_calendar_sync(&fulfillment).map(supervise::AbortOnDrop);
             let health = supervise::DispatchHealth::new(2);
@@ -109,6 +111,7 @@ where
     let rematcher = app::spawn_rematcher(settings, app.communications());
     let wakeups = app::spawn_snooze_wakeups(settings, app.communications());
     let _holds = supervise::AbortOnDrop(app::spawn_fulfillment_upkeep(settings, app.communications().pool));
+    let _dialogue = supervise::AbortOnDrop(app::spawn_dialogue(settings, app.communications()));
     let _events = supervise::AbortOnDrop(app::spawn_appointment_relay(&app.fulfillment(), app.communications()));
     let _sync = app::spawn_calendar_sync(&app.fulfillment()).map(supervise::AbortOnDrop);
     let workers = app.dispatch_health().map(|health| {

@@ -297,6 +297,7 @@ impl Dispatcher {
             if !self.mark_requested(message.id, prepared.claim, provider.provider.as_str()).await? {
                 return Err(Failure::TakenBack);
             }
+            observe_missed_call_latency(message);
             match adapter.send(&command).await {
                 Ok(receipt) => return Ok(Sent { receipt, channel_account_id: account.id }),
                 Err(error @ (SendError::Retryable { .. } | SendError::RateLimited { .. })) => {
@@ -357,4 +358,23 @@ fn recipient(message: &messages::MessageRow) -> Result<cpaas::Recipient, SendErr
             reason: "webchat messages are delivered to the visitor's browser, not through a provider".into(),
         }),
     }
+}
+
+/// The missed-call SLI: from the voice webhook's arrival to this provider request (the first
+/// attempt only; a retry's wait is the provider's doing, and counted once is enough).
+fn observe_missed_call_latency(message: &messages::MessageRow) {
+    if message.attempts > 1 {
+        return;
+    }
+    let Some(received) = message
+        .metadata
+        .get("missed_call")
+        .and_then(|call| call.get("received_at"))
+        .and_then(serde_json::Value::as_str)
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+    else {
+        return;
+    };
+    let elapsed = chrono::Utc::now().signed_duration_since(received).num_microseconds().unwrap_or(0).max(0);
+    metrics::histogram!("missed_call_sms_seconds").record(elapsed as f64 / 1e6);
 }

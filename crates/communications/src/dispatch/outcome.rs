@@ -146,7 +146,14 @@ async fn apply_failure(
             queue::enqueue(tx, message.lane, DispatchJob { attempt: next_attempt, deferrals: 0, ..job }, Some(run_at))
                 .await
         }
-        SendError::Permanent { .. } => fail_and_fall_back(tx, tenant, message, &reason).await,
+        SendError::Permanent { code, .. } => {
+            if message.channel == crate::messages::model::Channel::Sms && code == UNSUBSCRIBED {
+                let source = crate::compliance::Source::Provider("twilio 21610");
+                crate::compliance::opt_out(tx, tenant.0, message.channel, &message.recipient, source, Some(message.id))
+                    .await?;
+            }
+            fail_and_fall_back(tx, tenant, message, &reason).await
+        }
         SendError::TenantBlocked { .. } => {
             if let Some(account_id) = channel_account_id {
                 suspend_account(tx, tenant, account_id, &reason).await?;
@@ -171,6 +178,9 @@ async fn apply_failure(
         }
     }
 }
+
+/// Twilio's "Attempt to send to unsubscribed recipient": the handset texted STOP to this sender.
+pub(crate) const UNSUBSCRIBED: &str = "21610";
 
 /// Fails the message; when its chain has another channel, a new message takes over there and
 /// this one is superseded.

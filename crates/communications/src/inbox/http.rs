@@ -373,6 +373,10 @@ async fn change(
     })?;
     let payload = json!({ "status": status, "assignee_id": assignee, "snoozed_until": snoozed_until });
     record_change(&mut tx, caller.tenant_id.0, kind, id, None, payload).await?;
+    if assignee.is_some() {
+        // An agent holds it now: the booking dialogue stops there.
+        crate::dialogue::take_over(&mut tx, id).await?;
+    }
     tx.commit().await?;
     module.feed.signal();
     conversation_view(module, caller, id).await.map(Json)

@@ -298,6 +298,7 @@ fn preview(content: &InboundContent) -> serde_json::Value {
         InboundContent::Email { subject, text, .. } => subject.clone().or_else(|| text.clone()).unwrap_or_default(),
         InboundContent::Reaction { emoji: Some(emoji), .. } => format!("reacted {emoji}"),
         InboundContent::Reaction { emoji: None, .. } => "removed a reaction".into(),
+        InboundContent::Call { outcome, .. } => format!("[missed call: {outcome}]"),
         InboundContent::Contacts { contacts } => {
             let names: Vec<&str> = contacts.iter().map(|c| c.name.as_deref().unwrap_or("contact")).collect();
             format!("[contact] {}", names.join(", "))

@@ -130,6 +130,8 @@ pub async fn reply(
         .unwrap_or_else(|| Err(ApiError::internal("no answer")))?;
     let payload = json!({ "direction": "outbound", "author_agent_id": author, "status": accepted.status });
     record_change(&mut tx, tenant.0, "message.created", id, Some(accepted.id), payload).await?;
+    // Someone answers in person: the booking dialogue stops reading the customer's texts.
+    crate::dialogue::take_over(&mut tx, id).await?;
     let answer = serde_json::to_value(&accepted).map_err(ApiError::internal)?;
     if let Some(key) = key.as_deref() {
         messages::complete_key(&mut tx, tenant, key, 202, &answer).await?;

@@ -8,6 +8,8 @@
 //! callers that already hold a transaction (idempotent requests, trigger rules) store a batch of
 //! one in it.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use kernel::error::ApiError;
 use kernel::ids::TenantId;
@@ -18,6 +20,7 @@ use uuid::Uuid;
 use super::content::MessageContent;
 use super::model::{Channel, EventSource, Lane, MessageStatus};
 use super::queue::{self, DispatchJob};
+use super::quiet_hours;
 use super::repository::{self, NewMessage};
 use super::service::{Accepted, FallbackStep};
 use crate::contacts::{self, ContactRequest, ResolvedContact};
@@ -73,6 +76,7 @@ pub(crate) async fn store(
             Ok((contact, steps))
         })
         .collect();
+    let planned = without_suppressed(tx, drafts, planned).await?;
     let ready: Vec<(&Draft, &ResolvedContact, &[FallbackStep])> = drafts
         .iter()
         .zip(&planned)
@@ -80,15 +84,20 @@ pub(crate) async fn store(
         .collect();
     let now = Utc::now();
     if ready.is_empty() {
-        return Ok(answers(drafts, planned, now));
+        return Ok(answers(drafts, planned, now, &HashMap::new()));
     }
     let items: Vec<_> = ready.iter().map(|(draft, contact, _)| (draft.tenant, &draft.recipient, *contact)).collect();
     let contact_ids = contacts::persist(tx, &items).await?;
+    let deferred = quiet_hours::deferrals(tx, &ready, &contact_ids, now).await?;
     let mut rows = Vec::with_capacity(ready.len());
     let mut reasons = Vec::with_capacity(ready.len());
     let mut jobs = Vec::new();
     for ((draft, _, steps), contact_id) in ready.iter().zip(&contact_ids) {
         let (first, rest) = steps.split_first().ok_or_else(|| ApiError::internal("a draft without channels"))?;
+        let (scheduled_at, reason) = match deferred.get(&draft.id) {
+            Some((until, why)) => (Some(*until), Some(why.clone())),
+            None => (draft.scheduled_at, draft.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339()))),
+        };
         rows.push(NewMessage {
             id: draft.id,
             tenant_id: draft.tenant,
@@ -100,20 +109,59 @@ pub(crate) async fn store(
             content: serde_json::to_value(&first.content).map_err(ApiError::internal)?,
             status: draft.status,
             lane: draft.lane,
-            scheduled_at: draft.scheduled_at,
+            scheduled_at,
             metadata: draft.metadata.clone(),
             supersedes: None,
             attempts: 0,
         });
-        reasons.push(draft.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339())));
+        reasons.push(reason);
         if draft.status == MessageStatus::Queued {
             let job = DispatchJob::new(draft.id, draft.tenant.0, 0);
-            jobs.push((draft.lane, job, draft.later_than(now)));
+            jobs.push((draft.lane, job, scheduled_at.filter(|at| *at > now)));
         }
     }
     repository::insert_many(&mut *tx, &rows, &reasons, EventSource::Api).await?;
     queue::enqueue_many(tx, &jobs).await?;
-    Ok(answers(drafts, planned, now))
+    Ok(answers(drafts, planned, now, &deferred))
+}
+
+/// Drops each plan's steps whose address opted out (or bounced) on that channel; a draft with
+/// no step left is a 422 on `to` naming why, and stores nothing.
+async fn without_suppressed(
+    tx: &mut PgConnection,
+    drafts: &[Draft],
+    planned: Vec<Result<(ResolvedContact, Vec<FallbackStep>), ApiError>>,
+) -> Result<Vec<Result<(ResolvedContact, Vec<FallbackStep>), ApiError>>, ApiError> {
+    let endpoints: Vec<(Uuid, Channel, String)> = drafts
+        .iter()
+        .zip(&planned)
+        .filter_map(|(draft, plan)| plan.as_ref().ok().map(|(_, steps)| (draft, steps)))
+        .flat_map(|(draft, steps)| steps.iter().map(|s| (draft.tenant.0, s.channel, s.recipient.clone())))
+        .filter(|(_, channel, _)| *channel != Channel::Webchat)
+        .collect();
+    let suppressed = crate::compliance::suppressions_of(tx, &endpoints).await?;
+    if suppressed.is_empty() {
+        return Ok(planned);
+    }
+    Ok(drafts
+        .iter()
+        .zip(planned)
+        .map(|(draft, plan)| {
+            let (contact, steps) = plan?;
+            let why = |step: &FallbackStep| {
+                suppressed.get(&(draft.tenant.0, step.channel, step.recipient.to_lowercase())).cloned()
+            };
+            let first_refusal = steps.iter().find_map(|step| why(step).map(|reason| (step.channel, reason)));
+            let kept: Vec<FallbackStep> = steps.into_iter().filter(|step| why(step).is_none()).collect();
+            match (kept.is_empty(), first_refusal) {
+                (true, Some((channel, reason))) => Err(ApiError::validation(
+                    "to",
+                    format!("the recipient's {} address is suppressed: {reason}", channel.as_str()),
+                )),
+                _ => Ok((contact, kept)),
+            }
+        })
+        .collect())
 }
 
 /// Each draft's answer: accepted (and which lane's workers to wake), or its own error.
@@ -121,13 +169,16 @@ fn answers<T>(
     drafts: &[Draft],
     planned: Vec<Result<T, ApiError>>,
     now: DateTime<Utc>,
+    deferred: &HashMap<Uuid, (DateTime<Utc>, String)>,
 ) -> Vec<Result<Accepted, ApiError>> {
     drafts
         .iter()
         .zip(planned)
         .map(|(draft, plan)| {
             plan.map(|_| {
-                let due_now = draft.status == MessageStatus::Queued && draft.later_than(now).is_none();
+                let due_now = draft.status == MessageStatus::Queued
+                    && draft.later_than(now).is_none()
+                    && !deferred.contains_key(&draft.id);
                 Accepted { id: draft.id, status: draft.status, wake: due_now.then_some(draft.lane) }
             })
         })

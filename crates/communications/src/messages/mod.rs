@@ -6,5 +6,6 @@ pub mod content;
 pub mod http;
 pub mod model;
 pub mod queue;
+pub(crate) mod quiet_hours;
 pub mod repository;
 pub mod service;

@@ -113,6 +113,8 @@ impl Communications {
         if applied.outcome == EnvelopeOutcome::Applied {
             // New conversations and messages, statuses of replies: the streams read them now.
             self.feed.signal();
+            // A text may have queued a dialogue turn.
+            self.dialogue_wake.notify_one();
         }
         metrics::counter!("webhook_envelopes_total", "provider" => envelope.provider.to_owned(), "outcome" => applied.outcome.as_str()).increment(1);
         Ok(applied.outcome)
@@ -201,17 +203,48 @@ pub(crate) async fn apply_events(
                     None => EnvelopeOutcome::Stored,
                     Some(tenant) => match crate::inbox::inbound::receive(tx, tenant, event).await? {
                         crate::inbox::inbound::Received::Duplicate => EnvelopeOutcome::Duplicate,
-                        _ => EnvelopeOutcome::Applied,
+                        crate::inbox::inbound::Received::Stored { conversation_id, message_id, .. } => {
+                            after_inbound(tx, tenant, event, conversation_id, message_id).await?;
+                            EnvelopeOutcome::Applied
+                        }
+                        crate::inbox::inbound::Received::NotInbound => EnvelopeOutcome::Applied,
                     },
                 }
             }
-            ProviderEvent::MissedCall { .. } => EnvelopeOutcome::Stored,
+            // Calls are answered by the voice webhooks (`crate::voice`), never through here.
+            ProviderEvent::IncomingCall { .. }
+            | ProviderEvent::MissedCall { .. }
+            | ProviderEvent::CallCompleted { .. } => EnvelopeOutcome::Ignored,
             ProviderEvent::Unknown { .. } => EnvelopeOutcome::Ignored,
         };
         outcomes.push(outcome);
     }
     let inbound = outcomes.contains(&EnvelopeOutcome::Stored);
     Ok(Applied { outcome: EnvelopeOutcome::overall(&outcomes), tenant, inbound })
+}
+
+/// What a stored inbound SMS means beyond the inbox: consent keywords take effect now, and a
+/// text for the booking dialogue (or HELP) becomes a turn for its worker.
+async fn after_inbound(
+    tx: &mut sqlx::PgConnection,
+    tenant: Uuid,
+    event: &ProviderEvent,
+    conversation: Uuid,
+    message: Uuid,
+) -> Result<(), ApiError> {
+    let ProviderEvent::InboundMessage {
+        channel: cpaas::Channel::Sms,
+        from,
+        content: cpaas::InboundContent::Text { body },
+        ..
+    } = event
+    else {
+        return Ok(());
+    };
+    let keyword = crate::compliance::on_inbound_text(tx, tenant, conversation, message, from, body).await?;
+    let help = keyword == Some(crate::compliance::Keyword::Help);
+    crate::dialogue::queue_turn(tx, tenant, conversation, message, body, help).await?;
+    Ok(())
 }
 
 struct StatusUpdate<'a> {
@@ -284,6 +317,10 @@ async fn apply_status(
     if suppress {
         let why = format!("{:?}: {trail_reason}", update.status).to_lowercase();
         messages::suppress(&mut *tx, tenant, message.channel, &message.recipient, &why).await?;
+    }
+    if message.channel == Channel::Sms && update.error.is_some_and(|e| e.code == outcome::UNSUBSCRIBED) {
+        let source = crate::compliance::Source::Provider("twilio 21610");
+        crate::compliance::opt_out(tx, tenant, message.channel, &message.recipient, source, Some(message.id)).await?;
     }
     Ok((EnvelopeOutcome::Applied, Some(tenant)))
 }

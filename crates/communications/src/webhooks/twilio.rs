@@ -10,12 +10,14 @@ use uuid::Uuid;
 use super::{Acknowledged, record, rejected};
 use crate::Communications;
 
-/// Twilio callbacks for one tenant: `status` (message status), `inbound` (SMS), `voice` (calls),
-/// signed with the tenant's (or the platform's) auth token over the full URL and the form.
+/// Twilio callbacks for one tenant: `status` (message status), `inbound` (SMS), and the calls'
+/// `voice` (a call comes in), `voice-dial` (the forwarded leg's outcome) and `voice-status`,
+/// which answer TwiML (see `crate::voice`). Signed with the tenant's (or the platform's) auth
+/// token over the full URL and the form.
 #[utoipa::path(
     post, path = "/api/webhooks/twilio/{tenant_id}/{kind}", tag = "webhooks",
-    params(("tenant_id" = Uuid, Path), ("kind" = String, Path, description = "status, inbound or voice")),
-    responses((status = 200, body = Acknowledged), (status = 401, body = kernel::error::ErrorBody), (status = 403, body = kernel::error::ErrorBody), (status = 404, body = kernel::error::ErrorBody))
+    params(("tenant_id" = Uuid, Path), ("kind" = String, Path, description = "status, inbound, voice, voice-dial or voice-status")),
+    responses((status = 200, body = Acknowledged, description = "JSON for messages; TwiML (text/xml) for voice"), (status = 401, body = kernel::error::ErrorBody), (status = 403, body = kernel::error::ErrorBody), (status = 404, body = kernel::error::ErrorBody))
 )]
 pub async fn twilio_webhook(
     State(module): State<Communications>,
@@ -23,8 +25,11 @@ pub async fn twilio_webhook(
     uri: Uri,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<axum::Json<Acknowledged>, ApiError> {
-    if !matches!(kind.as_str(), "status" | "inbound" | "voice") {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let received_at = chrono::Utc::now();
+    let voice = crate::voice::KINDS.contains(&kind.as_str());
+    if !voice && !matches!(kind.as_str(), "status" | "inbound") {
         return Err(ApiError::NotFound("webhook"));
     }
     let params = cpaas::webhooks::twilio::parse_form(&body);
@@ -43,6 +48,9 @@ pub async fn twilio_webhook(
         }
     }
     verdict.map_err(|e| rejected(&e))?;
+    if voice {
+        return module.voice_webhook(tenant_id, &kind, &params, &body, received_at).await;
+    }
     let events = cpaas::webhooks::twilio::parse_callback(&params, chrono::Utc::now());
     let sid =
         params.iter().find(|(k, _)| k == "MessageSid" || k == "CallSid").map(|(_, v)| v.as_str()).unwrap_or_default();
@@ -56,7 +64,9 @@ pub async fn twilio_webhook(
         .query()
         .and_then(|query| form_urlencoded_pairs(query).find(|(k, _)| k == "correlation_id").map(|(_, v)| v))
         .and_then(|v| v.parse::<Uuid>().ok());
-    record(&module, "twilio", &kind, &[tenant_id], Some(&envelope_id), &body, &events, correlation).await
+    Ok(record(&module, "twilio", &kind, &[tenant_id], Some(&envelope_id), &body, &events, correlation)
+        .await?
+        .into_response())
 }
 
 fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {

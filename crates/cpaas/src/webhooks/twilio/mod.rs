@@ -7,6 +7,7 @@
 
 mod messages;
 mod signature;
+pub mod twiml;
 mod voice;
 
 use chrono::{DateTime, Utc};
