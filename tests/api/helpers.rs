@@ -170,6 +170,7 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
         switchboard::app::spawn_snooze_wakeups(&settings, communications.clone());
         switchboard::app::spawn_appointment_relay(&app.fulfillment(), communications.clone());
         switchboard::app::spawn_calendar_sync(&app.fulfillment());
+        switchboard::app::spawn_dialogue(&settings, communications.clone());
         let worker_settings = settings.clone();
         tokio::spawn(async move {
             switchboard::app::run_workers(&worker_settings, communications, health, None, std::future::pending()).await
@@ -309,6 +310,17 @@ impl TestApp {
 
     pub async fn put(&self, path: &str, api_key: &str, body: Value) -> Response {
         self.client.put(self.url(path)).bearer_auth(api_key).json(&body).send().await.expect("request")
+    }
+
+    pub async fn patch_json(&self, path: &str, api_key: &str, body: Value) -> Response {
+        self.client.patch(self.url(path)).bearer_auth(api_key).json(&body).send().await.expect("request")
+    }
+
+    /// Turns the tenant's quiet hours off: tests of bulk sending must not depend on the hour
+    /// they run at (the default window is 21:00–08:00 UTC).
+    pub async fn quiet_hours_off(&self, tenant: &TestTenant) {
+        let response = self.patch_json("/api/v1/messaging-policy", &tenant.api_key, json!({"quiet_hours": null})).await;
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
     }
 
     pub async fn delete(&self, path: &str, api_key: &str) -> Response {

@@ -27,6 +27,7 @@ async fn next_job_type(listener: &mut PgListener, within: Duration) -> Option<St
 async fn accepting_a_message_wakes_its_lanes_workers_after_the_commit() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("wakeful").await;
+    app.quiet_hours_off(&tenant).await;
     let mut listener = listener(&app).await;
     for (lane, queue) in [("urgent", URGENT_QUEUE), ("bulk", BULK_QUEUE)] {
         let body = json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": "Hi"}, "lane": lane});

@@ -119,6 +119,7 @@ async fn an_urgent_message_does_not_wait_behind_a_bulk_backlog() {
     // One tenant, one SMS account: the campaign and the confirmation share the provider's rate.
     let campaign = app.create_tenant("alpine").await;
     twilio_sms(&app, &campaign).await;
+    app.quiet_hours_off(&campaign).await;
     send_many(&app, &campaign, 300, "bulk", 160).await;
     let transactional = campaign.clone();
     tokio::time::sleep(Duration::from_millis(300)).await;

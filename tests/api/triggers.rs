@@ -198,6 +198,8 @@ async fn rules_are_validated_and_isolated() {
 }
 
 async fn digest_template(app: &TestApp, tenant: &TestTenant) {
+    // The digest goes out at 06:00 UTC on the bulk lane: inside the default quiet hours.
+    app.quiet_hours_off(tenant).await;
     let body = json!({
         "name": "morning_digest",
         "default_locale": "de",

@@ -45,9 +45,11 @@ impl Fulfillment {
         let step = Duration::minutes(i64::from(service.duration_minutes));
         let now = Utc::now();
         let mut offered: Vec<OfferedSlot> = Vec::new();
-        // A day at a time, so a busy resource does not make us compute two weeks for three slots.
-        let mut from = after;
-        let until = after + Duration::days(HORIZON_DAYS);
+        // A day at a time, so a busy resource does not make us compute two weeks for three slots;
+        // from midnight, so starts keep the working hours' rhythm (09:00, 10:00, not 09:17).
+        let midnight = after.date_naive().and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
+        let mut from = midnight;
+        let until = midnight + Duration::days(HORIZON_DAYS);
         while offered.len() < count && from < until {
             let to = (from + Duration::days(1)).min(until);
             for resource in &resources {
@@ -55,7 +57,7 @@ impl Fulfillment {
                     availability::free_slots(self, tenant, &service, *resource, Interval::new(from, to), step, now)
                         .await?;
                 for slot in slots {
-                    if offered.iter().any(|o| o.start == slot.start) {
+                    if slot.start < after || offered.iter().any(|o| o.start == slot.start) {
                         continue;
                     }
                     offered.push(OfferedSlot {

@@ -30,6 +30,8 @@ pub struct ContactView {
     pub display_name: Option<String>,
     /// A soft link to the person in an upstream system (free text).
     pub external_id: Option<String>,
+    /// IANA zone: quiet hours follow the contact's clock (else the workspace's).
+    pub time_zone: Option<String>,
     pub identifiers: Vec<Identifier>,
     /// Set when this contact was merged: the contact that holds its identifiers and
     /// conversations now.
@@ -53,6 +55,7 @@ fn view(row: ContactRow) -> ContactView {
         id: row.id,
         display_name: row.display_name,
         external_id: row.external_id,
+        time_zone: row.time_zone,
         identifiers: row.identifiers,
         merged_into: row.merged_into,
         merged_at: row.merged_at,
@@ -121,6 +124,10 @@ pub struct UpdateContact {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub external_id: Option<Option<String>>,
+    /// IANA zone name (e.g. `Europe/Berlin`) for quiet hours.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub time_zone: Option<Option<String>>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -155,13 +162,20 @@ pub async fn update_contact(
 ) -> Result<Json<ContactDetail>, ApiError> {
     let display_name = request.display_name.as_ref().map(|v| short_text("display_name", v.as_ref())).transpose()?;
     let external_id = request.external_id.as_ref().map(|v| short_text("external_id", v.as_ref())).transpose()?;
+    let time_zone = match &request.time_zone {
+        Some(Some(zone)) if zone.parse::<chrono_tz::Tz>().is_err() => {
+            return Err(ApiError::validation("time_zone", "must be an IANA zone name such as Europe/Berlin"));
+        }
+        other => other.clone(),
+    };
     let current = contacts::find(&module.pool, caller.tenant_id, id).await?;
     if let Some(survivor) = current.merged_into {
         return Err(ApiError::conflict(None, format!("this contact was merged into {survivor}: edit that one")));
     }
     let display_name = display_name.as_ref().map(Option::as_deref);
     let external_id = external_id.as_ref().map(Option::as_deref);
-    if !contacts::update(&module.pool, caller.tenant_id, id, display_name, external_id).await? {
+    let time_zone = time_zone.as_ref().map(Option::as_deref);
+    if !contacts::update(&module.pool, caller.tenant_id, id, display_name, external_id, time_zone).await? {
         return Err(ApiError::NotFound("contact"));
     }
     detail(&module, caller, id).await.map(Json)

@@ -25,6 +25,7 @@ pub struct ContactRow {
     pub id: Uuid,
     pub display_name: Option<String>,
     pub external_id: Option<String>,
+    pub time_zone: Option<String>,
     pub identifiers: Vec<Identifier>,
     pub merged_into: Option<Uuid>,
     pub merged_at: Option<DateTime<Utc>>,
@@ -76,7 +77,7 @@ pub async fn list(
 ) -> Result<Vec<ContactRow>, ApiError> {
     // Identifiers are stored normalised (E.164 phones, lower-cased emails), so plain LIKE works.
     let rows = sqlx::query!(
-        r#"SELECT c.id, c.display_name, c.external_id, c.merged_into, c.merged_at, c.created_at, c.updated_at,
+        r#"SELECT c.id, c.display_name, c.external_id, c.time_zone, c.merged_into, c.merged_at, c.created_at, c.updated_at,
                   COALESCE((SELECT jsonb_agg(jsonb_build_object('kind', i.kind, 'value', i.value)
                                              ORDER BY i.kind, i.value)
                             FROM communications.contact_identifiers i WHERE i.contact_id = c.id),
@@ -106,6 +107,7 @@ pub async fn list(
                 id: row.id,
                 display_name: row.display_name,
                 external_id: row.external_id,
+                time_zone: row.time_zone,
                 identifiers: identifiers(row.identifiers)?,
                 merged_into: row.merged_into,
                 merged_at: row.merged_at,
@@ -119,7 +121,7 @@ pub async fn list(
 /// One contact of the tenant, merged or not.
 pub async fn find(db: impl PgExecutor<'_>, tenant: TenantId, id: Uuid) -> Result<ContactRow, ApiError> {
     let row = sqlx::query!(
-        r#"SELECT c.id, c.display_name, c.external_id, c.merged_into, c.merged_at, c.created_at, c.updated_at,
+        r#"SELECT c.id, c.display_name, c.external_id, c.time_zone, c.merged_into, c.merged_at, c.created_at, c.updated_at,
                   COALESCE((SELECT jsonb_agg(jsonb_build_object('kind', i.kind, 'value', i.value)
                                              ORDER BY i.kind, i.value)
                             FROM communications.contact_identifiers i WHERE i.contact_id = c.id),
@@ -136,6 +138,7 @@ pub async fn find(db: impl PgExecutor<'_>, tenant: TenantId, id: Uuid) -> Result
         id: row.id,
         display_name: row.display_name,
         external_id: row.external_id,
+        time_zone: row.time_zone,
         identifiers: identifiers(row.identifiers)?,
         merged_into: row.merged_into,
         merged_at: row.merged_at,
@@ -188,11 +191,13 @@ pub async fn update(
     id: Uuid,
     display_name: Option<Option<&str>>,
     external_id: Option<Option<&str>>,
+    time_zone: Option<Option<&str>>,
 ) -> Result<bool, ApiError> {
     let updated = sqlx::query!(
         r#"UPDATE communications.contacts SET
                display_name = CASE WHEN $3 THEN $4 ELSE display_name END,
                external_id = CASE WHEN $5 THEN $6 ELSE external_id END,
+               time_zone = CASE WHEN $7 THEN $8 ELSE time_zone END,
                updated_at = now()
            WHERE tenant_id = $1 AND id = $2"#,
         tenant.0,
@@ -201,6 +206,8 @@ pub async fn update(
         display_name.flatten(),
         external_id.is_some(),
         external_id.flatten(),
+        time_zone.is_some(),
+        time_zone.flatten(),
     )
     .execute(db)
     .await?;
