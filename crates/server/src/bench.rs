@@ -103,7 +103,7 @@ pub async fn run(settings: &mut Settings, database: &Database, args: BenchArgs) 
 }
 
 /// A fresh tenant for this run (its id scopes the latency query) and its API key.
-async fn prepare_tenant(pool: &sqlx::PgPool) -> anyhow::Result<(uuid::Uuid, String)> {
+pub(crate) async fn prepare_tenant(pool: &sqlx::PgPool) -> anyhow::Result<(uuid::Uuid, String)> {
     let slug = format!("bench-{}", uuid::Uuid::now_v7().simple());
     let slug = identity::tenants::Slug::parse(&slug[..30]).map_err(|e| anyhow::anyhow!("{e}"))?;
     let tenant = identity::tenants::create(pool, "Benchmark", &slug).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -111,7 +111,7 @@ async fn prepare_tenant(pool: &sqlx::PgPool) -> anyhow::Result<(uuid::Uuid, Stri
     Ok((tenant.id.0, key.secret))
 }
 
-async fn activate_sms_channel(client: &reqwest::Client, base: &str, api_key: &str) -> anyhow::Result<()> {
+pub(crate) async fn activate_sms_channel(client: &reqwest::Client, base: &str, api_key: &str) -> anyhow::Result<()> {
     let config = json!({"account_sid": format!("AC{}", "0123456789abcdef".repeat(2)), "auth_token": "sim-twilio-auth-token", "from": "+15005550006"});
     let created: Value = client
         .post(format!("{base}/api/v1/channel-accounts"))

@@ -52,6 +52,10 @@ pub enum Command {
     /// Measure availability over a busy month, one slot under contention, and sustained bookings.
     #[command(name = "bench-fulfillment")]
     BenchFulfillment(crate::bench_fulfillment::FulfillmentBenchArgs),
+    /// Measure the missed-call SLI (webhook → SMS request at the provider), idle and while a
+    /// bulk campaign drains.
+    #[command(name = "bench-missed-call")]
+    BenchMissedCall(crate::bench_missed_call::MissedCallBenchArgs),
     /// Run the service with a demo tenant, an admin agent and an API key, printed once at start.
     Demo(DemoArgs),
 }

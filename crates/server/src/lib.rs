@@ -5,6 +5,7 @@ pub mod app;
 pub mod bench;
 pub mod bench_fulfillment;
 pub mod bench_inbox;
+pub mod bench_missed_call;
 pub mod cli;
 pub mod commands;
 pub mod database;
@@ -28,7 +29,10 @@ use settings::Settings;
 pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     let serving = matches!(command, Command::Serve(_) | Command::Demo(_) | Command::Worker);
-    let benchmarking = matches!(command, Command::Bench(_) | Command::BenchInbox(_) | Command::BenchFulfillment(_));
+    let benchmarking = matches!(
+        command,
+        Command::Bench(_) | Command::BenchInbox(_) | Command::BenchFulfillment(_) | Command::BenchMissedCall(_)
+    );
     if !serving || benchmarking {
         // Keep standard output clean for `--json`: commands log only warnings, to stderr.
         settings.log.level = "warn".into();
@@ -82,6 +86,7 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
         Command::Bench(args) => bench::run(settings, database, args).await,
         Command::BenchInbox(args) => bench_inbox::run(settings, database, args).await,
         Command::BenchFulfillment(args) => bench_fulfillment::run(settings, database, args).await,
+        Command::BenchMissedCall(args) => bench_missed_call::run(settings, database, args).await,
     }
 }
 

@@ -1,0 +1,309 @@
+//! `switchboard bench-missed-call`: the missed-call SLI — the `<Dial action>` webhook reaching
+//! us → the auto-reply's request at the provider — measured on the real path: the simulator's
+//! Twilio places each call against our TwiML (incoming call, then the dial outcome, signed),
+//! the reply carries the next free slots from fulfillment, and goes out through the urgent lane.
+//!
+//! 1. Idle: `--calls` calls at `--rate` per second.
+//! 2. Under a bulk backlog: a `--campaign`-message bulk SMS campaign is accepted (by `--clients`
+//!    API clients) and drains while the same number of calls is placed.
+//!
+//! The latency of each call is exact, not sampled from a histogram: the webhook's arrival time
+//! (`metadata.missed_call.received_at`, taken before the signature check) against the time the
+//! simulator received the SMS request for that caller. The same figure is exported as the
+//! Prometheus histogram `missed_call_sms_seconds`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::app::Application;
+use crate::bench_inbox::Percentiles;
+use crate::database::Database;
+use crate::settings::Settings;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MissedCallBenchArgs {
+    /// Calls placed in each phase.
+    #[arg(long, default_value_t = 200)]
+    pub calls: usize,
+    /// Calls per second.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Bulk messages in the campaign of phase 2 (0 skips it).
+    #[arg(long, default_value_t = 100_000)]
+    pub campaign: usize,
+    /// API clients accepting the campaign.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MissedCallBenchReport {
+    pub idle: Percentiles,
+    pub under_backlog: Option<Percentiles>,
+    pub campaign: usize,
+    pub campaign_accept_seconds: f64,
+    /// Bulk messages still waiting for the provider when the first and the last measured call
+    /// of phase 2 were placed.
+    pub backlog_at_first_call: usize,
+    pub backlog_at_last_call: usize,
+    /// Calls that got no SMS (must be 0) and that got more than one (must be 0).
+    pub missing: usize,
+    pub duplicated: usize,
+    pub targets_ms: Targets,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Targets {
+    pub idle_p95: f64,
+    pub under_backlog_p95: f64,
+}
+
+pub async fn run(settings: &mut Settings, database: &Database, args: MissedCallBenchArgs) -> anyhow::Result<()> {
+    if args.calls == 0 || args.rate <= 0.0 || args.clients == 0 {
+        bail!("need --calls ≥ 1, --rate > 0 and --clients ≥ 1");
+    }
+    settings.http.bind = "127.0.0.1:0".parse()?;
+    // The provider's rate is not what is measured: the pipeline is.
+    settings.dispatch.sms_rate_per_sec = 1_000_000.0;
+    settings.dispatch.in_serve = true;
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim_url = format!("http://{}", sim_listener.local_addr()?);
+    settings.providers.twilio_api_url = sim_url.clone();
+    let app = Application::build(settings, database.pool.clone()).await?;
+    let base = format!("http://{}", app.local_addr());
+    let (router, sim) =
+        cpaas_sim::Simulator::router(cpaas_sim::SimConfig { webhook_base: Some(base.clone()), ..Default::default() })?;
+    sim.set_base_url(&sim_url);
+    tokio::spawn(async move { axum::serve(sim_listener, router).await });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let serving = {
+        let settings = settings.clone();
+        let shutdown = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        };
+        tokio::spawn(async move { super::serve_with_workers_until(&settings, app, shutdown).await })
+    };
+
+    let (tenant, key) = crate::bench::prepare_tenant(&database.pool).await?;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients + 4).build()?;
+    crate::bench::activate_sms_channel(&client, &base, &key).await?;
+    prepare_business(&client, &base, &key).await?;
+    sim.clear_ledger();
+
+    let idle = place_calls(&sim, &database.pool, tenant, &args, "1", false).await?;
+    let mut report = MissedCallBenchReport {
+        idle: idle.latency,
+        under_backlog: None,
+        campaign: args.campaign,
+        campaign_accept_seconds: 0.0,
+        backlog_at_first_call: 0,
+        backlog_at_last_call: 0,
+        missing: idle.missing,
+        duplicated: idle.duplicated,
+        targets_ms: Targets { idle_p95: 100.0, under_backlog_p95: 250.0 },
+    };
+    if args.campaign > 0 {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let campaign =
+            tokio::spawn(accept_campaign(client.clone(), base.clone(), key.clone(), args.clone(), accepted.clone()));
+        // Calls start once a tenth of the campaign is queued, and go on while it drains.
+        while accepted.load(Ordering::Relaxed) < args.campaign / 10 && !campaign.is_finished() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let under = place_calls(&sim, &database.pool, tenant, &args, "2", true).await?;
+        campaign.await.context("the campaign panicked")??;
+        report.campaign_accept_seconds = started.elapsed().as_secs_f64();
+        report.under_backlog = Some(under.latency);
+        report.backlog_at_first_call = under.backlog_first;
+        report.backlog_at_last_call = under.backlog_last;
+        report.missing += under.missing;
+        report.duplicated += under.duplicated;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_text(&report);
+    }
+    let _ = stop.send(true);
+    serving.await.context("the service panicked")??;
+    Ok(())
+}
+
+/// A plumber with hours every day and a one-hour service (the reply offers three slots), calls
+/// forwarded to the owner, quiet hours off (the campaign runs whatever the hour).
+async fn prepare_business(client: &reqwest::Client, base: &str, key: &str) -> anyhow::Result<()> {
+    let week: Vec<Value> = (1..=7).map(|d| json!({"weekday": d, "starts": "07:00", "ends": "19:00"})).collect();
+    let post = |path: &str, body: Value| client.post(format!("{base}{path}")).bearer_auth(key).json(&body).send();
+    let resource =
+        post("/api/v1/resources", json!({"name": "Plumber", "time_zone": "Europe/Berlin", "working_hours": week}));
+    anyhow::ensure!(resource.await?.status() == 201, "creating the resource failed");
+    let service = post("/api/v1/services", json!({"name": "Visit", "duration_minutes": 60}));
+    anyhow::ensure!(service.await?.status() == 201, "creating the service failed");
+    let policy = json!({"quiet_hours": null, "missed_call": {"forward_to": "+4930123456"}, "booking": {"slots": 3}});
+    let patched = client.patch(format!("{base}/api/v1/messaging-policy")).bearer_auth(key).json(&policy).send().await?;
+    anyhow::ensure!(patched.status() == 200, "setting the policy failed: {}", patched.text().await?);
+    Ok(())
+}
+
+async fn accept_campaign(
+    client: reqwest::Client,
+    base: String,
+    key: String,
+    args: MissedCallBenchArgs,
+    accepted: Arc<AtomicUsize>,
+) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        let (client, base, key, next, accepted) =
+            (client.clone(), base.clone(), key.clone(), next.clone(), accepted.clone());
+        let total = args.campaign;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return anyhow::Ok(());
+                }
+                let body = json!({"to": {"phone": format!("+4917{i:08}")}, "channels": "sms", "lane": "bulk",
+                                  "content": {"text": "Spring offer: 20% off a boiler service this month."}});
+                let response =
+                    client.post(format!("{base}/api/v1/messages")).bearer_auth(&key).json(&body).send().await?;
+                anyhow::ensure!(response.status() == 202, "campaign message refused: {}", response.status());
+                accepted.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+struct Phase {
+    latency: Percentiles,
+    missing: usize,
+    duplicated: usize,
+    backlog_first: usize,
+    backlog_last: usize,
+}
+
+/// Places the calls at the configured rate (callers `+49152<phase><seq>`), then waits for their
+/// replies and measures each one.
+async fn place_calls(
+    sim: &cpaas_sim::SimHandle,
+    pool: &sqlx::PgPool,
+    tenant: uuid::Uuid,
+    args: &MissedCallBenchArgs,
+    phase: &str,
+    count_backlog: bool,
+) -> anyhow::Result<Phase> {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
+    let mut callers = Vec::with_capacity(args.calls);
+    let (mut backlog_first, mut backlog_last) = (0, 0);
+    let mut placing = Vec::with_capacity(args.calls);
+    for i in 0..args.calls {
+        ticker.tick().await;
+        if count_backlog && i == 0 {
+            backlog_first = backlog(pool, tenant).await?;
+        }
+        if count_backlog && i + 1 == args.calls {
+            backlog_last = backlog(pool, tenant).await?;
+        }
+        let caller = format!("+49152{phase}{i:06}");
+        callers.push(caller.clone());
+        let spec = cpaas_sim::CallSpec {
+            account_sid: format!("AC{}", "0123456789abcdef".repeat(2)),
+            webhook_id: Some(tenant.to_string()),
+            from: caller,
+            to: "+15005550006".into(),
+            outcome: cpaas_sim::DialOutcome::NoAnswer,
+            ..Default::default()
+        };
+        let sim = sim.clone();
+        placing.push(tokio::spawn(async move { sim.place_call(spec).await }));
+    }
+    for call in placing {
+        let report = call.await??;
+        anyhow::ensure!(report.answer == "twiml", "a call was not answered with TwiML: {report:?}");
+    }
+    // Every reply's request at the provider, by caller.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let requests = loop {
+        let mut requests: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
+        for entry in sim.ledger() {
+            if let Some(to) = entry.recipient.filter(|to| to.starts_with(&format!("+49152{phase}"))) {
+                requests.entry(to).or_default().push(entry.received_at);
+            }
+        }
+        if requests.len() >= callers.len() || Instant::now() > deadline {
+            break requests;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let received: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        r#"SELECT recipient, (metadata->'missed_call'->>'received_at')::timestamptz FROM communications.messages
+           WHERE tenant_id = $1 AND metadata ? 'missed_call' AND recipient LIKE $2"#,
+    )
+    .bind(tenant)
+    .bind(format!("+49152{phase}%"))
+    .fetch_all(pool)
+    .await?;
+    let received: HashMap<String, DateTime<Utc>> = received.into_iter().collect();
+    let mut millis = Vec::with_capacity(callers.len());
+    let (mut missing, mut duplicated) = (0, 0);
+    for caller in &callers {
+        match (requests.get(caller), received.get(caller)) {
+            (Some(sent), Some(arrived)) => {
+                duplicated += sent.len() - 1;
+                let first = sent.iter().min().copied().unwrap_or(*arrived);
+                millis.push((first - *arrived).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+            }
+            _ => missing += 1,
+        }
+    }
+    Ok(Phase { latency: Percentiles::of(millis), missing, duplicated, backlog_first, backlog_last })
+}
+
+/// Bulk messages not yet handed to the provider.
+async fn backlog(pool: &sqlx::PgPool, tenant: uuid::Uuid) -> anyhow::Result<usize> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM communications.messages WHERE tenant_id = $1 AND lane = 'bulk' AND status IN ('queued', 'sending')",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+fn print_text(report: &MissedCallBenchReport) {
+    let line = |name: &str, p: &Percentiles, target: f64| {
+        println!(
+            "  {name:<28} p50 {:>7.1} ms   p95 {:>7.1} ms   p99 {:>7.1} ms   ({} calls; target p95 ≤ {target} ms)",
+            p.p50, p.p95, p.p99, p.samples
+        );
+    };
+    println!("missed call → auto-reply SMS at the provider (webhook received → SMS request)");
+    line("idle", &report.idle, report.targets_ms.idle_p95);
+    if let Some(under) = &report.under_backlog {
+        line("under a bulk backlog", under, report.targets_ms.under_backlog_p95);
+        println!(
+            "  campaign: {} bulk messages accepted in {:.1} s; backlog {} at the first call, {} at the last",
+            report.campaign, report.campaign_accept_seconds, report.backlog_at_first_call, report.backlog_at_last_call
+        );
+    }
+    println!("  missing replies: {}   duplicated: {}", report.missing, report.duplicated);
+}
