@@ -54,6 +54,8 @@ pub struct Communications {
     /// Fulfillment's slots, holds and bookings for the SMS dialogue (the server wires it);
     /// `None`: missed calls get no proposals and dialogues go to a human.
     pub booker: Option<Arc<dyn kernel::scheduling::SlotBooker>>,
+    /// The providers' send rates: bulk messages reserve their slots when accepted.
+    pub rates: rate_limit::RateDefaults,
     /// Wakes this process's dialogue worker after a turn is committed.
     pub dialogue_wake: Arc<tokio::sync::Notify>,
     /// Stores accepted messages in shared transactions; started on first use.
@@ -84,6 +86,7 @@ impl Communications {
             feed: inbox::stream::ChangeFeed::default(),
             agents: None,
             booker: None,
+            rates: rate_limit::RateDefaults::default(),
             dialogue_wake: Arc::default(),
             acceptor: Arc::default(),
         }
@@ -99,6 +102,12 @@ impl Communications {
         self
     }
 
+    /// The providers' send rates (the dispatcher's too): set before the first message.
+    pub fn with_rates(mut self, rates: rate_limit::RateDefaults) -> Self {
+        self.rates = rates;
+        self
+    }
+
     pub fn with_retry(mut self, retry: dispatch::RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -108,10 +117,10 @@ impl Communications {
     /// needs a Tokio runtime).
     pub(crate) fn acceptor(&self) -> &Acceptor {
         self.acceptor.get_or_init(|| {
-            let pool = self.pool.clone();
+            let (pool, rates) = (self.pool.clone(), self.rates.clone());
             kernel::batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |drafts| {
-                let pool = pool.clone();
-                async move { messages::accept::accept_batch(&pool, drafts).await }
+                let (pool, rates) = (pool.clone(), rates.clone());
+                async move { messages::accept::accept_batch(&pool, &rates, drafts).await }
             })
         })
     }

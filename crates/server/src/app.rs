@@ -112,7 +112,8 @@ pub fn communications_module(
     Ok(communications::Communications::new(pool.clone(), keyring)
         .with_agents(std::sync::Arc::new(IdentityAgents(pool)))
         .with_endpoints(settings.providers.endpoints(bound))
-        .with_retry(settings.dispatch.retry_policy()))
+        .with_retry(settings.dispatch.retry_policy())
+        .with_rates(settings.dispatch.rate_defaults()))
 }
 
 /// Runs the dispatch workers and their companions (queue waker, finished-job purge, lease

@@ -5,7 +5,8 @@
 //!
 //! 1. Idle: `--calls` calls at `--rate` per second.
 //! 2. Under a bulk backlog: a `--campaign`-message bulk SMS campaign is accepted (by `--clients`
-//!    API clients) and drains while the same number of calls is placed.
+//!    API clients); it drains at 80 % of `--sms-rate` (the bulk lane's share of the provider's
+//!    rate), and the same number of calls is placed while it does.
 //!
 //! The latency of each call is exact, not sampled from a histogram: the webhook's arrival time
 //! (`metadata.missed_call.received_at`, taken before the signature check) against the time the
@@ -41,6 +42,10 @@ pub struct MissedCallBenchArgs {
     /// API clients accepting the campaign.
     #[arg(long, default_value_t = 32)]
     pub clients: usize,
+    /// The SMS provider's rate (messages per second): the campaign gets 80 % of it, so it queues
+    /// up and drains at that pace while the calls come in, as a real campaign does.
+    #[arg(long, default_value_t = 500.0)]
+    pub sms_rate: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -48,6 +53,7 @@ pub struct MissedCallBenchArgs {
 
 #[derive(Debug, Serialize)]
 pub struct MissedCallBenchReport {
+    pub sms_rate_per_second: f64,
     pub idle: Percentiles,
     pub under_backlog: Option<Percentiles>,
     pub campaign: usize,
@@ -59,6 +65,8 @@ pub struct MissedCallBenchReport {
     /// Calls that got no SMS (must be 0) and that got more than one (must be 0).
     pub missing: usize,
     pub duplicated: usize,
+    /// The auto-replies' statuses at the end (all `sent` unless a send's answer was lost).
+    pub reply_statuses: HashMap<String, i64>,
     pub targets_ms: Targets,
 }
 
@@ -69,12 +77,11 @@ pub struct Targets {
 }
 
 pub async fn run(settings: &mut Settings, database: &Database, args: MissedCallBenchArgs) -> anyhow::Result<()> {
-    if args.calls == 0 || args.rate <= 0.0 || args.clients == 0 {
-        bail!("need --calls ≥ 1, --rate > 0 and --clients ≥ 1");
+    if args.calls == 0 || args.rate <= 0.0 || args.clients == 0 || args.sms_rate <= 0.0 {
+        bail!("need --calls ≥ 1, --rate > 0, --clients ≥ 1 and --sms-rate > 0");
     }
     settings.http.bind = "127.0.0.1:0".parse()?;
-    // The provider's rate is not what is measured: the pipeline is.
-    settings.dispatch.sms_rate_per_sec = 1_000_000.0;
+    settings.dispatch.sms_rate_per_sec = args.sms_rate;
     settings.dispatch.in_serve = true;
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sim_url = format!("http://{}", sim_listener.local_addr()?);
@@ -105,6 +112,7 @@ pub async fn run(settings: &mut Settings, database: &Database, args: MissedCallB
 
     let idle = place_calls(&sim, &database.pool, tenant, &args, "1", false).await?;
     let mut report = MissedCallBenchReport {
+        sms_rate_per_second: args.sms_rate,
         idle: idle.latency,
         under_backlog: None,
         campaign: args.campaign,
@@ -113,6 +121,7 @@ pub async fn run(settings: &mut Settings, database: &Database, args: MissedCallB
         backlog_at_last_call: 0,
         missing: idle.missing,
         duplicated: idle.duplicated,
+        reply_statuses: HashMap::new(),
         targets_ms: Targets { idle_p95: 100.0, under_backlog_p95: 250.0 },
     };
     if args.campaign > 0 {
@@ -120,19 +129,41 @@ pub async fn run(settings: &mut Settings, database: &Database, args: MissedCallB
         let started = Instant::now();
         let campaign =
             tokio::spawn(accept_campaign(client.clone(), base.clone(), key.clone(), args.clone(), accepted.clone()));
-        // Calls start once a tenth of the campaign is queued, and go on while it drains.
-        while accepted.load(Ordering::Relaxed) < args.campaign / 10 && !campaign.is_finished() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let under = place_calls(&sim, &database.pool, tenant, &args, "2", true).await?;
+        // The whole campaign is queued first (it starts draining at once, at the provider's
+        // pace); the calls come in while the rest of it drains.
         campaign.await.context("the campaign panicked")??;
         report.campaign_accept_seconds = started.elapsed().as_secs_f64();
+        let under = place_calls(&sim, &database.pool, tenant, &args, "2", true).await?;
         report.under_backlog = Some(under.latency);
         report.backlog_at_first_call = under.backlog_first;
         report.backlog_at_last_call = under.backlog_last;
         report.missing += under.missing;
         report.duplicated += under.duplicated;
     }
+    let statuses: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM communications.messages WHERE tenant_id = $1 AND metadata ? 'missed_call' GROUP BY 1",
+    )
+    .bind(tenant)
+    .fetch_all(&database.pool)
+    .await?;
+    report.reply_statuses = statuses.into_iter().collect();
+    // What is left of the campaign would go out whenever this database serves next: cancel it.
+    sqlx::query(
+        "UPDATE communications.messages SET status = 'canceled', status_reason = 'benchmark over', updated_at = now()
+         WHERE tenant_id = $1 AND status = 'queued'",
+    )
+    .bind(tenant)
+    .execute(&database.pool)
+    .await?;
+    // And its jobs, which would otherwise keep the next run's workers busy with nothing.
+    sqlx::query(
+        "DELETE FROM apalis.jobs WHERE job_type = $2 AND status <> 'Done'
+         AND convert_from(job, 'UTF8')::jsonb->>'tenant_id' = $1::text",
+    )
+    .bind(tenant)
+    .bind(communications::messages::queue::BULK_QUEUE)
+    .execute(&database.pool)
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -244,7 +275,8 @@ async fn place_calls(
     let deadline = Instant::now() + Duration::from_secs(60);
     let requests = loop {
         let mut requests: HashMap<String, Vec<DateTime<Utc>>> = HashMap::new();
-        for entry in sim.ledger() {
+        // Sends only: a settlement's lookup names the recipient too.
+        for entry in sim.ledger().into_iter().filter(|e| e.operation == "create_message") {
             if let Some(to) = entry.recipient.filter(|to| to.starts_with(&format!("+49152{phase}"))) {
                 requests.entry(to).or_default().push(entry.received_at);
             }
@@ -296,7 +328,10 @@ fn print_text(report: &MissedCallBenchReport) {
             p.p50, p.p95, p.p99, p.samples
         );
     };
-    println!("missed call → auto-reply SMS at the provider (webhook received → SMS request)");
+    println!(
+        "missed call → auto-reply SMS at the provider (webhook received → SMS request); SMS rate {}/s",
+        report.sms_rate_per_second
+    );
     line("idle", &report.idle, report.targets_ms.idle_p95);
     if let Some(under) = &report.under_backlog {
         line("under a bulk backlog", under, report.targets_ms.under_backlog_p95);
@@ -305,5 +340,8 @@ fn print_text(report: &MissedCallBenchReport) {
             report.campaign, report.campaign_accept_seconds, report.backlog_at_first_call, report.backlog_at_last_call
         );
     }
-    println!("  missing replies: {}   duplicated: {}", report.missing, report.duplicated);
+    println!(
+        "  missing replies: {}   duplicated: {}   reply statuses: {:?}",
+        report.missing, report.duplicated, report.reply_statuses
+    );
 }

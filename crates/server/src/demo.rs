@@ -58,7 +58,7 @@ pub async fn run(settings: &mut Settings, args: DemoArgs, database: &Database) -
     }
 
     super::log_listening(&app, database);
-    print_banner(&credentials, &format!("http://{}", app.local_addr()), &sim_url, webchat);
+    print_banner(&credentials, &format!("http://{}", app.local_addr()), &sim_url, webchat, tenant.id.0);
     super::serve_with_workers(settings, app).await
 }
 
@@ -126,7 +126,14 @@ async fn demo_webchat(communications: &Communications, tenant: kernel::ids::Tena
     Ok(account.id)
 }
 
-fn print_banner(demo: &DemoCredentials, address: &str, sim_url: &str, webchat: uuid::Uuid) {
+fn print_banner(demo: &DemoCredentials, address: &str, sim_url: &str, webchat: uuid::Uuid, tenant: uuid::Uuid) {
+    let number = crate::demo_seed::DEMO_SMS_NUMBER;
+    let account = format!("AC{}", "0123456789abcdef".repeat(2));
+    let call =
+        format!(r#"{{"account_sid":"{account}","webhook_id":"{tenant}","from":"+4915112345678","to":"{number}"}}"#);
+    let reply = format!(
+        r#"{{"provider":"twilio","account_sid":"{tenant}","from":"+4915112345678","to":"{number}","body":"1"}}"#
+    );
     println!(
         "\nSwitchboard demo is running at {address}\n\
          \x20 workspace:  {slug}\n\
@@ -137,6 +144,8 @@ fn print_banner(demo: &DemoCredentials, address: &str, sim_url: &str, webchat: u
          \x20 API key:    {key}\n\
          \x20 try:        curl -H 'Authorization: Bearer {key}' {address}/api/v1/me\n\
          \x20 providers:  simulated at {sim_url} (requests: {sim_url}/sim/ledger)\n\
+         \x20 missed call: curl -X POST {sim_url}/sim/calls -H 'content-type: application/json' -d '{call}'\n\
+         \x20 answer 1:    curl -X POST {sim_url}/sim/inbound -H 'content-type: application/json' -d '{reply}'\n\
          These credentials are new on every start and are not shown again.\n",
         slug = demo.slug,
         email = demo.admin_email,

@@ -203,6 +203,16 @@ async fn seed_fulfillment(api: &Api, sim: &SimHandle) -> anyhow::Result<()> {
         )
         .await?;
     let service = service["id"].as_str().context("service id")?.to_owned();
+    // A call to the SMS number rings the plumber's mobile; missed, the caller gets the next
+    // three slots by SMS and books by answering with a number.
+    api.patch(
+        "/api/v1/messaging-policy",
+        json!({"time_zone": "Europe/Berlin", "quiet_hours": {"start": "21:00", "end": "08:00"},
+               "help_text": "Demo Plumbing: call +49 30 901820 or reply here. Reply STOP to opt out.",
+               "missed_call": {"forward_to": DEMO_OWNER_PHONE, "dial_timeout_secs": 20},
+               "booking": {"service_id": service, "slots": 3}}),
+    )
+    .await?;
     api.post(
         "/api/v1/surcharges",
         json!({"name": "Friday afternoon", "weekdays": [5], "starts": "13:00", "ends": "17:00", "percent": 20}),
@@ -245,6 +255,12 @@ async fn seed_fulfillment(api: &Api, sim: &SimHandle) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The plumber's own phone: missed calls are first forwarded there.
+pub const DEMO_OWNER_PHONE: &str = "+4930901820";
+
+/// The demo's Twilio number (the SMS channel's sender).
+pub const DEMO_SMS_NUMBER: &str = "+15005550006";
+
 /// The simulated Google calendar of the demo's plumber.
 pub const DEMO_CALENDAR: &str = "jonas@demo-plumbing.example";
 
@@ -275,5 +291,9 @@ impl Api {
 
     async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.send(self.http.put(format!("{}{path}", self.base)).json(&body)).await
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(&body)).await
     }
 }

@@ -338,7 +338,7 @@ pub(crate) enum Failure {
 /// A batched statement's failure, as every caller in the batch sees it.
 pub(crate) type BatchError = kernel::error::SharedError;
 
-fn channel_type(channel: Channel) -> crate::channels::ChannelType {
+pub(crate) fn channel_type(channel: Channel) -> crate::channels::ChannelType {
     match channel {
         Channel::Whatsapp => crate::channels::ChannelType::Whatsapp,
         Channel::Email => crate::channels::ChannelType::Email,

@@ -22,7 +22,7 @@ use crate::channels::repository::{self as channels, AccountRow, ProviderRow};
 use crate::messages::model::Lane;
 use crate::messages::queue::DispatchJob;
 use crate::messages::repository::{self as messages, MessageRow};
-use crate::rate_limit::{self, RateDefaults, RateLimit};
+use crate::rate_limit::{self, RateDefaults};
 
 /// A claimed message and what its send needs.
 #[derive(Debug)]
@@ -210,8 +210,8 @@ async fn reserve_lanes(
 ) -> Result<Vec<Duration>, kernel::error::ApiError> {
     let limit = rate_limit::limit_for(channel, &account.verification, rates);
     let urgent_key = rate_limit::channel_account_key(account.tenant_id, account.id);
-    let bulk_key = format!("{urgent_key}:bulk");
-    let bulk_limit = RateLimit { per_second: limit.per_second * 0.8, burst: (limit.burst * 4 / 5).max(1) };
+    let (bulk_key, bulk_limit) =
+        rate_limit::bulk_key(account.tenant_id, account.id, channel, &account.verification, rates);
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let mut delays = rate_limit::reserve_many(&module.pool, &urgent_key, limit, count(urgent)).await?;
     // The bulk key counts the urgent messages first; their own slots are the urgent key's.

@@ -146,13 +146,21 @@ pub async fn context_of(db: impl PgExecutor<'_>, tenant: Uuid, link: &Link) -> R
 
 /// A new conversation takes the link of the newest linked message sent to its contact in the
 /// last 30 days: the customer is answering that booking's confirmation.
-pub async fn inherit_link(tx: &mut PgConnection, conversation: Uuid, contact: Uuid) -> Result<(), ApiError> {
+pub async fn inherit_link(
+    tx: &mut PgConnection,
+    tenant: Uuid,
+    conversation: Uuid,
+    contact: Uuid,
+) -> Result<(), ApiError> {
+    // With the tenant, the (tenant, contact, id) index walks this contact's messages newest
+    // first; without it, every new conversation read the whole table.
     let link = sqlx::query_scalar!(
         r#"SELECT metadata->'link' AS "link!" FROM communications.messages
-           WHERE contact_id = $1 AND direction = 'outbound' AND metadata ? 'link'
+           WHERE tenant_id = $2 AND contact_id = $1 AND direction = 'outbound' AND metadata ? 'link'
              AND created_at > now() - interval '30 days'
            ORDER BY id DESC LIMIT 1"#,
         contact,
+        tenant,
     )
     .fetch_optional(&mut *tx)
     .await?;

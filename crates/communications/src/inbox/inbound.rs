@@ -82,7 +82,7 @@ pub async fn receive(tx: &mut PgConnection, tenant: Uuid, event: &ProviderEvent)
             (id, false)
         }
         Resolved::Created(id) => {
-            super::context::inherit_link(tx, id, contact).await?;
+            super::context::inherit_link(tx, tenant, id, contact).await?;
             (id, true)
         }
     };

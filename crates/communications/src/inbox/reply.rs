@@ -124,7 +124,7 @@ pub async fn reply(
     if let Some(replay) = claim_key(&mut tx, tenant, key.as_deref(), id, &body).await? {
         return Ok(replay);
     }
-    let accepted = accept::store(&mut tx, std::slice::from_ref(&draft))
+    let accepted = accept::store(&mut tx, std::slice::from_ref(&draft), &module.rates)
         .await?
         .pop()
         .unwrap_or_else(|| Err(ApiError::internal("no answer")))?;

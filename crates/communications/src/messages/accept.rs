@@ -20,10 +20,11 @@ use uuid::Uuid;
 use super::content::MessageContent;
 use super::model::{Channel, EventSource, Lane, MessageStatus};
 use super::queue::{self, DispatchJob};
-use super::quiet_hours;
 use super::repository::{self, NewMessage};
 use super::service::{Accepted, FallbackStep};
+use super::{pacing, quiet_hours};
 use crate::contacts::{self, ContactRequest, ResolvedContact};
+use crate::rate_limit::RateDefaults;
 
 /// A validated, rendered message that is not stored yet.
 #[derive(Debug, Clone)]
@@ -53,6 +54,7 @@ impl Draft {
 pub(crate) async fn store(
     tx: &mut PgConnection,
     drafts: &[Draft],
+    rates: &RateDefaults,
 ) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
     let requests: Vec<(TenantId, &ContactRequest)> = drafts.iter().map(|d| (d.tenant, &d.recipient)).collect();
     let found = contacts::lookup(tx, &requests).await?;
@@ -84,11 +86,12 @@ pub(crate) async fn store(
         .collect();
     let now = Utc::now();
     if ready.is_empty() {
-        return Ok(answers(drafts, planned, now, &HashMap::new()));
+        return Ok(answers(drafts, planned, now, &HashMap::new(), &HashMap::new()));
     }
     let items: Vec<_> = ready.iter().map(|(draft, contact, _)| (draft.tenant, &draft.recipient, *contact)).collect();
     let contact_ids = contacts::persist(tx, &items).await?;
     let deferred = quiet_hours::deferrals(tx, &ready, &contact_ids, now).await?;
+    let paced = pacing::reserve(tx, rates, &ready, &deferred, now).await?;
     let mut rows = Vec::with_capacity(ready.len());
     let mut reasons = Vec::with_capacity(ready.len());
     let mut jobs = Vec::new();
@@ -117,12 +120,19 @@ pub(crate) async fn store(
         reasons.push(reason);
         if draft.status == MessageStatus::Queued {
             let job = DispatchJob::new(draft.id, draft.tenant.0, 0);
-            jobs.push((draft.lane, job, scheduled_at.filter(|at| *at > now)));
+            match paced.get(&draft.id) {
+                // It holds its slot: the job runs then, and the dispatcher reserves nothing.
+                Some(wait) => {
+                    let run_at = (!wait.is_zero()).then(|| now + chrono::Duration::from_std(*wait).unwrap_or_default());
+                    jobs.push((draft.lane, DispatchJob { deferrals: 1, ..job }, run_at));
+                }
+                None => jobs.push((draft.lane, job, scheduled_at.filter(|at| *at > now))),
+            }
         }
     }
     repository::insert_many(&mut *tx, &rows, &reasons, EventSource::Api).await?;
     queue::enqueue_many(tx, &jobs).await?;
-    Ok(answers(drafts, planned, now, &deferred))
+    Ok(answers(drafts, planned, now, &deferred, &paced))
 }
 
 /// Drops each plan's steps whose address opted out (or bounced) on that channel; a draft with
@@ -170,6 +180,7 @@ fn answers<T>(
     planned: Vec<Result<T, ApiError>>,
     now: DateTime<Utc>,
     deferred: &HashMap<Uuid, (DateTime<Utc>, String)>,
+    paced: &HashMap<Uuid, std::time::Duration>,
 ) -> Vec<Result<Accepted, ApiError>> {
     drafts
         .iter()
@@ -178,7 +189,8 @@ fn answers<T>(
             plan.map(|_| {
                 let due_now = draft.status == MessageStatus::Queued
                     && draft.later_than(now).is_none()
-                    && !deferred.contains_key(&draft.id);
+                    && !deferred.contains_key(&draft.id)
+                    && paced.get(&draft.id).is_none_or(|wait| wait.is_zero());
                 Accepted { id: draft.id, status: draft.status, wake: due_now.then_some(draft.lane) }
             })
         })
@@ -187,15 +199,19 @@ fn answers<T>(
 
 /// The send API's batch: stores `drafts` in one transaction. When that fails, each draft is
 /// tried alone, so one draft the database refuses cannot fail the others with it.
-pub(crate) async fn accept_batch(pool: &PgPool, drafts: Vec<Draft>) -> Vec<Result<Accepted, ApiError>> {
-    match store_in_transaction(pool, &drafts).await {
+pub(crate) async fn accept_batch(
+    pool: &PgPool,
+    rates: &RateDefaults,
+    drafts: Vec<Draft>,
+) -> Vec<Result<Accepted, ApiError>> {
+    match store_in_transaction(pool, rates, &drafts).await {
         Ok(answers) => answers,
         Err(error) if drafts.len() == 1 => vec![Err(error)],
         Err(error) => {
             tracing::warn!(%error, drafts = drafts.len(), "storing a batch of messages failed; storing them one by one");
             let mut answers = Vec::with_capacity(drafts.len());
             for draft in drafts {
-                let answer = match store_in_transaction(pool, std::slice::from_ref(&draft)).await {
+                let answer = match store_in_transaction(pool, rates, std::slice::from_ref(&draft)).await {
                     Ok(mut answer) => answer.pop().unwrap_or_else(|| Err(ApiError::internal("no answer"))),
                     Err(error) => Err(error),
                 };
@@ -206,9 +222,13 @@ pub(crate) async fn accept_batch(pool: &PgPool, drafts: Vec<Draft>) -> Vec<Resul
     }
 }
 
-async fn store_in_transaction(pool: &PgPool, drafts: &[Draft]) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
+async fn store_in_transaction(
+    pool: &PgPool,
+    rates: &RateDefaults,
+    drafts: &[Draft],
+) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
     let mut tx = pool.begin().await?;
-    let answers = store(&mut tx, drafts).await?;
+    let answers = store(&mut tx, drafts, rates).await?;
     tx.commit().await?;
     Ok(answers)
 }

@@ -5,6 +5,7 @@ pub(crate) mod accept;
 pub mod content;
 pub mod http;
 pub mod model;
+pub(crate) mod pacing;
 pub mod queue;
 pub(crate) mod quiet_hours;
 pub mod repository;

@@ -113,7 +113,7 @@ impl Communications {
         request: SendRequest,
     ) -> Result<Accepted, ApiError> {
         let draft = self.draft(tenant, request).await?;
-        accept::store(tx, std::slice::from_ref(&draft))
+        accept::store(tx, std::slice::from_ref(&draft), &self.rates)
             .await?
             .pop()
             .unwrap_or_else(|| Err(ApiError::internal("no answer")))

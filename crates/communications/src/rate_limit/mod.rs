@@ -216,6 +216,20 @@ pub fn channel_account_key(tenant_id: Uuid, channel_account_id: Uuid) -> String 
     format!("channel_account:{tenant_id}:{channel_account_id}")
 }
 
+/// A channel account's bulk key and its limit: 80 % of the account's rate, so urgent messages
+/// (which use the account's own key and also count here) always find room.
+pub fn bulk_key(
+    tenant_id: Uuid,
+    channel_account_id: Uuid,
+    channel: Channel,
+    verification: &Value,
+    defaults: &RateDefaults,
+) -> (String, RateLimit) {
+    let limit = limit_for(channel, verification, defaults);
+    let key = format!("{}:bulk", channel_account_key(tenant_id, channel_account_id));
+    (key, RateLimit { per_second: limit.per_second * 0.8, burst: (limit.burst * 4 / 5).max(1) })
+}
+
 /// The platform's default send rates (configuration), overridden per account by what providers
 /// told us at verification (see [`limit_for`]).
 #[derive(Debug, Clone)]

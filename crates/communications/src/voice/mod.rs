@@ -247,7 +247,7 @@ impl Communications {
         let offer = !proposals.is_empty() && held.assignee_id.is_none();
         let mut draft = if offer { offered } else { plain };
         draft.conversation_id = Some(conversation);
-        let accepted = accept::store(tx, std::slice::from_ref(&draft))
+        let accepted = accept::store(tx, std::slice::from_ref(&draft), &self.rates)
             .await?
             .pop()
             .unwrap_or_else(|| Err(ApiError::internal("no answer")));
