@@ -126,6 +126,10 @@ async fn a_missed_call_gets_one_sms_with_slots_however_often_twilio_calls_back_a
     assert!(texts[0].contains(", 2 for ") && texts[0].contains(" or 3 for "), "{texts:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(texts_to(&sim, caller).len(), 1, "one SMS per call, whatever Twilio retries");
+    // The SLI is exported as a histogram (buckets aggregate across replicas).
+    let metrics = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("missed_call_sms_seconds_bucket{le=\"0.1\"}"), "{metrics}");
+    assert!(metrics.contains("missed_calls_total{outcome=\"no-answer\"} 1"), "{metrics}");
 
     // The call is in the caller's SMS conversation, which is open.
     let conversation = app.newest_conversation(&tenant, 1).await;

@@ -78,7 +78,7 @@ mod tests {
     use uuid::Uuid;
 
     fn slot(local: &str) -> OfferedSlot {
-        let start = DateTime::parse_from_rfc3339(local).unwrap().with_timezone(&Utc);
+        let start = DateTime::parse_from_rfc3339(local).expect("a time").with_timezone(&Utc);
         OfferedSlot {
             resource_id: Uuid::nil(),
             service_id: Uuid::nil(),

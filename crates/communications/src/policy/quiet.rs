@@ -58,13 +58,13 @@ mod tests {
 
     fn window(start: &str, end: &str) -> QuietHours {
         QuietHours {
-            start: NaiveTime::parse_from_str(start, "%H:%M").unwrap(),
-            end: NaiveTime::parse_from_str(end, "%H:%M").unwrap(),
+            start: NaiveTime::parse_from_str(start, "%H:%M").expect("a time"),
+            end: NaiveTime::parse_from_str(end, "%H:%M").expect("a time"),
         }
     }
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text).expect("a time").with_timezone(&Utc)
     }
 
     #[test]

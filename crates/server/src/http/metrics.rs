@@ -9,15 +9,32 @@ use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// The missed-call SLI: its target is 5 s, our aim 100 ms.
+const SLI_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+/// Waits for a provider's rate slot: from nothing to minutes behind a campaign.
+const WAIT_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0];
 
 /// Installs the process-wide recorder once and returns its handle.
 pub fn install_recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), LATENCY_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
+            // Histograms need buckets, or the exporter publishes summaries, which cannot be
+            // aggregated across replicas.
+            let builder = [
+                ("http_request_duration_seconds", LATENCY_BUCKETS),
+                ("missed_call_sms_seconds", SLI_BUCKETS),
+                ("provider_request_duration_seconds", LATENCY_BUCKETS),
+                ("webhook_processing_seconds", LATENCY_BUCKETS),
+                ("inbox_stream_lag_seconds", LATENCY_BUCKETS),
+                ("rate_limit_wait_seconds", WAIT_BUCKETS),
+            ]
+            .into_iter()
+            .fold(PrometheusBuilder::new(), |builder, (name, buckets)| {
+                builder
+                    .set_buckets_for_metric(Matcher::Full(name.into()), buckets)
+                    .unwrap_or_else(|_| PrometheusBuilder::new())
+            });
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed; then ours just stays empty.
