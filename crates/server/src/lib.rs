@@ -64,6 +64,10 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
             let communications = app::communications_module(settings, database.pool.clone(), settings.http.bind)?
                 .with_booker(app::booker(&fulfillment));
             tracing::info!("switchboard dispatch workers running");
+            let _metrics = match settings.worker.metrics_addr()? {
+                Some(addr) => Some(supervise::AbortOnDrop(http::serve_metrics(addr).await?)),
+                None => None,
+            };
             let sweeper = app::spawn_sweeper(settings, database.pool.clone())?;
             let cron = app::spawn_cron_triggers(settings, communications.clone());
             let rematcher = app::spawn_rematcher(settings, communications.clone());

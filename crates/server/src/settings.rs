@@ -28,6 +28,29 @@ pub struct Settings {
     pub webhooks: WebhooksSettings,
     pub fulfillment: FulfillmentSettings,
     pub calendars: CalendarsSettings,
+    pub worker: WorkerSettings,
+}
+
+/// `[worker]`: the `switchboard worker` process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Where the worker serves `GET /metrics` for Prometheus (e.g. `0.0.0.0:9100`); empty: it
+    /// serves nothing.
+    pub metrics_bind: String,
+}
+
+impl WorkerSettings {
+    /// The metrics address, if one is set; a malformed one is a configuration error.
+    pub fn metrics_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let bind = self.metrics_bind.trim();
+        if bind.is_empty() {
+            return Ok(None);
+        }
+        bind.parse()
+            .map(Some)
+            .map_err(|_| ConfigError::at("worker.metrics_bind", "must be an address such as 0.0.0.0:9100"))
+    }
 }
 
 /// `[calendars]`: the platform's Google and Jobber OAuth apps and their endpoints (tenants
@@ -429,6 +452,7 @@ impl Settings {
             return Err(ConfigError::at(key, "must be greater than 0"));
         }
         self.dispatch.sweep().map_err(|message| ConfigError::at("dispatch.sweep_schedule", message))?;
+        self.worker.metrics_addr()?;
         if self.dispatch.idempotency_retention_hours < 24 {
             return Err(ConfigError::at("dispatch.idempotency_retention_hours", "must be at least 24"));
         }

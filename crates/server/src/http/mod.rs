@@ -128,3 +128,22 @@ pub fn fulfillment_module(
         .with_hold_ttl(Duration::from_secs(settings.fulfillment.hold_ttl_secs))
         .with_calendars(settings.calendars.apps(&settings.providers, bound)))
 }
+
+/// A listener with only `GET /metrics` (and `/healthz`), for processes without the API (the
+/// worker): Prometheus scrapes it like a serve process.
+pub async fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use anyhow::Context;
+    install_recorder();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (worker.metrics_bind)"))?;
+    let router = axum::Router::new()
+        .route("/metrics", axum::routing::get(health::metrics))
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    tracing::info!(%addr, "worker metrics listening");
+    Ok(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "the worker's metrics listener stopped");
+        }
+    }))
+}
