@@ -105,19 +105,29 @@ fn list_settings_come_from_the_environment_comma_separated() {
     assert!(bad.starts_with("providers.sns_topic_arns[1]:"), "{bad}");
 }
 
-/// docker-compose.yml and the Dockerfile configure Switchboard only through the environment;
-/// every variable they set must be one the configuration accepts.
+/// docker-compose.yml, the Dockerfile and the simulator's environment file for compose configure
+/// Switchboard only through the environment; every variable they set must be one the
+/// configuration accepts. Compose's `${VAR…}` references are resolved as `docker compose` would
+/// with config/compose/demo.env (which sets every variable compose requires).
 #[test]
 fn docker_files_use_valid_configuration() {
+    let variables: std::collections::HashMap<String, String> =
+        std::fs::read_to_string(repo_root().join("config/compose/demo.env"))
+            .unwrap()
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+            .collect();
     let mut env = Vec::new();
-    for file in ["docker-compose.yml", "Dockerfile"] {
+    for file in ["docker-compose.yml", "Dockerfile", "config/compose/simulated-providers.env"] {
         let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
         for line in text.lines() {
             let line = line.trim().trim_start_matches("ENV ").trim_end_matches('\\').trim();
             let Some((key, value)) = line.split_once([':', '=']) else { continue };
             let key = key.trim();
             if key.starts_with("SWITCHBOARD__") || key == "DATABASE_URL" {
-                env.push((key.to_owned(), value.trim().trim_matches('"').to_owned()));
+                env.push((key.to_owned(), compose_interpolate(value.trim().trim_matches('"'), &variables)));
             }
         }
     }
@@ -126,4 +136,30 @@ fn docker_files_use_valid_configuration() {
     let settings =
         Settings::load_from(&repo_root().join("config"), env.clone()).unwrap_or_else(|e| panic!("{e}: {env:?}"));
     assert_eq!(settings.http.bind.to_string(), "0.0.0.0:8080");
+}
+
+/// Compose's `${NAME}`, `${NAME:-default}`, `${NAME-default}` and `${NAME:?error}`: the variable's
+/// value when set, else the default (else nothing).
+fn compose_interpolate(value: &str, variables: &std::collections::HashMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let inner_and_rest = &rest[start + 2..];
+        let Some(end) = inner_and_rest.find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let inner = &inner_and_rest[..end];
+        let name_len = inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(inner.len());
+        let (name, operator) = inner.split_at(name_len);
+        let default = operator.strip_prefix(":-").or_else(|| operator.strip_prefix('-')).unwrap_or("");
+        match variables.get(name).filter(|v| !v.is_empty()) {
+            Some(set) => out.push_str(set),
+            None => out.push_str(default),
+        }
+        rest = &inner_and_rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
