@@ -171,6 +171,7 @@ async fn spawn(configure: impl FnOnce(&mut Settings), with_workers: bool) -> Tes
         switchboard::app::spawn_appointment_relay(&app.fulfillment(), communications.clone());
         switchboard::app::spawn_calendar_sync(&app.fulfillment());
         switchboard::app::spawn_dialogue(&settings, communications.clone());
+        switchboard::app::spawn_gauges(&settings, pool.clone());
         let worker_settings = settings.clone();
         tokio::spawn(async move {
             switchboard::app::run_workers(&worker_settings, communications, health, None, std::future::pending()).await

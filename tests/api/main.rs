@@ -37,6 +37,7 @@ mod labels_notes;
 mod messages;
 mod missed_calls;
 mod module_boundaries;
+mod ops_metrics;
 mod pipeline;
 mod rate_limits;
 mod stream;

@@ -297,6 +297,20 @@ pub(crate) struct TakeInput<'a> {
 /// Holds or books a slot (the HTTP API's and the SMS dialogue's way in); answers the id. A
 /// repeated key answers the first appointment; the same key with another request is a 422.
 pub(crate) async fn take_slot(module: &Fulfillment, tenant: Uuid, input: TakeInput<'_>) -> Result<Uuid, ApiError> {
+    let (source, kind) = (input.source.to_owned(), input.kind);
+    let result = take_slot_once(module, tenant, input).await;
+    let outcome = match (&result, kind) {
+        (Ok(_), Kind::Hold) => "held",
+        (Ok(_), Kind::Booking) => "booked",
+        (Err(ApiError::Conflict { .. }), _) => "taken",
+        (Err(ApiError::Validation { .. } | ApiError::NotFound(_)), _) => "refused",
+        (Err(_), _) => "error",
+    };
+    metrics::counter!("bookings_total", "source" => source, "outcome" => outcome).increment(1);
+    result
+}
+
+async fn take_slot_once(module: &Fulfillment, tenant: Uuid, input: TakeInput<'_>) -> Result<Uuid, ApiError> {
     if let Some((key, hash)) = input.key
         && let Some(id) = replayed(module, tenant, key, hash).await?
     {
@@ -442,6 +456,18 @@ pub async fn confirm_reservation(
 /// Turns a live hold into a booked appointment: 410 when it lapsed, 409 when it is neither held
 /// nor booked; an appointment already booked is an answer, not an error.
 pub(crate) async fn confirm_hold(module: &Fulfillment, tenant: Uuid, id: Uuid) -> Result<(), ApiError> {
+    let result = confirm_hold_once(module, tenant, id).await;
+    let outcome = match &result {
+        Ok(()) => "booked",
+        Err(ApiError::Gone(_)) => "lapsed",
+        Err(ApiError::Conflict { .. } | ApiError::NotFound(_)) => "refused",
+        Err(_) => "error",
+    };
+    metrics::counter!("bookings_total", "source" => "confirmation", "outcome" => outcome).increment(1);
+    result
+}
+
+async fn confirm_hold_once(module: &Fulfillment, tenant: Uuid, id: Uuid) -> Result<(), ApiError> {
     let mut tx = module.pool.begin().await?;
     let confirmed = sqlx::query!(
         r#"UPDATE fulfillment.appointments SET status = 'booked', booked_at = now(), updated_at = now()

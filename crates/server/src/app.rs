@@ -334,6 +334,13 @@ pub fn spawn_calendar_sync(fulfillment: &fulfillment::Fulfillment) -> [tokio::ta
     ]
 }
 
+/// Samples the database-backed gauges (queues, unsettled messages, calendar backlog, the pool)
+/// every 15 seconds.
+pub fn spawn_gauges(settings: &Settings, pool: PgPool) -> tokio::task::JoinHandle<()> {
+    let max = settings.database.max_connections;
+    supervise::spawn_loop("gauges", move || crate::gauges::run(pool.clone(), max, Duration::from_secs(15)))
+}
+
 /// Runs the SMS booking dialogue's turns (every serve and worker process; turns are taken with
 /// SKIP LOCKED), woken by this process's inbound texts and polling for the others'.
 pub fn spawn_dialogue(

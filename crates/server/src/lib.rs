@@ -11,6 +11,7 @@ pub mod commands;
 pub mod database;
 pub mod demo;
 mod demo_seed;
+pub mod gauges;
 pub mod http;
 pub mod queue_waker;
 pub mod settings;
@@ -74,6 +75,7 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
             let wakeups = app::spawn_snooze_wakeups(settings, communications.clone());
             let _holds = supervise::AbortOnDrop(app::spawn_fulfillment_upkeep(settings, communications.pool.clone()));
             let _dialogue = supervise::AbortOnDrop(app::spawn_dialogue(settings, communications.clone()));
+            let _gauges = supervise::AbortOnDrop(app::spawn_gauges(settings, communications.pool.clone()));
             let _events = supervise::AbortOnDrop(app::spawn_appointment_relay(&fulfillment, communications.clone()));
             let _sync = app::spawn_calendar_sync(&fulfillment).map(supervise::AbortOnDrop);
             let health = supervise::DispatchHealth::new(2);
@@ -121,6 +123,7 @@ where
     let wakeups = app::spawn_snooze_wakeups(settings, app.communications());
     let _holds = supervise::AbortOnDrop(app::spawn_fulfillment_upkeep(settings, app.communications().pool));
     let _dialogue = supervise::AbortOnDrop(app::spawn_dialogue(settings, app.communications()));
+    let _gauges = supervise::AbortOnDrop(app::spawn_gauges(settings, app.communications().pool));
     let _events = supervise::AbortOnDrop(app::spawn_appointment_relay(&app.fulfillment(), app.communications()));
     let _sync = app::spawn_calendar_sync(&app.fulfillment()).map(supervise::AbortOnDrop);
     let workers = app.dispatch_health().map(|health| {

@@ -298,7 +298,10 @@ impl Dispatcher {
                 return Err(Failure::TakenBack);
             }
             observe_missed_call_latency(message);
-            match adapter.send(&command).await {
+            let started = std::time::Instant::now();
+            let result = adapter.send(&command).await;
+            observe_attempt(message, provider.provider.as_str(), &result, started.elapsed());
+            match result {
                 Ok(receipt) => return Ok(Sent { receipt, channel_account_id: account.id }),
                 Err(error @ (SendError::Retryable { .. } | SendError::RateLimited { .. })) => {
                     tracing::warn!(message_id = %message.id, provider = provider.provider.as_str(), %error, "provider failed; trying the next one");
@@ -377,4 +380,25 @@ fn observe_missed_call_latency(message: &messages::MessageRow) {
     };
     let elapsed = chrono::Utc::now().signed_duration_since(received).num_microseconds().unwrap_or(0).max(0);
     metrics::histogram!("missed_call_sms_seconds").record(elapsed as f64 / 1e6);
+}
+
+/// One provider request: its latency by outcome, and the attempt's outcome by channel.
+fn observe_attempt(
+    message: &messages::MessageRow,
+    provider: &'static str,
+    result: &Result<SendReceipt, SendError>,
+    took: Duration,
+) {
+    let (request, attempt) = match result {
+        Ok(_) => ("ok", "sent"),
+        Err(SendError::Retryable { .. }) => ("retryable", "retry"),
+        Err(SendError::RateLimited { .. }) => ("rate_limited", "retry"),
+        Err(SendError::Permanent { .. }) => ("permanent", "failed"),
+        Err(SendError::TenantBlocked { .. }) => ("tenant_blocked", "failed"),
+        Err(SendError::Unknown { .. }) => ("unknown", "unknown"),
+    };
+    metrics::histogram!("provider_request_duration_seconds", "provider" => provider, "outcome" => request)
+        .record(took.as_secs_f64());
+    metrics::counter!("messages_dispatched_total", "channel" => message.channel.as_str(), "provider" => provider, "outcome" => attempt)
+        .increment(1);
 }

@@ -124,8 +124,12 @@ async fn apply_failure(
             let budget = dispatcher.module.retry.max_attempts;
             if next_attempt >= budget {
                 let final_reason = format!("retry budget of {budget} attempts spent; last: {reason}");
+                failed(message, "retry_budget");
                 return fail_and_fall_back(tx, tenant, message, &final_reason).await;
             }
+            let class = if matches!(error, SendError::RateLimited { .. }) { "rate_limited" } else { "retryable" };
+            metrics::counter!("message_retries_total", "channel" => message.channel.as_str(), "reason_class" => class)
+                .increment(1);
             let delay = dispatcher.module.retry.backoff(next_attempt, retry_after);
             messages::set_status(&mut *tx, tenant.0, message.id, MessageStatus::Queued, Some(&reason)).await?;
             let note = format!("retrying in {}s: {reason}", delay.as_secs());
@@ -147,6 +151,7 @@ async fn apply_failure(
                 .await
         }
         SendError::Permanent { code, .. } => {
+            failed(message, if code == "suppressed" { "suppressed" } else { "permanent" });
             if message.channel == crate::messages::model::Channel::Sms && code == UNSUBSCRIBED {
                 let source = crate::compliance::Source::Provider("twilio 21610");
                 crate::compliance::opt_out(tx, tenant.0, message.channel, &message.recipient, source, Some(message.id))
@@ -155,6 +160,7 @@ async fn apply_failure(
             fail_and_fall_back(tx, tenant, message, &reason).await
         }
         SendError::TenantBlocked { .. } => {
+            failed(message, "tenant_blocked");
             if let Some(account_id) = channel_account_id {
                 suspend_account(tx, tenant, account_id, &reason).await?;
             }
@@ -177,6 +183,13 @@ async fn apply_failure(
             .await
         }
     }
+}
+
+/// Counts a failure by its class (`docs/metrics.md`).
+fn failed(message: &MessageRow, class: &'static str) {
+    let provider = message.provider.clone().unwrap_or_else(|| "none".to_owned());
+    metrics::counter!("messages_failed_total", "channel" => message.channel.as_str(), "provider" => provider, "reason_class" => class)
+        .increment(1);
 }
 
 /// Twilio's "Attempt to send to unsubscribed recipient": the handset texted STOP to this sender.
@@ -251,6 +264,7 @@ pub(crate) async fn after_reported_failure(
 ) -> Result<(), ApiError> {
     let tenant = TenantId(message.tenant_id);
     let attempts = u32::try_from(message.attempts).unwrap_or(u32::MAX);
+    failed(message, "reported");
     if class != FailureClass::Retry {
         return fall_back(tx, tenant, message, reason, EventSource::Provider).await;
     }

@@ -181,8 +181,12 @@ async fn read_new(pool: &PgPool, feed: &ChangeFeed, cursor: &mut Position) -> Re
         let mut states = unread::states(&mut *conn, &conversations, &feed.agents()).await?;
         let states: HashMap<Uuid, Arc<ConversationState>> =
             states.drain().map(|(id, state)| (id, Arc::new(state))).collect();
+        let now = chrono::Utc::now();
         for change in page {
             *cursor = change.position;
+            // From the change's write to its hand-over to this process's streams.
+            let lag = (now - change.at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+            metrics::histogram!("inbox_stream_lag_seconds").record(lag);
             let state = change.conversation_id.filter(|_| moves_summary(&change.kind)).and_then(|id| states.get(&id));
             let item = FeedItem {
                 data: serde_json::to_string(&change).map_err(ApiError::internal)?,

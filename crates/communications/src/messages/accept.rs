@@ -131,6 +131,10 @@ pub(crate) async fn store(
         }
     }
     repository::insert_many(&mut *tx, &rows, &reasons, EventSource::Api).await?;
+    for row in &rows {
+        metrics::counter!("messages_accepted_total", "channel" => row.channel.as_str(), "lane" => row.lane.as_str())
+            .increment(1);
+    }
     queue::enqueue_many(tx, &jobs).await?;
     Ok(answers(drafts, planned, now, &deferred, &paced))
 }

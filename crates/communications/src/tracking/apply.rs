@@ -76,6 +76,7 @@ pub(crate) const FIRST_REMATCH_DELAY: std::time::Duration = std::time::Duration:
 
 impl Communications {
     pub async fn record_webhook(&self, envelope: TrackedEvent<'_>) -> Result<EnvelopeOutcome, ApiError> {
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         let id = Uuid::now_v7();
         let named_tenant = match envelope.tenants {
@@ -117,6 +118,8 @@ impl Communications {
             self.dialogue_wake.notify_one();
         }
         metrics::counter!("webhook_envelopes_total", "provider" => envelope.provider.to_owned(), "outcome" => applied.outcome.as_str()).increment(1);
+        metrics::histogram!("webhook_processing_seconds", "provider" => envelope.provider.to_owned())
+            .record(started.elapsed().as_secs_f64());
         Ok(applied.outcome)
     }
 

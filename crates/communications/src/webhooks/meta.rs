@@ -73,7 +73,7 @@ pub async fn meta_app_handshake(
             "no app-level verify token is configured (providers.meta_verify_token)".into(),
         ));
     }
-    let challenge = cpaas::webhooks::meta::verify_handshake(&query, expected).map_err(|e| rejected(&e))?;
+    let challenge = cpaas::webhooks::meta::verify_handshake(&query, expected).map_err(|e| rejected("meta", &e))?;
     tracing::info!("Meta app webhook subscription verified");
     Ok(challenge_echo(challenge))
 }
@@ -122,6 +122,6 @@ fn verified_events(
 ) -> Result<Vec<cpaas::ProviderEvent>, ApiError> {
     let signature = headers.get(cpaas::webhooks::meta::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     let secret = module.endpoints.meta_app_secret.expose_secret().as_bytes();
-    cpaas::webhooks::meta::verify_signature(secret, signature, body).map_err(|e| rejected(&e))?;
-    cpaas::webhooks::meta::parse(body).map_err(|e| rejected(&e))
+    cpaas::webhooks::meta::verify_signature(secret, signature, body).map_err(|e| rejected("meta", &e))?;
+    cpaas::webhooks::meta::parse(body).map_err(|e| rejected("meta", &e))
 }

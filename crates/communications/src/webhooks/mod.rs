@@ -23,7 +23,14 @@ pub fn router() -> OpenApiRouter<Communications> {
         .routes(routes!(twilio::twilio_webhook))
 }
 
-fn rejected(error: &cpaas::webhooks::WebhookError) -> ApiError {
+fn rejected(provider: &'static str, error: &cpaas::webhooks::WebhookError) -> ApiError {
+    let reason = match (error.http_status(), error) {
+        (_, cpaas::webhooks::WebhookError::MissingSignature) => "signature_missing",
+        (401, _) => "signature_invalid",
+        (403, _) => "forbidden",
+        _ => "bad_request",
+    };
+    metrics::counter!("webhooks_rejected_total", "provider" => provider, "reason" => reason).increment(1);
     match error.http_status() {
         401 => ApiError::InvalidCredentials(error.to_string()),
         403 => ApiError::Forbidden(error.to_string()),

@@ -34,7 +34,7 @@ pub async fn sns_webhook(
     State(module): State<Communications>,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<Acknowledged>, ApiError> {
-    let message = module.sns.verify_body(&body).await.map_err(|e| rejected(&e))?;
+    let message = module.sns.verify_body(&body).await.map_err(|e| rejected("sns", &e))?;
     let kind = match message.message_type {
         SnsMessageType::Notification => "notification",
         SnsMessageType::SubscriptionConfirmation => "subscription",
@@ -50,7 +50,7 @@ pub async fn sns_webhook(
     let id = Some(message.message_id.as_str());
     match message.message_type {
         SnsMessageType::SubscriptionConfirmation => {
-            if let Some(url) = module.sns.confirmation_url(&message).map_err(|e| rejected(&e))? {
+            if let Some(url) = module.sns.confirmation_url(&message).map_err(|e| rejected("sns", &e))? {
                 let confirmed = module.http.get(url).send().await.map(|r| r.status().is_success()).unwrap_or(false);
                 tracing::info!(topic = %message.topic_arn, confirmed, "SNS subscription confirmation");
             }
@@ -61,7 +61,7 @@ pub async fn sns_webhook(
         }
         SnsMessageType::Notification => {}
     }
-    let events = cpaas::webhooks::ses::parse(&message.message).map_err(|e| rejected(&e))?;
+    let events = cpaas::webhooks::ses::parse(&message.message).map_err(|e| rejected("sns", &e))?;
     if events.iter().any(|event| matches!(event, ProviderEvent::StatusUpdate { .. })) {
         let sender = cpaas::webhooks::ses::sending_account_id(&message.message);
         if !sender.as_ref().is_some_and(|account| audience.accounts.contains(account)) {

@@ -47,7 +47,7 @@ pub async fn twilio_webhook(
             break;
         }
     }
-    verdict.map_err(|e| rejected(&e))?;
+    verdict.map_err(|e| rejected("twilio", &e))?;
     if voice {
         return module.voice_webhook(tenant_id, &kind, &params, &body, received_at).await;
     }

@@ -237,7 +237,17 @@ async fn process_in(
             set_state(tx, job, "removed", &state.external, None).await?;
             finish_job(tx, job.id, None).await
         }
-        Err((error, external)) => failed(tx, job, error, external.as_ref().unwrap_or(&state.external)).await,
+        Err((error, external)) => {
+            let kind = match &error {
+                SyncError::Retryable { .. } => "retryable",
+                SyncError::RateLimited { .. } => "rate_limited",
+                SyncError::Unauthorized { .. } => "unauthorized",
+                SyncError::Permanent { .. } | SyncError::SyncTokenExpired => "permanent",
+            };
+            let vendor = if connection.provider == "google" { "google" } else { "jobber" };
+            metrics::counter!("calendar_sync_failures_total", "vendor" => vendor, "kind" => kind).increment(1);
+            failed(tx, job, error, external.as_ref().unwrap_or(&state.external)).await
+        }
     }
 }
 
@@ -406,4 +416,16 @@ async fn failed(tx: &mut sqlx::PgConnection, job: &Job, error: SyncError, extern
         }
     }
     Ok(())
+}
+
+/// Sync jobs waiting, by vendor (`calendar_sync_backlog`).
+pub async fn backlog(pool: &sqlx::PgPool) -> Result<Vec<(String, i64)>, ApiError> {
+    let rows = sqlx::query!(
+        r#"SELECT c.provider, count(*) AS "jobs!" FROM fulfillment.sync_jobs s
+           JOIN fulfillment.calendar_connections c ON c.id = s.connection_id
+           WHERE s.done_at IS NULL GROUP BY c.provider"#,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.provider, r.jobs)).collect())
 }
