@@ -159,13 +159,21 @@ async fn a_missed_call_gets_one_sms_with_slots_however_often_twilio_calls_back_a
     assert_eq!(appointments[0]["source"], "sms");
     let start = chrono::DateTime::parse_from_rfc3339(appointments[0]["start"].as_str().unwrap()).unwrap();
     assert_eq!(start, chrono::DateTime::parse_from_rfc3339(&second).unwrap());
+    assert!(texts[1].ends_with("What's the address for the visit?"), "{texts:?}");
+    wait_for_state(&app, &tenant, "address").await;
+
+    // The address becomes the appointment's location (its calendars follow).
+    reply(&sim, &tenant, caller, "Invalidenstr. 117, 10115 Berlin").await;
+    let texts = wait_for_texts(&sim, caller, 3).await;
+    assert_eq!(texts[2], "Thanks! We'll come to Invalidenstr. 117, 10115 Berlin. Reply here if anything changes.");
     wait_for_state(&app, &tenant, "booked").await;
+    assert_eq!(booked(&app, &tenant).await[0]["location"], "Invalidenstr. 117, 10115 Berlin");
 
     // A second "2" (or the same webhook again) books nothing more.
     reply(&sim, &tenant, caller, "2").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(booked(&app, &tenant).await.len(), 1);
-    assert_eq!(texts_to(&sim, caller).len(), 2);
+    assert_eq!(texts_to(&sim, caller).len(), 3);
 }
 
 #[tokio::test]

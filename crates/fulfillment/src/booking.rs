@@ -134,6 +134,26 @@ impl Fulfillment {
         Ok(())
     }
 
+    /// Sets a booked appointment's location and has its calendars show it.
+    pub async fn set_location(&self, tenant: Uuid, id: Uuid, location: &str) -> Result<(), ApiError> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query!(
+            r#"UPDATE fulfillment.appointments SET location = $3, updated_at = now()
+               WHERE tenant_id = $1 AND id = $2 AND status = 'booked'"#,
+            tenant,
+            id,
+            location,
+        )
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 1 {
+            crate::calendar::enqueue(&mut tx, tenant, id).await?;
+        }
+        tx.commit().await?;
+        appointments::wake(self);
+        Ok(())
+    }
+
     async fn booked(&self, tenant: Uuid, id: Uuid) -> Result<Booked, ApiError> {
         let row = repository::find(&self.pool, tenant, id).await?;
         Ok(Booked { appointment_id: id, status: row.status, expires_at: row.expires_at })

@@ -107,4 +107,8 @@ pub trait SlotBooker: Send + Sync + std::fmt::Debug {
 
     /// Lets a hold go before its time (the customer picked another slot).
     fn release(&self, tenant: TenantId, hold: Uuid) -> Answer<'_, ()>;
+
+    /// Sets where a booked appointment takes place (the customer's address); its calendars are
+    /// brought up to date.
+    fn set_location(&self, tenant: TenantId, appointment: Uuid, location: String) -> Answer<'_, ()>;
 }

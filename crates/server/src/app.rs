@@ -391,6 +391,15 @@ impl kernel::scheduling::SlotBooker for FulfillmentBooker {
     fn release(&self, tenant: kernel::ids::TenantId, hold: uuid::Uuid) -> kernel::directory::Answer<'_, ()> {
         Box::pin(async move { self.0.release_hold(tenant.0, hold).await })
     }
+
+    fn set_location(
+        &self,
+        tenant: kernel::ids::TenantId,
+        appointment: uuid::Uuid,
+        location: String,
+    ) -> kernel::directory::Answer<'_, ()> {
+        Box::pin(async move { self.0.set_location(tenant.0, appointment, &location).await })
+    }
 }
 
 /// Communications hears about appointments: a moved or canceled appointment's pending

@@ -4,6 +4,7 @@
 //! missed call ─▶ proposing ──"2"──▶ (hold) ──▶ booked                  (policy: book at once)
 //!                    │      └─────▶ (hold) ──▶ confirming ──"YES"──▶ booked
 //!                    │                             └── hold lapsed / taken ─▶ proposing (fresh slots)
+//!   booked (policy `ask_address`) ─▶ address ──the address──▶ booked (the appointment's location)
 //!                    ├── anything else ─▶ handed_off (unassigned, labelled "needs agent")
 //!                    ├── STOP ─▶ stopped
 //!                    └── an agent claims or answers ─▶ agent
@@ -40,7 +41,7 @@ pub struct HeldRef {
 }
 
 /// States in which the dialogue still reads the customer's texts.
-const ACTIVE: [&str; 2] = ["proposing", "confirming"];
+const ACTIVE: [&str; 3] = ["proposing", "confirming", "address"];
 
 /// Starts (or restarts: a new missed call) the dialogue of a conversation with these proposals.
 pub(crate) async fn start(

@@ -66,6 +66,20 @@ pub fn booked(proposal: &Proposal) -> String {
     format!("You're booked for {}. Reply here if anything changes.", when(&proposal.slot))
 }
 
+pub fn ask_address(proposal: &Proposal) -> String {
+    format!("You're booked for {}. What's the address for the visit?", when(&proposal.slot))
+}
+
+pub fn address_noted(address: &str) -> String {
+    format!("Thanks! We'll come to {address}. Reply here if anything changes.")
+}
+
+/// Whether a reply can be an address: some words with a letter, not a bare number or keyword.
+pub fn looks_like_address(body: &str) -> bool {
+    let text = body.trim();
+    (5..=300).contains(&text.chars().count()) && text.chars().any(char::is_alphabetic) && text.contains(' ')
+}
+
 pub const TAKEN: &str = "Sorry, that time was just taken.";
 pub const LAPSED: &str = "Sorry, we could not hold that time any longer.";
 pub const NO_SLOTS: &str =

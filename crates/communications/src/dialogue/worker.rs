@@ -111,6 +111,7 @@ async fn give_up_or_retry(module: &Communications, turn: &Turn, error: &ApiError
 struct Dialogue {
     state: String,
     contact_id: Uuid,
+    appointment_id: Option<Uuid>,
     service_id: Option<Uuid>,
     proposals: serde_json::Value,
     hold: Option<serde_json::Value>,
@@ -131,7 +132,7 @@ async fn take_turn(module: &Communications, tx: &mut PgConnection, turn: &Turn) 
     }
     let dialogue = sqlx::query_as!(
         Dialogue,
-        r#"SELECT state, contact_id, service_id, proposals, hold FROM communications.dialogues
+        r#"SELECT state, contact_id, appointment_id, service_id, proposals, hold FROM communications.dialogues
            WHERE conversation_id = $1 FOR UPDATE"#,
         conversation,
     )
@@ -145,7 +146,7 @@ async fn take_turn(module: &Communications, tx: &mut PgConnection, turn: &Turn) 
         Some(Keyword::OptIn) if !(confirming && text::is_yes(&turn.body)) => return Ok(false),
         _ => {}
     }
-    if !matches!(dialogue.state.as_str(), "proposing" | "confirming") {
+    if !matches!(dialogue.state.as_str(), "proposing" | "confirming" | "address") {
         return Ok(false);
     }
     let policy = policy::load(&mut *tx, tenant).await?;
@@ -174,6 +175,17 @@ impl Step<'_> {
         let proposals: Vec<Proposal> = serde_json::from_value(self.dialogue.proposals.clone()).unwrap_or_default();
         let held: Option<HeldRef> = self.dialogue.hold.clone().and_then(|h| serde_json::from_value(h).ok());
         let body = self.turn.body.as_str();
+        if self.dialogue.state == "address" {
+            return match self.dialogue.appointment_id.filter(|_| text::looks_like_address(body)) {
+                Some(appointment) => {
+                    let address = body.trim().to_owned();
+                    self.booker.set_location(TenantId(self.tenant), appointment, address.clone()).await?;
+                    self.set("booked", None, None, None).await?;
+                    self.say(&text::address_noted(&address), "address").await
+                }
+                None => self.hand_over().await,
+            };
+        }
         if let Some(held) = held.filter(|_| self.dialogue.state == "confirming") {
             if text::is_yes(body) {
                 let proposal = proposals.iter().find(|p| p.n == held.n).cloned();
@@ -231,8 +243,12 @@ impl Step<'_> {
     }
 
     async fn booked(&mut self, proposal: &Proposal, appointment: Uuid) -> Result<bool, ApiError> {
-        self.set("booked", None, None, Some(appointment)).await?;
         metrics::counter!("sms_bookings_total").increment(1);
+        if self.policy.booking.ask_address {
+            self.set("address", None, None, Some(appointment)).await?;
+            return self.say(&text::ask_address(proposal), "booked").await;
+        }
+        self.set("booked", None, None, Some(appointment)).await?;
         self.say(&text::booked(proposal), "booked").await
     }
 

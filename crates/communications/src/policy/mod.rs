@@ -68,11 +68,13 @@ pub struct BookingPolicy {
     pub confirm: bool,
     /// The earliest slot offered starts this long after now (0 to 10080 minutes).
     pub lead_minutes: u32,
+    /// Once booked, ask for the visit's address (home services; Jobber needs one).
+    pub ask_address: bool,
 }
 
 impl Default for BookingPolicy {
     fn default() -> Self {
-        Self { enabled: true, service_id: None, slots: 3, confirm: false, lead_minutes: 60 }
+        Self { enabled: true, service_id: None, slots: 3, confirm: false, lead_minutes: 60, ask_address: true }
     }
 }
 
