@@ -402,10 +402,10 @@ fn display(content: &Value) -> (String, Option<String>) {
         "email" => [text("subject"), text("text")].into_iter().flatten().collect::<Vec<_>>().join("\n\n"),
         "reaction" => text("emoji").unwrap_or_default(),
         "call" => match text("outcome").as_deref() {
-            Some("short") => "📞 Missed call (hung up at once)".to_owned(),
-            Some("rejected") => "📞 Missed call".to_owned(),
-            Some(outcome) => format!("📞 Missed call ({})", outcome.replace('-', " ")),
-            None => "📞 Call".to_owned(),
+            Some("short") => "Missed call (hung up at once)".to_owned(),
+            Some("rejected") => "Missed call".to_owned(),
+            Some(outcome) => format!("Missed call ({})", outcome.replace('-', " ")),
+            None => "Call".to_owned(),
         },
         _ => text("body")
             .or_else(|| text("text"))

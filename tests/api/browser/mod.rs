@@ -7,6 +7,7 @@ mod accessibility;
 mod attachments;
 mod latency;
 mod merge;
+mod missed_call;
 mod pages;
 mod restart;
 mod webchat;
