@@ -39,6 +39,7 @@ mod missed_calls;
 mod module_boundaries;
 mod ops_metrics;
 mod pipeline;
+mod queues;
 mod rate_limits;
 mod stream;
 mod templates;

@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod inbox;
 pub mod messages;
 pub mod policy;
+pub mod queues;
 pub mod rate_limit;
 pub mod templates;
 pub mod tracking;

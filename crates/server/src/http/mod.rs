@@ -64,6 +64,7 @@ pub fn router(
         .merge(communications::inbox::canned::router().with_state(communications.clone()))
         .merge(communications::policy::http::router().with_state(communications.clone()))
         .merge(communications::compliance::router().with_state(communications.clone()))
+        .merge(communications::queues::router().with_state(communications.clone()))
         .merge(fulfillment::router().with_state(fulfillment.clone()))
         .split_for_parts();
     let api = api.layer(from_fn_with_state(identity.clone(), identity::http::authenticate));
