@@ -8,6 +8,7 @@ use axum::routing::get;
 
 const APP_JS: &str = include_str!("../assets/app.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
+const QUEUES_JS: &str = include_str!("../assets/queues.js");
 /// Our icon (a speech bubble on the accent blue), drawn by hand: no third-party artwork.
 const FAVICON: &str = include_str!("../assets/favicon.svg");
 const SVG: &str = "image/svg+xml";
@@ -17,6 +18,10 @@ pub fn router() -> Router {
         .route(
             "/assets/app.js",
             get(|headers: HeaderMap| async move { asset(&headers, APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/assets/queues.js",
+            get(|headers: HeaderMap| async move { asset(&headers, QUEUES_JS, "text/javascript; charset=utf-8") }),
         )
         .route(
             "/assets/app.css",

@@ -16,6 +16,7 @@
 mod assets;
 mod i18n;
 mod pages;
+mod queues;
 mod webchat;
 
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub fn router(communications: Communications, identity: Identity, body_limit: us
         .route("/inbox", get(pages::inbox))
         .route("/inbox/list", get(pages::list_fragment))
         .route("/inbox/conversations/{id}", get(pages::thread_fragment))
+        .route("/queues", get(queues::page))
         .with_state(web)
         .layer(from_fn_with_state(identity, identity::http::authenticate))
         .layer(axum::middleware::map_response(secure_headers));

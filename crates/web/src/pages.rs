@@ -27,6 +27,7 @@ pub fn templates() -> Environment<'static> {
         ("inbox.html", include_str!("../templates/inbox.html")),
         ("list.html", include_str!("../templates/list.html")),
         ("thread.html", include_str!("../templates/thread.html")),
+        ("queues.html", include_str!("../templates/queues.html")),
     ] {
         if let Err(error) = env.add_template(name, source) {
             // A broken template is a bug caught by the tests, never a start-up crash.
@@ -37,7 +38,7 @@ pub fn templates() -> Environment<'static> {
     env
 }
 
-fn render(web: &Web, name: &str, context: serde_json::Value) -> Response {
+pub(crate) fn render(web: &Web, name: &str, context: serde_json::Value) -> Response {
     let context = minijinja::Value::from(minijinja::value::Serde(context));
     match web.templates.get_template(name).and_then(|template| template.render(context)) {
         Ok(html) => Html(html).into_response(),
@@ -126,7 +127,7 @@ pub async fn inbox(
             json!({
                 "lang": lang, "t": i18n::strings(lang), "view": view, "views": VIEWS, "list": list,
                 "summary": summary, "thread": thread, "selected": params.c, "me": caller.agent_id().map(|a| a.0),
-                "query": query,
+                "query": query, "admin": caller.is_admin(),
             }),
         ),
         Err(error) => error.into_response(),

@@ -9,6 +9,7 @@ mod latency;
 mod merge;
 mod missed_call;
 mod pages;
+mod queues;
 mod restart;
 mod webchat;
 
