@@ -54,6 +54,7 @@ pub(crate) async fn record(
             .await?;
         }
         Failure::Throttled(wait) => {
+            metrics::histogram!("rate_limit_wait_seconds", "lane" => message.lane.as_str()).record(wait.as_secs_f64());
             // Not an attempt: the message goes back to the queue for when its token is due. The
             // job leaves the worker at once, so a tenant at its limit holds no worker slot.
             requeue_later(
