@@ -283,7 +283,8 @@ fn endpoint(channel: Channel, address: &str) -> Result<String, ApiError> {
     }
 }
 
-fn actor(caller: &Caller) -> String {
+/// Who acted, for audit trails: an agent by id, or an operator key.
+pub(crate) fn actor(caller: &Caller) -> String {
     match caller.agent_id() {
         Some(agent) => format!("agent {}", agent.0),
         None => "an operator key".to_owned(),

@@ -22,6 +22,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::Communications;
+use crate::compliance::actor;
 use crate::messages::model::{Channel, EventSource, Lane, MessageStatus};
 use crate::messages::queue::{self, DispatchJob};
 use crate::messages::repository::{self, NewEvent};
@@ -419,11 +420,4 @@ async fn replay(tx: &mut PgConnection, tenant: Uuid, messages: &[(Uuid, Lane)], 
         jobs.push((lane, DispatchJob::again(row.id, tenant, 0), None));
     }
     queue::enqueue_many(tx, &jobs).await
-}
-
-fn actor(caller: &Caller) -> String {
-    match caller.agent_id() {
-        Some(agent) => format!("agent {}", agent.0),
-        None => "an operator key".to_owned(),
-    }
 }
