@@ -48,30 +48,10 @@ pub async fn run(settings: &mut Settings, database: &Database, args: BenchArgs) 
     if args.messages == 0 || args.clients == 0 {
         bail!("--messages and --clients must be at least 1");
     }
-    settings.http.bind = "127.0.0.1:0".parse()?;
     // The benchmark measures the pipeline, not a provider's rate limit.
     settings.dispatch.sms_rate_per_sec = 1_000_000.0;
-    settings.dispatch.in_serve = true;
-    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim_url = format!("http://{}", sim_listener.local_addr()?);
-    settings.providers.twilio_api_url = sim_url.clone();
-
-    let app = Application::build(settings, database.pool.clone()).await?;
-    let base = format!("http://{}", app.local_addr());
-    let (router, sim) = cpaas_sim::Simulator::router(cpaas_sim::SimConfig::default())?;
-    sim.set_base_url(&sim_url);
-    tokio::spawn(async move { axum::serve(sim_listener, router).await });
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let serving = {
-        let settings = settings.clone();
-        let shutdown = move || {
-            let mut stopped = stopped.clone();
-            async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            }
-        };
-        tokio::spawn(async move { super::serve_with_workers_until(&settings, app, shutdown).await })
-    };
+    let service = InProcess::start(settings, database).await?;
+    let (base, sim) = (service.base.clone(), service.sim.clone());
 
     let (tenant_id, api_key) = prepare_tenant(&database.pool).await?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
@@ -97,9 +77,48 @@ pub async fn run(settings: &mut Settings, database: &Database, args: BenchArgs) 
     } else {
         print_text(&report);
     }
-    let _ = stop.send(true);
-    serving.await.context("the service panicked")??;
-    Ok(())
+    service.stop().await
+}
+
+/// The service with its dispatch workers and the simulated Twilio, in this process, for a
+/// benchmark: on a free port, the simulator's webhooks pointing back at it.
+pub(crate) struct InProcess {
+    pub base: String,
+    pub sim: cpaas_sim::SimHandle,
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    pub(crate) async fn start(settings: &mut Settings, database: &Database) -> anyhow::Result<Self> {
+        settings.http.bind = "127.0.0.1:0".parse()?;
+        settings.dispatch.in_serve = true;
+        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sim_url = format!("http://{}", sim_listener.local_addr()?);
+        settings.providers.twilio_api_url = sim_url.clone();
+        let app = Application::build(settings, database.pool.clone()).await?;
+        let base = format!("http://{}", app.local_addr());
+        let config = cpaas_sim::SimConfig { webhook_base: Some(base.clone()), ..Default::default() };
+        let (router, sim) = cpaas_sim::Simulator::router(config)?;
+        sim.set_base_url(&sim_url);
+        tokio::spawn(async move { axum::serve(sim_listener, router).await });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let settings = settings.clone();
+        let shutdown = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        };
+        let serving = tokio::spawn(async move { super::serve_with_workers_until(&settings, app, shutdown).await });
+        Ok(Self { base, sim, stop, serving })
+    }
+
+    /// Stops the service and waits for it to finish.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.serving.await.context("the service panicked")?
+    }
 }
 
 /// A fresh tenant for this run (its id scopes the latency query) and its API key.

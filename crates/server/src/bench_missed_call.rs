@@ -23,7 +23,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::app::Application;
 use crate::bench_inbox::Percentiles;
 use crate::database::Database;
 use crate::settings::Settings;
@@ -80,29 +79,9 @@ pub async fn run(settings: &mut Settings, database: &Database, args: MissedCallB
     if args.calls == 0 || args.rate <= 0.0 || args.clients == 0 || args.sms_rate <= 0.0 {
         bail!("need --calls ≥ 1, --rate > 0, --clients ≥ 1 and --sms-rate > 0");
     }
-    settings.http.bind = "127.0.0.1:0".parse()?;
     settings.dispatch.sms_rate_per_sec = args.sms_rate;
-    settings.dispatch.in_serve = true;
-    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim_url = format!("http://{}", sim_listener.local_addr()?);
-    settings.providers.twilio_api_url = sim_url.clone();
-    let app = Application::build(settings, database.pool.clone()).await?;
-    let base = format!("http://{}", app.local_addr());
-    let (router, sim) =
-        cpaas_sim::Simulator::router(cpaas_sim::SimConfig { webhook_base: Some(base.clone()), ..Default::default() })?;
-    sim.set_base_url(&sim_url);
-    tokio::spawn(async move { axum::serve(sim_listener, router).await });
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let serving = {
-        let settings = settings.clone();
-        let shutdown = move || {
-            let mut stopped = stopped.clone();
-            async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            }
-        };
-        tokio::spawn(async move { super::serve_with_workers_until(&settings, app, shutdown).await })
-    };
+    let service = crate::bench::InProcess::start(settings, database).await?;
+    let (base, sim) = (service.base.clone(), service.sim.clone());
 
     let (tenant, key) = crate::bench::prepare_tenant(&database.pool).await?;
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients + 4).build()?;
@@ -169,9 +148,7 @@ pub async fn run(settings: &mut Settings, database: &Database, args: MissedCallB
     } else {
         print_text(&report);
     }
-    let _ = stop.send(true);
-    serving.await.context("the service panicked")??;
-    Ok(())
+    service.stop().await
 }
 
 /// A plumber with hours every day and a one-hour service (the reply offers three slots), calls
