@@ -211,25 +211,25 @@ async fn every_metric_a_dashboard_or_alert_names_is_exported_after_real_traffic(
     assert_eq!(app.post("/api/v1/reservations", &tenant.api_key, hold.clone()).await.status(), 201);
     assert_eq!(app.post("/api/v1/reservations", &tenant.api_key, hold).await.status(), 409);
 
-    // Everything settles, and the gauges have been sampled at least once.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let exported = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
-    let present: BTreeSet<&str> =
-        exported.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
-    let mut missing = Vec::new();
+    // Everything settles (retries, the dialogue, the gauges' first samples): read /metrics until
+    // nothing is missing, for at most 20 s.
     let mut wanted = BTreeSet::new();
     for expr in expressions() {
         wanted.extend(metric_names(&expr));
     }
-    for name in &wanted {
-        // Prometheus's own series, per scrape target.
-        if name == "up" {
-            continue;
+    // Prometheus's own series, per scrape target.
+    wanted.remove("up");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (exported, missing) = loop {
+        let exported = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+        let present: BTreeSet<&str> =
+            exported.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+        let missing: Vec<String> = wanted.iter().filter(|name| !present.contains(name.as_str())).cloned().collect();
+        if missing.is_empty() || std::time::Instant::now() > deadline {
+            break (exported, missing);
         }
-        if !present.contains(name.as_str()) {
-            missing.push(name.clone());
-        }
-    }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert!(missing.is_empty(), "named by a dashboard or rule but not exported: {missing:?}\n\n{exported}");
     assert!(wanted.len() > 30, "{wanted:?}");
 }
