@@ -7,6 +7,7 @@
 mod agents;
 mod api_keys;
 mod auth;
+mod batching;
 mod binary;
 mod browser;
 mod calendar_sync;

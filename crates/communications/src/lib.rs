@@ -61,9 +61,14 @@ pub struct Communications {
     pub dialogue_wake: Arc<tokio::sync::Notify>,
     /// Stores accepted messages in shared transactions; started on first use.
     acceptor: Arc<OnceLock<Acceptor>>,
+    /// Stores processed events and their messages in shared transactions; started on first use.
+    ingester: Arc<OnceLock<Ingester>>,
 }
 
-type Acceptor = kernel::batch::Batcher<messages::accept::Draft, Result<messages::service::Accepted, ApiError>>;
+type Acceptor = kernel::batch::Batcher<messages::accept::Submission, Result<messages::accept::Answer, ApiError>>;
+
+type Ingester =
+    kernel::batch::Batcher<triggers::ingest::PlannedEvent, Result<triggers::ingest::EventOutcome, ApiError>>;
 
 /// Most messages stored in one transaction.
 const MAX_ACCEPT_BATCH: usize = 128;
@@ -90,6 +95,7 @@ impl Communications {
             rates: rate_limit::RateDefaults::default(),
             dialogue_wake: Arc::default(),
             acceptor: Arc::default(),
+            ingester: Arc::default(),
         }
     }
 
@@ -119,9 +125,20 @@ impl Communications {
     pub(crate) fn acceptor(&self) -> &Acceptor {
         self.acceptor.get_or_init(|| {
             let (pool, rates) = (self.pool.clone(), self.rates.clone());
-            kernel::batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |drafts| {
+            kernel::batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |submissions| {
                 let (pool, rates) = (pool.clone(), rates.clone());
-                async move { messages::accept::accept_batch(&pool, &rates, drafts).await }
+                async move { messages::accept::accept_batch(&pool, &rates, submissions).await }
+            })
+        })
+    }
+
+    /// The batcher events are stored through, like [`Communications::acceptor`].
+    pub(crate) fn ingester(&self) -> &Ingester {
+        self.ingester.get_or_init(|| {
+            let (pool, rates, waker) = (self.pool.clone(), self.rates.clone(), self.queue_waker.clone());
+            kernel::batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |events| {
+                let (pool, rates, waker) = (pool.clone(), rates.clone(), waker.clone());
+                async move { triggers::ingest::ingest_batch(&pool, &rates, &waker, events).await }
             })
         })
     }

@@ -6,6 +6,8 @@
 //! (`entity_snapshots`: table and primary key → the newest `new` row), so showing a conversation
 //! never calls the upstream system.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use kernel::auth::Caller;
@@ -76,54 +78,73 @@ fn scalar(value: &Value) -> Option<String> {
     }
 }
 
-/// Keeps the row a Hasura event carries as its entity's snapshot, unless a newer event already
-/// did (events may arrive out of order).
-pub async fn record_snapshot(tx: &mut PgConnection, tenant: Uuid, event: &IncomingEvent) -> Result<(), ApiError> {
-    let Some(data) = event.document.get("data") else { return Ok(()) };
+/// The entity an event is about, and its row as the event carries it.
+struct Snapshot<'a> {
+    tenant: Uuid,
+    kind: String,
+    id: String,
+    source: String,
+    op: String,
+    row: Value,
+    event: &'a IncomingEvent,
+}
+
+fn snapshot_of(tenant: Uuid, event: &IncomingEvent) -> Option<Snapshot<'_>> {
+    let data = event.document.get("data")?;
     // Appointments come from our own fulfillment module as domain events: the event's data is
     // the appointment as it is now.
     if let (Some(change), Some(id)) =
         (event.name.strip_prefix("appointment."), data.get("appointment_id").and_then(scalar))
     {
-        return upsert(tx, tenant, "appointment", &id, "fulfillment", change, data, event).await;
+        let (kind, source, op) = ("appointment".into(), "fulfillment".into(), change.into());
+        return Some(Snapshot { tenant, kind, id, source, op, row: data.clone(), event });
     }
-    let Some(table) = data.get("table") else { return Ok(()) };
-    let (Some(Link { kind, id }), Some(name)) = (link_of_event(event), table.get("name").and_then(Value::as_str))
-    else {
-        return Ok(());
-    };
+    let table = data.get("table")?;
+    let (Link { kind, id }, name) = (link_of_event(event)?, table.get("name").and_then(Value::as_str)?);
     let schema = table.get("schema").and_then(Value::as_str).unwrap_or("public");
-    let op = data.get("op").and_then(Value::as_str).unwrap_or("UNKNOWN");
+    let op = data.get("op").and_then(Value::as_str).unwrap_or("UNKNOWN").to_owned();
     let row = data.get("new").filter(|row| row.is_object()).or_else(|| data.get("old")).cloned().unwrap_or_default();
-    upsert(tx, tenant, &kind, &id, &format!("{schema}.{name}"), op, &row, event).await
+    Some(Snapshot { tenant, kind, id, source: format!("{schema}.{name}"), op, row, event })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn upsert(
-    tx: &mut PgConnection,
-    tenant: Uuid,
-    kind: &str,
-    id: &str,
-    source: &str,
-    op: &str,
-    row: &Value,
-    event: &IncomingEvent,
-) -> Result<(), ApiError> {
+/// Keeps the row each Hasura event carries as its entity's snapshot, unless a newer event
+/// already did (events may arrive out of order): one statement for the lot.
+pub async fn record_snapshots(tx: &mut PgConnection, events: &[(Uuid, &IncomingEvent)]) -> Result<(), ApiError> {
+    // One row per entity (a statement cannot update a row twice): the newest event's.
+    let mut newest: HashMap<(Uuid, String, String), Snapshot<'_>> = HashMap::new();
+    for snapshot in events.iter().filter_map(|(tenant, event)| snapshot_of(*tenant, event)) {
+        let key = (snapshot.tenant, snapshot.kind.clone(), snapshot.id.clone());
+        match newest.get(&key) {
+            Some(kept) if kept.event.occurred_at > snapshot.event.occurred_at => {}
+            _ => {
+                newest.insert(key, snapshot);
+            }
+        }
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let snapshots: Vec<Snapshot<'_>> = newest.into_values().collect();
+    let column = |f: fn(&Snapshot<'_>) -> String| snapshots.iter().map(f).collect::<Vec<String>>();
+    let tenants: Vec<Uuid> = snapshots.iter().map(|s| s.tenant).collect();
+    let rows: Vec<Value> = snapshots.iter().map(|s| s.row.clone()).collect();
+    let times: Vec<DateTime<Utc>> = snapshots.iter().map(|s| s.event.occurred_at).collect();
     sqlx::query!(
         r#"INSERT INTO communications.entity_snapshots (tenant_id, kind, entity_id, source, op, row, event_id, occurred_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
+                                $8::timestamptz[])
            ON CONFLICT (tenant_id, kind, entity_id) DO UPDATE
                SET source = EXCLUDED.source, op = EXCLUDED.op, row = EXCLUDED.row, event_id = EXCLUDED.event_id,
                    occurred_at = EXCLUDED.occurred_at
                WHERE entity_snapshots.occurred_at <= EXCLUDED.occurred_at"#,
-        tenant,
-        kind,
-        id,
-        source,
-        op,
-        row,
-        event.id,
-        event.occurred_at,
+        &tenants,
+        &column(|s| s.kind.clone()),
+        &column(|s| s.id.clone()),
+        &column(|s| s.source.clone()),
+        &column(|s| s.op.clone()),
+        &rows,
+        &column(|s| s.event.id.clone()),
+        &times,
     )
     .execute(&mut *tx)
     .await?;

@@ -18,6 +18,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::content::MessageContent;
+use super::idempotency::{self, RequestKey};
 use super::model::{Channel, EventSource, Lane, MessageStatus};
 use super::queue::{self, DispatchJob};
 use super::repository::{self, NewMessage};
@@ -201,38 +202,109 @@ fn answers<T>(
         .collect()
 }
 
-/// The send API's batch: stores `drafts` in one transaction. When that fails, each draft is
-/// tried alone, so one draft the database refuses cannot fail the others with it.
+/// What the send API hands the acceptor: a draft, and the request's key if it has one.
+#[derive(Debug, Clone)]
+pub(crate) struct Submission {
+    pub draft: Draft,
+    pub key: Option<RequestKey>,
+}
+
+/// The send API's answer to a submission.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Accepted(Accepted),
+    /// The key was used before with the same body: its first response.
+    Replay {
+        status: u16,
+        body: Value,
+    },
+}
+
+/// The send API's batch: stores the submissions in one transaction, claiming their keys in it.
+/// When that fails, each is tried alone, so one draft the database refuses cannot fail the
+/// others with it. A key that appears twice in a batch is claimed by its first submission; the
+/// repeat goes after the batch, and so finds the first one's answer as a later request would.
 pub(crate) async fn accept_batch(
     pool: &PgPool,
     rates: &RateDefaults,
-    drafts: Vec<Draft>,
-) -> Vec<Result<Accepted, ApiError>> {
-    match store_in_transaction(pool, rates, &drafts).await {
+    submissions: Vec<Submission>,
+) -> Vec<Result<Answer, ApiError>> {
+    let mut seen = std::collections::HashSet::new();
+    let (first, repeats): (Vec<_>, Vec<_>) = submissions.into_iter().enumerate().partition(|(_, submission)| {
+        submission.key.as_ref().is_none_or(|key| seen.insert((submission.draft.tenant, key.key.clone())))
+    });
+    let (order, batch): (Vec<usize>, Vec<Submission>) = first.into_iter().unzip();
+    let mut answers: Vec<(usize, Result<Answer, ApiError>)> =
+        order.into_iter().zip(accept_together(pool, rates, batch).await).collect();
+    for (index, submission) in repeats {
+        answers.push((index, accept_alone(pool, rates, submission).await));
+    }
+    answers.sort_by_key(|(index, _)| *index);
+    answers.into_iter().map(|(_, answer)| answer).collect()
+}
+
+async fn accept_together(
+    pool: &PgPool,
+    rates: &RateDefaults,
+    submissions: Vec<Submission>,
+) -> Vec<Result<Answer, ApiError>> {
+    match store_in_transaction(pool, rates, &submissions).await {
         Ok(answers) => answers,
-        Err(error) if drafts.len() == 1 => vec![Err(error)],
+        Err(error) if submissions.len() == 1 => vec![Err(error)],
         Err(error) => {
-            tracing::warn!(%error, drafts = drafts.len(), "storing a batch of messages failed; storing them one by one");
-            let mut answers = Vec::with_capacity(drafts.len());
-            for draft in drafts {
-                let answer = match store_in_transaction(pool, rates, std::slice::from_ref(&draft)).await {
-                    Ok(mut answer) => answer.pop().unwrap_or_else(|| Err(ApiError::internal("no answer"))),
-                    Err(error) => Err(error),
-                };
-                answers.push(answer);
+            tracing::warn!(%error, drafts = submissions.len(), "storing a batch of messages failed; storing them one by one");
+            let mut answers = Vec::with_capacity(submissions.len());
+            for submission in submissions {
+                answers.push(accept_alone(pool, rates, submission).await);
             }
             answers
         }
     }
 }
 
+async fn accept_alone(pool: &PgPool, rates: &RateDefaults, submission: Submission) -> Result<Answer, ApiError> {
+    store_in_transaction(pool, rates, std::slice::from_ref(&submission))
+        .await?
+        .pop()
+        .unwrap_or_else(|| Err(ApiError::internal("no answer")))
+}
+
+/// Claims the submissions' keys, stores the drafts whose key is new (or that have none), and
+/// completes each key with its response — or gives it up if its draft was refused.
 async fn store_in_transaction(
     pool: &PgPool,
     rates: &RateDefaults,
-    drafts: &[Draft],
-) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
+    submissions: &[Submission],
+) -> Result<Vec<Result<Answer, ApiError>>, ApiError> {
     let mut tx = pool.begin().await?;
-    let answers = store(&mut tx, drafts, rates).await?;
+    let keys: Vec<(TenantId, &RequestKey)> =
+        submissions.iter().filter_map(|s| s.key.as_ref().map(|key| (s.draft.tenant, key))).collect();
+    let earlier = idempotency::claim(&mut tx, &keys).await?;
+    let earlier_of = |s: &Submission| s.key.as_ref().and_then(|key| earlier.get(&(s.draft.tenant.0, key.key.clone())));
+    let fresh: Vec<Draft> = submissions.iter().filter(|s| earlier_of(s).is_none()).map(|s| s.draft.clone()).collect();
+    let mut stored = store(&mut tx, &fresh, rates).await?.into_iter();
+    let mut answers = Vec::with_capacity(submissions.len());
+    let (mut completed, mut released) = (Vec::new(), Vec::new());
+    for submission in submissions {
+        let tenant = submission.draft.tenant;
+        if let (Some(key), Some(earlier)) = (&submission.key, earlier_of(submission)) {
+            answers.push(earlier.replay(&key.hash).map(|(status, body)| Answer::Replay { status, body }));
+            continue;
+        }
+        let answer = stored.next().unwrap_or_else(|| Err(ApiError::internal("no answer")));
+        if let Some(key) = &submission.key {
+            match &answer {
+                Ok(accepted) => {
+                    let body = serde_json::to_value(accepted).map_err(ApiError::internal)?;
+                    completed.push((tenant, key.key.as_str(), 202, body));
+                }
+                Err(_) => released.push((tenant, key.key.as_str())),
+            }
+        }
+        answers.push(answer.map(Answer::Accepted));
+    }
+    idempotency::complete(&mut tx, &completed).await?;
+    idempotency::release(&mut tx, &released).await?;
     tx.commit().await?;
     Ok(answers)
 }

@@ -4,6 +4,7 @@
 pub(crate) mod accept;
 pub mod content;
 pub mod http;
+pub(crate) mod idempotency;
 pub mod model;
 pub(crate) mod pacing;
 pub mod queue;

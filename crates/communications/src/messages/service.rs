@@ -8,11 +8,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::accept::{self, Draft};
+use super::accept::{self, Answer, Draft, Submission};
 use super::content::{self, ContentInput, MessageContent};
+use super::idempotency::{self, RequestKey};
 use super::model::{Channel, EventSource, Lane, MessageStatus};
 use super::queue::{self, DispatchJob};
-use super::repository::{self, KeyClaim, MessageRow, NewEvent};
+use super::repository::{self, MessageRow, NewEvent};
 use crate::Communications;
 use crate::contacts::{ContactRequest, RecipientInput};
 
@@ -74,35 +75,45 @@ impl Communications {
         idempotency_key: Option<&str>,
         raw_body: &[u8],
     ) -> Result<(u16, Value), ApiError> {
-        let Some(key) = idempotency_key else {
-            // Without a key the request shares a batch (one transaction, one commit) with the
-            // requests arriving alongside it.
-            let draft = self.draft(tenant, request).await?;
-            let accepted =
-                self.acceptor().call(draft).await.ok_or_else(|| ApiError::internal("the acceptor stopped"))??;
-            if let Some(lane) = accepted.wake {
-                self.queue_waker.wake(lane);
-            }
-            return Ok((202, serde_json::to_value(&accepted).map_err(ApiError::internal)?));
+        let key =
+            idempotency_key.map(|key| RequestKey { key: key.to_owned(), hash: Sha256::digest(raw_body).to_vec() });
+        let draft = match self.draft(tenant, request).await {
+            Ok(draft) => draft,
+            // A key used before answers with its first response even if the request would no
+            // longer pass (its template was deleted since, say).
+            Err(error) => return self.replay_or(tenant, key, error).await,
         };
-        // With a key, its claim waits on a concurrent duplicate: its own transaction.
-        let mut tx = self.pool.begin().await?;
-        let hash = Sha256::digest(raw_body).to_vec();
-        match repository::claim_key(&mut tx, tenant, key, &hash).await? {
-            KeyClaim::New => {}
-            KeyClaim::Replay { status, body } => return Ok((status, body)),
-            KeyClaim::Mismatch => {
-                return Err(ApiError::validation("Idempotency-Key", "this key was used with a different request body"));
+        // Requests arriving together, with keys or without, share a batch: one transaction
+        // (claiming their keys in it) and one commit.
+        let answer = self
+            .acceptor()
+            .call(Submission { draft, key })
+            .await
+            .ok_or_else(|| ApiError::internal("the acceptor stopped"))??;
+        match answer {
+            Answer::Accepted(accepted) => {
+                if let Some(lane) = accepted.wake {
+                    self.queue_waker.wake(lane);
+                }
+                Ok((202, serde_json::to_value(&accepted).map_err(ApiError::internal)?))
             }
+            Answer::Replay { status, body } => Ok((status, body)),
         }
-        let accepted = self.insert_message(&mut tx, tenant, request).await?;
-        let body = serde_json::to_value(&accepted).map_err(ApiError::internal)?;
-        repository::complete_key(&mut tx, tenant, key, 202, &body).await?;
-        tx.commit().await?;
-        if let Some(lane) = accepted.wake {
-            self.queue_waker.wake(lane);
+    }
+
+    /// The first response under `key`, or else `error`.
+    async fn replay_or(
+        &self,
+        tenant: TenantId,
+        key: Option<RequestKey>,
+        error: ApiError,
+    ) -> Result<(u16, Value), ApiError> {
+        let Some(key) = key else { return Err(error) };
+        let stored = idempotency::stored(&self.pool, &[tenant.0], std::slice::from_ref(&key.key)).await?;
+        match stored.get(&(tenant.0, key.key.clone())) {
+            Some(earlier) => earlier.replay(&key.hash),
+            None => Err(error),
         }
-        Ok((202, body))
     }
 
     /// Accepts a message inside the caller's transaction (a batch of one).

@@ -7,12 +7,20 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{PgConnection, PgPool};
+
 use super::event::{IncomingEvent, lookup, parse_time};
 use super::rules::{self, AudiencePaths, TriggerRule};
 use crate::Communications;
 use crate::contacts::RecipientInput;
+use crate::messages::accept::{self, Draft};
 use crate::messages::content::{ContentInput, TemplateRef};
+use crate::messages::model::MessageStatus;
+use crate::messages::queue::QueueWaker;
 use crate::messages::service::{ChannelsInput, SendRequest};
+use crate::rate_limit::RateDefaults;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventOutcome {
@@ -28,7 +36,7 @@ pub struct EventOutcome {
 pub struct QueuedMessage {
     pub id: Uuid,
     pub rule_id: Uuid,
-    pub status: crate::messages::model::MessageStatus,
+    pub status: MessageStatus,
     pub scheduled_at: Option<DateTime<Utc>>,
 }
 
@@ -38,103 +46,255 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// An event with the messages its rules make, validated and rendered but not stored.
+#[derive(Debug, Clone)]
+pub(crate) struct PlannedEvent {
+    tenant: TenantId,
+    event: IncomingEvent,
+    /// Each message with the rule that made it and when it is scheduled.
+    drafts: Vec<(Uuid, Option<DateTime<Utc>>, Draft)>,
+    skipped: Vec<(Uuid, String)>,
+}
+
 impl Communications {
+    /// Processes an event once by its id: its matching rules' messages are rendered first, then
+    /// stored with the event's claim in a transaction shared with the events arriving alongside
+    /// it (see [`ingest_batch`]). A repeat of a processed event answers what the first made.
     pub async fn ingest_event(&self, tenant: TenantId, event: IncomingEvent) -> Result<EventOutcome, ApiError> {
-        let mut tx = self.pool.begin().await?;
-        let claimed = sqlx::query!(
-            r#"INSERT INTO communications.processed_events (tenant_id, event_id, event, message_ids)
-               VALUES ($1, $2, $3, '{}') ON CONFLICT DO NOTHING"#,
-            tenant.0,
-            event.id,
-            event.name,
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
-            let ids: Vec<Uuid> = sqlx::query_scalar!(
-                "SELECT message_ids FROM communications.processed_events WHERE tenant_id = $1 AND event_id = $2",
-                tenant.0,
-                event.id,
-            )
-            .fetch_one(&mut *tx)
-            .await?;
-            let messages = ids
-                .into_iter()
-                .map(|id| QueuedMessage {
-                    id,
-                    rule_id: Uuid::nil(),
-                    status: crate::messages::model::MessageStatus::Queued,
-                    scheduled_at: None,
-                })
-                .collect();
-            return Ok(EventOutcome { event_id: event.id, duplicate: true, messages, skipped: Vec::new() });
-        }
-        crate::inbox::context::record_snapshot(&mut tx, tenant.0, &event).await?;
-        let mut outcome =
-            EventOutcome { event_id: event.id.clone(), duplicate: false, messages: Vec::new(), skipped: Vec::new() };
-        let mut wake = Vec::new();
-        for rule in rules::for_event(&mut *tx, tenant, &event.name).await? {
+        let planned = self.plan(tenant, event).await?;
+        self.ingester().call(planned).await.ok_or_else(|| ApiError::internal("the event batcher stopped"))?
+    }
+
+    /// The messages `event`'s rules make: a rule or recipient that cannot make one is skipped
+    /// with the reason (a bad address, a template variable missing from the event …).
+    async fn plan(&self, tenant: TenantId, event: IncomingEvent) -> Result<PlannedEvent, ApiError> {
+        let mut planned = PlannedEvent { tenant, event, drafts: Vec::new(), skipped: Vec::new() };
+        let event = &planned.event;
+        for rule in rules::for_event(&self.pool, tenant, &event.name).await? {
             if !rule.conditions.iter().all(|condition| condition.holds(&event.document)) {
                 continue;
             }
-            let scheduled_at = match scheduled_time(&rule, &event) {
+            let scheduled_at = match scheduled_time(&rule, event) {
                 Ok(at) => at,
                 Err(reason) => {
-                    outcome.skipped.push(Skipped { rule_id: rule.id, reason });
+                    planned.skipped.push((rule.id, reason));
                     continue;
                 }
             };
             for paths in &rule.audience {
                 let Some(to) = recipient(paths, &event.document) else {
-                    outcome.skipped.push(Skipped {
-                        rule_id: rule.id,
-                        reason: "the event has no value at the audience paths".into(),
-                    });
+                    planned.skipped.push((rule.id, "the event has no value at the audience paths".into()));
                     continue;
                 };
-                let request = request_for(&rule, &event, to, scheduled_at);
-                // A savepoint per message: one bad recipient does not undo the others.
-                let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-                match self.insert_message(&mut savepoint, tenant, request).await {
-                    Ok(accepted) => {
-                        savepoint.commit().await?;
-                        wake.extend(accepted.wake);
-                        outcome.messages.push(QueuedMessage {
-                            id: accepted.id,
-                            rule_id: rule.id,
-                            status: accepted.status,
-                            scheduled_at,
-                        });
-                    }
+                match self.draft(tenant, request_for(&rule, event, to, scheduled_at)).await {
+                    Ok(draft) => planned.drafts.push((rule.id, scheduled_at, draft)),
                     Err(error @ (ApiError::Validation { .. } | ApiError::Conflict { .. })) => {
-                        savepoint.rollback().await?;
-                        let reason = match &error {
-                            ApiError::Validation { field, message } => format!("{field}: {message}"),
-                            other => other.to_string(),
-                        };
-                        tracing::warn!(tenant_id = %tenant, rule_id = %rule.id, event_id = %event.id, %reason, "trigger rule produced no message");
-                        outcome.skipped.push(Skipped { rule_id: rule.id, reason });
+                        planned.skipped.push((rule.id, skip_reason(&error)));
                     }
                     Err(error) => return Err(error),
                 }
             }
         }
-        let ids: Vec<Uuid> = outcome.messages.iter().map(|m| m.id).collect();
-        sqlx::query!(
-            "UPDATE communications.processed_events SET message_ids = $3 WHERE tenant_id = $1 AND event_id = $2",
-            tenant.0,
-            event.id,
-            &ids,
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        for lane in wake {
-            self.queue_waker.wake(lane);
-        }
-        Ok(outcome)
+        Ok(planned)
     }
+}
+
+fn skip_reason(error: &ApiError) -> String {
+    match error {
+        ApiError::Validation { field, message } => format!("{field}: {message}"),
+        other => other.to_string(),
+    }
+}
+
+/// Stores a batch of planned events in one transaction: their ids claimed together, their
+/// messages stored together, one commit. When the transaction fails, each event is tried alone.
+/// An event id twice in a batch is claimed by the first; the repeat goes after the batch and
+/// is answered as the duplicate it is.
+pub(crate) async fn ingest_batch(
+    pool: &PgPool,
+    rates: &RateDefaults,
+    waker: &QueueWaker,
+    events: Vec<PlannedEvent>,
+) -> Vec<Result<EventOutcome, ApiError>> {
+    let mut seen = HashSet::new();
+    let (first, repeats): (Vec<_>, Vec<_>) = events
+        .into_iter()
+        .enumerate()
+        .partition(|(_, planned)| seen.insert((planned.tenant, planned.event.id.clone())));
+    let (order, batch): (Vec<usize>, Vec<PlannedEvent>) = first.into_iter().unzip();
+    let together = match store_events(pool, rates, waker, &batch).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(error) if batch.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::warn!(%error, events = batch.len(), "storing a batch of events failed; storing them one by one");
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for planned in &batch {
+                outcomes.push(store_alone(pool, rates, waker, planned).await);
+            }
+            outcomes
+        }
+    };
+    let mut outcomes: Vec<(usize, Result<EventOutcome, ApiError>)> = order.into_iter().zip(together).collect();
+    for (index, planned) in repeats {
+        outcomes.push((index, store_alone(pool, rates, waker, &planned).await));
+    }
+    outcomes.sort_by_key(|(index, _)| *index);
+    outcomes.into_iter().map(|(_, outcome)| outcome).collect()
+}
+
+async fn store_alone(
+    pool: &PgPool,
+    rates: &RateDefaults,
+    waker: &QueueWaker,
+    planned: &PlannedEvent,
+) -> Result<EventOutcome, ApiError> {
+    store_events(pool, rates, waker, std::slice::from_ref(planned))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::internal("no outcome"))
+}
+
+/// Claims the events' ids (unique within `events`), stores the messages of those never seen,
+/// and answers the others with what their first delivery made.
+async fn store_events(
+    pool: &PgPool,
+    rates: &RateDefaults,
+    waker: &QueueWaker,
+    events: &[PlannedEvent],
+) -> Result<Vec<EventOutcome>, ApiError> {
+    let mut tx = pool.begin().await?;
+    let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant.0).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.event.id.clone()).collect();
+    let names: Vec<String> = events.iter().map(|e| e.event.name.clone()).collect();
+    let claimed: HashSet<(Uuid, String)> = sqlx::query!(
+        r#"INSERT INTO communications.processed_events (tenant_id, event_id, event, message_ids)
+           SELECT tenant_id, event_id, event, '{}' FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY
+                AS e(tenant_id, event_id, event, n)
+           ORDER BY n
+           ON CONFLICT DO NOTHING
+           RETURNING tenant_id, event_id"#,
+        &tenants,
+        &ids,
+        &names,
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|row| (row.tenant_id, row.event_id))
+    .collect();
+    let is_new = |planned: &PlannedEvent| claimed.contains(&(planned.tenant.0, planned.event.id.clone()));
+    let earlier = if claimed.len() < events.len() {
+        let (tenants, ids): (Vec<Uuid>, Vec<String>) = tenants
+            .iter()
+            .zip(&ids)
+            .filter(|(t, i)| !claimed.contains(&(**t, (*i).clone())))
+            .map(|(t, i)| (*t, i.clone()))
+            .unzip();
+        earlier_messages(&mut tx, &tenants, &ids).await?
+    } else {
+        HashMap::new()
+    };
+    let fresh: Vec<&PlannedEvent> = events.iter().filter(|planned| is_new(planned)).collect();
+    let snapshots: Vec<(Uuid, &IncomingEvent)> = fresh.iter().map(|p| (p.tenant.0, &p.event)).collect();
+    crate::inbox::context::record_snapshots(&mut tx, &snapshots).await?;
+    let drafts: Vec<Draft> = fresh.iter().flat_map(|p| p.drafts.iter().map(|(_, _, draft)| draft.clone())).collect();
+    let mut stored = accept::store(&mut tx, &drafts, rates).await?.into_iter();
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut made: Vec<(Uuid, String, Uuid)> = Vec::new();
+    let mut wake = Vec::new();
+    for planned in events {
+        let event_id = planned.event.id.clone();
+        if !is_new(planned) {
+            let ids = earlier.get(&(planned.tenant.0, event_id.clone())).cloned().unwrap_or_default();
+            let messages = ids
+                .into_iter()
+                .map(|id| QueuedMessage { id, rule_id: Uuid::nil(), status: MessageStatus::Queued, scheduled_at: None })
+                .collect();
+            outcomes.push(EventOutcome { event_id, duplicate: true, messages, skipped: Vec::new() });
+            continue;
+        }
+        let mut outcome = EventOutcome {
+            event_id: event_id.clone(),
+            duplicate: false,
+            messages: Vec::new(),
+            skipped: planned
+                .skipped
+                .iter()
+                .map(|(rule_id, reason)| Skipped { rule_id: *rule_id, reason: reason.clone() })
+                .collect(),
+        };
+        for (rule_id, scheduled_at, _) in &planned.drafts {
+            match stored.next().unwrap_or_else(|| Err(ApiError::internal("no answer"))) {
+                Ok(accepted) => {
+                    wake.extend(accepted.wake);
+                    made.push((planned.tenant.0, event_id.clone(), accepted.id));
+                    outcome.messages.push(QueuedMessage {
+                        id: accepted.id,
+                        rule_id: *rule_id,
+                        status: accepted.status,
+                        scheduled_at: *scheduled_at,
+                    });
+                }
+                Err(error) => {
+                    let reason = skip_reason(&error);
+                    tracing::warn!(tenant_id = %planned.tenant, %rule_id, event_id = %planned.event.id, %reason, "trigger rule produced no message");
+                    outcome.skipped.push(Skipped { rule_id: *rule_id, reason });
+                }
+            }
+        }
+        outcomes.push(outcome);
+    }
+    record_messages(&mut tx, &made).await?;
+    tx.commit().await?;
+    wake.sort_by_key(|lane| lane.as_str());
+    wake.dedup();
+    for lane in wake {
+        waker.wake(lane);
+    }
+    Ok(outcomes)
+}
+
+/// The messages earlier deliveries of these events made.
+async fn earlier_messages(
+    tx: &mut PgConnection,
+    tenants: &[Uuid],
+    ids: &[String],
+) -> Result<HashMap<(Uuid, String), Vec<Uuid>>, ApiError> {
+    Ok(sqlx::query!(
+        r#"SELECT p.tenant_id, p.event_id, p.message_ids
+           FROM unnest($1::uuid[], $2::text[]) AS e(tenant_id, event_id)
+           JOIN communications.processed_events p ON p.tenant_id = e.tenant_id AND p.event_id = e.event_id"#,
+        tenants,
+        ids,
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|row| ((row.tenant_id, row.event_id), row.message_ids))
+    .collect())
+}
+
+/// Records which messages each event made, in order: `(tenant, event id, message id)`.
+async fn record_messages(tx: &mut PgConnection, made: &[(Uuid, String, Uuid)]) -> Result<(), ApiError> {
+    if made.is_empty() {
+        return Ok(());
+    }
+    let tenants: Vec<Uuid> = made.iter().map(|(tenant, ..)| *tenant).collect();
+    let events: Vec<String> = made.iter().map(|(_, event, _)| event.clone()).collect();
+    let messages: Vec<Uuid> = made.iter().map(|(.., message)| *message).collect();
+    sqlx::query!(
+        r#"UPDATE communications.processed_events p SET message_ids = m.ids
+           FROM (SELECT tenant_id, event_id, array_agg(message_id ORDER BY n) AS ids
+                 FROM unnest($1::uuid[], $2::text[], $3::uuid[]) WITH ORDINALITY AS x(tenant_id, event_id, message_id, n)
+                 GROUP BY tenant_id, event_id) AS m
+           WHERE p.tenant_id = m.tenant_id AND p.event_id = m.event_id"#,
+        &tenants,
+        &events,
+        &messages,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// When the rule's messages go out: at once, or at a time in the event plus an offset.

@@ -12,7 +12,7 @@
 pub mod cron;
 pub mod event;
 pub mod http;
-mod ingest;
+pub(crate) mod ingest;
 pub mod rules;
 
 pub use event::IncomingEvent;

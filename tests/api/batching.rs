@@ -1,0 +1,208 @@
+//! Requests with an Idempotency-Key and trigger-rule events share transactions like anonymous
+//! sends, and still keep their promises: a key answers its first response (or a 422 for another
+//! body), an event is processed once.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestTenant, spawn_app};
+
+async fn post_keyed(app: &TestApp, tenant: &TestTenant, key: &str, body: &Value) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.url("/api/v1/messages"))
+        .bearer_auth(&tenant.api_key)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    (response.status().as_u16(), response.json().await.expect("json"))
+}
+
+/// How many transactions stored these messages (rows written together share their `xmin`).
+async fn transactions_of(app: &TestApp, ids: &[uuid::Uuid]) -> i64 {
+    sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM communications.messages WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_one(&app.pool)
+        .await
+        .expect("xmin")
+}
+
+#[tokio::test]
+async fn keyed_sends_share_transactions_and_each_key_keeps_its_first_answer() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("keyed").await;
+    let body = |n: usize| json!({"to": {"phone": format!("+4915100000{n:03}")}, "channels": "sms", "content": {"text": format!("n {n}")}});
+    // Forty keys sent twice each at once (the repeat may land in the same batch or the next),
+    // and one request the recipient makes impossible.
+    let mut cases: Vec<(String, Value)> = Vec::new();
+    for n in 0..40 {
+        cases.push((format!("key-{n}"), body(n)));
+        cases.push((format!("key-{n}"), body(n)));
+    }
+    let refused = json!({"to": {"email": "nobody@example.com"}, "channels": "sms", "content": {"text": "no phone"}});
+    cases.push(("key-refused".into(), refused));
+    let requests: Vec<_> = cases
+        .iter()
+        .cloned()
+        .map(|(key, body)| {
+            let (client, url, api_key) = (app.client.clone(), app.url("/api/v1/messages"), tenant.api_key.clone());
+            tokio::spawn(async move {
+                let response =
+                    client.post(url).bearer_auth(api_key).header("idempotency-key", key).json(&body).send().await;
+                let response = response.expect("request");
+                (response.status().as_u16(), response.json::<Value>().await.expect("json"))
+            })
+        })
+        .collect();
+    let mut answers: HashMap<String, Vec<Value>> = HashMap::new();
+    for ((key, _), request) in cases.iter().zip(requests) {
+        let (status, answer) = request.await.expect("task");
+        match (key.as_str(), status) {
+            ("key-refused", _) => assert_eq!((status, &answer["error"]["field"]), (422, &json!("to")), "{answer}"),
+            (_, 202) => answers.entry(key.clone()).or_default().push(answer),
+            _ => panic!("{key}: {status} {answer}"),
+        }
+    }
+    assert_eq!(answers.len(), 40);
+    let mut ids = Vec::new();
+    for (key, bodies) in &answers {
+        assert_eq!(bodies.len(), 2, "{key}");
+        assert_eq!(bodies[0], bodies[1], "both requests under {key} get the first response");
+        ids.push(bodies[0]["id"].as_str().expect("id").parse::<uuid::Uuid>().expect("uuid"));
+    }
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM communications.messages").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(stored, 40, "one message per key");
+    let transactions = transactions_of(&app, &ids).await;
+    assert!(transactions < 40, "keyed requests arriving together share transactions: {transactions} for 40");
+    // The refused request left its key free: it can be used again, and then answers as usual.
+    let (status, first) = post_keyed(&app, &tenant, "key-refused", &body(500)).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(post_keyed(&app, &tenant, "key-refused", &body(500)).await, (202, first));
+    let other = app.create_tenant("other").await;
+    let (status, theirs) = post_keyed(&app, &other, "key-1", &body(1)).await;
+    assert_eq!(status, 202, "another tenant's key of the same name is its own");
+    assert_ne!(theirs["id"], answers["key-1"][0]["id"]);
+    let (status, mismatch) = post_keyed(&app, &tenant, "key-2", &body(998)).await;
+    assert_eq!((status, &mismatch["error"]["field"]), (422, &json!("Idempotency-Key")), "{mismatch}");
+    // A replay is answered even when the request would no longer pass: its template is gone.
+    let template = json!({"name": "hello", "default_locale": "en",
+        "variants": [{"channel": "sms", "locale": "en", "body": {"text": "Hello {{ name }}"}}]});
+    let created: Value = app.post("/api/v1/templates", &tenant.api_key, template).await.json().await.expect("json");
+    let templated = json!({"to": {"phone": "+4915100000777"}, "channels": "sms",
+        "content": {"template": {"name": "hello", "variables": {"name": "Ada"}}}});
+    let (status, first) = post_keyed(&app, &tenant, "templated", &templated).await;
+    assert_eq!(status, 202, "{first}");
+    let id = created["id"].as_str().expect("template id");
+    assert_eq!(app.delete(&format!("/api/v1/templates/{id}"), &tenant.api_key).await.status(), 204);
+    assert_eq!(post_keyed(&app, &tenant, "templated", &templated).await, (202, first));
+    let (status, gone) = post_keyed(&app, &tenant, "templated-2", &templated).await;
+    assert_eq!((status, &gone["error"]["field"]), (422, &json!("content.template.name")), "{gone}");
+}
+
+fn booking_event(id: &str, n: usize) -> Value {
+    json!({
+        "event": {
+            "session_variables": {"x-hasura-role": "admin"},
+            "op": "INSERT",
+            "data": {"old": null, "new": {"id": n, "status": "CONFIRMED", "guest_name": format!("Guest {n}"), "guest_phone": format!("+4915200000{:03}", n % 50)}}
+        },
+        "created_at": "2026-11-22T14:00:00.123456",
+        "id": id,
+        "delivery_info": {"max_retries": 3, "current_retry": 0},
+        "trigger": {"name": "booking_confirmed"},
+        "table": {"schema": "public", "name": "bookings"}
+    })
+}
+
+#[tokio::test]
+async fn events_arriving_together_share_transactions_and_each_is_processed_once() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("events").await;
+    let template = json!({
+        "name": "booking_ok",
+        "default_locale": "en",
+        "variants": [{"channel": "sms", "locale": "en", "body": {"text": "Hi {{ data.new.guest_name }}, booking {{ data.new.id }} is confirmed."}}]
+    });
+    assert_eq!(app.post("/api/v1/templates", &tenant.api_key, template).await.status(), 201);
+    let rule = json!({
+        "name": "Confirm bookings",
+        "event": "booking_confirmed",
+        "template_name": "booking_ok",
+        "audience": [{"phone": "data.new.guest_phone"}, {"phone": "data.new.missing_phone"}],
+        "channels": ["sms"]
+    });
+    assert_eq!(app.post("/api/v1/trigger-rules", &tenant.api_key, rule).await.status(), 201);
+    // Sixty events, each delivered twice at once (Hasura retries), plus one whose recipient
+    // cannot be served.
+    let mut bodies: Vec<Value> = Vec::new();
+    for n in 0..60 {
+        bodies.push(booking_event(&format!("ev-{n}"), n));
+        bodies.push(booking_event(&format!("ev-{n}"), n));
+    }
+    let mut bad = booking_event("ev-bad", 7);
+    bad["event"]["data"]["new"]["guest_phone"] = json!("not a phone");
+    bodies.push(bad);
+    let requests: Vec<_> = bodies
+        .iter()
+        .cloned()
+        .map(|body| {
+            let (client, url, api_key) = (app.client.clone(), app.url("/api/v1/events"), tenant.api_key.clone());
+            tokio::spawn(async move {
+                let response = client.post(url).bearer_auth(api_key).json(&body).send().await.expect("request");
+                (response.status().as_u16(), response.json::<Value>().await.expect("json"))
+            })
+        })
+        .collect();
+    let mut by_event: HashMap<String, Vec<Value>> = HashMap::new();
+    for request in requests {
+        let (status, outcome) = request.await.expect("task");
+        assert_eq!(status, 202, "{outcome}");
+        by_event.entry(outcome["event_id"].as_str().expect("event_id").to_owned()).or_default().push(outcome);
+    }
+    let mut ids = Vec::new();
+    for n in 0..60 {
+        let outcomes = &by_event[&format!("ev-{n}")];
+        let firsts: Vec<&Value> = outcomes.iter().filter(|o| o["duplicate"] == false).collect();
+        assert_eq!(firsts.len(), 1, "ev-{n} processed once: {outcomes:?}");
+        let first = firsts[0];
+        let repeat = outcomes.iter().find(|o| o["duplicate"] == true).expect("the repeat is a duplicate");
+        assert_eq!(first["messages"].as_array().expect("messages").len(), 1, "{first}");
+        assert_eq!(first["skipped"][0]["reason"], "the event has no value at the audience paths", "{first}");
+        assert_eq!(repeat["messages"][0]["id"], first["messages"][0]["id"], "the repeat names what the first made");
+        ids.push(first["messages"][0]["id"].as_str().expect("id").parse::<uuid::Uuid>().expect("uuid"));
+    }
+    let bad = &by_event["ev-bad"][0];
+    assert_eq!(bad["messages"], json!([]), "{bad}");
+    assert!(
+        bad["skipped"]
+            .as_array()
+            .expect("skipped")
+            .iter()
+            .any(|s| s["reason"].as_str().expect("reason").starts_with("to")),
+        "{bad}"
+    );
+    let (messages, texts): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE content->>'text' LIKE 'Hi Guest % is confirmed.')
+         FROM communications.messages WHERE tenant_id = $1",
+    )
+    .bind(tenant.id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!((messages, texts), (60, 60), "one rendered message per event");
+    let transactions = transactions_of(&app, &ids).await;
+    assert!(transactions < 60, "events arriving together share transactions: {transactions} for 60");
+    // Each event's snapshot is kept for the inbox's booking context.
+    let snapshots: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM communications.entity_snapshots WHERE tenant_id = $1 AND kind = 'booking'",
+    )
+    .bind(tenant.id)
+    .fetch_one(&app.pool)
+    .await
+    .expect("snapshots");
+    assert_eq!(snapshots, 60);
+}
