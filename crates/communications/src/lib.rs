@@ -63,6 +63,8 @@ pub struct Communications {
     acceptor: Arc<OnceLock<Acceptor>>,
     /// Stores processed events and their messages in shared transactions; started on first use.
     ingester: Arc<OnceLock<Ingester>>,
+    /// This process's dispatcher for the messages it accepts, while its lanes run.
+    pub(crate) local: dispatch::local::LocalSlot,
 }
 
 type Acceptor = kernel::batch::Batcher<messages::accept::Submission, Result<messages::accept::Answer, ApiError>>;
@@ -96,6 +98,7 @@ impl Communications {
             dialogue_wake: Arc::default(),
             acceptor: Arc::default(),
             ingester: Arc::default(),
+            local: Arc::default(),
         }
     }
 
@@ -124,10 +127,10 @@ impl Communications {
     /// needs a Tokio runtime).
     pub(crate) fn acceptor(&self) -> &Acceptor {
         self.acceptor.get_or_init(|| {
-            let (pool, rates) = (self.pool.clone(), self.rates.clone());
+            let (pool, rates, local) = (self.pool.clone(), self.rates.clone(), self.local.clone());
             kernel::batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |submissions| {
-                let (pool, rates) = (pool.clone(), rates.clone());
-                async move { messages::accept::accept_batch(&pool, &rates, submissions).await }
+                let (pool, rates, local) = (pool.clone(), rates.clone(), local.clone());
+                async move { messages::accept::accept_batch(&pool, &rates, &local, submissions).await }
             })
         })
     }
@@ -135,10 +138,11 @@ impl Communications {
     /// The batcher events are stored through, like [`Communications::acceptor`].
     pub(crate) fn ingester(&self) -> &Ingester {
         self.ingester.get_or_init(|| {
-            let (pool, rates, waker) = (self.pool.clone(), self.rates.clone(), self.queue_waker.clone());
+            let (pool, rates, waker, local) =
+                (self.pool.clone(), self.rates.clone(), self.queue_waker.clone(), self.local.clone());
             kernel::batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |events| {
-                let (pool, rates, waker) = (pool.clone(), rates.clone(), waker.clone());
-                async move { triggers::ingest::ingest_batch(&pool, &rates, &waker, events).await }
+                let (pool, rates, waker, local) = (pool.clone(), rates.clone(), waker.clone(), local.clone());
+                async move { triggers::ingest::ingest_batch(&pool, &rates, &waker, &local, events).await }
             })
         })
     }

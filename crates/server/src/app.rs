@@ -141,6 +141,9 @@ pub async fn run_workers(
     };
     let sweep = sweep_schedule(settings)?;
     let lease = dispatcher.lease;
+    // Messages this process accepts, due now, it sends itself (up to twice a lane's concurrency
+    // at once), without a job.
+    let local = communications::dispatch::local::serve(&dispatcher, settings.dispatch.concurrency.max(1) * 2);
     let companions = vec![
         supervise::spawn_loop("queue-waker", {
             let pool = pool.clone();
@@ -205,6 +208,7 @@ pub async fn run_workers(
         )),
     };
     let _ = stop_tx.send(true);
+    local.finish(grace).await;
     for lane in lanes {
         let _ = lane.await;
     }

@@ -20,6 +20,7 @@
 
 mod adapters;
 pub mod lease;
+pub mod local;
 pub(crate) mod outcome;
 mod prepare;
 pub mod settle;
@@ -84,6 +85,8 @@ pub struct Dispatcher {
     preparer: Batcher<DispatchJob, Result<Option<Prepared>, BatchError>>,
     /// Records provider acceptances, many per statement.
     recorder: Batcher<SentRow, Result<(), BatchError>>,
+    /// Gathers what messages claimed at acceptance need for their sends, many per statement.
+    claimed_preparer: Batcher<(messages::MessageRow, uuid::Uuid), Prepared>,
     /// Marks messages in flight just before their requests, many per statement.
     marker: Batcher<(uuid::Uuid, uuid::Uuid, &'static str), Result<bool, BatchError>>,
     /// The lease this process's claims carry.
@@ -127,6 +130,13 @@ impl Dispatcher {
                 async move { prepare::prepare_batch(&module, &rates, lease.owner, jobs).await }
             })
         };
+        let claimed_preparer = {
+            let (module, rates) = (module.clone(), rates.clone());
+            Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |claimed| {
+                let (module, rates) = (module.clone(), rates.clone());
+                async move { prepare::prepare_claimed(&module, &rates, claimed).await }
+            })
+        };
         let marker = {
             let pool = module.pool.clone();
             Batcher::spawn(
@@ -153,7 +163,7 @@ impl Dispatcher {
                 }
             })
         };
-        Self { module, adapters: AdapterCache::default(), rates, preparer, recorder, marker, lease }
+        Self { module, adapters: AdapterCache::default(), rates, preparer, claimed_preparer, recorder, marker, lease }
     }
 
     /// Handles one job to the end. Errors are infrastructure failures (the database) that
@@ -176,6 +186,22 @@ impl Dispatcher {
                 None => return Ok(()),
             },
         };
+        self.send_and_record(tenant, job, prepared).await
+    }
+
+    /// Sends a message stored claimed at acceptance (see `local.rs`): as a job would, without
+    /// the claim.
+    pub async fn dispatch_claimed(&self, message: messages::MessageRow, claim: uuid::Uuid) -> Result<(), ApiError> {
+        let (tenant, job) = (TenantId(message.tenant_id), DispatchJob::new(message.id, message.tenant_id, 0));
+        let prepared = self
+            .claimed_preparer
+            .call((message, claim))
+            .await
+            .ok_or_else(|| ApiError::internal("the dispatch batcher stopped"))?;
+        self.send_and_record(tenant, job, prepared).await
+    }
+
+    async fn send_and_record(&self, tenant: TenantId, job: DispatchJob, prepared: Prepared) -> Result<(), ApiError> {
         match self.send_through_providers(tenant, &prepared).await {
             Ok(sent) => self.record_sent(tenant, &prepared, sent).await,
             // Recovery took the message back before its request started: someone else sends it.

@@ -327,6 +327,7 @@ async fn supersede(
             metadata: message.metadata.clone(),
             supersedes: Some(message.id),
             attempts: successor.attempts,
+            claim: None,
         },
         Some(&successor.why),
         source,

@@ -240,3 +240,26 @@ pub(crate) async fn prepare_one(
         .map(|mut contexts| contexts.pop().unwrap_or_default());
     Prepared { message: claimed.message, claim, context }
 }
+
+/// Prepares messages claimed at acceptance (their addresses were checked for suppression then):
+/// the same lookups and reservations as [`prepare_batch`], without the claim.
+pub(crate) async fn prepare_claimed(
+    module: &Communications,
+    rates: &RateDefaults,
+    claimed: Vec<(MessageRow, Uuid)>,
+) -> Vec<Prepared> {
+    let (rows, claims): (Vec<messages::ClaimedRow>, Vec<Uuid>) =
+        claimed.into_iter().map(|(message, claim)| (messages::ClaimedRow { message, suppressed: None }, claim)).unzip();
+    let batch: Vec<(DispatchJob, Option<&messages::ClaimedRow>)> =
+        rows.iter().map(|row| (DispatchJob::new(row.message.id, row.message.tenant_id, 0), Some(row))).collect();
+    let contexts: Vec<Result<SendContext, String>> = match contexts_for(module, rates, &batch).await {
+        Ok(contexts) => contexts.into_iter().map(Ok).collect(),
+        Err(error) => batch.iter().map(|_| Err(error.clone())).collect(),
+    };
+    drop(batch);
+    rows.into_iter()
+        .zip(claims)
+        .zip(contexts)
+        .map(|((row, claim), context)| Prepared { message: row.message, claim, context })
+        .collect()
+}

@@ -21,10 +21,11 @@ use super::content::MessageContent;
 use super::idempotency::{self, RequestKey};
 use super::model::{Channel, EventSource, Lane, MessageStatus};
 use super::queue::{self, DispatchJob};
-use super::repository::{self, NewMessage};
+use super::repository::{self, MessageRow, NewMessage};
 use super::service::{Accepted, FallbackStep};
 use super::{pacing, quiet_hours};
 use crate::contacts::{self, ContactRequest, ResolvedContact};
+use crate::dispatch::local::{Handoff, LocalDispatch, LocalSlot};
 use crate::rate_limit::RateDefaults;
 
 /// A validated, rendered message that is not stored yet.
@@ -57,6 +58,17 @@ pub(crate) async fn store(
     drafts: &[Draft],
     rates: &RateDefaults,
 ) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
+    Ok(store_with(tx, drafts, rates, None).await?.0)
+}
+
+/// [`store`], storing the messages due now claimed for `local` (as far as it has room) instead
+/// of pushing their jobs: the caller hands them over once the transaction has committed.
+pub(crate) async fn store_with(
+    tx: &mut PgConnection,
+    drafts: &[Draft],
+    rates: &RateDefaults,
+    local: Option<&LocalDispatch>,
+) -> Result<(Vec<Result<Accepted, ApiError>>, Vec<Handoff>), ApiError> {
     let requests: Vec<(TenantId, &ContactRequest)> = drafts.iter().map(|d| (d.tenant, &d.recipient)).collect();
     let found = contacts::lookup(tx, &requests).await?;
     // Addresses decide which drafts go ahead, before any contact is created for them.
@@ -87,7 +99,7 @@ pub(crate) async fn store(
         .collect();
     let now = Utc::now();
     if ready.is_empty() {
-        return Ok(answers(drafts, planned, now, &HashMap::new(), &HashMap::new()));
+        return Ok((answers(drafts, planned, now, &HashMap::new(), &HashMap::new(), &[]), Vec::new()));
     }
     let items: Vec<_> = ready.iter().map(|(draft, contact, _)| (draft.tenant, &draft.recipient, *contact)).collect();
     let contact_ids = contacts::persist(tx, &items).await?;
@@ -96,12 +108,23 @@ pub(crate) async fn store(
     let mut rows = Vec::with_capacity(ready.len());
     let mut reasons = Vec::with_capacity(ready.len());
     let mut jobs = Vec::new();
+    let mut claims = Vec::new();
+    let claim = Uuid::now_v7();
     for ((draft, _, steps), contact_id) in ready.iter().zip(&contact_ids) {
         let (first, rest) = steps.split_first().ok_or_else(|| ApiError::internal("a draft without channels"))?;
         let (scheduled_at, reason) = match deferred.get(&draft.id) {
             Some((until, why)) => (Some(*until), Some(why.clone())),
             None => (draft.scheduled_at, draft.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339()))),
         };
+        // Due now and not holding a paced slot: this process may send it itself.
+        let due_now = draft.status == MessageStatus::Queued
+            && scheduled_at.is_none_or(|at| at <= now)
+            && !paced.contains_key(&draft.id);
+        let permit = if due_now { local.and_then(LocalDispatch::try_reserve) } else { None };
+        let claimed = permit.is_some();
+        if let (Some(local), Some(permit)) = (local, permit) {
+            claims.push((draft.id, local.owner, permit));
+        }
         rows.push(NewMessage {
             id: draft.id,
             tenant_id: draft.tenant,
@@ -111,15 +134,16 @@ pub(crate) async fn store(
             fallback: serde_json::to_value(rest).map_err(ApiError::internal)?,
             recipient: &first.recipient,
             content: serde_json::to_value(&first.content).map_err(ApiError::internal)?,
-            status: draft.status,
+            status: if claimed { MessageStatus::Sending } else { draft.status },
             lane: draft.lane,
             scheduled_at,
             metadata: draft.metadata.clone(),
             supersedes: None,
-            attempts: 0,
+            attempts: i32::from(claimed),
+            claim: local.filter(|_| claimed).map(|local| (local.owner, claim)),
         });
         reasons.push(reason);
-        if draft.status == MessageStatus::Queued {
+        if draft.status == MessageStatus::Queued && !claimed {
             let job = DispatchJob::new(draft.id, draft.tenant.0, 0);
             match paced.get(&draft.id) {
                 // It holds its slot: the job runs then, and the dispatcher reserves nothing.
@@ -137,7 +161,47 @@ pub(crate) async fn store(
             .increment(1);
     }
     queue::enqueue_many(tx, &jobs).await?;
-    Ok(answers(drafts, planned, now, &deferred, &paced))
+    let claimed_ids: Vec<Uuid> = claims.iter().map(|(id, ..)| *id).collect();
+    let handoffs = claims
+        .into_iter()
+        .filter_map(|(id, _, permit)| {
+            let row = rows.iter().find(|row| row.id == id)?;
+            Some(Handoff { message: claimed_row(row, now), claim, permit })
+        })
+        .collect();
+    Ok((answers(drafts, planned, now, &deferred, &paced, &claimed_ids), handoffs))
+}
+
+/// The claimed message as the dispatcher sees it: as it was before the claim, like a row the
+/// batched claim returns.
+fn claimed_row(row: &NewMessage<'_>, now: DateTime<Utc>) -> MessageRow {
+    MessageRow {
+        id: row.id,
+        tenant_id: row.tenant_id.0,
+        contact_id: row.contact_id,
+        conversation_id: row.conversation_id,
+        channel: row.channel,
+        fallback: row.fallback.clone(),
+        recipient: row.recipient.to_owned(),
+        content: row.content.clone(),
+        status: MessageStatus::Queued,
+        status_reason: None,
+        lane: row.lane,
+        channel_account_id: None,
+        provider: None,
+        provider_message_id: None,
+        attempts: 0,
+        scheduled_at: row.scheduled_at,
+        metadata: row.metadata.clone(),
+        supersedes: row.supersedes,
+        superseded_by: None,
+        created_at: now,
+        updated_at: now,
+        sent_at: None,
+        delivered_at: None,
+        read_at: None,
+        failed_at: None,
+    }
 }
 
 /// Drops each plan's steps whose address opted out (or bounced) on that channel; a draft with
@@ -186,6 +250,7 @@ fn answers<T>(
     now: DateTime<Utc>,
     deferred: &HashMap<Uuid, (DateTime<Utc>, String)>,
     paced: &HashMap<Uuid, std::time::Duration>,
+    claimed: &[Uuid],
 ) -> Vec<Result<Accepted, ApiError>> {
     drafts
         .iter()
@@ -195,7 +260,8 @@ fn answers<T>(
                 let due_now = draft.status == MessageStatus::Queued
                     && draft.later_than(now).is_none()
                     && !deferred.contains_key(&draft.id)
-                    && paced.get(&draft.id).is_none_or(|wait| wait.is_zero());
+                    && paced.get(&draft.id).is_none_or(|wait| wait.is_zero())
+                    && !claimed.contains(&draft.id);
                 Accepted { id: draft.id, status: draft.status, wake: due_now.then_some(draft.lane) }
             })
         })
@@ -227,6 +293,7 @@ pub(crate) enum Answer {
 pub(crate) async fn accept_batch(
     pool: &PgPool,
     rates: &RateDefaults,
+    local: &LocalSlot,
     submissions: Vec<Submission>,
 ) -> Vec<Result<Answer, ApiError>> {
     let mut seen = std::collections::HashSet::new();
@@ -235,9 +302,9 @@ pub(crate) async fn accept_batch(
     });
     let (order, batch): (Vec<usize>, Vec<Submission>) = first.into_iter().unzip();
     let mut answers: Vec<(usize, Result<Answer, ApiError>)> =
-        order.into_iter().zip(accept_together(pool, rates, batch).await).collect();
+        order.into_iter().zip(accept_together(pool, rates, local, batch).await).collect();
     for (index, submission) in repeats {
-        answers.push((index, accept_alone(pool, rates, submission).await));
+        answers.push((index, accept_alone(pool, rates, local, submission).await));
     }
     answers.sort_by_key(|(index, _)| *index);
     answers.into_iter().map(|(_, answer)| answer).collect()
@@ -246,24 +313,30 @@ pub(crate) async fn accept_batch(
 async fn accept_together(
     pool: &PgPool,
     rates: &RateDefaults,
+    local: &LocalSlot,
     submissions: Vec<Submission>,
 ) -> Vec<Result<Answer, ApiError>> {
-    match store_in_transaction(pool, rates, &submissions).await {
+    match store_in_transaction(pool, rates, local, &submissions).await {
         Ok(answers) => answers,
         Err(error) if submissions.len() == 1 => vec![Err(error)],
         Err(error) => {
             tracing::warn!(%error, drafts = submissions.len(), "storing a batch of messages failed; storing them one by one");
             let mut answers = Vec::with_capacity(submissions.len());
             for submission in submissions {
-                answers.push(accept_alone(pool, rates, submission).await);
+                answers.push(accept_alone(pool, rates, local, submission).await);
             }
             answers
         }
     }
 }
 
-async fn accept_alone(pool: &PgPool, rates: &RateDefaults, submission: Submission) -> Result<Answer, ApiError> {
-    store_in_transaction(pool, rates, std::slice::from_ref(&submission))
+async fn accept_alone(
+    pool: &PgPool,
+    rates: &RateDefaults,
+    local: &LocalSlot,
+    submission: Submission,
+) -> Result<Answer, ApiError> {
+    store_in_transaction(pool, rates, local, std::slice::from_ref(&submission))
         .await?
         .pop()
         .unwrap_or_else(|| Err(ApiError::internal("no answer")))
@@ -274,15 +347,18 @@ async fn accept_alone(pool: &PgPool, rates: &RateDefaults, submission: Submissio
 async fn store_in_transaction(
     pool: &PgPool,
     rates: &RateDefaults,
+    local: &LocalSlot,
     submissions: &[Submission],
 ) -> Result<Vec<Result<Answer, ApiError>>, ApiError> {
+    let local = crate::dispatch::local::current(local);
     let mut tx = pool.begin().await?;
     let keys: Vec<(TenantId, &RequestKey)> =
         submissions.iter().filter_map(|s| s.key.as_ref().map(|key| (s.draft.tenant, key))).collect();
     let earlier = idempotency::claim(&mut tx, &keys).await?;
     let earlier_of = |s: &Submission| s.key.as_ref().and_then(|key| earlier.get(&(s.draft.tenant.0, key.key.clone())));
     let fresh: Vec<Draft> = submissions.iter().filter(|s| earlier_of(s).is_none()).map(|s| s.draft.clone()).collect();
-    let mut stored = store(&mut tx, &fresh, rates).await?.into_iter();
+    let (stored, handoffs) = store_with(&mut tx, &fresh, rates, local.as_ref()).await?;
+    let mut stored = stored.into_iter();
     let mut answers = Vec::with_capacity(submissions.len());
     let (mut completed, mut released) = (Vec::new(), Vec::new());
     for submission in submissions {
@@ -306,5 +382,8 @@ async fn store_in_transaction(
     idempotency::complete(&mut tx, &completed).await?;
     idempotency::release(&mut tx, &released).await?;
     tx.commit().await?;
+    if let Some(local) = &local {
+        handoffs.into_iter().for_each(|handoff| local.hand_off(handoff));
+    }
     Ok(answers)
 }

@@ -66,6 +66,9 @@ pub struct NewMessage<'a> {
     pub supersedes: Option<Uuid>,
     /// Dispatch attempts already spent (a retry of a message continues its budget).
     pub attempts: i32,
+    /// Stored already claimed (`sending`) by this lease with this token: the accepting process
+    /// dispatches it itself, without a job (see `dispatch::local`).
+    pub claim: Option<(Uuid, Uuid)>,
 }
 
 /// Stores a new message with the first entry of its audit trail (its initial status, with
@@ -100,17 +103,21 @@ pub async fn insert_many(
     let scheduled: Vec<Option<DateTime<Utc>>> = messages.iter().map(|m| m.scheduled_at).collect();
     let supersedes: Vec<Option<Uuid>> = messages.iter().map(|m| m.supersedes).collect();
     let attempts: Vec<i32> = messages.iter().map(|m| m.attempts).collect();
+    let owners: Vec<Option<Uuid>> = messages.iter().map(|m| m.claim.map(|(owner, _)| owner)).collect();
+    let claims: Vec<Option<Uuid>> = messages.iter().map(|m| m.claim.map(|(_, claim)| claim)).collect();
+    // A message stored claimed was queued first, as far as its trail goes.
     sqlx::query!(
         r#"WITH message AS (
                INSERT INTO communications.messages
                    (id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, status, lane,
-                    scheduled_at, metadata, supersedes, attempts)
+                    scheduled_at, metadata, supersedes, attempts, claimed_by, claim)
                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[],
                                     $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::timestamptz[],
-                                    $12::jsonb[], $13::uuid[], $17::int4[])
+                                    $12::jsonb[], $13::uuid[], $17::int4[], $18::uuid[], $19::uuid[])
                RETURNING id, tenant_id, status)
            INSERT INTO communications.message_events (id, tenant_id, message_id, status, reason, source, occurred_at)
-           SELECT event.id, message.tenant_id, message.id, message.status, event.reason, $16, now()
+           SELECT event.id, message.tenant_id, message.id,
+                  CASE WHEN message.status = 'sending' THEN 'queued' ELSE message.status END, event.reason, $16, now()
            FROM message JOIN unnest($1::uuid[], $14::uuid[], $15::text[]) AS event(message_id, id, reason)
                 ON event.message_id = message.id"#,
         &ids,
@@ -130,6 +137,8 @@ pub async fn insert_many(
         reasons as &[Option<String>],
         source.as_str(),
         &attempts,
+        &owners as &[Option<Uuid>],
+        &claims as &[Option<Uuid>],
     )
     .execute(db)
     .await?;

@@ -15,6 +15,7 @@ use super::event::{IncomingEvent, lookup, parse_time};
 use super::rules::{self, AudiencePaths, TriggerRule};
 use crate::Communications;
 use crate::contacts::RecipientInput;
+use crate::dispatch::local::LocalSlot;
 use crate::messages::accept::{self, Draft};
 use crate::messages::content::{ContentInput, TemplateRef};
 use crate::messages::model::MessageStatus;
@@ -114,6 +115,7 @@ pub(crate) async fn ingest_batch(
     pool: &PgPool,
     rates: &RateDefaults,
     waker: &QueueWaker,
+    local: &LocalSlot,
     events: Vec<PlannedEvent>,
 ) -> Vec<Result<EventOutcome, ApiError>> {
     let mut seen = HashSet::new();
@@ -122,21 +124,21 @@ pub(crate) async fn ingest_batch(
         .enumerate()
         .partition(|(_, planned)| seen.insert((planned.tenant, planned.event.id.clone())));
     let (order, batch): (Vec<usize>, Vec<PlannedEvent>) = first.into_iter().unzip();
-    let together = match store_events(pool, rates, waker, &batch).await {
+    let together = match store_events(pool, rates, waker, local, &batch).await {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
         Err(error) if batch.len() == 1 => vec![Err(error)],
         Err(error) => {
             tracing::warn!(%error, events = batch.len(), "storing a batch of events failed; storing them one by one");
             let mut outcomes = Vec::with_capacity(batch.len());
             for planned in &batch {
-                outcomes.push(store_alone(pool, rates, waker, planned).await);
+                outcomes.push(store_alone(pool, rates, waker, local, planned).await);
             }
             outcomes
         }
     };
     let mut outcomes: Vec<(usize, Result<EventOutcome, ApiError>)> = order.into_iter().zip(together).collect();
     for (index, planned) in repeats {
-        outcomes.push((index, store_alone(pool, rates, waker, &planned).await));
+        outcomes.push((index, store_alone(pool, rates, waker, local, &planned).await));
     }
     outcomes.sort_by_key(|(index, _)| *index);
     outcomes.into_iter().map(|(_, outcome)| outcome).collect()
@@ -146,9 +148,10 @@ async fn store_alone(
     pool: &PgPool,
     rates: &RateDefaults,
     waker: &QueueWaker,
+    local: &LocalSlot,
     planned: &PlannedEvent,
 ) -> Result<EventOutcome, ApiError> {
-    store_events(pool, rates, waker, std::slice::from_ref(planned))
+    store_events(pool, rates, waker, local, std::slice::from_ref(planned))
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("no outcome"))
@@ -160,8 +163,10 @@ async fn store_events(
     pool: &PgPool,
     rates: &RateDefaults,
     waker: &QueueWaker,
+    local: &LocalSlot,
     events: &[PlannedEvent],
 ) -> Result<Vec<EventOutcome>, ApiError> {
+    let local = crate::dispatch::local::current(local);
     let mut tx = pool.begin().await?;
     let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant.0).collect();
     let ids: Vec<String> = events.iter().map(|e| e.event.id.clone()).collect();
@@ -198,7 +203,8 @@ async fn store_events(
     let snapshots: Vec<(Uuid, &IncomingEvent)> = fresh.iter().map(|p| (p.tenant.0, &p.event)).collect();
     crate::inbox::context::record_snapshots(&mut tx, &snapshots).await?;
     let drafts: Vec<Draft> = fresh.iter().flat_map(|p| p.drafts.iter().map(|(_, _, draft)| draft.clone())).collect();
-    let mut stored = accept::store(&mut tx, &drafts, rates).await?.into_iter();
+    let (stored, handoffs) = accept::store_with(&mut tx, &drafts, rates, local.as_ref()).await?;
+    let mut stored = stored.into_iter();
     let mut outcomes = Vec::with_capacity(events.len());
     let mut made: Vec<(Uuid, String, Uuid)> = Vec::new();
     let mut wake = Vec::new();
@@ -246,6 +252,9 @@ async fn store_events(
     }
     record_messages(&mut tx, &made).await?;
     tx.commit().await?;
+    if let Some(local) = &local {
+        handoffs.into_iter().for_each(|handoff| local.hand_off(handoff));
+    }
     wake.sort_by_key(|lane| lane.as_str());
     wake.dedup();
     for lane in wake {

@@ -1,0 +1,127 @@
+//! Messages dispatched by the process that accepted them, without a job.
+//!
+//! A message due now, accepted by a process that runs dispatch lanes, is stored already claimed
+//! (`sending`, this process's lease and a claim token) and handed to the local dispatcher after
+//! the commit: no job row to insert, fetch and acknowledge, no claim statement, no wake-up — the
+//! provider request follows the acceptance's commit by one in-flight mark. Crash safety is the
+//! claim's: if the process dies before the request, recovery finds the message claimed by a
+//! lapsed lease and never requested, and queues it again with a job (see `lease.rs`).
+//!
+//! At most `capacity` messages are handed over at once; beyond that acceptance pushes jobs as
+//! before, so a burst far larger than the process can send at once goes through the queue that
+//! every process shares instead of piling up here.
+
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use uuid::Uuid;
+
+use super::Dispatcher;
+use crate::messages::repository::MessageRow;
+
+/// A message stored claimed, on its way to this process's dispatcher.
+#[derive(Debug)]
+pub struct Handoff {
+    pub message: MessageRow,
+    pub claim: Uuid,
+    /// Held until its dispatch is over.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// The accepting side: registered in the module while the process's lanes run.
+#[derive(Debug, Clone)]
+pub struct LocalDispatch {
+    /// The lease the claims carry.
+    pub owner: Uuid,
+    permits: Arc<Semaphore>,
+    sender: mpsc::UnboundedSender<Handoff>,
+}
+
+/// Where the module finds the local dispatcher, if this process runs one.
+pub type LocalSlot = Arc<RwLock<Option<LocalDispatch>>>;
+
+impl LocalDispatch {
+    /// A permit to store one more message claimed, if the dispatcher has room.
+    pub(crate) fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
+        if self.sender.is_closed() {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Hands a committed, claimed message to the dispatcher. If it has stopped in the meantime,
+    /// the message stays claimed by a lease that will lapse, and recovery queues it again.
+    pub(crate) fn hand_off(&self, handoff: Handoff) {
+        if let Err(error) = self.sender.send(handoff) {
+            tracing::warn!(message_id = %error.0.message.id, "the local dispatcher stopped; recovery will queue the message");
+        }
+    }
+}
+
+/// The registered local dispatcher of `slot`, if any.
+pub(crate) fn current(slot: &LocalSlot) -> Option<LocalDispatch> {
+    slot.read().ok().and_then(|local| local.clone())
+}
+
+/// Registers `dispatcher` as this process's local dispatcher (up to `capacity` messages at once)
+/// and runs it until the returned guard is dropped: from then on acceptance pushes jobs again,
+/// and handed-over messages already received are still sent.
+pub fn serve(dispatcher: &Dispatcher, capacity: usize) -> LocalGuard {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Handoff>();
+    let permits = Arc::new(Semaphore::new(capacity));
+    let local = LocalDispatch { owner: dispatcher.lease.owner, permits: permits.clone(), sender };
+    let slot = dispatcher.module.local.clone();
+    if let Ok(mut registered) = slot.write() {
+        *registered = Some(local);
+    }
+    let dispatcher = dispatcher.clone();
+    let task = tokio::spawn(async move {
+        while let Some(handoff) = receiver.recv().await {
+            let dispatcher = dispatcher.clone();
+            tokio::spawn(async move {
+                let Handoff { message, claim, permit } = handoff;
+                let id = message.id;
+                if let Err(error) = dispatcher.dispatch_claimed(message, claim).await {
+                    // Left claimed: recovery takes it back once the claim is stale.
+                    tracing::warn!(message_id = %id, %error, "dispatching a message claimed at acceptance failed");
+                }
+                drop(permit);
+            });
+        }
+    });
+    LocalGuard { slot, permits, capacity, _task: task }
+}
+
+/// Unregisters the local dispatcher when dropped (or finished).
+#[derive(Debug)]
+pub struct LocalGuard {
+    slot: LocalSlot,
+    permits: Arc<Semaphore>,
+    capacity: usize,
+    /// Ends once the last sender (held by acceptances in flight) is gone and the messages
+    /// already handed over are spawned.
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalGuard {
+    /// Takes no more messages, and waits up to `grace` for those handed over to be sent.
+    pub async fn finish(self, grace: std::time::Duration) {
+        self.unregister();
+        let all = u32::try_from(self.capacity).unwrap_or(u32::MAX);
+        if tokio::time::timeout(grace, self.permits.acquire_many(all)).await.is_err() {
+            tracing::warn!("messages claimed at acceptance still sending after the grace period");
+        }
+    }
+
+    fn unregister(&self) {
+        if let Ok(mut registered) = self.slot.write() {
+            *registered = None;
+        }
+    }
+}
+
+impl Drop for LocalGuard {
+    fn drop(&mut self) {
+        self.unregister();
+    }
+}
