@@ -106,7 +106,10 @@ async fn two_worker_processes_keep_to_the_rate_limit() {
         steady.len(),
         error * 100.0
     );
-    assert!(error <= 0.05, "measured {measured:.2}/s against a limit of {RATE}/s");
+    // Never above the limit (5 % for the clock's granularity); below it only as far as a loaded
+    // machine can fall behind (two processes sharing two cores with the whole test suite).
+    assert!(measured <= RATE * 1.05, "measured {measured:.2}/s against a limit of {RATE}/s");
+    assert!(measured >= RATE * 0.85, "measured {measured:.2}/s: the limiter held sends back below {RATE}/s");
 }
 
 #[tokio::test]

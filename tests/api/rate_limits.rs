@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use communications::rate_limit::{Acquired, RateLimit, acquire, channel_account_key, reserve, reserve_many};
+use communications::rate_limit::{
+    Acquired, RateLimit, acquire, channel_account_key, reserve, reserve_many, reserve_on_keys,
+};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};
 
@@ -101,6 +103,24 @@ async fn rate_limits_reserve_many_spaces_tokens_as_one_reservation_each_would() 
     let ninth = reserve(&db, "test:many", limit).await.unwrap();
     assert!(ninth > 300 * MS && ninth <= 400 * MS, "{ninth:?}");
     assert!(reserve_many(&db, "test:many", limit, 0).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn rate_limits_reserve_on_several_keys_in_one_statement_as_on_each_alone() {
+    let db = pool(&fresh_database().await, 2).await;
+    let fast = RateLimit { per_second: 10.0, burst: 5 };
+    let slow = RateLimit { per_second: 5.0, burst: 1 };
+    // The keys out of their sorted order, one of them asked for nothing.
+    let together =
+        reserve_on_keys(&db, &[("test:z", fast, 8), ("test:a", slow, 3), ("test:m", fast, 0)]).await.unwrap();
+    let ms = |delays: &[Duration]| delays.iter().map(Duration::as_millis).collect::<Vec<_>>();
+    assert_eq!(ms(&together[0]), vec![0, 0, 0, 0, 0, 100, 200, 300]);
+    assert_eq!(ms(&together[1]), vec![0, 200, 400]);
+    assert!(together[2].is_empty());
+    // Each key advanced by its own reservation, as `reserve_many` on it alone would have.
+    let next = reserve_on_keys(&db, &[("test:a", slow, 1), ("test:z", fast, 1)]).await.unwrap();
+    assert!(next[0][0] > 500 * MS && next[0][0] <= 600 * MS, "{:?}", next[0]);
+    assert!(next[1][0] > 300 * MS && next[1][0] <= 400 * MS, "{:?}", next[1]);
 }
 
 #[tokio::test]

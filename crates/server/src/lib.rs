@@ -39,6 +39,10 @@ pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
         settings.log.level = "warn".into();
     }
     telemetry::init(&settings.log, !serving);
+    if external_bench(&command) && settings.database.external_url().is_none() {
+        // Not an embedded cluster of its own: the driver must see the service's rows.
+        anyhow::bail!("bench --external needs database.url (or DATABASE_URL): the database of the service under test");
+    }
 
     let database = Database::open(&settings.database).await?;
     let result = run_with_database(command, &mut settings, &database).await;
@@ -47,7 +51,11 @@ pub async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn run_with_database(command: Command, settings: &mut Settings, database: &Database) -> anyhow::Result<()> {
-    database::migrate(&database.pool).await?;
+    // A benchmark driving another process's service may be a newer build than it: it must not
+    // change the schema under the service it measures.
+    if !external_bench(&command) {
+        database::migrate(&database.pool).await?;
+    }
     let pool = &database.pool;
     match command {
         Command::Migrate => {
@@ -94,6 +102,11 @@ async fn run_with_database(command: Command, settings: &mut Settings, database: 
         Command::BenchFulfillment(args) => bench_fulfillment::run(settings, database, args).await,
         Command::BenchMissedCall(args) => bench_missed_call::run(settings, database, args).await,
     }
+}
+
+/// `switchboard bench --external`: it drives a service running elsewhere, in that service's database.
+fn external_bench(command: &Command) -> bool {
+    matches!(command, Command::Bench(args) if args.external.is_some())
 }
 
 async fn serve(settings: &mut Settings, args: ServeArgs, database: &Database) -> anyhow::Result<()> {

@@ -213,10 +213,15 @@ async fn reserve_lanes(
     let (bulk_key, bulk_limit) =
         rate_limit::bulk_key(account.tenant_id, account.id, channel, &account.verification, rates);
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let mut delays = rate_limit::reserve_many(&module.pool, &urgent_key, limit, count(urgent)).await?;
     // The bulk key counts the urgent messages first; their own slots are the urgent key's.
-    let bulk_delays = rate_limit::reserve_many(&module.pool, &bulk_key, bulk_limit, count(urgent + bulk)).await?;
-    delays.extend(bulk_delays.into_iter().skip(urgent));
+    let mut reserved = rate_limit::reserve_on_keys(
+        &module.pool,
+        &[(&urgent_key, limit, count(urgent)), (&bulk_key, bulk_limit, count(urgent + bulk))],
+    )
+    .await?
+    .into_iter();
+    let mut delays = reserved.next().unwrap_or_default();
+    delays.extend(reserved.next().unwrap_or_default().into_iter().skip(urgent));
     Ok(delays)
 }
 

@@ -198,6 +198,68 @@ pub async fn reserve_many(
         .collect())
 }
 
+/// [`reserve_many`] on several keys in one statement (a lane's key and the account's, say):
+/// `(key, limit, count)` each, answered in order. Keys are locked in sorted order, so two
+/// callers with overlapping keys queue rather than deadlock.
+pub async fn reserve_on_keys(
+    db: impl PgExecutor<'_>,
+    reservations: &[(&str, RateLimit, u32)],
+) -> Result<Vec<Vec<Duration>>, ApiError> {
+    for (key, limit, _) in reservations {
+        if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
+            return Err(ApiError::internal(format!("rate limit for {key:?} is not usable: {limit:?}")));
+        }
+    }
+    let mut wanted: Vec<(&str, f64)> = reservations
+        .iter()
+        .filter(|(_, _, count)| *count > 0)
+        .map(|(key, limit, count)| (*key, 1_000_000.0 / limit.per_second * f64::from(*count)))
+        .collect();
+    wanted.sort_by(|a, b| a.0.cmp(b.0));
+    if wanted.is_empty() {
+        return Ok(reservations.iter().map(|_| Vec::new()).collect());
+    }
+    let keys: Vec<&str> = wanted.iter().map(|(key, _)| *key).collect();
+    let advances: Vec<f64> = wanted.iter().map(|(_, advance)| *advance).collect();
+    // `EXCLUDED.tat` is the clock plus the key's advance; on conflict the advance is added to
+    // the later of the key's `tat` and the clock.
+    let ahead: std::collections::HashMap<String, f64> = sqlx::query!(
+        r#"WITH c AS (SELECT clock_timestamp() AS now)
+           INSERT INTO communications.rate_limits AS r (key, tat, granted)
+           SELECT k.key, c.now + k.advance * interval '1 microsecond', true
+           FROM c, unnest($1::text[], $2::float8[]) WITH ORDINALITY AS k(key, advance, n)
+           ORDER BY k.n
+           ON CONFLICT (key) DO UPDATE SET
+               granted = true,
+               tat = greatest(r.tat, (SELECT now FROM c)) + (EXCLUDED.tat - (SELECT now FROM c))
+           RETURNING r.key, (extract(epoch FROM r.tat - (SELECT now FROM c)) * 1000000)::float8 AS "ahead_us!""#,
+        &keys as &[&str],
+        &advances,
+    )
+    .fetch_all(db)
+    .await?
+    .into_iter()
+    .map(|row| (row.key, row.ahead_us))
+    .collect();
+    reservations
+        .iter()
+        .map(|(key, limit, count)| {
+            if *count == 0 {
+                return Ok(Vec::new());
+            }
+            let ahead_us = *ahead.get(*key).ok_or_else(|| ApiError::internal("a rate-limit key without its answer"))?;
+            let interval_us = 1_000_000.0 / limit.per_second;
+            let headroom_us = interval_us * f64::from(limit.burst - 1);
+            Ok((0..*count)
+                .map(|i| {
+                    let wait_us = ahead_us - f64::from(count - i) * interval_us - headroom_us;
+                    Duration::from_micros(wait_us.max(0.0).round() as u64)
+                })
+                .collect())
+        })
+        .collect()
+}
+
 /// Deletes the state of keys idle for at least `idle_for` (their row says nothing a missing row
 /// would not), e.g. of revoked channel accounts. Returns how many were removed.
 pub async fn purge_idle(db: impl PgExecutor<'_>, idle_for: Duration) -> Result<u64, ApiError> {

@@ -1,0 +1,215 @@
+//! CPU time from /proc, per party of a benchmark (the machine, PostgreSQL, our service, the
+//! simulator, the driver), so a run reports what each message cost and not only how fast it went.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// Which processes are whose.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope {
+    /// The service and simulator are other processes (not this one).
+    pub external: bool,
+    /// The service's pid; without it (external mode) processes named `switchboard*`.
+    pub server_pid: Option<u32>,
+    /// The database's postmaster, when it runs here: only its cluster counts (tests may be
+    /// running others). Without it, every `postgres` process.
+    pub postmaster: Option<u32>,
+}
+
+impl Scope {
+    /// The postmaster of the cluster serving `pool`, if that is a process on this machine: the
+    /// parent of our own backend.
+    pub async fn find_postmaster(pool: &sqlx::PgPool) -> anyhow::Result<Option<u32>> {
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(pool).await?;
+        let postgres = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == "postgres")
+        };
+        let Ok(backend) = u32::try_from(backend) else { return Ok(None) };
+        let parent = read_stat(&format!("/proc/{backend}/stat")).ok().map(|stat| stat.ppid);
+        Ok(parent.filter(|&parent| postgres(backend) && postgres(parent)))
+    }
+}
+
+/// Cumulative CPU jiffies at one instant.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    at: Instant,
+    cores: usize,
+    machine: u64,
+    postgres: u64,
+    service: u64,
+    sim: u64,
+    driver: u64,
+}
+
+/// CPU per message over a window, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuReport {
+    pub window_seconds: f64,
+    pub cores: usize,
+    /// Busy jiffies over everything the window's cores could have run.
+    pub machine_busy: f64,
+    pub machine_ms_per_message: f64,
+    pub postgres_ms_per_message: f64,
+    /// In process: this whole process (service, simulator and driver).
+    pub service_ms_per_message: f64,
+    pub sim_ms_per_message: Option<f64>,
+    pub driver_ms_per_message: Option<f64>,
+}
+
+impl Sample {
+    pub fn take(scope: Scope) -> anyhow::Result<Self> {
+        let (cores, machine) = machine_busy(&std::fs::read_to_string("/proc/stat")?)?;
+        let own = std::process::id();
+        let mut postgres = Vec::new();
+        let (mut service, mut sim) = (0, 0);
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+            // Processes come and go while we look: one that is gone counts as nothing.
+            let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else { continue };
+            let comm = comm.trim_end();
+            let interesting = comm == "postgres"
+                || (scope.external && comm == "cpaas-sim")
+                || (scope.external && scope.server_pid.is_none() && pid != own && comm.starts_with("switchboard"));
+            if !interesting {
+                continue;
+            }
+            let Some(stat) = std::fs::read_to_string(entry.path().join("stat")).ok().and_then(|s| ProcStat::parse(&s))
+            else {
+                continue;
+            };
+            match comm {
+                "postgres" => postgres.push((pid, stat)),
+                "cpaas-sim" => sim += stat.own(),
+                _ => service += stat.own(),
+            }
+        }
+        if let Some(pid) = scope.server_pid {
+            service = read_stat(&format!("/proc/{pid}/stat"))?.own();
+        }
+        let own_time = read_stat("/proc/self/stat")?.own();
+        let (service, driver) = if scope.external { (service, own_time) } else { (own_time, 0) };
+        if let Some(postmaster) = scope.postmaster {
+            postgres.retain(|(pid, stat)| *pid == postmaster || stat.ppid == postmaster);
+        }
+        Ok(Self { at: Instant::now(), cores, machine, postgres: postgres_total(&postgres), service, sim, driver })
+    }
+
+    /// From `self` (the start) to `end`, per message.
+    pub fn report(&self, end: &Sample, messages: usize, scope: Scope) -> CpuReport {
+        let seconds = end.at.duration_since(self.at).as_secs_f64().max(f64::EPSILON);
+        let ms = |from: u64, to: u64| to.saturating_sub(from) as f64 * 1000.0 / clock_ticks() / messages.max(1) as f64;
+        let busy = end.machine.saturating_sub(self.machine) as f64 / clock_ticks();
+        CpuReport {
+            window_seconds: seconds,
+            cores: end.cores,
+            machine_busy: busy / (seconds * end.cores.max(1) as f64),
+            machine_ms_per_message: ms(self.machine, end.machine),
+            postgres_ms_per_message: ms(self.postgres, end.postgres),
+            service_ms_per_message: ms(self.service, end.service),
+            sim_ms_per_message: scope.external.then(|| ms(self.sim, end.sim)),
+            driver_ms_per_message: scope.external.then(|| ms(self.driver, end.driver)),
+        }
+    }
+}
+
+/// Backends that exit during the window take their time with them, but it reappears in their
+/// postmaster's children's time (cutime + cstime) once reaped; a postmaster is a `postgres`
+/// process whose parent is not one.
+fn postgres_total(processes: &[(u32, ProcStat)]) -> u64 {
+    let pids: std::collections::HashSet<u32> = processes.iter().map(|(pid, _)| *pid).collect();
+    processes.iter().map(|(_, stat)| stat.own() + if pids.contains(&stat.ppid) { 0 } else { stat.children() }).sum()
+}
+
+fn read_stat(path: &str) -> anyhow::Result<ProcStat> {
+    let text = std::fs::read_to_string(path)?;
+    ProcStat::parse(&text).ok_or_else(|| anyhow::anyhow!("cannot parse {path}: {text}"))
+}
+
+/// The fields of `/proc/<pid>/stat` we need, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    ppid: u32,
+    utime: u64,
+    stime: u64,
+    cutime: u64,
+    cstime: u64,
+}
+
+impl ProcStat {
+    /// `comm` (field 2) is in parentheses and may itself contain spaces and parentheses, so the
+    /// fields are counted from after the last `)`: field 3 (state) is the first there.
+    fn parse(line: &str) -> Option<Self> {
+        let rest = &line[line.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // Field n of proc(5) is fields[n - 3].
+        let field = |n: usize| fields.get(n - 3)?.parse::<i64>().ok();
+        let ticks = |n: usize| field(n).map(|v| v.max(0) as u64);
+        Some(Self {
+            ppid: u32::try_from(field(4)?).ok()?,
+            utime: ticks(14)?,
+            stime: ticks(15)?,
+            cutime: ticks(16)?,
+            cstime: ticks(17)?,
+        })
+    }
+
+    fn own(&self) -> u64 {
+        self.utime + self.stime
+    }
+
+    fn children(&self) -> u64 {
+        self.cutime + self.cstime
+    }
+}
+
+/// The number of CPUs and their busy jiffies (user, nice, system, irq, softirq, steal; guest
+/// time is already inside user) from `/proc/stat`.
+fn machine_busy(stat: &str) -> anyhow::Result<(usize, u64)> {
+    let total =
+        stat.lines().find(|l| l.starts_with("cpu ")).ok_or_else(|| anyhow::anyhow!("no cpu line in /proc/stat"))?;
+    let values: Vec<u64> = total.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
+    let busy = [0, 1, 2, 5, 6, 7].iter().map(|&i| values.get(i).copied().unwrap_or(0)).sum();
+    let cores =
+        stat.lines().filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).count();
+    Ok((cores.max(1), busy))
+}
+
+/// `sysconf(_SC_CLK_TCK)`: the unit of every figure in /proc.
+fn clock_ticks() -> f64 {
+    #[allow(unsafe_code)]
+    // SAFETY: sysconf only reads a constant of the C library; it has no preconditions.
+    let ticks = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_are_read_after_the_last_parenthesis() {
+        let line = "4242 (my (odd) proc) S 17 4242 4242 0 -1 4194560 1200 0 3 0 \
+                    250 75 9 4 20 0 12 0 123456 987654321 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        let stat = ProcStat::parse(line).expect("a stat line");
+        assert_eq!(stat, ProcStat { ppid: 17, utime: 250, stime: 75, cutime: 9, cstime: 4 });
+        assert_eq!(stat.own(), 325);
+        assert_eq!(ProcStat::parse("4242 (truncated"), None);
+    }
+
+    #[test]
+    fn the_machine_counts_busy_jiffies_of_all_cores() {
+        let stat =
+            "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\ncpu1 50 3 25 500 10 2 1 1 0 0\nintr 1\n";
+        assert_eq!(machine_busy(stat).expect("parsed"), (2, 161));
+    }
+
+    #[test]
+    fn exited_backends_count_through_their_postmaster() {
+        let stat = |ppid, utime, cutime| ProcStat { ppid, utime, stime: 0, cutime, cstime: 0 };
+        // The postmaster (parent 1) has reaped backends worth 40; one backend (its child) is alive.
+        let processes = [(10, stat(1, 5, 40)), (11, stat(10, 7, 99))];
+        assert_eq!(postgres_total(&processes), 5 + 40 + 7);
+    }
+}

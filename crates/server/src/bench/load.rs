@@ -1,0 +1,162 @@
+//! The requests a benchmark makes: sends through `POST /api/v1/messages` (optionally with
+//! idempotency keys) or Hasura events through `POST /api/v1/events`, flat out or paced.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::BenchArgs;
+
+/// The Hasura trigger (and template) the event mode's rule listens to.
+const TRIGGER: &str = "bench_booking_confirmed";
+
+/// What the clients observed.
+#[derive(Debug, Default)]
+pub struct Load {
+    /// Each request's round trip, in ms.
+    pub request_ms: Vec<f64>,
+    /// Paced: how long after its due time the latest request started, in ms.
+    pub max_lag_ms: f64,
+}
+
+/// The event mode's template and rule: a confirmed booking texts its customer.
+pub async fn prepare_events(client: &reqwest::Client, base: &str, api_key: &str) -> anyhow::Result<()> {
+    let template = json!({
+        "name": TRIGGER,
+        "default_locale": "en",
+        "variants": [{"channel": "sms", "locale": "en", "body": {"text": "Your booking {{ data.new.booking_ref }} is confirmed"}}]
+    });
+    created(client, &format!("{base}/api/v1/templates"), api_key, &template).await.context("creating the template")?;
+    let rule = json!({
+        "name": "Benchmark booking confirmations",
+        "event": TRIGGER,
+        "conditions": [{"path": "data.new.status", "equals": "CONFIRMED", "changed": true}],
+        "template_name": TRIGGER,
+        "audience": [{"phone": "data.new.customer_phone"}],
+        "channels": ["sms"]
+    });
+    created(client, &format!("{base}/api/v1/trigger-rules"), api_key, &rule)
+        .await
+        .context("creating the trigger rule")?;
+    Ok(())
+}
+
+async fn created(client: &reqwest::Client, url: &str, api_key: &str, body: &Value) -> anyhow::Result<()> {
+    let response = client.post(url).bearer_auth(api_key).json(body).send().await?;
+    let status = response.status();
+    if status != StatusCode::CREATED {
+        bail!("{url} answered {status}: {}", response.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Makes `args.messages` requests from `args.clients` clients. Clients take the next request
+/// from a shared counter; paced, request n is due at start + n / rate and a client sleeps until
+/// then, so a slow service makes requests late but never bunches them ahead of schedule.
+pub async fn run(client: &reqwest::Client, base: &str, api_key: &str, args: &BenchArgs) -> anyhow::Result<Load> {
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        let (client, base, key, next, run_id, args) =
+            (client.clone(), base.to_owned(), api_key.to_owned(), next.clone(), run_id.clone(), args.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut load = Load::default();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= args.messages {
+                    return Ok::<_, anyhow::Error>(load);
+                }
+                if let Some(rate) = args.rate {
+                    let due = start + Duration::from_secs_f64(n as f64 / rate);
+                    tokio::time::sleep_until(due).await;
+                    load.max_lag_ms = load.max_lag_ms.max(due.elapsed().as_secs_f64() * 1000.0);
+                }
+                let sent = Instant::now();
+                if args.events {
+                    post_event(&client, &base, &key, n).await?;
+                } else {
+                    let key_header = args.idempotency_keys.then(|| format!("bench-{run_id}-{n}"));
+                    post_message(&client, &base, &key, n, key_header).await?;
+                }
+                load.request_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+            }
+        }));
+    }
+    let mut total = Load { request_ms: Vec::with_capacity(args.messages), max_lag_ms: 0.0 };
+    for task in tasks {
+        let load = task.await??;
+        total.request_ms.extend(load.request_ms);
+        total.max_lag_ms = total.max_lag_ms.max(load.max_lag_ms);
+    }
+    Ok(total)
+}
+
+/// The SMS recipient of request `n`, whichever way it is made.
+pub fn recipient(n: usize) -> String {
+    format!("+491{n:010}")
+}
+
+async fn post_message(
+    client: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    n: usize,
+    idempotency_key: Option<String>,
+) -> anyhow::Result<()> {
+    let body = json!({"to": {"phone": recipient(n)}, "channels": "sms", "content": {"text": format!("bench {n}")}});
+    let mut request = client.post(format!("{base}/api/v1/messages")).bearer_auth(api_key).json(&body);
+    if let Some(key) = idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let response = request.send().await?;
+    if !accepted(response.status()) {
+        bail!("message {n} was not accepted: {} {}", response.status(), response.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+async fn post_event(client: &reqwest::Client, base: &str, api_key: &str, n: usize) -> anyhow::Result<()> {
+    let response =
+        client.post(format!("{base}/api/v1/events")).bearer_auth(api_key).json(&hasura_event(n)).send().await?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !accepted(status) {
+        bail!("event {n} was not accepted: {status} {text}");
+    }
+    let outcome: Value = serde_json::from_str(&text).with_context(|| format!("event {n}: {status} {text}"))?;
+    let made = outcome["messages"].as_array().map(Vec::len);
+    if made != Some(1) {
+        bail!("event {n} should have made exactly one message: {status} {text}");
+    }
+    Ok(())
+}
+
+fn accepted(status: StatusCode) -> bool {
+    matches!(status, StatusCode::OK | StatusCode::CREATED | StatusCode::ACCEPTED)
+}
+
+/// A Hasura event-trigger payload as Hasura posts it: a booking row updated to CONFIRMED, with
+/// an event id of its own (Hasura's are UUIDs).
+fn hasura_event(n: usize) -> Value {
+    let row = |status: &str| json!({"id": n, "booking_ref": format!("BK-{n:07}"), "status": status, "customer_phone": recipient(n)});
+    json!({
+        "event": {
+            "session_variables": {"x-hasura-role": "admin"},
+            "op": "UPDATE",
+            "data": {"old": row("PENDING"), "new": row("CONFIRMED")},
+            "trace_context": {"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331"}
+        },
+        "created_at": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
+        "id": uuid::Uuid::now_v7().to_string(),
+        "delivery_info": {"max_retries": 3, "current_retry": 0},
+        "trigger": {"name": TRIGGER},
+        "table": {"schema": "public", "name": "bookings"}
+    })
+}

@@ -1,0 +1,252 @@
+//! `switchboard bench`: N messages through the real pipeline — HTTP API → apalis queue →
+//! dispatch worker → Twilio adapter → the provider simulator — with the simulator's ledger as
+//! the judge of lost and duplicated messages. In process (service and simulator started here) or
+//! against an already running `switchboard serve` and `cpaas-sim` (`--external`, `--sim`);
+//! sends or Hasura events; flat out or paced; with the CPU each party spent per message.
+
+mod cpu;
+mod load;
+mod report;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::app::Application;
+use crate::database::Database;
+use crate::settings::Settings;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// How many messages to send.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// Concurrent API clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Give every send its own `Idempotency-Key` header, as careful clients do.
+    #[arg(long, conflicts_with = "events")]
+    pub idempotency_keys: bool,
+    /// Pace the requests (open loop): request n is due n / RATE seconds after the start.
+    /// Without it, the clients go flat out.
+    #[arg(long, value_name = "MSG_PER_SEC")]
+    pub rate: Option<f64>,
+    /// Post Hasura event-trigger payloads to /api/v1/events (a trigger rule makes the SMS)
+    /// instead of using the send API.
+    #[arg(long)]
+    pub events: bool,
+    /// Drive a running `switchboard serve` at this base URL instead of starting one here; the
+    /// database (database.url) must be the service's. Migrations are not run.
+    #[arg(long, value_name = "URL", requires = "sim")]
+    pub external: Option<String>,
+    /// With --external: the base URL of the `cpaas-sim` the service sends to.
+    #[arg(long, value_name = "URL", requires = "external")]
+    pub sim: Option<String>,
+    /// With --external: the service's process id, for its CPU time (default: every process
+    /// named `switchboard*` but this one).
+    #[arg(long, value_name = "PID", requires = "external")]
+    pub server_pid: Option<u32>,
+}
+
+/// The simulator's ledger, in this process or over its control API.
+enum Ledger {
+    InProcess(cpaas_sim::SimHandle),
+    Http { client: reqwest::Client, base: String },
+}
+
+impl Ledger {
+    async fn clear(&self) -> anyhow::Result<()> {
+        match self {
+            Self::InProcess(sim) => sim.clear_ledger(),
+            Self::Http { client, base } => {
+                client.delete(format!("{base}/sim/ledger")).send().await?.error_for_status()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The Twilio message creations it recorded.
+    async fn sends(&self) -> anyhow::Result<Vec<cpaas_sim::LedgerEntry>> {
+        let entries = match self {
+            Self::InProcess(sim) => sim.ledger(),
+            Self::Http { client, base } => client
+                .get(format!("{base}/sim/ledger"))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await
+                .context("reading the simulator's ledger")?,
+        };
+        Ok(entries.into_iter().filter(|e| e.operation == "create_message").collect())
+    }
+}
+
+pub async fn run(settings: &mut Settings, database: &Database, args: BenchArgs) -> anyhow::Result<()> {
+    if args.messages == 0 || args.clients == 0 {
+        bail!("--messages and --clients must be at least 1");
+    }
+    if args.rate.is_some_and(|rate| !(rate.is_finite() && rate > 0.0)) {
+        bail!("--rate must be a positive number of messages per second");
+    }
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
+    let (service, base, ledger) = match (&args.external, &args.sim) {
+        (Some(base), Some(sim)) => {
+            let ledger = Ledger::Http { client: client.clone(), base: sim.trim_end_matches('/').to_owned() };
+            (None, base.trim_end_matches('/').to_owned(), ledger)
+        }
+        _ => {
+            // The benchmark measures the pipeline, not a provider's rate limit.
+            settings.dispatch.sms_rate_per_sec = 1_000_000.0;
+            let service = InProcess::start(settings, database).await?;
+            let (base, ledger) = (service.base.clone(), Ledger::InProcess(service.sim.clone()));
+            (Some(service), base, ledger)
+        }
+    };
+    let result = measure(&database.pool, &client, &base, &ledger, &args).await;
+    if let Some(service) = service {
+        service.stop().await?;
+    }
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        report::print_text(&report);
+    }
+    Ok(())
+}
+
+async fn measure(
+    pool: &sqlx::PgPool,
+    client: &reqwest::Client,
+    base: &str,
+    ledger: &Ledger,
+    args: &BenchArgs,
+) -> anyhow::Result<report::BenchReport> {
+    let (tenant_id, api_key) = prepare_tenant(pool).await?;
+    activate_sms_channel(client, base, &api_key).await?;
+    if args.events {
+        load::prepare_events(client, base, &api_key).await?;
+    }
+    ledger.clear().await?;
+
+    let postmaster = cpu::Scope::find_postmaster(pool).await?;
+    let scope = cpu::Scope { external: args.external.is_some(), server_pid: args.server_pid, postmaster };
+    let cpu_before = cpu::Sample::take(scope)?;
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let load = load::run(client, base, &api_key, args).await?;
+    let accept_seconds = started.elapsed().as_secs_f64();
+    wait_for_dispatch(pool, tenant_id).await?;
+    let cpu_after = cpu::Sample::take(scope)?;
+
+    let sends = ledger.sends().await?;
+    let created: Vec<(String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT recipient, created_at FROM communications.messages WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_all(pool)
+            .await?;
+    let cpu = cpu_before.report(&cpu_after, args.messages, scope);
+    let measured = report::Measured { started_at, accept_seconds, load, cpu, created };
+    Ok(report::build(args, measured, &sends))
+}
+
+/// Waits until none of the run's messages (all stored: every request was answered) is left to
+/// hand to the provider, at most five minutes. Asks the database rather than the simulator: its
+/// ledger comes whole, and fetching it again and again would cost more CPU than the run.
+async fn wait_for_dispatch(pool: &sqlx::PgPool, tenant_id: uuid::Uuid) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        // `unknown` is pending: settlement resolves it, by sending again if need be.
+        let pending: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM communications.messages
+             WHERE tenant_id = $1 AND status IN ('queued', 'sending', 'unknown')",
+        )
+        .bind(tenant_id)
+        .fetch_one(pool)
+        .await?;
+        if pending == 0 || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The service with its dispatch workers and the simulated Twilio, in this process, for a
+/// benchmark: on a free port, the simulator's webhooks pointing back at it.
+pub(crate) struct InProcess {
+    pub base: String,
+    pub sim: cpaas_sim::SimHandle,
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    pub(crate) async fn start(settings: &mut Settings, database: &Database) -> anyhow::Result<Self> {
+        settings.http.bind = "127.0.0.1:0".parse()?;
+        settings.dispatch.in_serve = true;
+        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sim_url = format!("http://{}", sim_listener.local_addr()?);
+        settings.providers.twilio_api_url = sim_url.clone();
+        let app = Application::build(settings, database.pool.clone()).await?;
+        let base = format!("http://{}", app.local_addr());
+        let config = cpaas_sim::SimConfig { webhook_base: Some(base.clone()), ..Default::default() };
+        let (router, sim) = cpaas_sim::Simulator::router(config)?;
+        sim.set_base_url(&sim_url);
+        tokio::spawn(async move { axum::serve(sim_listener, router).await });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let settings = settings.clone();
+        let shutdown = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }
+        };
+        let serving = tokio::spawn(async move { super::serve_with_workers_until(&settings, app, shutdown).await });
+        Ok(Self { base, sim, stop, serving })
+    }
+
+    /// Stops the service and waits for it to finish.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.serving.await.context("the service panicked")?
+    }
+}
+
+/// A fresh tenant for this run (its id scopes the latency query) and its API key.
+pub(crate) async fn prepare_tenant(pool: &sqlx::PgPool) -> anyhow::Result<(uuid::Uuid, String)> {
+    let slug = format!("bench-{}", uuid::Uuid::now_v7().simple());
+    let slug = identity::tenants::Slug::parse(&slug[..30]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The cause chain matters here: against an external database the schema may not be ours.
+    let tenant = identity::tenants::create(pool, "Benchmark", &slug).await.context("creating the benchmark tenant")?;
+    let key = identity::api_keys::issue(pool, tenant.id, "bench").await.context("issuing the benchmark API key")?;
+    Ok((tenant.id.0, key.secret))
+}
+
+pub(crate) async fn activate_sms_channel(client: &reqwest::Client, base: &str, api_key: &str) -> anyhow::Result<()> {
+    let config = json!({"account_sid": format!("AC{}", "0123456789abcdef".repeat(2)), "auth_token": "sim-twilio-auth-token", "from": "+15005550006"});
+    let created: Value = client
+        .post(format!("{base}/api/v1/channel-accounts"))
+        .bearer_auth(api_key)
+        .json(&json!({"channel_type": "sms", "provider": "twilio", "display_name": "Benchmark SMS", "config": config}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = created["id"].as_str().context("creating the benchmark channel failed")?;
+    let verified: Value = client
+        .post(format!("{base}/api/v1/channel-accounts/{id}/verify"))
+        .bearer_auth(api_key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    if verified["status"] != "active" {
+        bail!("the benchmark channel did not activate: {verified}");
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! What a benchmark run found, judged by the simulator's ledger, as text or JSON.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::BenchArgs;
+use super::cpu::CpuReport;
+use super::load::{Load, recipient};
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    /// `send`, `send with keys` or `events`.
+    pub api: &'static str,
+    /// `in-process` or `external`.
+    pub target: &'static str,
+    /// Requests per second when paced; absent: flat out.
+    pub rate: Option<f64>,
+    pub messages: usize,
+    pub clients: usize,
+    pub accept_seconds: f64,
+    pub accepted_per_second: f64,
+    /// From the first to the last provider request.
+    pub dispatch_seconds: f64,
+    pub dispatched_per_second: f64,
+    /// Wall time from the first request to the last provider request.
+    pub end_to_end_per_second: f64,
+    /// The API's answer time as the clients saw it.
+    pub request_ms_p50: f64,
+    pub request_ms_p99: f64,
+    /// Paced: the latest any request started after its due time.
+    pub max_lag_ms: Option<f64>,
+    /// Enqueue (`messages.created_at`) → the provider request.
+    pub latency_ms_p50: f64,
+    pub latency_ms_p95: f64,
+    pub latency_ms_p99: f64,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub cpu: CpuReport,
+}
+
+/// What a run measured, for [`build`].
+#[derive(Debug)]
+pub struct Measured {
+    pub started_at: DateTime<Utc>,
+    pub accept_seconds: f64,
+    pub load: Load,
+    pub cpu: CpuReport,
+    /// `(recipient, created_at)` of the run's messages.
+    pub created: Vec<(String, DateTime<Utc>)>,
+}
+
+pub fn build(args: &BenchArgs, mut measured: Measured, ledger: &[cpaas_sim::LedgerEntry]) -> BenchReport {
+    let mut by_recipient: HashMap<&str, Vec<&cpaas_sim::LedgerEntry>> = HashMap::new();
+    for entry in ledger {
+        if let Some(to) = entry.recipient.as_deref() {
+            by_recipient.entry(to).or_default().push(entry);
+        }
+    }
+    let lost = (0..args.messages).filter(|n| !by_recipient.contains_key(recipient(*n).as_str())).count();
+    let duplicated = by_recipient.values().map(|sends| sends.len().saturating_sub(1)).sum();
+    let mut latencies: Vec<f64> = measured
+        .created
+        .iter()
+        .filter_map(|(to, at)| {
+            let sent = by_recipient.get(to.as_str())?.first()?;
+            Some((sent.received_at - *at).num_microseconds()? as f64 / 1000.0)
+        })
+        .collect();
+    let first = ledger.iter().map(|e| e.received_at).min();
+    let last = ledger.iter().map(|e| e.received_at).max();
+    let seconds = |from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>| match (from, to) {
+        (Some(from), Some(to)) => ((to - from).num_microseconds().unwrap_or(0) as f64 / 1e6).max(f64::EPSILON),
+        _ => f64::NAN,
+    };
+    let dispatch_seconds = seconds(first, last);
+    let end_to_end_seconds = seconds(Some(measured.started_at), last);
+    BenchReport {
+        api: api(args),
+        target: if args.external.is_some() { "external" } else { "in-process" },
+        rate: args.rate,
+        messages: args.messages,
+        clients: args.clients,
+        accept_seconds: measured.accept_seconds,
+        accepted_per_second: args.messages as f64 / measured.accept_seconds,
+        dispatch_seconds,
+        dispatched_per_second: ledger.len() as f64 / dispatch_seconds,
+        end_to_end_per_second: ledger.len() as f64 / end_to_end_seconds,
+        request_ms_p50: percentile(&mut measured.load.request_ms, 0.50),
+        request_ms_p99: percentile(&mut measured.load.request_ms, 0.99),
+        max_lag_ms: args.rate.map(|_| measured.load.max_lag_ms),
+        latency_ms_p50: percentile(&mut latencies, 0.50),
+        latency_ms_p95: percentile(&mut latencies, 0.95),
+        latency_ms_p99: percentile(&mut latencies, 0.99),
+        lost,
+        duplicated,
+        cpu: measured.cpu,
+    }
+}
+
+fn api(args: &BenchArgs) -> &'static str {
+    match (args.events, args.idempotency_keys) {
+        (true, _) => "events",
+        (false, true) => "send with keys",
+        (false, false) => "send",
+    }
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(((values.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN)
+}
+
+pub fn print_text(report: &BenchReport) {
+    let pace = match report.rate {
+        Some(rate) => format!("paced at {rate}/s"),
+        None => "flat out".to_owned(),
+    };
+    println!(
+        "switchboard bench: {} messages, {} API clients; {}, {}, {pace}",
+        report.messages, report.clients, report.api, report.target
+    );
+    // Paced, throughput is the rate by construction: what a run shows is latency and cost.
+    if report.rate.is_none() {
+        print_throughput(report);
+    }
+    println!(
+        "  enqueue → provider request latency: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
+        report.latency_ms_p50, report.latency_ms_p95, report.latency_ms_p99
+    );
+    print!("  API answer: p50 {:.1} ms, p99 {:.1} ms", report.request_ms_p50, report.request_ms_p99);
+    match report.max_lag_ms {
+        Some(lag) => println!("; latest start {lag:.1} ms behind schedule"),
+        None => println!(),
+    }
+    let cpu = &report.cpu;
+    let optional = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+    println!(
+        "  CPU ms/message: machine {:.3}, postgres {:.3}, service {:.3}{}, sim {}, driver {}",
+        cpu.machine_ms_per_message,
+        cpu.postgres_ms_per_message,
+        cpu.service_ms_per_message,
+        if cpu.sim_ms_per_message.is_none() { " (with sim and driver)" } else { "" },
+        optional(cpu.sim_ms_per_message),
+        optional(cpu.driver_ms_per_message),
+    );
+    println!(
+        "  machine busy {:.0} % of {} cores over the measured {:.2} s (first request to all dispatched)",
+        cpu.machine_busy * 100.0,
+        cpu.cores,
+        cpu.window_seconds
+    );
+    if report.rate.is_some() {
+        print_throughput(report);
+    }
+    println!("  lost {}, duplicated {} (the simulator's ledger)", report.lost, report.duplicated);
+}
+
+fn print_throughput(report: &BenchReport) {
+    println!("  accepted    {:>9.0}/s  ({:.2} s)", report.accepted_per_second, report.accept_seconds);
+    println!(
+        "  dispatched  {:>9.0}/s  ({:.2} s, first to last provider request)",
+        report.dispatched_per_second, report.dispatch_seconds
+    );
+    println!("  end to end  {:>9.0}/s", report.end_to_end_per_second);
+}
