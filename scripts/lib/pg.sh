@@ -1,7 +1,8 @@
 # Shared by scripts/test and scripts/sqlx-prepare: a throwaway PostgreSQL cluster that listens
 # only on a Unix socket in its own temporary directory and is removed on exit.
 # Usage: source this file, call pg_temp_start; it sets PG_TEMP_URL (superuser, db `postgres`).
-# `pg_temp_start durable` keeps fsync and synchronous commit on (for benchmarks).
+# `pg_temp_start durable` keeps fsync and synchronous commit on (for benchmarks), plus any
+# PG_EXTRA_SETTINGS (e.g. "-c shared_preload_libraries=pg_stat_statements" to profile).
 
 pg_find_bin() {
   local dir
@@ -33,7 +34,7 @@ pg_temp_start() {
   # Tests create and drop hundreds of databases: durability buys nothing there. A benchmark
   # measures what production pays for its commits, so it keeps the defaults.
   local settings="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400"
-  [ "${1:-}" = durable ] && settings="-c max_connections=200"
+  [ "${1:-}" = durable ] && settings="-c max_connections=200 ${PG_EXTRA_SETTINGS:-}"
   pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_TEMP_DIR/data" -l "$PG_TEMP_DIR/postgres.log" -w -t 60 \
     -o "-c listen_addresses= -c unix_socket_directories=$PG_TEMP_DIR $settings" \
     start >/dev/null || { cat "$PG_TEMP_DIR/postgres.log" >&2; return 1; }

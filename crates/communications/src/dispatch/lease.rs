@@ -134,7 +134,7 @@ pub async fn recover_once(pool: &PgPool, ttl: Duration, stale_after: Duration) -
                status_reason = CASE WHEN m.requested_at IS NULL
                    THEN 'its worker stopped before the provider request: queued again'
                    ELSE 'its worker stopped during the provider request: settling with the provider' END,
-               claimed_by = NULL, claim = NULL, updated_at = now()
+               claimed_by = NULL, claim = NULL, updated_at = now(), provider = coalesce(m.provider, m.requested_via)
            FROM lost WHERE m.id = lost.id
            RETURNING m.id, m.tenant_id, m.lane AS "lane: Lane", m.attempts, m.requested_at IS NULL AS "requeued!""#,
         ttl.as_secs_f64(),

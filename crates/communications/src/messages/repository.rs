@@ -345,7 +345,7 @@ pub async fn mark_requested(
     let claims: Vec<Uuid> = requests.iter().map(|(_, claim, _)| *claim).collect();
     let providers: Vec<&str> = requests.iter().map(|(_, _, provider)| *provider).collect();
     Ok(sqlx::query_scalar!(
-        r#"UPDATE communications.messages m SET requested_at = now(), provider = r.provider
+        r#"UPDATE communications.messages m SET requested_at = now(), requested_via = r.provider
            FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS r(id, claim, provider)
            WHERE m.id = r.id AND m.status = 'sending' AND m.claim = r.claim
            RETURNING m.id"#,
@@ -424,7 +424,8 @@ pub async fn set_status(
 ) -> Result<(), ApiError> {
     sqlx::query!(
         r#"UPDATE communications.messages SET status = $3, status_reason = $4, updated_at = now(),
-               failed_at = CASE WHEN $3 = 'failed' THEN now() ELSE failed_at END
+               failed_at = CASE WHEN $3 = 'failed' THEN now() ELSE failed_at END,
+               provider = coalesce(provider, requested_via)
            WHERE tenant_id = $1 AND id = $2"#,
         tenant_id,
         id,
