@@ -75,7 +75,7 @@ type Ingester =
 /// Most messages stored in one transaction.
 const MAX_ACCEPT_BATCH: usize = 128;
 /// Transactions storing accepted messages at once.
-const ACCEPT_BATCHES_IN_FLIGHT: usize = 4;
+const ACCEPT_BATCHES_IN_FLIGHT: usize = 2;
 
 impl Communications {
     /// With the providers' public endpoints; see [`Communications::with_endpoints`].
