@@ -17,6 +17,7 @@ pub mod dialogue;
 pub mod dispatch;
 pub mod inbox;
 pub mod messages;
+mod plan_cache;
 pub mod policy;
 pub mod queues;
 pub mod rate_limit;
@@ -65,7 +66,14 @@ pub struct Communications {
     ingester: Arc<OnceLock<Ingester>>,
     /// This process's dispatcher for the messages it accepts, while its lanes run.
     pub(crate) local: dispatch::local::LocalSlot,
+    /// Trigger rules by (tenant, event) for a second; voided by rule writes here.
+    pub(crate) rule_cache: Arc<RuleCache>,
+    /// Templates by (tenant, name) for a second; voided by template writes here.
+    pub(crate) template_cache: Arc<TemplateCache>,
 }
+
+type RuleCache = plan_cache::PlanCache<(uuid::Uuid, String), Arc<Vec<triggers::rules::TriggerRule>>>;
+type TemplateCache = plan_cache::PlanCache<(uuid::Uuid, String), Option<Arc<templates::service::TemplateRecord>>>;
 
 type Acceptor = kernel::batch::Batcher<messages::accept::Submission, Result<messages::accept::Answer, ApiError>>;
 
@@ -99,6 +107,8 @@ impl Communications {
             acceptor: Arc::default(),
             ingester: Arc::default(),
             local: Arc::default(),
+            rule_cache: Arc::default(),
+            template_cache: Arc::default(),
         }
     }
 

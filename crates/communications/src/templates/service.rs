@@ -1,6 +1,7 @@
 //! Template operations: what the handlers, the send path and (later) trigger rules call.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use kernel::error::ApiError;
@@ -251,6 +252,7 @@ impl Communications {
         let row = repository::insert(&mut *tx, new).await?;
         repository::replace_variants(&mut tx, tenant, row.id, &variants).await?;
         tx.commit().await?;
+        self.template_cache.invalidate();
         tracing::info!(tenant_id = %tenant, template_id = %row.id, template = %row.name, "template created");
         self.template(tenant, row.id).await
     }
@@ -321,12 +323,14 @@ impl Communications {
             repository::replace_variants(&mut tx, tenant, id, variants).await?;
         }
         tx.commit().await?;
+        self.template_cache.invalidate();
         tracing::info!(tenant_id = %tenant, template_id = %id, "template updated");
         self.template(tenant, id).await
     }
 
     pub async fn delete_template(&self, tenant: TenantId, id: Uuid) -> Result<(), ApiError> {
         repository::delete(&self.pool, tenant, id).await?;
+        self.template_cache.invalidate();
         tracing::info!(tenant_id = %tenant, template_id = %id, "template deleted");
         Ok(())
     }
@@ -344,13 +348,29 @@ impl Communications {
         variables: &Value,
         channel: Channel,
     ) -> Result<MessageContent, ApiError> {
-        let Some(row) = repository::find_by_name(&self.pool, tenant, name).await? else {
+        let Some(template) = self.template_named(tenant, name).await? else {
             return Err(ApiError::validation("content.template.name", format!("no template named `{name}`")));
         };
-        let variants = repository::variants_of(&self.pool, tenant, &[row.id]).await?;
-        let template = record(row, variants);
         render_record(&template, channel, locale, "content.template.locale", variables, Fields::SEND)
             .map(|rendered| rendered.content)
+    }
+
+    /// The template named `name` with its variants, from the cache when it is fresh.
+    async fn template_named(&self, tenant: TenantId, name: &str) -> Result<Option<Arc<TemplateRecord>>, ApiError> {
+        let key = (tenant.0, name.to_owned());
+        if let Some(found) = self.template_cache.get(&key) {
+            return Ok(found);
+        }
+        let generation = self.template_cache.generation();
+        let found = match repository::find_by_name(&self.pool, tenant, name).await? {
+            Some(row) => {
+                let variants = repository::variants_of(&self.pool, tenant, &[row.id]).await?;
+                Some(Arc::new(record(row, variants)))
+            }
+            None => None,
+        };
+        self.template_cache.put(key, generation, found.clone());
+        Ok(found)
     }
 
     /// Renders a template as `render_template` would, naming the preview request's fields

@@ -74,7 +74,9 @@ pub async fn create_rule(
     caller.require_admin()?;
     input.validate()?;
     module.template_exists(caller.tenant_id, &input.template_name).await?;
-    Ok((StatusCode::CREATED, Json(rules::insert(&module.pool, caller.tenant_id, &input).await?)))
+    let rule = rules::insert(&module.pool, caller.tenant_id, &input).await?;
+    module.rule_cache.invalidate();
+    Ok((StatusCode::CREATED, Json(rule)))
 }
 
 #[utoipa::path(
@@ -104,7 +106,9 @@ pub async fn replace_rule(
     input.validate()?;
     rules::find(&module.pool, caller.tenant_id, id).await?;
     module.template_exists(caller.tenant_id, &input.template_name).await?;
-    Ok(Json(rules::replace(&module.pool, caller.tenant_id, id, &input).await?))
+    let rule = rules::replace(&module.pool, caller.tenant_id, id, &input).await?;
+    module.rule_cache.invalidate();
+    Ok(Json(rule))
 }
 
 #[utoipa::path(
@@ -118,6 +122,7 @@ pub async fn delete_rule(
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     rules::delete(&module.pool, caller.tenant_id, id).await?;
+    module.rule_cache.invalidate();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -71,11 +71,12 @@ impl Communications {
     async fn plan(&self, tenant: TenantId, event: IncomingEvent) -> Result<PlannedEvent, ApiError> {
         let mut planned = PlannedEvent { tenant, event, drafts: Vec::new(), skipped: Vec::new() };
         let event = &planned.event;
-        for rule in rules::for_event(&self.pool, tenant, &event.name).await? {
+        let rules = self.rules_for(tenant, &event.name).await?;
+        for rule in rules.iter() {
             if !rule.conditions.iter().all(|condition| condition.holds(&event.document)) {
                 continue;
             }
-            let scheduled_at = match scheduled_time(&rule, event) {
+            let scheduled_at = match scheduled_time(rule, event) {
                 Ok(at) => at,
                 Err(reason) => {
                     planned.skipped.push((rule.id, reason));
@@ -87,7 +88,7 @@ impl Communications {
                     planned.skipped.push((rule.id, "the event has no value at the audience paths".into()));
                     continue;
                 };
-                match self.draft(tenant, request_for(&rule, event, to, scheduled_at)).await {
+                match self.draft(tenant, request_for(rule, event, to, scheduled_at)).await {
                     Ok(draft) => planned.drafts.push((rule.id, scheduled_at, draft)),
                     Err(error @ (ApiError::Validation { .. } | ApiError::Conflict { .. })) => {
                         planned.skipped.push((rule.id, skip_reason(&error)));
@@ -97,6 +98,20 @@ impl Communications {
             }
         }
         Ok(planned)
+    }
+}
+
+impl Communications {
+    /// The tenant's enabled rules for `event`, from the cache when it is fresh.
+    async fn rules_for(&self, tenant: TenantId, event: &str) -> Result<std::sync::Arc<Vec<TriggerRule>>, ApiError> {
+        let key = (tenant.0, event.to_owned());
+        if let Some(rules) = self.rule_cache.get(&key) {
+            return Ok(rules);
+        }
+        let generation = self.rule_cache.generation();
+        let rules = std::sync::Arc::new(rules::for_event(&self.pool, tenant, event).await?);
+        self.rule_cache.put(key, generation, rules.clone());
+        Ok(rules)
     }
 }
 
