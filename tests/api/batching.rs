@@ -206,3 +206,58 @@ async fn events_arriving_together_share_transactions_and_each_is_processed_once(
     .expect("snapshots");
     assert_eq!(snapshots, 60);
 }
+
+/// A message stored claimed whose local dispatch failed with an error it could not record is
+/// given back at once: queued again with a job if its request never started, `unknown` (for
+/// settlement) if it did — and only while that claim still holds it.
+#[tokio::test]
+async fn a_claimed_message_whose_dispatch_failed_is_given_back_by_what_its_request_did() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("given-back").await;
+    let body = json!({"to": {"phone": "+4915100000001"}, "channels": "sms", "content": {"text": "hi"}});
+    let (status, accepted) = post_keyed(&app, &tenant, "k", &body).await;
+    assert_eq!(status, 202, "{accepted}");
+    let id: uuid::Uuid = accepted["id"].as_str().expect("id").parse().expect("uuid");
+    let claim = |requested: bool| {
+        let pool = app.pool.clone();
+        async move {
+            let claim = uuid::Uuid::now_v7();
+            sqlx::query(
+                "UPDATE communications.messages SET status = 'sending', attempts = attempts + 1, claim = $2,
+                        requested_at = CASE WHEN $3 THEN now() END, requested_via = CASE WHEN $3 THEN 'twilio' END
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(claim)
+            .bind(requested)
+            .execute(&pool)
+            .await
+            .expect("claim");
+            claim
+        }
+    };
+    let state = || async {
+        let row: (String, Option<String>, i32, i64) = sqlx::query_as(
+            "SELECT status, provider, attempts,
+                    (SELECT count(*) FROM apalis.jobs WHERE convert_from(job, 'UTF8')::jsonb->>'message_id' = $1::text)
+             FROM communications.messages WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("state");
+        row
+    };
+    let jobs_before = state().await.3;
+    // Never requested: back to the queue with a job of its own, the claim not counted.
+    let first = claim(false).await;
+    communications::dispatch::lease::give_back(&app.pool, id, uuid::Uuid::now_v7()).await.expect("other claim");
+    assert_eq!(state().await.0, "sending", "another claim's give-back changes nothing");
+    communications::dispatch::lease::give_back(&app.pool, id, first).await.expect("give back");
+    assert_eq!(state().await, ("queued".into(), None, 0, jobs_before + 1));
+    // Requested: the provider may have it, so settlement decides.
+    let second = claim(true).await;
+    communications::dispatch::lease::give_back(&app.pool, id, second).await.expect("give back");
+    let (status, provider, attempts, _) = state().await;
+    assert_eq!((status.as_str(), provider.as_deref(), attempts), ("unknown", Some("twilio"), 1));
+}

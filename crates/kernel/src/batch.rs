@@ -78,6 +78,34 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
     }
 }
 
+/// Runs a batch whose items may repeat an earlier item's key (an idempotency key, an event id):
+/// the first item of each key goes into `together`; each repeat runs after it, `alone`, and so
+/// finds what the first one did, as a later request would. Items without a key are never
+/// repeats. Answers in the items' order.
+pub async fn first_of_each_key<T, K, R, Together, Alone, AloneFut>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> Option<K>,
+    together: Together,
+    alone: Alone,
+) -> Vec<R>
+where
+    K: Eq + std::hash::Hash,
+    Together: AsyncFnOnce(Vec<T>) -> Vec<R>,
+    Alone: Fn(T) -> AloneFut,
+    AloneFut: Future<Output = R>,
+{
+    let mut seen = std::collections::HashSet::new();
+    let (first, repeats): (Vec<_>, Vec<_>) =
+        items.into_iter().enumerate().partition(|(_, item)| key(item).is_none_or(|key| seen.insert(key)));
+    let (order, batch): (Vec<usize>, Vec<T>) = first.into_iter().unzip();
+    let mut answers: Vec<(usize, R)> = order.into_iter().zip(together(batch).await).collect();
+    for (index, item) in repeats {
+        answers.push((index, alone(item).await));
+    }
+    answers.sort_by_key(|(index, _)| *index);
+    answers.into_iter().map(|(_, answer)| answer).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -117,6 +145,19 @@ mod tests {
         let batcher = Batcher::spawn(64, 2, |requests: Vec<u8>| async move { requests });
         let answer = tokio::time::timeout(Duration::from_millis(500), batcher.call(7)).await;
         assert_eq!(answer.expect("answered in time"), Some(7));
+    }
+
+    #[tokio::test]
+    async fn repeats_of_a_key_run_after_the_batch_and_answers_keep_the_order() {
+        let items = vec![(Some("a"), 1), (None, 2), (Some("a"), 3), (Some("b"), 4), (None, 5)];
+        let answers = first_of_each_key(
+            items,
+            |(key, _)| *key,
+            async |batch: Vec<(Option<&str>, u32)>| batch.iter().map(|(_, n)| format!("batch {n}")).collect(),
+            |(_, n)| async move { format!("alone {n}") },
+        )
+        .await;
+        assert_eq!(answers, ["batch 1", "batch 2", "alone 3", "batch 4", "batch 5"]);
     }
 
     #[tokio::test]

@@ -182,3 +182,49 @@ pub async fn recover_once(pool: &PgPool, ttl: Duration, stale_after: Duration) -
     }
     Ok(Some(recovered))
 }
+
+/// Gives back a claim whose dispatch ended in an error it could not record (the database answered
+/// strangely on its return, say): what recovery would do once the claim is stale, at once —
+/// queued again with a job if its request never started, `unknown` for settlement if it did.
+/// Nothing happens if the claim no longer holds the message.
+pub async fn give_back(pool: &PgPool, id: Uuid, claim: Uuid) -> Result<(), ApiError> {
+    let mut tx = pool.begin().await?;
+    let Some(row) = sqlx::query!(
+        r#"UPDATE communications.messages m SET
+               status = CASE WHEN m.requested_at IS NULL THEN 'queued' ELSE 'unknown' END,
+               attempts = CASE WHEN m.requested_at IS NULL THEN m.attempts - 1 ELSE m.attempts END,
+               status_reason = CASE WHEN m.requested_at IS NULL
+                   THEN 'its dispatch failed before the provider request: queued again'
+                   ELSE 'its dispatch failed during or after the provider request: settling with the provider' END,
+               claimed_by = NULL, claim = NULL, updated_at = now(), provider = coalesce(m.provider, m.requested_via)
+           WHERE m.id = $1 AND m.claim = $2 AND m.status = 'sending'
+           RETURNING m.tenant_id, m.lane AS "lane: Lane", m.attempts, m.requested_at IS NULL AS "requeued!""#,
+        id,
+        claim,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(());
+    };
+    let (status, reason) = if row.requeued {
+        let job = DispatchJob::again(id, row.tenant_id, row.attempts);
+        queue::enqueue_many(&mut tx, &[(row.lane, job, None)]).await?;
+        (MessageStatus::Queued, "its dispatch failed before the provider request: queued again")
+    } else {
+        (MessageStatus::Unknown, "its dispatch failed during or after the provider request; the provider may have it")
+    };
+    let event = NewEvent {
+        tenant_id: row.tenant_id,
+        message_id: id,
+        status,
+        reason: Some(reason),
+        source: EventSource::System,
+        payload: None,
+        occurred_at: None,
+    };
+    messages::record_event(&mut *tx, event).await?;
+    tx.commit().await?;
+    tracing::warn!(message_id = %id, requeued = row.requeued, "gave back a message whose dispatch failed");
+    Ok(())
+}

@@ -296,18 +296,13 @@ pub(crate) async fn accept_batch(
     local: &LocalSlot,
     submissions: Vec<Submission>,
 ) -> Vec<Result<Answer, ApiError>> {
-    let mut seen = std::collections::HashSet::new();
-    let (first, repeats): (Vec<_>, Vec<_>) = submissions.into_iter().enumerate().partition(|(_, submission)| {
-        submission.key.as_ref().is_none_or(|key| seen.insert((submission.draft.tenant, key.key.clone())))
-    });
-    let (order, batch): (Vec<usize>, Vec<Submission>) = first.into_iter().unzip();
-    let mut answers: Vec<(usize, Result<Answer, ApiError>)> =
-        order.into_iter().zip(accept_together(pool, rates, local, batch).await).collect();
-    for (index, submission) in repeats {
-        answers.push((index, accept_alone(pool, rates, local, submission).await));
-    }
-    answers.sort_by_key(|(index, _)| *index);
-    answers.into_iter().map(|(_, answer)| answer).collect()
+    kernel::batch::first_of_each_key(
+        submissions,
+        |submission| submission.key.as_ref().map(|key| (submission.draft.tenant, key.key.clone())),
+        async |batch| accept_together(pool, rates, local, batch).await,
+        |submission| accept_alone(pool, rates, local, submission),
+    )
+    .await
 }
 
 async fn accept_together(

@@ -133,30 +133,24 @@ pub(crate) async fn ingest_batch(
     local: &LocalSlot,
     events: Vec<PlannedEvent>,
 ) -> Vec<Result<EventOutcome, ApiError>> {
-    let mut seen = HashSet::new();
-    let (first, repeats): (Vec<_>, Vec<_>) = events
-        .into_iter()
-        .enumerate()
-        .partition(|(_, planned)| seen.insert((planned.tenant, planned.event.id.clone())));
-    let (order, batch): (Vec<usize>, Vec<PlannedEvent>) = first.into_iter().unzip();
-    let together = match store_events(pool, rates, waker, local, &batch).await {
-        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-        Err(error) if batch.len() == 1 => vec![Err(error)],
-        Err(error) => {
-            tracing::warn!(%error, events = batch.len(), "storing a batch of events failed; storing them one by one");
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for planned in &batch {
-                outcomes.push(store_alone(pool, rates, waker, local, planned).await);
+    kernel::batch::first_of_each_key(
+        events,
+        |planned| Some((planned.tenant, planned.event.id.clone())),
+        async |batch| match store_events(pool, rates, waker, local, &batch).await {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(error) if batch.len() == 1 => vec![Err(error)],
+            Err(error) => {
+                tracing::warn!(%error, events = batch.len(), "storing a batch of events failed; storing them one by one");
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for planned in &batch {
+                    outcomes.push(store_alone(pool, rates, waker, local, planned).await);
+                }
+                outcomes
             }
-            outcomes
-        }
-    };
-    let mut outcomes: Vec<(usize, Result<EventOutcome, ApiError>)> = order.into_iter().zip(together).collect();
-    for (index, planned) in repeats {
-        outcomes.push((index, store_alone(pool, rates, waker, local, &planned).await));
-    }
-    outcomes.sort_by_key(|(index, _)| *index);
-    outcomes.into_iter().map(|(_, outcome)| outcome).collect()
+        },
+        |planned| async move { store_alone(pool, rates, waker, local, &planned).await },
+    )
+    .await
 }
 
 async fn store_alone(
