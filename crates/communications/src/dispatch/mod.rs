@@ -73,7 +73,7 @@ impl RetryPolicy {
 const MAX_BATCH: usize = 256;
 /// Batches of one kind running at once: enough to keep the database busy while the next batch
 /// gathers, few enough that batches stay large under load.
-const BATCHES_IN_FLIGHT: usize = 1;
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Everything a worker needs, cheap to clone.
 #[derive(Debug, Clone)]
