@@ -167,35 +167,7 @@ pub async fn reserve_many(
     limit: RateLimit,
     count: u32,
 ) -> Result<Vec<Duration>, ApiError> {
-    if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
-        return Err(ApiError::internal(format!("rate limit for {key:?} is not usable: {limit:?}")));
-    }
-    if count == 0 {
-        return Ok(Vec::new());
-    }
-    let interval_us = 1_000_000.0 / limit.per_second;
-    let headroom_us = interval_us * f64::from(limit.burst - 1);
-    // How far the new `tat` runs ahead of the clock, in microseconds.
-    let ahead_us = sqlx::query_scalar!(
-        r#"WITH c AS (SELECT clock_timestamp() AS now)
-           INSERT INTO communications.rate_limits AS r (key, tat, granted)
-           SELECT $1, c.now + $2::float8 * interval '1 microsecond', true FROM c
-           ON CONFLICT (key) DO UPDATE SET
-               granted = true,
-               tat = greatest(r.tat, (SELECT now FROM c)) + $2::float8 * interval '1 microsecond'
-           RETURNING (extract(epoch FROM r.tat - (SELECT now FROM c)) * 1000000)::float8 AS "ahead_us!""#,
-        key,
-        interval_us * f64::from(count),
-    )
-    .fetch_one(db)
-    .await?;
-    // Token i starts at new_tat − (count − i)·T; it may be used `headroom` before that.
-    Ok((0..count)
-        .map(|i| {
-            let wait_us = ahead_us - f64::from(count - i) * interval_us - headroom_us;
-            Duration::from_micros(wait_us.max(0.0).round() as u64)
-        })
-        .collect())
+    Ok(reserve_on_keys(db, &[(key, limit, count)]).await?.pop().unwrap_or_default())
 }
 
 /// [`reserve_many`] on several keys in one statement (a lane's key and the account's, say):
