@@ -34,13 +34,18 @@ pub fn binaries(release: bool) -> anyhow::Result<Binaries> {
     Ok(found)
 }
 
-/// Copies the binaries into the run directory: the target directory is shared, and a build
+/// Pins the binaries in the run directory: the target directory is shared, and a build
 /// finishing mid-run must not swap the service under a scenario (or between two of them).
+/// A hard link is enough for that (the linker and cargo replace a binary with a new file rather
+/// than rewrite it) and costs no disk, which a CI machine full of build output may not have;
+/// across file systems it is a copy.
 pub fn snapshot(binaries: &Binaries, dir: &Path) -> anyhow::Result<Binaries> {
     std::fs::create_dir_all(dir)?;
     let copy = |from: &Path| -> anyhow::Result<PathBuf> {
         let to = dir.join(from.file_name().context("binary name")?);
-        std::fs::copy(from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
+        if std::fs::hard_link(from, &to).is_err() {
+            std::fs::copy(from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
+        }
         Ok(to)
     };
     Ok(Binaries { switchboard: copy(&binaries.switchboard)?, sim: copy(&binaries.sim)? })
