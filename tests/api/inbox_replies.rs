@@ -127,6 +127,15 @@ async fn an_agents_reply_goes_out_on_the_conversation_channel_and_its_statuses_c
     let sent = sent.expect("the reply reached Meta");
     assert_eq!(sent.body["text"]["body"], "Yes, seat 12A.");
     assert_eq!(sent.body["to"], format!("+{WA_FROM}"));
+    // Sent by the process that stored it, handed over after the commit: no job.
+    let jobs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.jobs WHERE convert_from(job, 'UTF8')::jsonb->>'message_id' = $1",
+    )
+    .bind(accepted["id"].as_str().unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs, 0, "an agent's reply goes without a job");
     let statuses: Vec<String> = sqlx::query_scalar(
         "SELECT payload->>'status' FROM communications.changes
          WHERE message_id = $1::uuid AND kind = 'message.status_changed' ORDER BY xid, id",

@@ -142,6 +142,16 @@ async fn a_missed_call_gets_one_sms_with_slots_however_often_twilio_calls_back_a
     assert_eq!(items[1]["content"]["outcome"], "no-answer");
     assert_eq!(items[1]["direction"], "inbound");
     assert_eq!(items[0]["direction"], "outbound");
+    // The process that took the call sent the answer itself: stored claimed, handed over in
+    // memory after the commit, never a job for the workers to fetch.
+    let jobs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.jobs WHERE convert_from(job, 'UTF8')::jsonb->>'message_id' = $1",
+    )
+    .bind(items[0]["id"].as_str().unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs, 0, "the missed call's answer went without a job");
 
     let proposals: Value =
         sqlx::query_scalar("SELECT proposals FROM communications.dialogues WHERE conversation_id = $1::uuid")

@@ -58,6 +58,39 @@ impl LocalDispatch {
     }
 }
 
+/// Messages a caller's transaction stored claimed, to hand over once it has committed (the
+/// missed call's answer, an agent's reply). Dropped without [`Pending::hand_over`] — the
+/// transaction rolled back — it releases their room; if the transaction did commit, recovery
+/// queues them when the claim's lease lapses, as after a crash.
+#[derive(Debug, Default)]
+#[must_use = "hand the messages over after the commit"]
+pub(crate) struct Pending {
+    local: Option<LocalDispatch>,
+    handoffs: Vec<Handoff>,
+}
+
+impl Pending {
+    /// For `slot`'s dispatcher; with none registered, messages are stored with jobs.
+    pub fn new(slot: &LocalSlot) -> Self {
+        Self { local: current(slot), handoffs: Vec::new() }
+    }
+
+    pub fn local(&self) -> Option<&LocalDispatch> {
+        self.local.as_ref()
+    }
+
+    pub fn add(&mut self, handoffs: Vec<Handoff>) {
+        self.handoffs.extend(handoffs);
+    }
+
+    /// Call once the transaction that stored them has committed.
+    pub fn hand_over(self) {
+        if let Some(local) = &self.local {
+            self.handoffs.into_iter().for_each(|handoff| local.hand_off(handoff));
+        }
+    }
+}
+
 /// The registered local dispatcher of `slot`, if any.
 pub(crate) fn current(slot: &LocalSlot) -> Option<LocalDispatch> {
     slot.read().ok().and_then(|local| local.clone())

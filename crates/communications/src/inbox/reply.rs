@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::inbound::record_change;
 use crate::Communications;
 use crate::contacts::RecipientInput;
+use crate::dispatch::local::Pending;
 use crate::messages::accept;
 use crate::messages::content::{ContentInput, MessageContent};
 use crate::messages::model::Channel;
@@ -120,11 +121,14 @@ pub async fn reply(
     if let (Some(mail), Some((_, MessageContent::Email { in_reply_to, .. }))) = (&answered, draft.chain.first_mut()) {
         *in_reply_to = mail.thread();
     }
+    // Stored claimed for this process's dispatcher and handed over after the commit, as a sent
+    // message is: an agent's answer needs no job.
+    let mut pending = Pending::new(&module.local);
     let mut tx = module.pool.begin().await?;
     if let Some(replay) = claim_key(&mut tx, tenant, key.as_deref(), id, &body).await? {
         return Ok(replay);
     }
-    let accepted = accept::store(&mut tx, std::slice::from_ref(&draft), &module.rates)
+    let accepted = accept::store_pending(&mut tx, std::slice::from_ref(&draft), &module.rates, &mut pending)
         .await?
         .pop()
         .unwrap_or_else(|| Err(ApiError::internal("no answer")))?;
@@ -137,6 +141,7 @@ pub async fn reply(
         messages::complete_key(&mut tx, tenant, key, 202, &answer).await?;
     }
     tx.commit().await?;
+    pending.hand_over();
     if let Some(lane) = accepted.wake {
         module.queue_waker.wake(lane);
     }

@@ -25,7 +25,7 @@ use super::repository::{self, MessageRow, NewMessage};
 use super::service::{Accepted, FallbackStep};
 use super::{pacing, quiet_hours};
 use crate::contacts::{self, ContactRequest, ResolvedContact};
-use crate::dispatch::local::{Handoff, LocalDispatch, LocalSlot};
+use crate::dispatch::local::{Handoff, LocalDispatch, LocalSlot, Pending};
 use crate::rate_limit::RateDefaults;
 
 /// A validated, rendered message that is not stored yet.
@@ -59,6 +59,21 @@ pub(crate) async fn store(
     rates: &RateDefaults,
 ) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
     Ok(store_with(tx, drafts, rates, None).await?.0)
+}
+
+/// [`store`] in a caller's transaction, storing the messages due now claimed for this process's
+/// dispatcher as the send API does: `pending` hands them over once the caller has committed.
+/// For the urgent paths that write in their own transaction (a missed call's answer, an agent's
+/// reply), so that they skip the job, its wake-up and the claim as a sent message does.
+pub(crate) async fn store_pending(
+    tx: &mut PgConnection,
+    drafts: &[Draft],
+    rates: &RateDefaults,
+    pending: &mut Pending,
+) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
+    let (answers, handoffs) = store_with(tx, drafts, rates, pending.local()).await?;
+    pending.add(handoffs);
+    Ok(answers)
 }
 
 /// [`store`], storing the messages due now claimed for `local` (as far as it has room) instead

@@ -30,6 +30,7 @@ use uuid::Uuid;
 use crate::Communications;
 use crate::contacts::RecipientInput;
 use crate::dialogue::text::{self, Proposal};
+use crate::dispatch::local::Pending;
 use crate::inbox::inbound::{self, Received};
 use crate::messages::accept::{self, Draft};
 use crate::messages::content::{ContentInput, TemplateRef};
@@ -167,6 +168,9 @@ impl Communications {
             }
             None => None,
         };
+        // The answer is stored claimed for this process's dispatcher and handed over after the
+        // commit: no job and no wake-up between a missed call and its SMS.
+        let mut pending = Pending::new(&self.local);
         let mut tx = self.pool.begin().await?;
         let envelope = Uuid::now_v7();
         if !envelopes::insert_envelope(
@@ -201,6 +205,7 @@ impl Communications {
                 if let Some((offered, plain)) = drafts {
                     self.answer_by_sms(
                         &mut tx,
+                        &mut pending,
                         tenant,
                         conversation_id,
                         offered,
@@ -216,6 +221,7 @@ impl Communications {
         };
         envelopes::settle_envelope(&mut *tx, envelope, outcome, Some(tenant), None).await?;
         tx.commit().await?;
+        pending.hand_over();
         self.feed.signal();
         self.queue_waker.wake(Lane::Urgent);
         if outcome == "applied" {
@@ -230,6 +236,7 @@ impl Communications {
     async fn answer_by_sms(
         &self,
         tx: &mut sqlx::PgConnection,
+        pending: &mut Pending,
         tenant: Uuid,
         conversation: Uuid,
         offered: Draft,
@@ -247,7 +254,7 @@ impl Communications {
         let offer = !proposals.is_empty() && held.assignee_id.is_none();
         let mut draft = if offer { offered } else { plain };
         draft.conversation_id = Some(conversation);
-        let accepted = accept::store(tx, std::slice::from_ref(&draft), &self.rates)
+        let accepted = accept::store_pending(tx, std::slice::from_ref(&draft), &self.rates, pending)
             .await?
             .pop()
             .unwrap_or_else(|| Err(ApiError::internal("no answer")));
