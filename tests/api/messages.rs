@@ -406,6 +406,39 @@ async fn bad_credentials_suspend_the_channel_instead_of_burning_retries() {
 }
 
 #[tokio::test]
+async fn a_channel_change_made_elsewhere_reaches_the_next_send_at_once() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    let account = twilio_sms(&app, &tenant).await;
+    let account = account["id"].as_str().unwrap().to_owned();
+    let sms = json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": "x"}});
+    // The dispatcher now keeps this account and its provider.
+    let first = send(&app, &tenant, sms.clone()).await;
+    wait_for(&app, &tenant, &first, &["sent"]).await;
+    // As another process (or an operator in psql) would: in the database, not through our API.
+    let set_status = |status: &'static str| {
+        let (pool, account) = (app.pool.clone(), account.clone());
+        async move {
+            sqlx::query("UPDATE communications.channel_accounts SET status = $2 WHERE id = $1::uuid")
+                .bind(account)
+                .bind(status)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    set_status("suspended").await;
+    let second = send(&app, &tenant, sms.clone()).await;
+    let failed = wait_for(&app, &tenant, &second, &["failed", "sent"]).await;
+    assert_eq!(failed["status"], "failed", "the suspension was seen by the next batch: {failed}");
+    assert!(failed["status_reason"].as_str().unwrap().contains("not active"), "{failed}");
+    set_status("active").await;
+    let third = send(&app, &tenant, sms).await;
+    wait_for(&app, &tenant, &third, &["sent"]).await;
+    assert_eq!(sends_to(&sim, PHONE).len(), 2, "the first and the third");
+}
+
+#[tokio::test]
 async fn a_timeout_after_sending_is_unknown_never_resent() {
     let (app, sim) = spawn_app_with_sim(|settings| settings.providers.request_timeout_secs = 1).await;
     let tenant = app.create_tenant("alpine").await;

@@ -68,6 +68,8 @@ pub struct Communications {
     pub(crate) local: dispatch::local::LocalSlot,
     /// Trigger rules by (tenant, event) for a second; voided by rule writes here.
     pub(crate) rule_cache: Arc<RuleCache>,
+    /// Channel accounts and providers for sending, voided when they change (`dispatch/configs.rs`).
+    pub(crate) sending_configs: Arc<dispatch::configs::SendingConfigs>,
     /// Templates by (tenant, name) for a second; voided by template writes here.
     pub(crate) template_cache: Arc<TemplateCache>,
 }
@@ -108,6 +110,7 @@ impl Communications {
             ingester: Arc::default(),
             local: Arc::default(),
             rule_cache: Arc::default(),
+            sending_configs: Arc::default(),
             template_cache: Arc::default(),
         }
     }

@@ -4,7 +4,9 @@
 //! Without it the event path spent three round trips per message on reads whose answer changes
 //! a few times a day. Writes through this process (templates and rules created, replaced or
 //! deleted) bump a generation that voids every entry at once, so the API never reads its own
-//! stale write; another process's write is seen within `TTL`.
+//! stale write; another process's write is seen within `TTL`. The dispatcher keeps channel
+//! accounts and providers the same way (`dispatch/configs.rs`), voided by a notification that
+//! every process receives when such a change commits.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -20,11 +22,19 @@ const MAX_ENTRIES: usize = 10_000;
 pub(crate) struct PlanCache<K, V> {
     generation: AtomicU64,
     entries: Mutex<HashMap<K, (Instant, u64, V)>>,
+    ttl: Duration,
 }
 
 impl<K, V> Default for PlanCache<K, V> {
     fn default() -> Self {
-        Self { generation: AtomicU64::new(0), entries: Mutex::new(HashMap::new()) }
+        Self::with_ttl(TTL)
+    }
+}
+
+impl<K, V> PlanCache<K, V> {
+    /// Entries kept for `ttl` unless voided before.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        Self { generation: AtomicU64::new(0), entries: Mutex::new(HashMap::new()), ttl }
     }
 }
 
@@ -39,7 +49,7 @@ impl<K: Eq + Hash, V: Clone> PlanCache<K, V> {
         let generation = self.generation();
         let entries = self.entries.lock().ok()?;
         let (at, stored, value) = entries.get(key)?;
-        (*stored == generation && at.elapsed() < TTL).then(|| value.clone())
+        (*stored == generation && at.elapsed() < self.ttl).then(|| value.clone())
     }
 
     pub fn put(&self, key: K, generation: u64, value: V) {

@@ -19,6 +19,7 @@
 //!   channel account is suspended with the reason. `Unknown`: the message is `unknown`.
 
 mod adapters;
+pub(crate) mod configs;
 pub mod lease;
 pub mod local;
 pub(crate) mod outcome;

@@ -2,9 +2,9 @@
 //! and gather what the send needs — the address's suppression, the channel account, its
 //! providers, and the message's slot under the account's rate limit.
 //!
-//! [`prepare_batch`] does it for a batch of jobs in four statements whatever the batch's size:
-//! one claim (with the suppressions), one account lookup, one provider lookup, and one
-//! reservation per rate-limit key in the batch. [`prepare_one`] is a batch of one, for the
+//! [`prepare_batch`] does it for a batch of jobs in two statements whatever the batch's size:
+//! one claim (with the suppressions) and one reservation for the rate-limit keys of each account
+//! in the batch; the accounts and their providers are kept between batches (`configs.rs`). [`prepare_one`] is a batch of one, for the
 //! careful path (a message the batched claim did not take).
 
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{Dispatcher, channel_type};
 use crate::Communications;
 use crate::channels::ChannelStatus;
-use crate::channels::repository::{self as channels, AccountRow, ProviderRow};
+use crate::channels::repository::{AccountRow, ProviderRow};
 use crate::messages::model::Lane;
 use crate::messages::queue::DispatchJob;
 use crate::messages::repository::{self as messages, MessageRow};
@@ -123,17 +123,14 @@ async fn contexts_for(
     if keys.is_empty() {
         return Ok(batch.iter().map(|_| SendContext::default()).collect());
     }
-    let accounts = channels::active_accounts_for_channels(&module.pool, &keys).await.map_err(|e| e.to_string())?;
-    let account_ids: Vec<(Uuid, Uuid)> = accounts.iter().map(|a| (a.tenant_id, a.id)).collect();
-    let providers = channels::providers_of_accounts(&module.pool, &account_ids).await.map_err(|e| e.to_string())?;
-    // Each account with its providers, once for all of its messages.
-    let accounts: Vec<(Arc<AccountRow>, Arc<[ProviderRow]>)> = accounts
+    // Each account with its providers, once for all of its messages; kept between batches.
+    let accounts: Vec<(Arc<AccountRow>, Arc<[ProviderRow]>)> = module
+        .sending_configs
+        .get(&module.pool, &keys)
+        .await
+        .map_err(|e| e.to_string())?
         .into_iter()
-        .map(|account| {
-            let own: Vec<ProviderRow> =
-                providers.iter().filter(|p| p.channel_account_id == Some(account.id)).cloned().collect();
-            (Arc::new(account), own.into())
-        })
+        .flatten()
         .collect();
     let mut contexts: Vec<SendContext> = batch
         .iter()

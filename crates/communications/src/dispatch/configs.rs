@@ -1,0 +1,128 @@
+//! The channel accounts and providers the dispatcher sends through, kept between batches.
+//!
+//! Every dispatch batch needs each message's channel account and that account's providers:
+//! two reads per batch, whose answer changes a few times a day. They are kept here per
+//! (tenant, channel). A change to either table — through any process, the API, the dispatcher's
+//! own suspension of an account, or by hand in SQL — fires a statement trigger that notifies
+//! `switchboard_channel_config` (migration `…20261201000100`); PostgreSQL delivers it when the
+//! change commits, and every process's listener voids what it kept. So a rotated secret or a
+//! suspended account is seen by the next batch, not a TTL later: a send through stale
+//! credentials would fail and suspend the channel the operator just repaired. A value read
+//! while the change was being committed is voided by the notification that follows it. While
+//! the listener is not connected (the database restarting) the entries still expire after
+//! `TTL`, and on reconnecting it voids everything, as it may have missed a notification.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use uuid::Uuid;
+
+use kernel::error::ApiError;
+
+use crate::channels::ChannelType;
+use crate::channels::repository::{self as channels, AccountRow, ProviderRow};
+use crate::plan_cache::PlanCache;
+
+/// The statement triggers' channel.
+const CHANNEL: &str = "switchboard_channel_config";
+/// A bound for a notification that never arrived; not how changes are normally seen.
+const TTL: Duration = Duration::from_secs(10);
+
+/// An account and its providers by priority.
+pub(crate) type SendingConfig = (Arc<AccountRow>, Arc<[ProviderRow]>);
+
+#[derive(Debug)]
+pub(crate) struct SendingConfigs {
+    /// `None`: the tenant has no account on that channel.
+    cache: Arc<PlanCache<(Uuid, ChannelType), Option<SendingConfig>>>,
+    listener: OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+impl Default for SendingConfigs {
+    fn default() -> Self {
+        Self { cache: Arc::new(PlanCache::with_ttl(TTL)), listener: OnceLock::new() }
+    }
+}
+
+impl Drop for SendingConfigs {
+    fn drop(&mut self) {
+        if let Some(listener) = self.listener.get() {
+            listener.abort();
+        }
+    }
+}
+
+impl SendingConfigs {
+    /// The account (not revoked) and providers of each (tenant, channel), in `keys`' order; reads
+    /// only those not kept, in two statements. Must run on a Tokio runtime.
+    pub async fn get(
+        &self,
+        pool: &PgPool,
+        keys: &[(Uuid, ChannelType)],
+    ) -> Result<Vec<Option<SendingConfig>>, ApiError> {
+        self.listener.get_or_init(|| tokio::spawn(listen(pool.clone(), self.cache.clone())));
+        let mut found: Vec<Option<Option<SendingConfig>>> = keys.iter().map(|key| self.cache.get(key)).collect();
+        let missing: Vec<(Uuid, ChannelType)> =
+            keys.iter().zip(&found).filter(|(_, kept)| kept.is_none()).map(|(key, _)| *key).collect();
+        if !missing.is_empty() {
+            // Taken before the reads: a change committed meanwhile voids what they return.
+            let generation = self.cache.generation();
+            let read = read(pool, &missing).await?;
+            for (key, config) in missing.into_iter().zip(read) {
+                self.cache.put(key, generation, config.clone());
+                for (wanted, slot) in keys.iter().zip(found.iter_mut()) {
+                    if *wanted == key && slot.is_none() {
+                        *slot = Some(config.clone());
+                    }
+                }
+            }
+        }
+        Ok(found.into_iter().map(Option::flatten).collect())
+    }
+}
+
+/// Reads each key's account and providers from the database.
+async fn read(pool: &PgPool, keys: &[(Uuid, ChannelType)]) -> Result<Vec<Option<SendingConfig>>, ApiError> {
+    let accounts = channels::active_accounts_for_channels(pool, keys).await?;
+    let account_ids: Vec<(Uuid, Uuid)> = accounts.iter().map(|a| (a.tenant_id, a.id)).collect();
+    let providers =
+        if account_ids.is_empty() { Vec::new() } else { channels::providers_of_accounts(pool, &account_ids).await? };
+    let configs: Vec<SendingConfig> = accounts
+        .into_iter()
+        .map(|account| {
+            let own: Vec<ProviderRow> =
+                providers.iter().filter(|p| p.channel_account_id == Some(account.id)).cloned().collect();
+            (Arc::new(account), own.into())
+        })
+        .collect();
+    Ok(keys
+        .iter()
+        .map(|(tenant, channel)| {
+            configs.iter().find(|(a, _)| a.tenant_id == *tenant && a.channel_type == *channel).cloned()
+        })
+        .collect())
+}
+
+/// Voids the cache on every notification, and whenever the connection was lost (notifications
+/// sent meanwhile are lost with it).
+async fn listen(pool: PgPool, cache: Arc<PlanCache<(Uuid, ChannelType), Option<SendingConfig>>>) {
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(CHANNEL).await {
+                Ok(()) => {
+                    cache.invalidate();
+                    // `Ok(None)`: the connection was lost; the next call reconnects and listens again.
+                    while let Ok(_notification) = listener.try_recv().await {
+                        cache.invalidate();
+                    }
+                    cache.invalidate();
+                }
+                Err(error) => tracing::warn!(%error, "LISTEN for channel changes failed"),
+            },
+            Err(error) => tracing::debug!(%error, "cannot connect to LISTEN for channel changes"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
