@@ -317,7 +317,8 @@ pub async fn record_sent(db: impl PgExecutor<'_>, sent: &[SentRow]) -> Result<()
                UPDATE communications.messages m SET status = 'sent', provider = s.provider,
                       provider_message_id = s.provider_message_id, channel_account_id = s.channel_account_id,
                       status_reason = NULL, sent_at = now(), updated_at = now()
-               FROM s WHERE m.tenant_id = s.tenant_id AND m.id = s.id AND m.status IN ('sending', 'unknown'))
+               FROM s WHERE m.tenant_id = s.tenant_id AND m.id = s.id
+                 AND m.status IN ((SELECT 'sending'), (SELECT 'unknown')))
            INSERT INTO communications.message_events (id, tenant_id, message_id, status, source, payload, occurred_at)
            SELECT event_id, tenant_id, id, 'sent', 'worker',
                   jsonb_build_object('provider', provider, 'provider_message_id', provider_message_id), now()
@@ -337,6 +338,11 @@ pub async fn record_sent(db: impl PgExecutor<'_>, sent: &[SentRow]) -> Result<()
 /// Marks claimed messages as in flight just before their provider requests start:
 /// `(message, claim, provider)`, each only if that claim still holds it. Returns the ids marked;
 /// a message not among them was taken back by recovery (or claimed again) and must not be sent.
+///
+/// `(SELECT 'sending')`, as in [`claim_queued`] and [`record_sent`]: with the literal the planner
+/// may take the partial index of open outcomes, which every message passes through and whose
+/// dead entries pile up between vacuums; the generic plan did, and walked them all for each
+/// batch (0.2 ms per statement at 3,000 messages, 0.65 ms at 12,000, against 0.03 ms by key).
 pub async fn mark_requested(
     db: impl PgExecutor<'_>,
     requests: &[(Uuid, Uuid, &'static str)],
@@ -347,7 +353,7 @@ pub async fn mark_requested(
     Ok(sqlx::query_scalar!(
         r#"UPDATE communications.messages m SET requested_at = now(), requested_via = r.provider
            FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS r(id, claim, provider)
-           WHERE m.id = r.id AND m.status = 'sending' AND m.claim = r.claim
+           WHERE m.id = r.id AND m.status = (SELECT 'sending') AND m.claim = r.claim
            RETURNING m.id"#,
         &ids,
         &claims,

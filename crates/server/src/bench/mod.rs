@@ -50,6 +50,12 @@ pub struct BenchArgs {
     /// named `switchboard*` but this one).
     #[arg(long, value_name = "PID", requires = "external")]
     pub server_pid: Option<u32>,
+    /// Before measuring, send this many messages (flat out, same mode, another tenant) and
+    /// ANALYZE the database: a deployment in use, whose tables hold earlier traffic and whose
+    /// statistics autovacuum keeps. 0 measures a fresh database, where the service's prepared
+    /// statements are planned against empty tables until autovacuum's first ANALYZE.
+    #[arg(long, value_name = "MESSAGES", default_value_t = 2_000)]
+    pub warm_up: usize,
 }
 
 /// The simulator's ledger, in this process or over its control API.
@@ -127,6 +133,9 @@ async fn measure(
     ledger: &Ledger,
     args: &BenchArgs,
 ) -> anyhow::Result<report::BenchReport> {
+    if args.warm_up > 0 {
+        warm_up(pool, client, base, args).await.context("warming up")?;
+    }
     let (tenant_id, api_key) = prepare_tenant(pool).await?;
     activate_sms_channel(client, base, &api_key).await?;
     if args.events {
@@ -153,6 +162,24 @@ async fn measure(
     let cpu = cpu_before.report(&cpu_after, args.messages, scope);
     let measured = report::Measured { started_at, accept_seconds, load, cpu, created };
     Ok(report::build(args, measured, &sends))
+}
+
+/// `args.warm_up` messages through a tenant of their own, then ANALYZE: what autovacuum has done
+/// in any deployment that has run for a minute. On a fresh database the service's statements are
+/// prepared while the tables are empty, and their cached plans (a sequential scan of `messages`
+/// for the sent-record, say) stay until statistics change: the cost of each batch then grows
+/// with the table, which no deployment in use sees.
+async fn warm_up(pool: &sqlx::PgPool, client: &reqwest::Client, base: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    let (tenant_id, api_key) = prepare_tenant(pool).await?;
+    activate_sms_channel(client, base, &api_key).await?;
+    if args.events {
+        load::prepare_events(client, base, &api_key).await?;
+    }
+    let warm = BenchArgs { messages: args.warm_up, rate: None, ..args.clone() };
+    load::run(client, base, &api_key, &warm).await?;
+    wait_for_dispatch(pool, tenant_id).await?;
+    sqlx::query("ANALYZE").execute(pool).await?;
+    Ok(())
 }
 
 /// Waits until none of the run's messages (all stored: every request was answered) is left to

@@ -19,6 +19,8 @@ pub struct BenchReport {
     pub rate: Option<f64>,
     pub messages: usize,
     pub clients: usize,
+    /// Messages sent (and ANALYZE run) before the measured ones.
+    pub warm_up: usize,
     pub accept_seconds: f64,
     pub accepted_per_second: f64,
     /// From the first to the last provider request.
@@ -82,6 +84,7 @@ pub fn build(args: &BenchArgs, mut measured: Measured, ledger: &[cpaas_sim::Ledg
         rate: args.rate,
         messages: args.messages,
         clients: args.clients,
+        warm_up: args.warm_up,
         accept_seconds: measured.accept_seconds,
         accepted_per_second: args.messages as f64 / measured.accept_seconds,
         dispatch_seconds,
@@ -118,8 +121,8 @@ pub fn print_text(report: &BenchReport) {
         None => "flat out".to_owned(),
     };
     println!(
-        "switchboard bench: {} messages, {} API clients; {}, {}, {pace}",
-        report.messages, report.clients, report.api, report.target
+        "switchboard bench: {} messages, {} API clients; {}, {}, {pace}; after {} warm-up messages",
+        report.messages, report.clients, report.api, report.target, report.warm_up
     );
     // Paced, throughput is the rate by construction: what a run shows is latency and cost.
     if report.rate.is_none() {
