@@ -146,6 +146,12 @@ async fn events_arriving_together_share_transactions_and_each_is_processed_once(
     let mut bad = booking_event("ev-bad", 7);
     bad["event"]["data"]["new"]["guest_phone"] = json!("not a phone");
     bodies.push(bad);
+    // And one to a number that opted out: drafted, then refused when stored.
+    let stop = json!({"channel": "sms", "address": "+4915200000999"});
+    assert_eq!(app.post("/api/v1/suppressions", &tenant.api_key, stop).await.status(), 201);
+    let mut stopped = booking_event("ev-stopped", 8);
+    stopped["event"]["data"]["new"]["guest_phone"] = json!("+4915200000999");
+    bodies.push(stopped);
     let requests: Vec<_> = bodies
         .iter()
         .cloned()
@@ -185,6 +191,26 @@ async fn events_arriving_together_share_transactions_and_each_is_processed_once(
             .any(|s| s["reason"].as_str().expect("reason").starts_with("to")),
         "{bad}"
     );
+    // What each event is recorded to have made (a later delivery's answer): the messages stored,
+    // not the ones planned before a draft was refused.
+    let recorded = |event: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Vec<uuid::Uuid>>(
+                "SELECT message_ids FROM communications.processed_events WHERE tenant_id = $1 AND event_id = $2",
+            )
+            .bind(tenant.id)
+            .bind(event)
+            .fetch_one(&pool)
+            .await
+            .expect("processed event")
+        }
+    };
+    assert_eq!(recorded("ev-bad").await, Vec::<uuid::Uuid>::new());
+    let stopped = &by_event["ev-stopped"][0];
+    assert_eq!(stopped["messages"], json!([]), "{stopped}");
+    assert_eq!(recorded("ev-stopped").await, Vec::<uuid::Uuid>::new(), "planned, then refused: not recorded");
+    assert_eq!(recorded("ev-0").await, vec![ids[0]]);
     let (messages, texts): (i64, i64) = sqlx::query_as(
         "SELECT count(*), count(*) FILTER (WHERE content->>'text' LIKE 'Hi Guest % is confirmed.')
          FROM communications.messages WHERE tenant_id = $1",

@@ -107,10 +107,23 @@ fn snapshot_of(tenant: Uuid, event: &IncomingEvent) -> Option<Snapshot<'_>> {
     Some(Snapshot { tenant, kind, id, source: format!("{schema}.{name}"), op, row, event })
 }
 
-/// Keeps the row each Hasura event carries as its entity's snapshot, unless a newer event
-/// already did (events may arrive out of order): one statement for the lot.
-pub async fn record_snapshots(tx: &mut PgConnection, events: &[(Uuid, &IncomingEvent)]) -> Result<(), ApiError> {
-    // One row per entity (a statement cannot update a row twice): the newest event's.
+/// The snapshots a batch of events brings, as the columns of `communications.entity_snapshots`:
+/// one row per entity (a statement cannot update a row twice), the newest event's. The event
+/// path keeps them within its claim of the events (`triggers/ingest.rs`), unless a newer event
+/// already did (events may arrive out of order).
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotColumns {
+    pub tenants: Vec<Uuid>,
+    pub kinds: Vec<String>,
+    pub ids: Vec<String>,
+    pub sources: Vec<String>,
+    pub ops: Vec<String>,
+    pub rows: Vec<Value>,
+    pub event_ids: Vec<String>,
+    pub times: Vec<DateTime<Utc>>,
+}
+
+pub(crate) fn snapshot_columns(events: &[(Uuid, &IncomingEvent)]) -> SnapshotColumns {
     let mut newest: HashMap<(Uuid, String, String), Snapshot<'_>> = HashMap::new();
     for snapshot in events.iter().filter_map(|(tenant, event)| snapshot_of(*tenant, event)) {
         let key = (snapshot.tenant, snapshot.kind.clone(), snapshot.id.clone());
@@ -121,34 +134,18 @@ pub async fn record_snapshots(tx: &mut PgConnection, events: &[(Uuid, &IncomingE
             }
         }
     }
-    if newest.is_empty() {
-        return Ok(());
+    let mut columns = SnapshotColumns::default();
+    for snapshot in newest.into_values() {
+        columns.tenants.push(snapshot.tenant);
+        columns.kinds.push(snapshot.kind);
+        columns.ids.push(snapshot.id);
+        columns.sources.push(snapshot.source);
+        columns.ops.push(snapshot.op);
+        columns.rows.push(snapshot.row);
+        columns.event_ids.push(snapshot.event.id.clone());
+        columns.times.push(snapshot.event.occurred_at);
     }
-    let snapshots: Vec<Snapshot<'_>> = newest.into_values().collect();
-    let column = |f: fn(&Snapshot<'_>) -> String| snapshots.iter().map(f).collect::<Vec<String>>();
-    let tenants: Vec<Uuid> = snapshots.iter().map(|s| s.tenant).collect();
-    let rows: Vec<Value> = snapshots.iter().map(|s| s.row.clone()).collect();
-    let times: Vec<DateTime<Utc>> = snapshots.iter().map(|s| s.event.occurred_at).collect();
-    sqlx::query!(
-        r#"INSERT INTO communications.entity_snapshots (tenant_id, kind, entity_id, source, op, row, event_id, occurred_at)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
-                                $8::timestamptz[])
-           ON CONFLICT (tenant_id, kind, entity_id) DO UPDATE
-               SET source = EXCLUDED.source, op = EXCLUDED.op, row = EXCLUDED.row, event_id = EXCLUDED.event_id,
-                   occurred_at = EXCLUDED.occurred_at
-               WHERE entity_snapshots.occurred_at <= EXCLUDED.occurred_at"#,
-        &tenants,
-        &column(|s| s.kind.clone()),
-        &column(|s| s.id.clone()),
-        &column(|s| s.source.clone()),
-        &column(|s| s.op.clone()),
-        &rows,
-        &column(|s| s.event.id.clone()),
-        &times,
-    )
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    columns
 }
 
 /// The snapshot of the linked entity, if events brought one.

@@ -180,16 +180,48 @@ async fn store_events(
     let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant.0).collect();
     let ids: Vec<String> = events.iter().map(|e| e.event.id.clone()).collect();
     let names: Vec<String> = events.iter().map(|e| e.event.name.clone()).collect();
+    // Each event's messages as planned (`event_of` counts from 1, as ORDINALITY does): recorded
+    // with the claim, and corrected below only for an event a draft of which was refused.
+    let (event_of, planned_ids): (Vec<i64>, Vec<Uuid>) = events
+        .iter()
+        .enumerate()
+        .flat_map(|(n, planned)| planned.drafts.iter().map(move |(_, _, draft)| (n as i64 + 1, draft.id)))
+        .unzip();
+    // The entity snapshots the events carry are kept in the same statement. A duplicate event
+    // writes its snapshot again: the same row at the same time, so nothing changes.
+    let snapshots: Vec<(Uuid, &IncomingEvent)> = events.iter().map(|p| (p.tenant.0, &p.event)).collect();
+    let s = crate::inbox::context::snapshot_columns(&snapshots);
     let claimed: HashSet<(Uuid, String)> = sqlx::query!(
-        r#"INSERT INTO communications.processed_events (tenant_id, event_id, event, message_ids)
-           SELECT tenant_id, event_id, event, '{}' FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY
-                AS e(tenant_id, event_id, event, n)
-           ORDER BY n
+        r#"WITH snapshots AS (
+               INSERT INTO communications.entity_snapshots
+                   (tenant_id, kind, entity_id, source, op, row, event_id, occurred_at)
+               SELECT * FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::jsonb[],
+                                    $12::text[], $13::timestamptz[])
+               ON CONFLICT (tenant_id, kind, entity_id) DO UPDATE
+                   SET source = EXCLUDED.source, op = EXCLUDED.op, row = EXCLUDED.row, event_id = EXCLUDED.event_id,
+                       occurred_at = EXCLUDED.occurred_at
+                   WHERE entity_snapshots.occurred_at <= EXCLUDED.occurred_at)
+           INSERT INTO communications.processed_events (tenant_id, event_id, event, message_ids)
+           SELECT e.tenant_id, e.event_id, e.event,
+                  ARRAY(SELECT m.id FROM unnest($4::int8[], $5::uuid[]) WITH ORDINALITY AS m(event_n, id, k)
+                        WHERE m.event_n = e.n ORDER BY m.k)
+           FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS e(tenant_id, event_id, event, n)
+           ORDER BY e.n
            ON CONFLICT DO NOTHING
            RETURNING tenant_id, event_id"#,
         &tenants,
         &ids,
         &names,
+        &event_of,
+        &planned_ids,
+        &s.tenants,
+        &s.kinds,
+        &s.ids,
+        &s.sources,
+        &s.ops,
+        &s.rows,
+        &s.event_ids,
+        &s.times,
     )
     .fetch_all(&mut *tx)
     .await?
@@ -209,13 +241,12 @@ async fn store_events(
         HashMap::new()
     };
     let fresh: Vec<&PlannedEvent> = events.iter().filter(|planned| is_new(planned)).collect();
-    let snapshots: Vec<(Uuid, &IncomingEvent)> = fresh.iter().map(|p| (p.tenant.0, &p.event)).collect();
-    crate::inbox::context::record_snapshots(&mut tx, &snapshots).await?;
     let drafts: Vec<Draft> = fresh.iter().flat_map(|p| p.drafts.iter().map(|(_, _, draft)| draft.clone())).collect();
     let (stored, handoffs) = accept::store_with(&mut tx, &drafts, rates, local.as_ref()).await?;
     let mut stored = stored.into_iter();
     let mut outcomes = Vec::with_capacity(events.len());
     let mut made: Vec<(Uuid, String, Uuid)> = Vec::new();
+    let mut corrected: Vec<(Uuid, String)> = Vec::new();
     let mut wake = Vec::new();
     for planned in events {
         let event_id = planned.event.id.clone();
@@ -238,6 +269,7 @@ async fn store_events(
                 .map(|(rule_id, reason)| Skipped { rule_id: *rule_id, reason: reason.clone() })
                 .collect(),
         };
+        let mut refused = false;
         for (rule_id, scheduled_at, _) in &planned.drafts {
             match stored.next().unwrap_or_else(|| Err(ApiError::internal("no answer"))) {
                 Ok(accepted) => {
@@ -251,15 +283,19 @@ async fn store_events(
                     });
                 }
                 Err(error) => {
+                    refused = true;
                     let reason = skip_reason(&error);
                     tracing::warn!(tenant_id = %planned.tenant, %rule_id, event_id = %planned.event.id, %reason, "trigger rule produced no message");
                     outcome.skipped.push(Skipped { rule_id: *rule_id, reason });
                 }
             }
         }
+        if refused {
+            corrected.push((planned.tenant.0, event_id));
+        }
         outcomes.push(outcome);
     }
-    record_messages(&mut tx, &made).await?;
+    record_messages(&mut tx, &corrected, &made).await?;
     tx.commit().await?;
     if let Some(local) = &local {
         handoffs.into_iter().for_each(|handoff| local.hand_off(handoff));
@@ -292,22 +328,32 @@ async fn earlier_messages(
     .collect())
 }
 
-/// Records which messages each event made, in order: `(tenant, event id, message id)`.
-async fn record_messages(tx: &mut PgConnection, made: &[(Uuid, String, Uuid)]) -> Result<(), ApiError> {
-    if made.is_empty() {
+/// Records which messages the `corrected` events made after all (`made`: `(tenant, event id,
+/// message id)` in order), replacing the planned ones their claim recorded: a draft was refused.
+async fn record_messages(
+    tx: &mut PgConnection,
+    corrected: &[(Uuid, String)],
+    made: &[(Uuid, String, Uuid)],
+) -> Result<(), ApiError> {
+    if corrected.is_empty() {
         return Ok(());
     }
-    let tenants: Vec<Uuid> = made.iter().map(|(tenant, ..)| *tenant).collect();
-    let events: Vec<String> = made.iter().map(|(_, event, _)| event.clone()).collect();
+    let (tenants, events): (Vec<Uuid>, Vec<String>) = corrected.iter().cloned().unzip();
+    let made_tenants: Vec<Uuid> = made.iter().map(|(tenant, ..)| *tenant).collect();
+    let made_events: Vec<String> = made.iter().map(|(_, event, _)| event.clone()).collect();
     let messages: Vec<Uuid> = made.iter().map(|(.., message)| *message).collect();
     sqlx::query!(
-        r#"UPDATE communications.processed_events p SET message_ids = m.ids
-           FROM (SELECT tenant_id, event_id, array_agg(message_id ORDER BY n) AS ids
-                 FROM unnest($1::uuid[], $2::text[], $3::uuid[]) WITH ORDINALITY AS x(tenant_id, event_id, message_id, n)
-                 GROUP BY tenant_id, event_id) AS m
-           WHERE p.tenant_id = m.tenant_id AND p.event_id = m.event_id"#,
+        r#"UPDATE communications.processed_events p
+           SET message_ids = ARRAY(
+               SELECT x.message_id
+               FROM unnest($3::uuid[], $4::text[], $5::uuid[]) WITH ORDINALITY AS x(tenant_id, event_id, message_id, n)
+               WHERE x.tenant_id = p.tenant_id AND x.event_id = p.event_id ORDER BY x.n)
+           FROM unnest($1::uuid[], $2::text[]) AS c(tenant_id, event_id)
+           WHERE p.tenant_id = c.tenant_id AND p.event_id = c.event_id"#,
         &tenants,
         &events,
+        &made_tenants,
+        &made_events,
         &messages,
     )
     .execute(&mut *tx)
