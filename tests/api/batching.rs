@@ -287,3 +287,44 @@ async fn a_claimed_message_whose_dispatch_failed_is_given_back_by_what_its_reque
     let (status, provider, attempts, _) = state().await;
     assert_eq!((status.as_str(), provider.as_deref(), attempts), ("unknown", Some("twilio"), 1));
 }
+
+/// A dispatch records its outcome only while its own claim holds the message: one that waited
+/// out a database outage may find the message taken back by recovery and claimed by another
+/// dispatch, whose request is not its to undo.
+#[tokio::test]
+async fn a_dispatch_records_its_outcome_only_under_its_own_claim() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("claims").await;
+    let body = json!({"to": {"phone": "+4915100000002"}, "channels": "sms", "content": {"text": "hi"}});
+    let (status, accepted) = post_keyed(&app, &tenant, "k", &body).await;
+    assert_eq!(status, 202, "{accepted}");
+    let id: uuid::Uuid = accepted["id"].as_str().expect("id").parse().expect("uuid");
+    let set = |status: &'static str, claim: uuid::Uuid| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query("UPDATE communications.messages SET status = $2, claim = $3 WHERE id = $1")
+                .bind(id)
+                .bind(status)
+                .bind(claim)
+                .execute(&pool)
+                .await
+                .expect("set");
+        }
+    };
+    let held = |claim: uuid::Uuid| {
+        let pool = app.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.expect("begin");
+            communications::dispatch::lease::lock_if_held(&mut tx, id, claim).await.expect("lock")
+        }
+    };
+    let (first, second) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    set("sending", first).await;
+    assert!(held(first).await, "the claim that holds it records");
+    // Recovery took it back and another dispatch claimed it.
+    set("sending", second).await;
+    assert!(!held(first).await, "the first dispatch's outcome is no longer its to record");
+    assert!(held(second).await);
+    set("sent", second).await;
+    assert!(!held(second).await, "recorded already");
+}

@@ -170,6 +170,17 @@ async fn a_missed_call_gets_one_sms_with_slots_however_often_twilio_calls_back_a
     let start = chrono::DateTime::parse_from_rfc3339(appointments[0]["start"].as_str().unwrap()).unwrap();
     assert_eq!(start, chrono::DateTime::parse_from_rfc3339(&second).unwrap());
     assert!(texts[1].ends_with("What's the address for the visit?"), "{texts:?}");
+    // The dialogue's answer, too, went without a job.
+    let jobs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM apalis.jobs j JOIN communications.messages m
+             ON convert_from(j.job, 'UTF8')::jsonb->>'message_id' = m.id::text
+         WHERE m.conversation_id = $1::uuid AND m.content->>'text' LIKE 'You''re booked for %'",
+    )
+    .bind(&conversation)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs, 0, "the dialogue's answer went without a job");
     wait_for_state(&app, &tenant, "address").await;
 
     // The address becomes the appointment's location (its calendars follow).

@@ -18,6 +18,7 @@ use super::{HeldRef, hand_off};
 use crate::Communications;
 use crate::compliance::{self, Keyword};
 use crate::contacts::RecipientInput;
+use crate::dispatch::local::Pending;
 use crate::messages::content::ContentInput;
 use crate::messages::model::{Channel, Lane};
 use crate::messages::service::{ChannelsInput, SendRequest};
@@ -64,12 +65,16 @@ pub async fn process_due(module: &Communications) -> Result<usize, ApiError> {
         .await?;
         let Some(turn) = turn else { return Ok(done) };
         done += 1;
-        match take_turn(module, &mut tx, &turn).await {
+        // The answer is stored claimed for this process's dispatcher and handed over after the
+        // commit, as a missed call's is.
+        let mut pending = Pending::new(&module.local);
+        match take_turn(module, &mut tx, &mut pending, &turn).await {
             Ok(sent) => {
                 sqlx::query!("DELETE FROM communications.dialogue_turns WHERE id = $1", turn.id)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                pending.hand_over();
                 module.feed.signal();
                 if sent {
                     module.queue_waker.wake(Lane::Urgent);
@@ -118,7 +123,12 @@ struct Dialogue {
 }
 
 /// One turn; answers whether an SMS was stored to go out.
-async fn take_turn(module: &Communications, tx: &mut PgConnection, turn: &Turn) -> Result<bool, ApiError> {
+async fn take_turn(
+    module: &Communications,
+    tx: &mut PgConnection,
+    pending: &mut Pending,
+    turn: &Turn,
+) -> Result<bool, ApiError> {
     let tenant = turn.tenant_id;
     let conversation = turn.conversation_id;
     let keyword = compliance::classify(&turn.body);
@@ -128,7 +138,7 @@ async fn take_turn(module: &Communications, tx: &mut PgConnection, turn: &Turn) 
             sqlx::query_scalar!("SELECT contact_id FROM communications.conversations WHERE id = $1", conversation)
                 .fetch_one(&mut *tx)
                 .await?;
-        return send(module, tx, tenant, conversation, contact, &policy.help_text, "help").await;
+        return send(module, tx, pending, (tenant, conversation), contact, &policy.help_text, "help").await;
     }
     let dialogue = sqlx::query_as!(
         Dialogue,
@@ -152,10 +162,20 @@ async fn take_turn(module: &Communications, tx: &mut PgConnection, turn: &Turn) 
     let policy = policy::load(&mut *tx, tenant).await?;
     let Some(booker) = module.booker.clone() else {
         hand_off(tx, tenant, conversation, "booking is not available").await?;
-        return send(module, tx, tenant, conversation, dialogue.contact_id, text::HANDED_OFF, "handed_off").await;
+        return send(module, tx, pending, (tenant, conversation), dialogue.contact_id, text::HANDED_OFF, "handed_off")
+            .await;
     };
-    let step =
-        Step { module, booker: booker.as_ref(), tx, policy: &policy, tenant, conversation, dialogue: &dialogue, turn };
+    let step = Step {
+        module,
+        booker: booker.as_ref(),
+        tx,
+        pending,
+        policy: &policy,
+        tenant,
+        conversation,
+        dialogue: &dialogue,
+        turn,
+    };
     step.run().await
 }
 
@@ -163,6 +183,7 @@ struct Step<'a> {
     module: &'a Communications,
     booker: &'a dyn SlotBooker,
     tx: &'a mut PgConnection,
+    pending: &'a mut Pending,
     policy: &'a Policy,
     tenant: Uuid,
     conversation: Uuid,
@@ -306,7 +327,8 @@ impl Step<'_> {
     }
 
     async fn say(&mut self, words: &str, step: &str) -> Result<bool, ApiError> {
-        send(self.module, self.tx, self.tenant, self.conversation, self.dialogue.contact_id, words, step).await
+        let at = (self.tenant, self.conversation);
+        send(self.module, self.tx, self.pending, at, self.dialogue.contact_id, words, step).await
     }
 }
 
@@ -315,8 +337,8 @@ impl Step<'_> {
 pub(crate) async fn send(
     module: &Communications,
     tx: &mut PgConnection,
-    tenant: Uuid,
-    conversation: Uuid,
+    pending: &mut Pending,
+    (tenant, conversation): (Uuid, Uuid),
     contact: Uuid,
     words: &str,
     step: &str,
@@ -331,7 +353,7 @@ pub(crate) async fn send(
         lane: Some(Lane::Urgent),
         require_review: false,
     };
-    match module.insert_message(tx, TenantId(tenant), request).await {
+    match module.insert_message(tx, pending, TenantId(tenant), request).await {
         Ok(accepted) => {
             let payload = json!({ "direction": "outbound", "status": accepted.status, "automated": step });
             crate::inbox::inbound::record_change(

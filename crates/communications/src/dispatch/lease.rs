@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use kernel::error::ApiError;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::messages::model::{EventSource, Lane, MessageStatus};
@@ -181,6 +181,21 @@ pub async fn recover_once(pool: &PgPool, ttl: Duration, stale_after: Duration) -
         );
     }
     Ok(Some(recovered))
+}
+
+/// Locks the message for recording its dispatch's outcome if `claim` still holds it (`sending`
+/// under that claim); false if not — recovery took it back meanwhile, and it may be queued,
+/// claimed again and on its way through another dispatch, whose outcome is not ours to touch.
+pub async fn lock_if_held(tx: &mut PgConnection, id: Uuid, claim: Uuid) -> Result<bool, ApiError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT status = 'sending' AND claim IS NOT DISTINCT FROM $2 AS "held!"
+           FROM communications.messages WHERE id = $1 FOR UPDATE"#,
+        id,
+        claim,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .unwrap_or(false))
 }
 
 /// Gives back a claim whose dispatch ended in an error it could not record (the database answered

@@ -208,8 +208,10 @@ impl Dispatcher {
             // Recovery took the message back before its request started: someone else sends it.
             Err(Failure::TakenBack) => Ok(()),
             Err(failure) => {
-                retry_unavailable(OUTCOME_PATIENCE, || outcome::record(self, tenant, job, &prepared.message, &failure))
-                    .await
+                retry_unavailable(OUTCOME_PATIENCE, || {
+                    outcome::record(self, tenant, job, &prepared.message, prepared.claim, &failure)
+                })
+                .await
             }
         }
     }

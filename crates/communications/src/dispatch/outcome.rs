@@ -21,6 +21,7 @@ pub(crate) async fn record(
     tenant: TenantId,
     job: DispatchJob,
     message: &MessageRow,
+    claim: Uuid,
     failure: &Failure,
 ) -> Result<(), ApiError> {
     let pool = &dispatcher.module.pool;
@@ -28,14 +29,11 @@ pub(crate) async fn record(
     let may_fall_back = matches!(failure, Failure::Send(_) | Failure::SendVia { .. });
     let mut tx = pool.begin().await?;
     // Recorded already (this is a retry after the database came back and the first commit did
-    // land), or no longer ours: nothing to do.
-    let still_sending: Option<bool> = sqlx::query_scalar!(
-        "SELECT status = 'sending' AS \"sending!\" FROM communications.messages WHERE id = $1 FOR UPDATE",
-        message.id
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    if still_sending != Some(true) {
+    // land), or no longer ours: nothing to do. Ours means our claim, not merely `sending`: a
+    // dispatch that waited out a database outage finds its message taken back by recovery and
+    // perhaps claimed again by another dispatch in mid-request; putting that one back in the
+    // queue sent it twice (the chaos suite's pg-restart-30s-workers caught it).
+    if !super::lease::lock_if_held(&mut tx, message.id, claim).await? {
         return Ok(());
     }
     match failure {

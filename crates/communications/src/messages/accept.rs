@@ -5,8 +5,9 @@
 //! few statements whatever its size: the contacts (looked up, then created or completed), the
 //! messages with their first events, and their dispatch jobs. The send API hands its drafts to
 //! a batcher ([`accept_batch`]), so concurrent requests share one transaction and one commit;
-//! callers that already hold a transaction (idempotent requests, trigger rules) store a batch of
-//! one in it.
+//! events have a batcher of their own (`triggers/ingest.rs`), and the paths that already hold a
+//! transaction (an agent's reply, a missed call's answer, the dialogue's) store a batch of one
+//! in it ([`store_pending`]).
 
 use std::collections::HashMap;
 
@@ -50,21 +51,11 @@ impl Draft {
     }
 }
 
-/// Stores `drafts` in the caller's transaction. The outer error is the database's (nothing of
-/// the batch may be kept); an inner one is that draft's own (its recipient cannot be served on
-/// its channels, or its contact does not exist), and stores nothing for it.
-pub(crate) async fn store(
-    tx: &mut PgConnection,
-    drafts: &[Draft],
-    rates: &RateDefaults,
-) -> Result<Vec<Result<Accepted, ApiError>>, ApiError> {
-    Ok(store_with(tx, drafts, rates, None).await?.0)
-}
-
-/// [`store`] in a caller's transaction, storing the messages due now claimed for this process's
-/// dispatcher as the send API does: `pending` hands them over once the caller has committed.
-/// For the urgent paths that write in their own transaction (a missed call's answer, an agent's
-/// reply), so that they skip the job, its wake-up and the claim as a sent message does.
+/// [`store_with`] in a caller's transaction, storing the messages due now claimed for this
+/// process's dispatcher as the send API does: `pending` hands them over once the caller has
+/// committed. For the urgent paths that write in their own transaction (an agent's reply, a
+/// missed call's answer, the SMS dialogue's), so that they skip the job, its wake-up and the
+/// claim as a sent message does.
 pub(crate) async fn store_pending(
     tx: &mut PgConnection,
     drafts: &[Draft],
@@ -76,8 +67,11 @@ pub(crate) async fn store_pending(
     Ok(answers)
 }
 
-/// [`store`], storing the messages due now claimed for `local` (as far as it has room) instead
-/// of pushing their jobs: the caller hands them over once the transaction has committed.
+/// Stores `drafts` in the caller's transaction. The outer error is the database's (nothing of
+/// the batch may be kept); an inner one is that draft's own (its recipient cannot be served on
+/// its channels, or its contact does not exist), and stores nothing for it. Messages due now
+/// are stored claimed for `local` (as far as it has room) instead of getting jobs: the caller
+/// hands them over once the transaction has committed.
 pub(crate) async fn store_with(
     tx: &mut PgConnection,
     drafts: &[Draft],

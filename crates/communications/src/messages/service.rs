@@ -116,15 +116,17 @@ impl Communications {
         }
     }
 
-    /// Accepts a message inside the caller's transaction (a batch of one).
+    /// Accepts a message inside the caller's transaction (a batch of one), due now stored claimed
+    /// for `pending` to hand over once the caller has committed.
     pub(crate) async fn insert_message(
         &self,
         tx: &mut sqlx::PgConnection,
+        pending: &mut crate::dispatch::local::Pending,
         tenant: TenantId,
         request: SendRequest,
     ) -> Result<Accepted, ApiError> {
         let draft = self.draft(tenant, request).await?;
-        accept::store(tx, std::slice::from_ref(&draft), &self.rates)
+        accept::store_pending(tx, std::slice::from_ref(&draft), &self.rates, pending)
             .await?
             .pop()
             .unwrap_or_else(|| Err(ApiError::internal("no answer")))
