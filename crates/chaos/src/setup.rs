@@ -311,7 +311,16 @@ pub async fn wait_http(client: &reqwest::Client, url: &str, limit: Duration) -> 
     }
 }
 
-/// A free TCP port on 127.0.0.1 (free now; nothing else on this machine races us for it).
+/// A TCP port on 127.0.0.1 that is free now, below Linux's ephemeral range (32768-60999). The
+/// port the kernel picks for port 0 is from that range, and between our check and the service's
+/// bind an outgoing connection (the service's own to PostgreSQL, the simulator's webhooks) could
+/// take it: a CI run failed with "Address already in use" that way.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    for _ in 0..1000 {
+        let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port between 20000 and 32000 on 127.0.0.1")
 }
