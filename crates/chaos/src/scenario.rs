@@ -192,7 +192,7 @@ async fn drive(
 ) -> anyhow::Result<Collected> {
     let epoch = Instant::now();
     std::fs::create_dir_all(dir)?;
-    let (pg_port, sim_port, serve_port) = (setup::free_port()?, setup::free_port()?, setup::free_port()?);
+    let [pg_port, sim_port, serve_port] = setup::free_ports::<3>()?;
     let cluster = Cluster::create(&dir.join("pg"), pg_port, options.fsync).await?;
     cluster.start().await?;
     cluster.create_database("switchboard").await?;

@@ -311,16 +311,27 @@ pub async fn wait_http(client: &reqwest::Client, url: &str, limit: Duration) -> 
     }
 }
 
-/// A TCP port on 127.0.0.1 that is free now, below Linux's ephemeral range (32768-60999). The
-/// port the kernel picks for port 0 is from that range, and between our check and the service's
-/// bind an outgoing connection (the service's own to PostgreSQL, the simulator's webhooks) could
-/// take it: a CI run failed with "Address already in use" that way.
-pub fn free_port() -> anyhow::Result<u16> {
+/// `N` distinct TCP ports on 127.0.0.1 that are free now, below Linux's ephemeral range
+/// (32768-60999). The port the kernel picks for port 0 is from that range, and between our check
+/// and the service's bind an outgoing connection (the service's own to PostgreSQL, the
+/// simulator's webhooks) could take it: a CI run failed with "Address already in use" that way.
+/// Distinct, because none of them is bound until its process starts: picked one by one, two of
+/// them came out equal in a CI run, and PostgreSQL took the port meant for `serve`.
+pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let mut ports = [0u16; N];
+    let mut found = 0;
     for _ in 0..1000 {
+        if found == N {
+            break;
+        }
         let port = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
+        if !ports[..found].contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports[found] = port;
+            found += 1;
         }
     }
-    bail!("no free port between 20000 and 32000 on 127.0.0.1")
+    if found < N {
+        bail!("not {N} free ports between 20000 and 32000 on 127.0.0.1");
+    }
+    Ok(ports)
 }
