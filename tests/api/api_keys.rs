@@ -81,6 +81,38 @@ async fn a_revoked_key_is_401_and_revoking_again_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_key_revoked_elsewhere_stops_working_at_once() {
+    // Each process keeps the keys it authenticated; a revocation made elsewhere (another
+    // process, an operator in psql) reaches it through a notification, not its 30 s expiry.
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("acme").await;
+    let created: Value = app.post("/api/v1/api-keys", &tenant.api_key, json!({})).await.json().await.unwrap();
+    let (id, secret) = (created["id"].as_str().unwrap(), created["api_key"].as_str().unwrap());
+    assert_eq!(app.get("/api/v1/me", secret).await.status(), 200);
+    // The first request started the listener; once it listens, the next read is kept.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.get("/api/v1/me", secret).await.status(), 200);
+    assert_eq!(app.get("/api/v1/me", secret).await.status(), 200);
+
+    sqlx::query("UPDATE identity.api_keys SET revoked_at = now() WHERE id = $1::uuid")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let revoked = std::time::Instant::now();
+    loop {
+        let status = app.get("/api/v1/me", secret).await.status();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(revoked.elapsed().as_secs() < 3, "a revoked key still worked 3 s later");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.get("/api/v1/me", &tenant.api_key).await.status(), 200, "other keys keep working");
+}
+
+#[tokio::test]
 async fn concurrent_requests_with_many_keys_each_get_their_own_answer() {
     // Keys presented together are looked up in one statement; each request still gets its own
     // tenant, and a revoked or unknown key its own 401.

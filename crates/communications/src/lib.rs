@@ -17,7 +17,6 @@ pub mod dialogue;
 pub mod dispatch;
 pub mod inbox;
 pub mod messages;
-mod plan_cache;
 pub mod policy;
 pub mod queues;
 pub mod rate_limit;
@@ -74,8 +73,12 @@ pub struct Communications {
     pub(crate) template_cache: Arc<TemplateCache>,
 }
 
-type RuleCache = plan_cache::PlanCache<(uuid::Uuid, String), Arc<Vec<triggers::rules::TriggerRule>>>;
-type TemplateCache = plan_cache::PlanCache<(uuid::Uuid, String), Option<Arc<templates::service::TemplateRecord>>>;
+// What turning an event or a templated request into messages reads on every request, kept for a
+// second (the cache's default TTL): without it the event path spent three round trips per message
+// on reads whose answer changes a few times a day. Writes here void them at once; another
+// process's write is seen within the second.
+type RuleCache = kernel::cache::Cache<(uuid::Uuid, String), Arc<Vec<triggers::rules::TriggerRule>>>;
+type TemplateCache = kernel::cache::Cache<(uuid::Uuid, String), Option<Arc<templates::service::TemplateRecord>>>;
 
 type Acceptor = kernel::batch::Batcher<messages::accept::Submission, Result<messages::accept::Answer, ApiError>>;
 

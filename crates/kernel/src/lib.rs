@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod cache;
 pub mod crypto;
 pub mod directory;
 pub mod error;

@@ -9,21 +9,19 @@
 //! suspended account is seen by the next batch, not a TTL later: a send through stale
 //! credentials would fail and suspend the channel the operator just repaired. A value read
 //! while the change was being committed is voided by the notification that follows it. While
-//! the listener is not connected (the database restarting) the entries still expire after
-//! `TTL`, and on reconnecting it voids everything, as it may have missed a notification.
+//! the listener is not connected (the database restarting) nothing kept is used, and on
+//! reconnecting it voids everything, as it may have missed a notification (`kernel::cache`).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::PgPool;
-use sqlx::postgres::PgListener;
-use uuid::Uuid;
-
+use kernel::cache::Notified;
 use kernel::error::ApiError;
+use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::channels::ChannelType;
 use crate::channels::repository::{self as channels, AccountRow, ProviderRow};
-use crate::plan_cache::PlanCache;
 
 /// The statement triggers' channel.
 const CHANNEL: &str = "switchboard_channel_config";
@@ -36,21 +34,12 @@ pub(crate) type SendingConfig = (Arc<AccountRow>, Arc<[ProviderRow]>);
 #[derive(Debug)]
 pub(crate) struct SendingConfigs {
     /// `None`: the tenant has no account on that channel.
-    cache: Arc<PlanCache<(Uuid, ChannelType), Option<SendingConfig>>>,
-    listener: OnceLock<tokio::task::JoinHandle<()>>,
+    cache: Notified<(Uuid, ChannelType), Option<SendingConfig>>,
 }
 
 impl Default for SendingConfigs {
     fn default() -> Self {
-        Self { cache: Arc::new(PlanCache::with_ttl(TTL)), listener: OnceLock::new() }
-    }
-}
-
-impl Drop for SendingConfigs {
-    fn drop(&mut self) {
-        if let Some(listener) = self.listener.get() {
-            listener.abort();
-        }
+        Self { cache: Notified::new(CHANNEL, TTL) }
     }
 }
 
@@ -62,8 +51,7 @@ impl SendingConfigs {
         pool: &PgPool,
         keys: &[(Uuid, ChannelType)],
     ) -> Result<Vec<Option<SendingConfig>>, ApiError> {
-        self.listener.get_or_init(|| tokio::spawn(listen(pool.clone(), self.cache.clone())));
-        let mut found: Vec<Option<Option<SendingConfig>>> = keys.iter().map(|key| self.cache.get(key)).collect();
+        let mut found: Vec<Option<Option<SendingConfig>>> = keys.iter().map(|key| self.cache.get(pool, key)).collect();
         let missing: Vec<(Uuid, ChannelType)> =
             keys.iter().zip(&found).filter(|(_, kept)| kept.is_none()).map(|(key, _)| *key).collect();
         if !missing.is_empty() {
@@ -103,26 +91,4 @@ async fn read(pool: &PgPool, keys: &[(Uuid, ChannelType)]) -> Result<Vec<Option<
             configs.iter().find(|(a, _)| a.tenant_id == *tenant && a.channel_type == *channel).cloned()
         })
         .collect())
-}
-
-/// Voids the cache on every notification, and whenever the connection was lost (notifications
-/// sent meanwhile are lost with it).
-async fn listen(pool: PgPool, cache: Arc<PlanCache<(Uuid, ChannelType), Option<SendingConfig>>>) {
-    loop {
-        match PgListener::connect_with(&pool).await {
-            Ok(mut listener) => match listener.listen(CHANNEL).await {
-                Ok(()) => {
-                    cache.invalidate();
-                    // `Ok(None)`: the connection was lost; the next call reconnects and listens again.
-                    while let Ok(_notification) = listener.try_recv().await {
-                        cache.invalidate();
-                    }
-                    cache.invalidate();
-                }
-                Err(error) => tracing::warn!(%error, "LISTEN for channel changes failed"),
-            },
-            Err(error) => tracing::debug!(%error, "cannot connect to LISTEN for channel changes"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }

@@ -90,6 +90,7 @@ pub async fn revoke_api_key(
 ) -> Result<Json<ApiKey>, ApiError> {
     caller.require_admin()?;
     let key = api_keys::revoke(&identity.pool, caller.tenant_id, id).await?;
+    identity.forget_keys();
     tracing::info!(tenant_id = %caller.tenant_id, api_key_id = %id, "api key revoked");
     Ok(Json(key))
 }
