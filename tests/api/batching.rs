@@ -328,3 +328,85 @@ async fn a_dispatch_records_its_outcome_only_under_its_own_claim() {
     set("sent", second).await;
     assert!(!held(second).await, "recorded already");
 }
+
+#[tokio::test]
+async fn a_slot_that_is_now_marks_its_message_in_flight_under_its_own_claim_only() {
+    use communications::dispatch::slots::{Premark, Wanted, reserve_and_mark};
+    use communications::messages::model::{Channel, Lane};
+    use communications::rate_limit::RateDefaults;
+
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("slots").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let body = json!({"to": {"phone": format!("+491510000001{n}")}, "channels": "sms", "content": {"text": "hi"}});
+        let (status, accepted) = post_keyed(&app, &tenant, &format!("slot-{n}"), &body).await;
+        assert_eq!(status, 202, "{accepted}");
+        ids.push(accepted["id"].as_str().expect("id").parse::<uuid::Uuid>().expect("uuid"));
+    }
+    let claim = uuid::Uuid::now_v7();
+    // As a dispatch holds them: claimed, not requested yet.
+    sqlx::query(
+        "UPDATE communications.messages SET status = 'sending', claim = $2, requested_at = NULL WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .bind(claim)
+    .execute(&app.pool)
+    .await
+    .expect("claim");
+    let requested = |id: uuid::Uuid| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>("SELECT requested_via FROM communications.messages WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("requested_via")
+        }
+    };
+    let (account, verification) = (uuid::Uuid::now_v7(), json!({}));
+    let wanted = |id: uuid::Uuid, claim: uuid::Uuid, provider: Option<&'static str>| Wanted {
+        tenant_id: tenant.id,
+        account_id: account,
+        verification: &verification,
+        channel: Channel::Sms,
+        lane: Lane::Urgent,
+        message_id: id,
+        claim,
+        provider,
+    };
+    let roomy = RateDefaults { sms_per_second: 1000.0, burst: 10, ..RateDefaults::default() };
+
+    // Another claim holds the first message now: its slot is taken, but it is not marked.
+    let slots = reserve_and_mark(&app.pool, &roomy, &[wanted(ids[0], uuid::Uuid::now_v7(), Some("twilio"))])
+        .await
+        .expect("slots");
+    assert_eq!(slots, vec![(std::time::Duration::ZERO, Premark::TakenBack)]);
+    assert_eq!(requested(ids[0]).await, None);
+    // Under its own claim it is marked in flight to its first provider.
+    let slots = reserve_and_mark(&app.pool, &roomy, &[wanted(ids[0], claim, Some("twilio"))]).await.expect("slots");
+    assert_eq!(slots, vec![(std::time::Duration::ZERO, Premark::Marked)]);
+    assert_eq!(requested(ids[0]).await.as_deref(), Some("twilio"));
+
+    // One a second, burst one (a new account's key): the first slot is now, the next two a
+    // second apart; only the first is marked. Without a provider nothing is marked.
+    let (account, _) = (uuid::Uuid::now_v7(), ());
+    let tight = RateDefaults { sms_per_second: 1.0, burst: 1, ..RateDefaults::default() };
+    let wanted =
+        |id: uuid::Uuid, provider: Option<&'static str>| Wanted { account_id: account, ..wanted(id, claim, provider) };
+    let slots = reserve_and_mark(
+        &app.pool,
+        &tight,
+        &[wanted(ids[1], Some("twilio")), wanted(ids[2], Some("twilio")), wanted(ids[0], None)],
+    )
+    .await
+    .expect("slots");
+    assert_eq!(slots[0], (std::time::Duration::ZERO, Premark::Marked));
+    for (n, (wait, premark)) in slots[1..].iter().enumerate() {
+        let expected = std::time::Duration::from_secs(n as u64 + 1);
+        assert!(wait.abs_diff(expected) < std::time::Duration::from_millis(100), "slot {n}: {wait:?}");
+        assert_eq!(*premark, Premark::NotAsked);
+    }
+    assert_eq!(requested(ids[1]).await.as_deref(), Some("twilio"));
+    assert_eq!(requested(ids[2]).await, None, "its slot is a second away");
+}

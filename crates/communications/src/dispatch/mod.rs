@@ -25,6 +25,7 @@ pub mod local;
 pub(crate) mod outcome;
 mod prepare;
 pub mod settle;
+pub mod slots;
 pub mod sweeper;
 pub mod worker;
 
@@ -302,6 +303,11 @@ impl Dispatcher {
         if !context.delay.is_zero() {
             return Err(Failure::Throttled(context.delay));
         }
+        if context.premark == slots::Premark::TakenBack {
+            return Err(Failure::TakenBack);
+        }
+        // Marked with its slot, for the first provider tried (see `slots.rs`).
+        let mut premarked = context.premark == slots::Premark::Marked;
         let content = MessageContent::deserialize(&message.content)
             .map_err(|e| Failure::Infrastructure(ApiError::internal(e)))?;
         let command = SendMessageCommand {
@@ -314,6 +320,8 @@ impl Dispatcher {
         };
         let mut last = None;
         for provider in context.providers.iter().filter(|p| p.enabled) {
+            // The first provider's only: a later one is marked when its turn comes.
+            let marked = std::mem::take(&mut premarked);
             let adapter = match self.adapters.get(&self.module, tenant, provider).await {
                 Ok(adapter) => adapter,
                 // Missing or unusable configuration: the message cannot go out this way.
@@ -323,7 +331,7 @@ impl Dispatcher {
                 }
                 Err(error) => return Err(Failure::Infrastructure(error)),
             };
-            if !self.mark_requested(message.id, prepared.claim, provider.provider.as_str()).await? {
+            if !marked && !self.mark_requested(message.id, prepared.claim, provider.provider.as_str()).await? {
                 return Err(Failure::TakenBack);
             }
             observe_missed_call_latency(message);

@@ -3,9 +3,11 @@
 //! providers, and the message's slot under the account's rate limit.
 //!
 //! [`prepare_batch`] does it for a batch of jobs in two statements whatever the batch's size:
-//! one claim (with the suppressions) and one reservation for the rate-limit keys of each account
-//! in the batch; the accounts and their providers are kept between batches (`configs.rs`). [`prepare_one`] is a batch of one, for the
-//! careful path (a message the batched claim did not take).
+//! one claim (with the suppressions), and one that reserves the rate-limit slots of every account
+//! in the batch and marks the messages whose slot is now in flight (`slots.rs`); the accounts and
+//! their providers are kept between batches (`configs.rs`). [`prepare_one`] is a batch of one, for
+//! the careful path (a message the batched claim did not take); [`prepare_claimed`] the same
+//! without the claim, for messages claimed when they were accepted.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,14 +17,14 @@ use cpaas::SendError;
 use kernel::ids::TenantId;
 use uuid::Uuid;
 
+use super::slots::{self, Premark, Wanted};
 use super::{Dispatcher, channel_type};
 use crate::Communications;
 use crate::channels::ChannelStatus;
 use crate::channels::repository::{AccountRow, ProviderRow};
-use crate::messages::model::Lane;
 use crate::messages::queue::DispatchJob;
 use crate::messages::repository::{self as messages, MessageRow};
-use crate::rate_limit::{self, RateDefaults};
+use crate::rate_limit::RateDefaults;
 
 /// A claimed message and what its send needs.
 #[derive(Debug)]
@@ -45,6 +47,8 @@ pub(crate) struct SendContext {
     pub providers: Arc<[ProviderRow]>,
     /// How long until the message's rate-limit slot (zero: now, or already waited for).
     pub delay: Duration,
+    /// Whether the slot's statement also marked it in flight to its first provider.
+    pub premark: Premark,
 }
 
 impl SendContext {
@@ -94,8 +98,8 @@ pub(crate) async fn prepare_batch(
     // In job order (the queue's order), so rate-limit slots follow it too.
     let batch: Vec<(DispatchJob, Option<messages::ClaimedRow>)> =
         jobs.into_iter().map(|job| (job, claimed.remove(&job.message_id))).collect();
-    let claims: Vec<(DispatchJob, Option<&messages::ClaimedRow>)> =
-        batch.iter().map(|(j, c)| (*j, c.as_ref())).collect();
+    let claims: Vec<(DispatchJob, Option<&messages::ClaimedRow>, Uuid)> =
+        batch.iter().map(|(j, c)| (*j, c.as_ref(), claim)).collect();
     let contexts = match contexts_for(module, rates, &claims).await {
         Ok(contexts) => contexts.into_iter().map(Ok).collect(),
         Err(error) => batch.iter().map(|_| Err(error.clone())).collect::<Vec<_>>(),
@@ -107,15 +111,16 @@ pub(crate) async fn prepare_batch(
         .collect()
 }
 
-/// One context per entry of `batch` (a default one for unclaimed entries).
+/// One context per entry of `batch` (a job, its claimed message if any, and the claim's token;
+/// a default context for unclaimed entries).
 async fn contexts_for(
     module: &Communications,
     rates: &RateDefaults,
-    batch: &[(DispatchJob, Option<&messages::ClaimedRow>)],
+    batch: &[(DispatchJob, Option<&messages::ClaimedRow>, Uuid)],
 ) -> Result<Vec<SendContext>, String> {
     let mut keys: Vec<(Uuid, crate::channels::ChannelType)> = batch
         .iter()
-        .filter_map(|(_, claimed)| *claimed)
+        .filter_map(|(_, claimed, _)| *claimed)
         .map(|c| (c.message.tenant_id, channel_type(c.message.channel)))
         .collect();
     keys.sort_by_key(|(tenant, channel)| (*tenant, channel.as_str()));
@@ -134,7 +139,7 @@ async fn contexts_for(
         .collect();
     let mut contexts: Vec<SendContext> = batch
         .iter()
-        .map(|(_, claimed)| {
+        .map(|(_, claimed, _)| {
             let Some(claimed) = claimed else { return SendContext::default() };
             let message = &claimed.message;
             let found = accounts
@@ -145,6 +150,7 @@ async fn contexts_for(
                 account: found.map(|(account, _)| account.clone()),
                 providers: found.map(|(_, providers)| providers.clone()).unwrap_or_else(|| Arc::new([])),
                 delay: Duration::ZERO,
+                premark: Premark::NotAsked,
             }
         })
         .collect();
@@ -153,73 +159,41 @@ async fn contexts_for(
 }
 
 /// Reserves a slot for every message that will be sent now and has not waited for its slot
-/// before: one statement per rate-limit key in the batch.
+/// before, and marks in flight those whose slot is now: one statement for the whole batch.
 async fn reserve_slots(
     module: &Communications,
     rates: &RateDefaults,
-    batch: &[(DispatchJob, Option<&messages::ClaimedRow>)],
+    batch: &[(DispatchJob, Option<&messages::ClaimedRow>, Uuid)],
     contexts: &mut [SendContext],
 ) -> Result<(), String> {
-    // Per account: the positions of its urgent and of its bulk messages.
-    let mut by_account: HashMap<Uuid, (Vec<usize>, Vec<usize>)> = HashMap::new();
-    for (index, ((job, claimed), context)) in batch.iter().zip(contexts.iter()).enumerate() {
+    let mut positions = Vec::new();
+    let mut wanted = Vec::new();
+    for (index, ((job, claimed, claim), context)) in batch.iter().zip(contexts.iter()).enumerate() {
         let Some(claimed) = claimed else { continue };
         let sendable = context.account_for(&claimed.message).is_ok();
         if !sendable || job.deferrals > 0 {
             continue;
         }
         let Some(account) = &context.account else { continue };
-        let lanes = by_account.entry(account.id).or_default();
-        match claimed.message.lane {
-            Lane::Urgent => lanes.0.push(index),
-            Lane::Bulk => lanes.1.push(index),
-        }
+        positions.push(index);
+        wanted.push(Wanted {
+            tenant_id: account.tenant_id,
+            account_id: account.id,
+            verification: &account.verification,
+            channel: claimed.message.channel,
+            lane: claimed.message.lane,
+            message_id: claimed.message.id,
+            claim: *claim,
+            provider: context.providers.iter().find(|p| p.enabled).map(|p| p.provider.as_str()),
+        });
     }
-    for (urgent, bulk) in by_account.into_values() {
-        let first = urgent.first().or(bulk.first()).copied().unwrap_or_default();
-        let (Some(account), Some(claimed)) = (contexts[first].account.clone(), batch[first].1) else {
-            continue;
-        };
-        let delays = reserve_lanes(module, rates, &account, claimed.message.channel, urgent.len(), bulk.len())
-            .await
-            .map_err(|e| e.to_string())?;
-        for (index, delay) in urgent.into_iter().chain(bulk).zip(delays) {
-            contexts[index].delay = delay;
-        }
+    let slots = slots::reserve_and_mark(&module.pool, rates, &wanted).await.map_err(|e| e.to_string())?;
+    drop(wanted);
+    for (index, (delay, premark)) in positions.into_iter().zip(slots) {
+        contexts[index].delay = delay;
+        contexts[index].premark = premark;
     }
     Ok(())
-}
-
-/// Reserves `urgent` + `bulk` send slots on a channel account's rate limit, shared by every
-/// worker process; returns the delay of each, urgent ones first.
-///
-/// Urgent messages have the account's own key at the full rate and also use up the bulk key;
-/// bulk messages only reserve on the bulk key, at 80 % of the rate. So urgent messages never
-/// wait behind a bulk backlog, bulk gets what urgent leaves, and together they stay within
-/// the provider's rate.
-async fn reserve_lanes(
-    module: &Communications,
-    rates: &RateDefaults,
-    account: &AccountRow,
-    channel: crate::messages::model::Channel,
-    urgent: usize,
-    bulk: usize,
-) -> Result<Vec<Duration>, kernel::error::ApiError> {
-    let limit = rate_limit::limit_for(channel, &account.verification, rates);
-    let urgent_key = rate_limit::channel_account_key(account.tenant_id, account.id);
-    let (bulk_key, bulk_limit) =
-        rate_limit::bulk_key(account.tenant_id, account.id, channel, &account.verification, rates);
-    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    // The bulk key counts the urgent messages first; their own slots are the urgent key's.
-    let mut reserved = rate_limit::reserve_on_keys(
-        &module.pool,
-        &[(&urgent_key, limit, count(urgent)), (&bulk_key, bulk_limit, count(urgent + bulk))],
-    )
-    .await?
-    .into_iter();
-    let mut delays = reserved.next().unwrap_or_default();
-    delays.extend(reserved.next().unwrap_or_default().into_iter().skip(urgent));
-    Ok(delays)
 }
 
 /// [`prepare_batch`] for one message already claimed by the careful path: the same lookups
@@ -237,7 +211,7 @@ pub(crate) async fn prepare_one(
         Err(error) => return Prepared { message, claim, context: Err(error.to_string()) },
     };
     let claimed = messages::ClaimedRow { message, suppressed };
-    let context = contexts_for(&dispatcher.module, &dispatcher.rates, &[(job, Some(&claimed))])
+    let context = contexts_for(&dispatcher.module, &dispatcher.rates, &[(job, Some(&claimed), claim)])
         .await
         .map(|mut contexts| contexts.pop().unwrap_or_default());
     Prepared { message: claimed.message, claim, context }
@@ -252,8 +226,11 @@ pub(crate) async fn prepare_claimed(
 ) -> Vec<Prepared> {
     let (rows, claims): (Vec<messages::ClaimedRow>, Vec<Uuid>) =
         claimed.into_iter().map(|(message, claim)| (messages::ClaimedRow { message, suppressed: None }, claim)).unzip();
-    let batch: Vec<(DispatchJob, Option<&messages::ClaimedRow>)> =
-        rows.iter().map(|row| (DispatchJob::new(row.message.id, row.message.tenant_id, 0), Some(row))).collect();
+    let batch: Vec<(DispatchJob, Option<&messages::ClaimedRow>, Uuid)> = rows
+        .iter()
+        .zip(&claims)
+        .map(|(row, claim)| (DispatchJob::new(row.message.id, row.message.tenant_id, 0), Some(row), *claim))
+        .collect();
     let contexts: Vec<Result<SendContext, String>> = match contexts_for(module, rates, &batch).await {
         Ok(contexts) => contexts.into_iter().map(Ok).collect(),
         Err(error) => batch.iter().map(|_| Err(error.clone())).collect(),

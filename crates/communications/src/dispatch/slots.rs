@@ -1,0 +1,178 @@
+//! A dispatch batch's rate-limit slots and the in-flight mark of the messages whose slot is now,
+//! in one statement.
+//!
+//! Before its provider request a message needs its slot under the channel account's rate limit
+//! (shared by every process: `rate_limit`), and then its in-flight mark (`requested_at`, committed
+//! before the request: recovery reads it to tell "never asked" from "maybe sent"). One after the
+//! other they were two round trips on every dispatch batch, and at everyday rates a batch holds
+//! one or two messages. [`reserve_and_mark`] reserves the slots of every account in the batch and,
+//! in the same statement, marks each message whose slot is now in flight to its first enabled
+//! provider, under its own claim only. A message whose slot is later is not marked: it goes back
+//! to wait for it. A message whose slot is now but that was not marked is no longer ours: recovery
+//! took it back. Later providers of a message (after a retryable failure) are marked one by one,
+//! as before.
+//!
+//! The slots follow `rate_limit::reserve_on_keys`: urgent messages take the account's own key at
+//! the full rate and also count on its bulk key; bulk messages take the bulk key only.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kernel::error::ApiError;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::messages::model::{Channel, Lane};
+use crate::rate_limit::{self, RateDefaults, RateLimit};
+
+/// A message that wants its slot now.
+#[derive(Debug)]
+pub struct Wanted<'a> {
+    pub tenant_id: Uuid,
+    /// Its channel account, and what verification recorded of it (its rate may depend on it).
+    pub account_id: Uuid,
+    pub verification: &'a Value,
+    pub channel: Channel,
+    pub lane: Lane,
+    pub message_id: Uuid,
+    pub claim: Uuid,
+    /// The provider its request goes to first; `None`: it has none, so nothing to mark.
+    pub provider: Option<&'static str>,
+}
+
+/// What the statement found for a message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Premark {
+    /// Not asked (no slot reserved here, or no provider): the send marks it itself.
+    #[default]
+    NotAsked,
+    /// Marked in flight to its first provider: send now.
+    Marked,
+    /// Its slot is now, but its claim no longer holds: recovery took it back.
+    TakenBack,
+}
+
+/// Each wanted message's wait for its slot (zero: now) and its mark, in `wanted`'s order.
+pub async fn reserve_and_mark(
+    pool: &PgPool,
+    rates: &RateDefaults,
+    wanted: &[Wanted<'_>],
+) -> Result<Vec<(Duration, Premark)>, ApiError> {
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Per account, in the batch's order: the positions of its urgent and of its bulk messages.
+    let mut accounts: Vec<(Uuid, Vec<usize>, Vec<usize>)> = Vec::new();
+    for (index, message) in wanted.iter().enumerate() {
+        let position = match accounts.iter().position(|(id, ..)| *id == message.account_id) {
+            Some(position) => position,
+            None => {
+                accounts.push((message.account_id, Vec::new(), Vec::new()));
+                accounts.len() - 1
+            }
+        };
+        match message.lane {
+            Lane::Urgent => accounts[position].1.push(index),
+            Lane::Bulk => accounts[position].2.push(index),
+        }
+    }
+    // Each key's advance, and for each message its key and how far before the key's new `tat`
+    // its token lies (as `rate_limit::reserve_on_keys` computes a token's wait).
+    let mut advances: HashMap<String, f64> = HashMap::new();
+    let mut keyed: Vec<(String, f64)> = vec![(String::new(), 0.0); wanted.len()];
+    for (_, urgent, bulk) in &accounts {
+        let first = &wanted[urgent.first().or(bulk.first()).copied().unwrap_or_default()];
+        let (tenant, account, channel) = (first.tenant_id, first.account_id, first.channel);
+        let limit = rate_limit::limit_for(channel, first.verification, rates);
+        let urgent_key = rate_limit::channel_account_key(tenant, account);
+        let (bulk_key, bulk_limit) = rate_limit::bulk_key(tenant, account, channel, first.verification, rates);
+        let (urgent_count, all) = (urgent.len(), urgent.len() + bulk.len());
+        if urgent_count > 0 {
+            advances.insert(urgent_key.clone(), advance(&urgent_key, limit, urgent_count)?);
+        }
+        advances.insert(bulk_key.clone(), advance(&bulk_key, bulk_limit, all)?);
+        for (i, index) in urgent.iter().enumerate() {
+            keyed[*index] = (urgent_key.clone(), before_tat(limit, urgent_count - i));
+        }
+        // The bulk key counts the urgent messages first; their own slots are the urgent key's.
+        for (i, index) in bulk.iter().enumerate() {
+            keyed[*index] = (bulk_key.clone(), before_tat(bulk_limit, all - (urgent_count + i)));
+        }
+    }
+    // Sorted: callers with overlapping keys lock them in the same order, and queue.
+    let mut reservations: Vec<(String, f64)> = advances.into_iter().collect();
+    reservations.sort_by(|a, b| a.0.cmp(&b.0));
+    let (keys, advances): (Vec<String>, Vec<f64>) = reservations.into_iter().unzip();
+    let ids: Vec<Uuid> = wanted.iter().map(|w| w.message_id).collect();
+    let claims: Vec<Uuid> = wanted.iter().map(|w| w.claim).collect();
+    let providers: Vec<Option<&str>> = wanted.iter().map(|w| w.provider).collect();
+    let (message_keys, before): (Vec<String>, Vec<f64>) = keyed.into_iter().unzip();
+    // A token's wait rounds to whole microseconds, as `reserve_on_keys` reports it: under half a
+    // microsecond is now. The mark joins the arrays themselves, not a CTE of them, so its plan is
+    // the in-flight mark's own (by primary key).
+    let rows = sqlx::query!(
+        r#"WITH c AS (SELECT clock_timestamp() AS now),
+           reserved AS (
+               INSERT INTO communications.rate_limits AS r (key, tat, granted)
+               SELECT k.key, c.now + k.advance * interval '1 microsecond', true
+               FROM c, unnest($1::text[], $2::float8[]) WITH ORDINALITY AS k(key, advance, n)
+               ORDER BY k.n
+               ON CONFLICT (key) DO UPDATE SET
+                   granted = true,
+                   tat = greatest(r.tat, (SELECT now FROM c)) + (EXCLUDED.tat - (SELECT now FROM c))
+               RETURNING r.key, (extract(epoch FROM r.tat - (SELECT now FROM c)) * 1000000)::float8 AS ahead_us
+           ),
+           marked AS (
+               UPDATE communications.messages m SET requested_at = now(), requested_via = w.provider
+               FROM unnest($3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::float8[])
+                    AS w(id, claim, provider, key, before_us)
+               WHERE m.id = w.id AND m.status = (SELECT 'sending') AND m.claim = w.claim
+                 AND w.provider IS NOT NULL
+                 AND (SELECT r.ahead_us - w.before_us FROM reserved r WHERE r.key = w.key) < 0.5
+               RETURNING m.id
+           )
+           SELECT w.n AS "n!", greatest(r.ahead_us - w.before_us, 0) AS "wait_us!",
+                  EXISTS (SELECT 1 FROM marked WHERE marked.id = w.id) AS "marked!"
+           FROM unnest($3::uuid[], $6::text[], $7::float8[]) WITH ORDINALITY AS w(id, key, before_us, n)
+           JOIN reserved r ON r.key = w.key"#,
+        &keys,
+        &advances,
+        &ids,
+        &claims,
+        &providers as &[Option<&str>],
+        &message_keys,
+        &before,
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut answers = vec![None; wanted.len()];
+    for row in rows {
+        let index = usize::try_from(row.n - 1).ok().filter(|i| *i < wanted.len());
+        let index = index.ok_or_else(|| ApiError::internal("a slot for a message not asked for"))?;
+        let delay = Duration::from_micros(row.wait_us.max(0.0).round() as u64);
+        let premark = match (wanted[index].provider, row.marked) {
+            (None, _) => Premark::NotAsked,
+            (Some(_), true) => Premark::Marked,
+            (Some(_), false) if delay.is_zero() => Premark::TakenBack,
+            (Some(_), false) => Premark::NotAsked,
+        };
+        answers[index] = Some((if row.marked { Duration::ZERO } else { delay }, premark));
+    }
+    answers.into_iter().map(|answer| answer.ok_or_else(|| ApiError::internal("a message without its slot"))).collect()
+}
+
+/// How far `key`'s `tat` moves for `count` tokens, in microseconds.
+fn advance(key: &str, limit: RateLimit, count: usize) -> Result<f64, ApiError> {
+    if !(limit.per_second.is_finite() && limit.per_second > 0.0) || limit.burst == 0 {
+        return Err(ApiError::internal(format!("rate limit for {key:?} is not usable: {limit:?}")));
+    }
+    Ok(1_000_000.0 / limit.per_second * count as f64)
+}
+
+/// How far before the key's new `tat` a token lies that is `from_end` tokens from the end of its
+/// reservation, less the burst's headroom: its wait is the key's `tat` ahead of now minus this.
+fn before_tat(limit: RateLimit, from_end: usize) -> f64 {
+    let interval_us = 1_000_000.0 / limit.per_second;
+    from_end as f64 * interval_us + interval_us * f64::from(limit.burst.saturating_sub(1))
+}
