@@ -410,3 +410,20 @@ async fn a_slot_that_is_now_marks_its_message_in_flight_under_its_own_claim_only
     assert_eq!(requested(ids[1]).await.as_deref(), Some("twilio"));
     assert_eq!(requested(ids[2]).await, None, "its slot is a second away");
 }
+
+#[tokio::test]
+async fn the_batch_statements_run_on_connections_that_keep_their_generic_plans() {
+    // The API's other queries keep PostgreSQL's default, where a plan for the filter at hand
+    // matters; the hot path's batch statements are planned once (`Communications::with_batch_pool`).
+    let url = crate::helpers::fresh_database().await;
+    let settings = crate::helpers::test_settings(&url);
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let module = switchboard::app::communications_module(&settings, pool.clone(), "127.0.0.1:9".parse().expect("addr"))
+        .expect("module");
+    let mode = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, String>("SHOW plan_cache_mode").fetch_one(&pool).await.expect("show")
+    };
+    assert_eq!(mode(module.batch_pool.clone()).await, "force_generic_plan");
+    assert_eq!(mode(module.pool.clone()).await, "auto");
+    assert_eq!(module.batch_pool.options().get_max_connections(), switchboard::database::BATCH_CONNECTIONS);
+}

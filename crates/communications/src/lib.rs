@@ -37,6 +37,10 @@ use kernel::error::ApiError;
 #[derive(Debug, Clone)]
 pub struct Communications {
     pub pool: sqlx::PgPool,
+    /// Connections for the hot path's batch statements — acceptance, events, the dispatcher's
+    /// claims, slots, marks and sent-records — which keep one plan each (`with_batch_pool`);
+    /// the same pool as `pool` unless the server gives it one.
+    pub batch_pool: sqlx::PgPool,
     pub keyring: Arc<Keyring>,
     pub endpoints: Arc<ProviderEndpoints>,
     /// For provider calls made with reqwest (Meta, Twilio).
@@ -97,6 +101,7 @@ impl Communications {
         let sns = Arc::new(sns_verifier(&endpoints));
         let queue_waker = messages::queue::QueueWaker::new(pool.clone());
         Self {
+            batch_pool: pool.clone(),
             pool,
             keyring,
             endpoints: Arc::new(endpoints),
@@ -116,6 +121,18 @@ impl Communications {
             sending_configs: Arc::default(),
             template_cache: Arc::default(),
         }
+    }
+
+    /// Where the batch statements run. The server gives them connections on which PostgreSQL
+    /// keeps each statement's generic plan (`plan_cache_mode = force_generic_plan`): they look
+    /// rows up by key over arrays of ids, so the best plan does not depend on the batch, but
+    /// with the default setting PostgreSQL planned some of them again on every call, because a
+    /// plan for one id looks ten times cheaper than the generic plan's ten. The sent-record
+    /// spent more time being planned than running. The API's other queries (listings, search)
+    /// keep the default, where a plan for the filter at hand matters.
+    pub fn with_batch_pool(mut self, pool: sqlx::PgPool) -> Self {
+        self.batch_pool = pool;
+        self
     }
 
     pub fn with_booker(mut self, booker: Arc<dyn kernel::scheduling::SlotBooker>) -> Self {
@@ -143,7 +160,7 @@ impl Communications {
     /// needs a Tokio runtime).
     pub(crate) fn acceptor(&self) -> &Acceptor {
         self.acceptor.get_or_init(|| {
-            let (pool, rates, local) = (self.pool.clone(), self.rates.clone(), self.local.clone());
+            let (pool, rates, local) = (self.batch_pool.clone(), self.rates.clone(), self.local.clone());
             kernel::batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |submissions| {
                 let (pool, rates, local) = (pool.clone(), rates.clone(), local.clone());
                 async move { messages::accept::accept_batch(&pool, &rates, &local, submissions).await }
@@ -155,7 +172,7 @@ impl Communications {
     pub(crate) fn ingester(&self) -> &Ingester {
         self.ingester.get_or_init(|| {
             let (pool, rates, waker, local) =
-                (self.pool.clone(), self.rates.clone(), self.queue_waker.clone(), self.local.clone());
+                (self.batch_pool.clone(), self.rates.clone(), self.queue_waker.clone(), self.local.clone());
             kernel::batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |events| {
                 let (pool, rates, waker, local) = (pool.clone(), rates.clone(), waker.clone(), local.clone());
                 async move { triggers::ingest::ingest_batch(&pool, &rates, &waker, &local, events).await }

@@ -110,6 +110,7 @@ pub fn communications_module(
 ) -> anyhow::Result<communications::Communications> {
     let keyring = std::sync::Arc::new(settings.secrets.keyring()?);
     Ok(communications::Communications::new(pool.clone(), keyring)
+        .with_batch_pool(crate::database::batch_pool(&pool))
         .with_agents(std::sync::Arc::new(IdentityAgents(pool)))
         .with_endpoints(settings.providers.endpoints(bound))
         .with_retry(settings.dispatch.retry_policy())

@@ -140,7 +140,7 @@ impl Dispatcher {
             })
         };
         let marker = {
-            let pool = module.pool.clone();
+            let pool = module.batch_pool.clone();
             Batcher::spawn(
                 MAX_BATCH,
                 BATCHES_IN_FLIGHT,
@@ -156,7 +156,7 @@ impl Dispatcher {
             )
         };
         let recorder = {
-            let pool = module.pool.clone();
+            let pool = module.batch_pool.clone();
             Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |sent: Vec<SentRow>| {
                 let pool = pool.clone();
                 async move {

@@ -87,7 +87,7 @@ pub(crate) async fn prepare_batch(
     let mut ids: Vec<(Uuid, Uuid)> = jobs.iter().map(|job| (job.tenant_id, job.message_id)).collect();
     ids.sort();
     let claim = Uuid::now_v7();
-    let claimed = match messages::claim_queued(&module.pool, &ids, owner, claim).await {
+    let claimed = match messages::claim_queued(&module.batch_pool, &ids, owner, claim).await {
         Ok(claimed) => claimed,
         Err(error) => {
             let error = super::BatchError::from(error);
@@ -187,7 +187,7 @@ async fn reserve_slots(
             provider: context.providers.iter().find(|p| p.enabled).map(|p| p.provider.as_str()),
         });
     }
-    let slots = slots::reserve_and_mark(&module.pool, rates, &wanted).await.map_err(|e| e.to_string())?;
+    let slots = slots::reserve_and_mark(&module.batch_pool, rates, &wanted).await.map_err(|e| e.to_string())?;
     drop(wanted);
     for (index, (delay, premark)) in positions.into_iter().zip(slots) {
         contexts[index].delay = delay;

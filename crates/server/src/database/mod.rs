@@ -58,6 +58,17 @@ impl Database {
     }
 }
 
+/// Connections the batch statements of the hot path have to themselves, besides `pool`'s.
+pub const BATCH_CONNECTIONS: u32 = 8;
+
+/// A pool to the same database as `pool`, with the same timeouts, whose connections keep every
+/// statement's generic plan (see `communications::Communications::with_batch_pool`). Connects
+/// lazily: a process that never sends opens none.
+pub fn batch_pool(pool: &PgPool) -> PgPool {
+    let options = (*pool.connect_options()).clone().options([("plan_cache_mode", "force_generic_plan")]);
+    pool.options().clone().max_connections(BATCH_CONNECTIONS).min_connections(0).connect_lazy_with(options)
+}
+
 /// Every migration, in version order, recorded in one `_sqlx_migrations` table: ours
 /// (`migrations/`, one schema per file) and apalis's job-queue tables (schema `apalis`),
 /// taken from the apalis-postgres crate itself rather than copied.
