@@ -277,6 +277,9 @@ fn answers<T>(
         .collect()
 }
 
+/// The status of an accepted send's response.
+const ACCEPTED: u16 = 202;
+
 /// What the send API hands the acceptor: a draft, and the request's key if it has one.
 #[derive(Debug, Clone)]
 pub(crate) struct Submission {
@@ -355,9 +358,21 @@ async fn store_in_transaction(
     submissions: &[Submission],
 ) -> Result<Vec<Result<Answer, ApiError>>, ApiError> {
     let local = crate::dispatch::local::current(local);
+    // What each keyed request answers if its message is stored: the key is claimed with it.
+    let expected: Vec<Option<Value>> = submissions
+        .iter()
+        .map(|s| {
+            let accepted = Accepted { id: s.draft.id, status: s.draft.status, wake: None };
+            s.key.as_ref().map(|_| serde_json::to_value(accepted)).transpose()
+        })
+        .collect::<Result<_, _>>()
+        .map_err(ApiError::internal)?;
     let mut tx = pool.begin().await?;
-    let keys: Vec<(TenantId, &RequestKey)> =
-        submissions.iter().filter_map(|s| s.key.as_ref().map(|key| (s.draft.tenant, key))).collect();
+    let keys: Vec<(TenantId, &RequestKey, u16, &Value)> = submissions
+        .iter()
+        .zip(&expected)
+        .filter_map(|(s, body)| Some((s.draft.tenant, s.key.as_ref()?, ACCEPTED, body.as_ref()?)))
+        .collect();
     let earlier = idempotency::claim(&mut tx, &keys).await?;
     let earlier_of = |s: &Submission| s.key.as_ref().and_then(|key| earlier.get(&(s.draft.tenant.0, key.key.clone())));
     let fresh: Vec<Draft> = submissions.iter().filter(|s| earlier_of(s).is_none()).map(|s| s.draft.clone()).collect();
@@ -365,7 +380,7 @@ async fn store_in_transaction(
     let mut stored = stored.into_iter();
     let mut answers = Vec::with_capacity(submissions.len());
     let (mut completed, mut released) = (Vec::new(), Vec::new());
-    for submission in submissions {
+    for (submission, expected) in submissions.iter().zip(&expected) {
         let tenant = submission.draft.tenant;
         if let (Some(key), Some(earlier)) = (&submission.key, earlier_of(submission)) {
             answers.push(earlier.replay(&key.hash).map(|(status, body)| Answer::Replay { status, body }));
@@ -376,7 +391,9 @@ async fn store_in_transaction(
             match &answer {
                 Ok(accepted) => {
                     let body = serde_json::to_value(accepted).map_err(ApiError::internal)?;
-                    completed.push((tenant, key.key.as_str(), 202, body));
+                    if expected.as_ref() != Some(&body) {
+                        completed.push((tenant, key.key.as_str(), ACCEPTED, body));
+                    }
                 }
                 Err(_) => released.push((tenant, key.key.as_str())),
             }

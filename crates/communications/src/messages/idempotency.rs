@@ -1,10 +1,13 @@
 //! `Idempotency-Key`s of the send API, claimed many at a time inside a shared acceptance
 //! transaction.
 //!
-//! A key row is inserted before its message is stored and completed with the response in the
-//! same transaction, so a concurrent request with the same key waits on the primary key until
-//! the first one commits, then finds its response. Keys are inserted in one order (tenant, key)
-//! so that two batches sharing keys queue behind each other instead of deadlocking.
+//! A key row is inserted before its message is stored, in the same transaction, so a concurrent
+//! request with the same key waits on the primary key until the first one commits, then finds
+//! its response. The row is inserted with the response the request will get if its message is
+//! stored (an accepted message's answer follows from its draft), so a key costs one row write;
+//! an answer that turns out otherwise is written over it, and a refused request's key is
+//! deleted, in the same transaction. Keys are inserted in one order (tenant, key) so that two
+//! batches sharing keys queue behind each other instead of deadlocking.
 
 use std::collections::HashMap;
 
@@ -38,30 +41,36 @@ impl StoredKey {
     }
 }
 
-/// Claims `keys` (unique within the call): inserts those never seen, waiting for concurrent
-/// transactions holding any of them, and answers what the others already hold.
+/// Claims `keys` (unique within the call), each with the response its request expects:
+/// inserts those never seen, waiting for concurrent transactions holding any of them, and
+/// answers what the others already hold.
 pub(crate) async fn claim(
     tx: &mut PgConnection,
-    keys: &[(TenantId, &RequestKey)],
+    keys: &[(TenantId, &RequestKey, u16, &Value)],
 ) -> Result<HashMap<(Uuid, String), StoredKey>, ApiError> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut sorted: Vec<&(TenantId, &RequestKey)> = keys.iter().collect();
+    let mut sorted: Vec<&(TenantId, &RequestKey, u16, &Value)> = keys.iter().collect();
     sorted.sort_by(|a, b| (a.0.0, &a.1.key).cmp(&(b.0.0, &b.1.key)));
-    let tenants: Vec<Uuid> = sorted.iter().map(|(tenant, _)| tenant.0).collect();
-    let names: Vec<String> = sorted.iter().map(|(_, key)| key.key.clone()).collect();
-    let hashes: Vec<Vec<u8>> = sorted.iter().map(|(_, key)| key.hash.clone()).collect();
+    let tenants: Vec<Uuid> = sorted.iter().map(|(tenant, ..)| tenant.0).collect();
+    let names: Vec<String> = sorted.iter().map(|(_, key, ..)| key.key.clone()).collect();
+    let hashes: Vec<Vec<u8>> = sorted.iter().map(|(_, key, ..)| key.hash.clone()).collect();
+    let statuses: Vec<i16> = sorted.iter().map(|(_, _, status, _)| *status as i16).collect();
+    let bodies: Vec<Value> = sorted.iter().map(|(.., body)| (*body).clone()).collect();
     let inserted = sqlx::query!(
-        r#"INSERT INTO communications.idempotency_keys (tenant_id, key, request_hash)
-           SELECT tenant_id, key, hash FROM unnest($1::uuid[], $2::text[], $3::bytea[]) WITH ORDINALITY
-                AS k(tenant_id, key, hash, n)
+        r#"INSERT INTO communications.idempotency_keys (tenant_id, key, request_hash, response_status, response_body)
+           SELECT tenant_id, key, hash, status, body
+           FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::int2[], $5::jsonb[]) WITH ORDINALITY
+                AS k(tenant_id, key, hash, status, body, n)
            ORDER BY n
            ON CONFLICT DO NOTHING
            RETURNING tenant_id, key"#,
         &tenants,
         &names,
         &hashes,
+        &statuses,
+        &bodies,
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -98,7 +107,7 @@ pub(crate) async fn stored(
         .collect())
 }
 
-/// Stores each claimed key's response (the accepted message).
+/// Stores each claimed key's response where it is not the one it was claimed with.
 pub(crate) async fn complete(tx: &mut PgConnection, done: &[(TenantId, &str, u16, Value)]) -> Result<(), ApiError> {
     if done.is_empty() {
         return Ok(());
