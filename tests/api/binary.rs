@@ -208,6 +208,15 @@ async fn shutdown_lets_an_in_flight_request_finish() {
     assert_eq!(stored, 1);
 }
 
+/// The demo prints its banner once it has seeded what the banner's commands use.
+async fn wait_for_banner(server: &RunningServer) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !server.lines().iter().any(|line| line.trim().starts_with("API key:")) {
+        assert!(std::time::Instant::now() < deadline, "no banner: {}", server.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn demo_prints_working_credentials_once_per_start() {
     let database_url = fresh_database().await;
@@ -221,12 +230,30 @@ async fn demo_prints_working_credentials_once_per_start() {
         (find("API key:"), email.trim().to_owned(), password.trim().to_owned())
     };
     let server = RunningServer::start(&["demo"], &[("DATABASE_URL", &database_url)]);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_banner(&server).await;
     let (api_key, email, password) = credentials(&server);
     let client = reqwest::Client::new();
     let me: Value =
         client.get(server.url("/api/v1/me")).bearer_auth(&api_key).send().await.unwrap().json().await.unwrap();
     assert_eq!(me["tenant"]["slug"], "demo");
+    // The banner comes once the channels its commands send through are there.
+    let accounts: Value = client
+        .get(server.url("/api/v1/channel-accounts"))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for channel in ["whatsapp", "sms", "email"] {
+        let active = accounts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["channel_type"] == channel && a["status"] == "active");
+        assert!(active, "an active {channel} account when the banner shows: {accounts}");
+    }
     let login = client
         .post(server.url("/api/v1/auth/login"))
         .json(&json!({"workspace": "demo", "email": email, "password": password}))
@@ -264,7 +291,7 @@ async fn demo_prints_working_credentials_once_per_start() {
 
     // A second start reuses the workspace and prints a new password; the old one stops working.
     let server = RunningServer::start(&["demo"], &[("DATABASE_URL", &database_url)]);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_banner(&server).await;
     let (_, _, new_password) = credentials(&server);
     assert_ne!(new_password, password);
     let old = client

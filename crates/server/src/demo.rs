@@ -47,18 +47,29 @@ pub async fn run(settings: &mut Settings, args: DemoArgs, database: &Database) -
         .context("the demo tenant vanished")?;
     let webchat = demo_webchat(&communications, tenant.id).await?;
     // Seeded through the API once it serves (requests wait in the listener's queue until then).
-    if !args.empty {
+    // The banner waits for the seeding: the channel accounts it creates are what the printed
+    // commands send through, and a send a moment too early would find none.
+    let (seeded, banner_due) = tokio::sync::oneshot::channel();
+    if args.empty {
+        let _ = seeded.send(());
+    } else {
         tokio::spawn(crate::demo_seed::seed_and_trickle(
             format!("http://{}", app.local_addr()),
             credentials.api_key.clone(),
             sim.clone(),
             tenant.id.0,
             std::time::Duration::from_secs(20),
+            seeded,
         ));
     }
 
     super::log_listening(&app, database);
-    print_banner(&credentials, &format!("http://{}", app.local_addr()), &sim_url, webchat, tenant.id.0);
+    let base = format!("http://{}", app.local_addr());
+    tokio::spawn(async move {
+        // A seeding that failed or hangs still gets the banner, a little late.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), banner_due).await;
+        print_banner(&credentials, &base, &sim_url, webchat, tenant.id.0);
+    });
     super::serve_with_workers(settings, app).await
 }
 

@@ -52,12 +52,20 @@ const MAILS: &[(&str, &str, &str)] = &[
 ];
 
 /// Seeds the demo tenant's inbox once, then keeps a message arriving every `trickle`.
-pub async fn seed_and_trickle(base: String, api_key: String, sim: SimHandle, tenant_id: uuid::Uuid, trickle: Duration) {
+pub async fn seed_and_trickle(
+    base: String,
+    api_key: String,
+    sim: SimHandle,
+    tenant_id: uuid::Uuid,
+    trickle: Duration,
+    seeded: tokio::sync::oneshot::Sender<()>,
+) {
     match seed(&base, &api_key, &sim, tenant_id).await {
         Ok(true) => tracing::info!("demo inbox seeded"),
         Ok(false) => tracing::info!("demo inbox kept as it was"),
         Err(error) => tracing::warn!(%error, "seeding the demo inbox failed"),
     }
+    let _ = seeded.send(());
     let follow_ups = ["Any news?", "Noch eine Frage…", "Thanks!", "Danke für die schnelle Antwort.", "One more thing:"];
     let mut n = 0usize;
     loop {
