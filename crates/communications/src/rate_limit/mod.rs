@@ -172,7 +172,9 @@ pub async fn reserve_many(
 
 /// [`reserve_many`] on several keys in one statement (a lane's key and the account's, say):
 /// `(key, limit, count)` each, answered in order. Keys are locked in sorted order, so two
-/// callers with overlapping keys queue rather than deadlock.
+/// callers with overlapping keys queue rather than deadlock. `dispatch/slots.rs` repeats this
+/// statement and its arithmetic, joined with the in-flight mark: a change to one is a change to
+/// both.
 pub async fn reserve_on_keys(
     db: impl PgExecutor<'_>,
     reservations: &[(&str, RateLimit, u32)],
