@@ -188,7 +188,7 @@ async fn reserve_slots(
         });
     }
     let slots = slots::reserve_and_mark(&module.batch_pool, rates, &wanted).await.map_err(|e| e.to_string())?;
-    drop(wanted);
+    drop(wanted); // It borrows the contexts' accounts.
     for (index, (delay, premark)) in positions.into_iter().zip(slots) {
         contexts[index].delay = delay;
         contexts[index].premark = premark;

@@ -13,7 +13,9 @@
 //! as before.
 //!
 //! The slots follow `rate_limit::reserve_on_keys`: urgent messages take the account's own key at
-//! the full rate and also count on its bulk key; bulk messages take the bulk key only. The
+//! the full rate and also count on its bulk key; bulk messages take the bulk key only, at 80 % of
+//! the rate. So urgent messages never wait behind a bulk backlog, bulk gets what urgent leaves,
+//! and together they stay within the provider's rate. The
 //! reservation is that function's statement and arithmetic, repeated here because sqlx checks
 //! static SQL only: a change to one is a change to both.
 
