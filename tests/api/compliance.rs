@@ -133,6 +133,56 @@ async fn twilio_21610_suppresses_the_number_and_a_later_campaign_skips_it_with_t
 }
 
 #[tokio::test]
+async fn a_suppressed_address_is_refused_whether_the_request_names_it_or_its_contact_holds_it() {
+    // The acceptance reads the suppressions of the addresses requests name together with the
+    // contacts, and those of addresses only a stored contact holds on their own.
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = sms_tenant(&app).await;
+    app.active_channel(&tenant, crate::helpers::sim_email()).await;
+    let phone = "+4915100000099";
+    let first: Value =
+        app.post("/api/v1/messages", &tenant.api_key, text_to(phone, "urgent")).await.json().await.unwrap();
+    let message: Value = app
+        .get(&format!("/api/v1/messages/{}", first["id"].as_str().unwrap()), &tenant.api_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let contact = message["contact_id"].as_str().unwrap().to_owned();
+    let body = json!({"channel": "sms", "address": phone});
+    assert_eq!(app.post("/api/v1/suppressions", &tenant.api_key, body).await.status(), 201);
+
+    for to in [json!({"phone": phone}), json!({"contact_id": contact})] {
+        let body = json!({"to": to, "channels": "sms", "content": {"text": "x"}});
+        let refused =
+            assert_error(app.post("/api/v1/messages", &tenant.api_key, body).await, 422, "validation_failed").await;
+        assert_eq!(refused["error"]["field"], "to", "{to}: {refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains("suppressed"), "{to}: {refused}");
+    }
+    // With another channel in its chain the message goes there, the suppressed step left out.
+    let body = json!({"to": {"phone": phone, "email": "Someone@Example.org"}, "channels": ["sms", "email"],
+                      "content": {"text": "x", "subject": "S"}});
+    let accepted = app.post("/api/v1/messages", &tenant.api_key, body).await;
+    assert_eq!(accepted.status(), 202);
+    let accepted: Value = accepted.json().await.unwrap();
+    let message: Value = app
+        .get(&format!("/api/v1/messages/{}", accepted["id"].as_str().unwrap()), &tenant.api_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(message["channel"], "email", "{message}");
+    // Only the first message, sent before the suppression, ever reached the SMS provider.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let texts = sim
+        .ledger()
+        .into_iter()
+        .filter(|e| e.operation == "create_message" && e.recipient.as_deref() == Some(phone))
+        .count();
+    assert_eq!(texts, 1, "no SMS after the suppression");
+}
+
+#[tokio::test]
 async fn suppressions_can_be_managed_through_the_api_and_stay_in_their_tenant() {
     let (app, _sim) = spawn_app_with_sim(|_| {}).await;
     let tenant = sms_tenant(&app).await;

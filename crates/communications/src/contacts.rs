@@ -1,7 +1,9 @@
 //! Contacts: one external person across channels, de-duplicated per tenant by identifiers
 //! (E.164 phones, lower-cased emails). The send API finds or creates them, for a batch of
-//! messages at once: [`lookup`] reads what exists (two statements), the caller decides which
-//! messages can go ahead, and [`persist`] creates and completes their contacts (two more).
+//! messages at once: [`lookup`] reads what exists (two statements, one when no contact is known
+//! yet; [`lookup_with_suppressions`] also reads the opt-outs of the addresses a batch names), the
+//! caller decides which messages can go ahead, and [`persist`] creates and completes their
+//! contacts (two more).
 
 use kernel::error::ApiError;
 use std::collections::HashMap;
@@ -131,14 +133,28 @@ pub async fn lookup(
     db: &mut PgConnection,
     requests: &[(TenantId, &ContactRequest)],
 ) -> Result<Vec<Result<ResolvedContact, ApiError>>, ApiError> {
-    let hits = find_owners(db, requests).await?;
+    Ok(lookup_with_suppressions(db, requests, &[]).await?.0)
+}
+
+/// Why each of `endpoints` (tenant, channel, address) is suppressed, as
+/// `compliance::suppressions_of` answers (those that are not are absent).
+pub type Suppressed = HashMap<(Uuid, Channel, String), String>;
+
+/// [`lookup`], and in the same statement the suppressions of `endpoints`: the acceptance asks
+/// about the addresses its requests name, so that a batch of new recipients reads once.
+pub async fn lookup_with_suppressions(
+    db: &mut PgConnection,
+    requests: &[(TenantId, &ContactRequest)],
+    endpoints: &[(Uuid, Channel, String)],
+) -> Result<(Vec<Result<ResolvedContact, ApiError>>, Suppressed), ApiError> {
+    let (hits, suppressed) = find_owners(db, requests, endpoints).await?;
     let mut wanted: Vec<Uuid> = hits.values().copied().collect();
     wanted.extend(requests.iter().filter_map(|(_, request)| match request {
         ContactRequest::Id(id) => Some(*id),
         ContactRequest::Identifiers { .. } => None,
     }));
     let known = load(db, &wanted).await?;
-    Ok(requests
+    let contacts = requests
         .iter()
         .enumerate()
         .map(|(index, (tenant, request))| {
@@ -158,15 +174,18 @@ pub async fn lookup(
             }
             Ok(contact)
         })
-        .collect())
+        .collect();
+    Ok((contacts, suppressed))
 }
 
 /// For each identifier request (by position) that matches an existing contact: that contact,
-/// the phone's over the email's.
+/// the phone's over the email's; and the suppressions of `endpoints`. One statement: the rows of
+/// the second question follow those of the first, told apart by `what`.
 async fn find_owners(
     db: &mut PgConnection,
     requests: &[(TenantId, &ContactRequest)],
-) -> Result<HashMap<usize, Uuid>, ApiError> {
+    endpoints: &[(Uuid, Channel, String)],
+) -> Result<(HashMap<usize, Uuid>, Suppressed), ApiError> {
     let (mut positions, mut ranks, mut tenants, mut kinds, mut values) = (vec![], vec![], vec![], vec![], vec![]);
     for (index, (tenant, request)) in requests.iter().enumerate() {
         for (rank, (kind, value)) in request.identifiers().into_iter().enumerate() {
@@ -177,33 +196,55 @@ async fn find_owners(
             values.push(value);
         }
     }
-    if positions.is_empty() {
-        return Ok(HashMap::new());
+    if positions.is_empty() && endpoints.is_empty() {
+        return Ok((HashMap::new(), HashMap::new()));
     }
+    let endpoint_tenants: Vec<Uuid> = endpoints.iter().map(|e| e.0).collect();
+    let endpoint_channels: Vec<&str> = endpoints.iter().map(|e| e.1.as_str()).collect();
+    let endpoint_addresses: Vec<String> = endpoints.iter().map(|e| e.2.to_lowercase()).collect();
     // A lateral subquery with LIMIT is looked up by its whole key for each identifier: a plain
     // join let the planner, with statistics that did not know a new tenant yet, walk the
     // tenant's whole identifier index instead (3 ms per lookup after a few thousand contacts).
     let rows = sqlx::query!(
-        r#"SELECT w.position AS "position!", w.rank AS "rank!", owner.contact_id
+        r#"SELECT 'owner' AS "what!", w.position AS "position?", w.rank AS "rank?", owner.contact_id AS "contact_id?",
+                  NULL::uuid AS "tenant_id?", NULL::text AS "channel?", NULL::text AS "address?", NULL::text AS "reason?"
            FROM unnest($1::int4[], $2::int4[], $3::uuid[], $4::text[], $5::text[])
                 AS w(position, rank, tenant_id, kind, value)
            CROSS JOIN LATERAL (
                SELECT i.contact_id FROM communications.contact_identifiers i
                WHERE i.tenant_id = w.tenant_id AND i.kind = w.kind AND i.value = w.value LIMIT 1) AS owner
-           ORDER BY w.position, w.rank"#,
+           UNION ALL
+           SELECT 'suppressed', NULL, NULL, NULL, s.tenant_id, s.channel, s.address, s.reason
+           FROM communications.suppressions s
+           JOIN unnest($6::uuid[], $7::text[], $8::text[]) AS e (tenant_id, channel, address)
+             ON s.tenant_id = e.tenant_id AND s.channel = e.channel AND s.address = e.address
+           ORDER BY 2, 3"#,
         &positions,
         &ranks,
         &tenants,
         &kinds as &[&str],
         &values as &[&str],
+        &endpoint_tenants,
+        &endpoint_channels as &[&str],
+        &endpoint_addresses,
     )
     .fetch_all(&mut *db)
     .await?;
-    let mut owners = HashMap::new();
+    let (mut owners, mut suppressed) = (HashMap::new(), HashMap::new());
     for row in rows {
-        owners.entry(row.position as usize).or_insert(row.contact_id);
+        match (row.what.as_str(), row.position, row.contact_id, row.tenant_id, row.channel, row.address, row.reason) {
+            ("owner", Some(position), Some(contact), ..) => {
+                owners.entry(position as usize).or_insert(contact);
+            }
+            ("suppressed", _, _, Some(tenant), Some(channel), Some(address), Some(reason)) => {
+                if let Some(channel) = Channel::parse(&channel) {
+                    suppressed.insert((tenant, channel, address), reason);
+                }
+            }
+            _ => return Err(ApiError::internal("an unexpected row looking up contacts")),
+        }
     }
-    Ok(owners)
+    Ok((owners, suppressed))
 }
 
 /// The contacts of `ids` with their tenant and identifiers; a merged contact stands for its
@@ -267,7 +308,7 @@ pub async fn persist(
             })
             .collect();
         let refs: Vec<(TenantId, &ContactRequest)> = retry.iter().map(|(t, r)| (*t, r)).collect();
-        let owners = find_owners(db, &refs).await?;
+        let (owners, _) = find_owners(db, &refs, &[]).await?;
         for (position, key) in lost.iter().enumerate() {
             let owner = owners.get(&position).copied().ok_or_else(|| ApiError::internal("contact identifier race"))?;
             let ours = new_ids[key];

@@ -9,7 +9,7 @@
 //! transaction (an agent's reply, a missed call's answer, the dialogue's) store a batch of one
 //! in it ([`store_pending`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use kernel::error::ApiError;
@@ -79,7 +79,9 @@ pub(crate) async fn store_with(
     local: Option<&LocalDispatch>,
 ) -> Result<(Vec<Result<Accepted, ApiError>>, Vec<Handoff>), ApiError> {
     let requests: Vec<(TenantId, &ContactRequest)> = drafts.iter().map(|d| (d.tenant, &d.recipient)).collect();
-    let found = contacts::lookup(tx, &requests).await?;
+    // The addresses the requests name are asked about with the contacts, in one statement.
+    let named = named_endpoints(drafts);
+    let (found, suppressed) = contacts::lookup_with_suppressions(tx, &requests, &named).await?;
     // Addresses decide which drafts go ahead, before any contact is created for them.
     let planned: Vec<Result<(ResolvedContact, Vec<FallbackStep>), ApiError>> = drafts
         .iter()
@@ -100,7 +102,7 @@ pub(crate) async fn store_with(
             Ok((contact, steps))
         })
         .collect();
-    let planned = without_suppressed(tx, drafts, planned).await?;
+    let planned = without_suppressed(tx, drafts, planned, &named, suppressed).await?;
     let ready: Vec<(&Draft, &ResolvedContact, &[FallbackStep])> = drafts
         .iter()
         .zip(&planned)
@@ -213,21 +215,49 @@ fn claimed_row(row: &NewMessage<'_>, now: DateTime<Utc>) -> MessageRow {
     }
 }
 
+/// The (tenant, channel, address) each draft's request names for the channels of its chain:
+/// most messages go to exactly these, so their suppressions can be read before the contacts are.
+fn named_endpoints(drafts: &[Draft]) -> Vec<(Uuid, Channel, String)> {
+    let mut named = Vec::new();
+    for draft in drafts {
+        let ContactRequest::Identifiers { phone, email } = &draft.recipient else { continue };
+        for (channel, _) in &draft.chain {
+            let address = match channel {
+                Channel::Sms | Channel::Whatsapp => phone,
+                Channel::Email => email,
+                Channel::Webchat => &None,
+            };
+            if let Some(address) = address {
+                named.push((draft.tenant.0, *channel, address.to_lowercase()));
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    named.retain(|endpoint| seen.insert(endpoint.clone()));
+    named
+}
+
 /// Drops each plan's steps whose address opted out (or bounced) on that channel; a draft with
-/// no step left is a 422 on `to` naming why, and stores nothing.
+/// no step left is a 422 on `to` naming why, and stores nothing. `suppressed` answers for the
+/// `named` endpoints; the others (an address a stored contact gave) are read here.
 async fn without_suppressed(
     tx: &mut PgConnection,
     drafts: &[Draft],
     planned: Vec<Result<(ResolvedContact, Vec<FallbackStep>), ApiError>>,
+    named: &[(Uuid, Channel, String)],
+    mut suppressed: contacts::Suppressed,
 ) -> Result<Vec<Result<(ResolvedContact, Vec<FallbackStep>), ApiError>>, ApiError> {
-    let endpoints: Vec<(Uuid, Channel, String)> = drafts
+    let named: HashSet<&(Uuid, Channel, String)> = named.iter().collect();
+    let others: Vec<(Uuid, Channel, String)> = drafts
         .iter()
         .zip(&planned)
         .filter_map(|(draft, plan)| plan.as_ref().ok().map(|(_, steps)| (draft, steps)))
-        .flat_map(|(draft, steps)| steps.iter().map(|s| (draft.tenant.0, s.channel, s.recipient.clone())))
-        .filter(|(_, channel, _)| *channel != Channel::Webchat)
+        .flat_map(|(draft, steps)| steps.iter().map(|s| (draft.tenant.0, s.channel, s.recipient.to_lowercase())))
+        .filter(|endpoint| endpoint.1 != Channel::Webchat && !named.contains(endpoint))
         .collect();
-    let suppressed = crate::compliance::suppressions_of(tx, &endpoints).await?;
+    if !others.is_empty() {
+        suppressed.extend(crate::compliance::suppressions_of(tx, &others).await?);
+    }
     if suppressed.is_empty() {
         return Ok(planned);
     }
