@@ -416,6 +416,9 @@ async fn a_channel_change_made_elsewhere_reaches_the_next_send_at_once() {
     let first = send(&app, &tenant, sms.clone()).await;
     wait_for(&app, &tenant, &first, &["sent"]).await;
     // As another process (or an operator in psql) would: in the database, not through our API.
+    // The notification reaches this process's listener a moment after the commit, on its own
+    // connection (a CI run once sent the next message within those milliseconds); the kept
+    // entry would live 10 s without it.
     let set_status = |status: &'static str| {
         let (pool, account) = (app.pool.clone(), account.clone());
         async move {
@@ -425,6 +428,7 @@ async fn a_channel_change_made_elsewhere_reaches_the_next_send_at_once() {
                 .execute(&pool)
                 .await
                 .unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
     set_status("suspended").await;
