@@ -154,6 +154,7 @@ pub async fn reserve_and_mark(
     for row in rows {
         let index = usize::try_from(row.n - 1).ok().filter(|i| *i < wanted.len());
         let index = index.ok_or_else(|| ApiError::internal("a slot for a message not asked for"))?;
+        // Zero for a marked message: it was marked because its wait rounds to nothing.
         let delay = Duration::from_micros(row.wait_us.max(0.0).round() as u64);
         let premark = match (wanted[index].provider, row.marked) {
             (None, _) => Premark::NotAsked,
@@ -161,7 +162,7 @@ pub async fn reserve_and_mark(
             (Some(_), false) if delay.is_zero() => Premark::TakenBack,
             (Some(_), false) => Premark::NotAsked,
         };
-        answers[index] = Some((if row.marked { Duration::ZERO } else { delay }, premark));
+        answers[index] = Some((delay, premark));
     }
     answers.into_iter().map(|answer| answer.ok_or_else(|| ApiError::internal("a message without its slot"))).collect()
 }
