@@ -254,6 +254,79 @@ async fn search_pages_newest_first_through_frequent_and_rare_words_in_a_long_his
     assert_eq!(newest["items"][0]["snippet"], "ticket 4499");
 }
 
+/// A message's words are written by triggers (a generated column cost every dispatcher
+/// statement): on insert into a conversation, and when any writer moves a message into one or
+/// changes its content; a notification outside conversations has none.
+#[tokio::test]
+async fn a_message_moved_into_a_conversation_or_edited_is_found_by_its_current_words() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("alpine").await;
+    whatsapp(&app, &tenant).await;
+    sim.post_inbound(InboundSpec::Meta {
+        phone_number_id: "106540352242922".into(),
+        from: "4915112345678".into(),
+        text: "Hi".into(),
+    })
+    .await
+    .unwrap();
+    let conversation: uuid::Uuid = app.newest_conversation(&tenant, 1).await.parse().unwrap();
+    let id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO communications.messages (id, tenant_id, direction, channel, recipient, content, status)
+         VALUES ($1, $2, 'outbound', 'whatsapp', '+49', '{\"body\": \"Fahrräder\"}', 'sent')",
+    )
+    .bind(id)
+    .bind(tenant.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let words = |id: uuid::Uuid| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>("SELECT search::text FROM communications.messages WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(words(id).await, None, "a notification outside conversations has no words");
+    let search = |q: &'static str| {
+        let (app, key) = (&app, tenant.api_key.clone());
+        async move {
+            let found: Value =
+                app.get(&format!("/api/v1/conversations/search?q={q}"), &key).await.json().await.unwrap();
+            found["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["message_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    // A writer that does not set the words itself.
+    sqlx::query("UPDATE communications.messages SET conversation_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(conversation)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(search("Fahrrad").await, vec![id.to_string()], "moved into a conversation");
+    sqlx::query("UPDATE communications.messages SET content = '{\"body\": \"Skier\"}' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert!(search("Fahrrad").await.is_empty(), "old words are gone");
+    assert_eq!(search("Skier").await, vec![id.to_string()], "edited content");
+    sqlx::query("UPDATE communications.messages SET status = 'delivered' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(search("Skier").await, vec![id.to_string()], "other updates leave the words alone");
+}
+
 #[tokio::test]
 async fn participants_carry_roles_and_attributes() {
     let (app, sim) = spawn_app_with_sim(|_| {}).await;

@@ -87,9 +87,12 @@ pub async fn receive(tx: &mut PgConnection, tenant: Uuid, event: &ProviderEvent)
         }
     };
     super::participants::join(tx, tenant, conversation_id, contact).await?;
-    // Joining the conversation moves its activity (a trigger: `last_message_at` never goes back).
+    // Joining the conversation moves its activity (a trigger: `last_message_at` never goes back);
+    // its words are written here, which spares the words trigger a second row version.
     sqlx::query!(
-        "UPDATE communications.messages SET contact_id = $2, conversation_id = $3 WHERE id = $1",
+        "UPDATE communications.messages SET contact_id = $2, conversation_id = $3,
+                search = communications.message_words(content)
+         WHERE id = $1",
         message_id,
         contact,
         conversation_id,

@@ -239,7 +239,9 @@ pub async fn receive(
         .await?;
     }
     let at = sqlx::query_scalar!(
-        r#"UPDATE communications.messages SET contact_id = $2, conversation_id = $3 WHERE id = $1
+        r#"UPDATE communications.messages SET contact_id = $2, conversation_id = $3,
+                  search = communications.message_words(content)
+           WHERE id = $1
            RETURNING provider_timestamp AS "at!""#,
         message_id,
         contact,
