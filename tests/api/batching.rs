@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestTenant, spawn_app};
+use crate::helpers::{TestApp, TestTenant, sim_twilio_sms, spawn_app, spawn_app_with_sim};
 
 async fn post_keyed(app: &TestApp, tenant: &TestTenant, key: &str, body: &Value) -> (u16, Value) {
     let response = app
@@ -426,4 +426,114 @@ async fn the_batch_statements_run_on_connections_that_keep_their_generic_plans()
     assert_eq!(mode(module.batch_pool.clone()).await, "force_generic_plan");
     assert_eq!(mode(module.pool.clone()).await, "auto");
     assert_eq!(module.batch_pool.options().get_max_connections(), switchboard::database::BATCH_CONNECTIONS);
+}
+
+async fn metric(app: &TestApp, prefix: &str) -> f64 {
+    let text = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// With this process's dispatcher, a batch is stored by a read and one statement
+/// (`messages/single_write.rs`); a key or a new recipient's identifier taken meanwhile makes
+/// that statement store nothing, and the batch goes the careful way: every promise holds.
+#[tokio::test]
+async fn a_batch_sent_by_this_process_is_one_write_and_taken_keys_or_contacts_go_the_careful_way() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("single").await;
+    app.active_channel(&tenant, sim_twilio_sms()).await;
+    let body = |n: usize| json!({"to": {"phone": format!("+4915100000{n:03}")}, "channels": "sms", "content": {"text": format!("n {n}")}});
+    let send = |key: Option<String>, body: Value| {
+        let (client, url, api_key) = (app.client.clone(), app.url("/api/v1/messages"), tenant.api_key.clone());
+        tokio::spawn(async move {
+            let mut request = client.post(url).bearer_auth(api_key).json(&body);
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            let response = request.send().await.expect("request");
+            (response.status().as_u16(), response.json::<Value>().await.expect("json"))
+        })
+    };
+    // Thirty sends at once, ten of them to one new recipient, each twice under its key.
+    let mut cases: Vec<(String, Value)> = Vec::new();
+    for n in 0..30 {
+        let body = if n < 10 { body(999) } else { body(n) };
+        cases.push((format!("key-{n}"), body.clone()));
+        cases.push((format!("key-{n}"), body));
+    }
+    let requests: Vec<_> = cases.iter().map(|(key, body)| send(Some(key.clone()), body.clone())).collect();
+    let mut answers: HashMap<&str, Vec<Value>> = HashMap::new();
+    for ((key, _), request) in cases.iter().zip(requests) {
+        let (status, answer) = request.await.expect("task");
+        assert_eq!(status, 202, "{key}: {answer}");
+        answers.entry(key.as_str()).or_default().push(answer);
+    }
+    for (key, bodies) in &answers {
+        assert_eq!(bodies[0], bodies[1], "both requests under {key} get the first response");
+    }
+    assert!(metric(&app, "messages_accept_batches_total{path=\"single_write\"}").await >= 1.0);
+    // Unkeyed sends to another new recipient at once: one contact, whichever batch made it.
+    let requests: Vec<_> = (0..10).map(|_| send(None, body(888))).collect();
+    for request in requests {
+        assert_eq!(request.await.expect("task").0, 202);
+    }
+    let careful = metric(&app, "messages_accept_batches_total{path=\"transaction\"}").await;
+    // A retried request: its key is taken, so the statement stores nothing and the careful way
+    // answers the first response.
+    let replay = send(Some("key-12".into()), body(12)).await.expect("task");
+    assert_eq!(replay, (202, answers["key-12"][0].clone()));
+    assert!(metric(&app, "messages_accept_batches_total{path=\"transaction\"}").await > careful);
+    let mismatch = send(Some("key-12".into()), body(13)).await.expect("task");
+    assert_eq!((mismatch.0, &mismatch.1["error"]["field"]), (422, &json!("Idempotency-Key")), "{mismatch:?}");
+    let per_recipient: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT i.value, count(DISTINCT m.contact_id), count(*) FROM communications.messages m
+         JOIN communications.contact_identifiers i ON i.contact_id = m.contact_id
+         WHERE i.value IN ('+4915100000999', '+4915100000888') GROUP BY i.value ORDER BY i.value",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("recipients");
+    assert_eq!(
+        per_recipient,
+        vec![("+4915100000888".into(), 1, 10), ("+4915100000999".into(), 1, 10)],
+        "one contact per new recipient, one message per key"
+    );
+    let contacts: i64 = sqlx::query_scalar("SELECT count(*) FROM communications.contacts WHERE tenant_id = $1")
+        .bind(tenant.id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("contacts");
+    assert_eq!(contacts, 22, "20 recipients plus the two shared ones");
+    // Every message stored goes out once, with its trail.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let sent: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM communications.messages WHERE tenant_id = $1 AND status = 'sent'")
+                .bind(tenant.id)
+                .fetch_one(&app.pool)
+                .await
+                .expect("sent");
+        if sent == 40 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{sent} of 40 sent");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let requests = sim
+        .ledger()
+        .iter()
+        .filter(|entry| entry.operation == "create_message" && entry.outcome.starts_with("accepted"))
+        .count();
+    assert_eq!(requests, 40, "each message sent once");
+    let trails: Vec<String> = sqlx::query_scalar(
+        "SELECT string_agg(e.status, ',' ORDER BY e.id) FROM communications.messages m
+         JOIN communications.message_events e ON e.message_id = m.id WHERE m.tenant_id = $1 GROUP BY m.id",
+    )
+    .bind(tenant.id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("trails");
+    assert!(trails.iter().all(|trail| trail == "queued,sent"), "{trails:?}");
 }

@@ -275,6 +275,65 @@ async fn load(db: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, (Uuid
     Ok(contacts)
 }
 
+/// A batch's contacts to create and complete, decided before anything is written: [`persist`]
+/// writes it in its transaction, and the send API's one-statement acceptance
+/// (`messages/single_write.rs`) inside its statement.
+#[derive(Debug)]
+pub struct PersistPlan<'a> {
+    /// Each item's contact: its own, or the new one planned for it.
+    pub ids: Vec<Uuid>,
+    /// New contacts as (tenant, kind, value, id) of their first identifier, in key order (so
+    /// concurrent batches claim shared identifiers in the same order: no deadlock). Requests
+    /// for the same new identifier share one.
+    pub new: Vec<(Uuid, &'a str, &'a str, Uuid)>,
+    /// The request's other identifiers for each contact, (tenant, kind, value, contact), in key
+    /// order. An identifier the contact has already, or that another contact owns, is to stay
+    /// as it is.
+    pub attach: Vec<(Uuid, &'a str, &'a str, Uuid)>,
+}
+
+/// The [`PersistPlan`] of `items` (tenant, request, what [`lookup`] found).
+pub fn plan_persist<'a>(
+    items: &[(TenantId, &'a ContactRequest, &ResolvedContact)],
+) -> Result<PersistPlan<'a>, ApiError> {
+    let mut new_ids: HashMap<(Uuid, &str, &str), Uuid> = HashMap::new();
+    let mut ids = Vec::with_capacity(items.len());
+    for (tenant, request, contact) in items {
+        let id = match (contact.id, request.identifiers().first().copied()) {
+            (Some(id), _) => id,
+            (None, Some((kind, value))) => *new_ids.entry((tenant.0, kind, value)).or_insert_with(Uuid::now_v7),
+            (None, None) => return Err(ApiError::internal("a contact to create without identifiers")),
+        };
+        ids.push(id);
+    }
+    let mut new: Vec<(Uuid, &str, &str, Uuid)> =
+        new_ids.into_iter().map(|((tenant, kind, value), id)| (tenant, kind, value, id)).collect();
+    new.sort();
+    let attach = attachments(items, &ids);
+    Ok(PersistPlan { ids, new, attach })
+}
+
+/// The identifiers each contact (`ids`, by item) is to be given, in key order.
+fn attachments<'a>(
+    items: &[(TenantId, &'a ContactRequest, &ResolvedContact)],
+    ids: &[Uuid],
+) -> Vec<(Uuid, &'a str, &'a str, Uuid)> {
+    let mut wanted = Vec::new();
+    for ((tenant, request, contact), id) in items.iter().zip(ids) {
+        for (position, (kind, value)) in request.identifiers().into_iter().enumerate() {
+            // A new contact is created with its first identifier. For an existing one the
+            // conflict on identifiers it has already is cheaper than telling them apart here.
+            if contact.id.is_none() && position == 0 {
+                continue;
+            }
+            wanted.push((tenant.0, kind, value, *id));
+        }
+    }
+    wanted.sort();
+    wanted.dedup_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2));
+    wanted
+}
+
 /// Creates the contacts [`lookup`] found missing and gives existing ones the request's new
 /// identifiers; returns each request's contact id. Requests in the batch for the same new
 /// identifier share one new contact. Where a concurrent request created that contact first
@@ -283,23 +342,13 @@ pub async fn persist(
     db: &mut PgConnection,
     items: &[(TenantId, &ContactRequest, &ResolvedContact)],
 ) -> Result<Vec<Uuid>, ApiError> {
-    // New contacts, one per (tenant, first identifier).
-    let mut new_ids: HashMap<(Uuid, &str, &str), Uuid> = HashMap::new();
-    let mut ids: Vec<Option<Uuid>> = Vec::with_capacity(items.len());
-    for (tenant, request, contact) in items {
-        let id = match (contact.id, request.identifiers().first().copied()) {
-            (Some(id), _) => id,
-            (None, Some((kind, value))) => *new_ids.entry((tenant.0, kind, value)).or_insert_with(Uuid::now_v7),
-            (None, None) => return Err(ApiError::internal("a contact to create without identifiers")),
-        };
-        ids.push(Some(id));
-    }
-    let lost = create(db, &new_ids).await?;
+    let mut plan = plan_persist(items)?;
+    let lost = create(db, &plan.new).await?;
     if !lost.is_empty() {
         // Another transaction created these first: use its contacts.
         let retry: Vec<(TenantId, ContactRequest)> = lost
             .iter()
-            .map(|(tenant, kind, value)| {
+            .map(|(tenant, kind, value, _)| {
                 let request = match *kind {
                     "phone" => ContactRequest::Identifiers { phone: Some(value.to_string()), email: None },
                     _ => ContactRequest::Identifiers { phone: None, email: Some(value.to_string()) },
@@ -309,35 +358,31 @@ pub async fn persist(
             .collect();
         let refs: Vec<(TenantId, &ContactRequest)> = retry.iter().map(|(t, r)| (*t, r)).collect();
         let (owners, _) = find_owners(db, &refs, &[]).await?;
-        for (position, key) in lost.iter().enumerate() {
+        for (position, (.., ours)) in lost.iter().enumerate() {
             let owner = owners.get(&position).copied().ok_or_else(|| ApiError::internal("contact identifier race"))?;
-            let ours = new_ids[key];
-            for id in ids.iter_mut().filter(|id| **id == Some(ours)) {
-                *id = Some(owner);
+            for id in plan.ids.iter_mut().filter(|id| **id == *ours) {
+                *id = owner;
             }
         }
+        plan.attach = attachments(items, &plan.ids);
     }
-    let ids: Vec<Uuid> = ids.into_iter().map(|id| id.unwrap_or_default()).collect();
-    attach(db, items, &ids).await?;
-    Ok(ids)
+    attach(db, &plan.attach).await?;
+    Ok(plan.ids)
 }
 
-/// Inserts the new contacts with their first identifier in one statement; returns the keys whose
+/// Inserts the new contacts with their first identifier in one statement; returns those whose
 /// identifier another contact owned meanwhile (no contact was created for those).
 async fn create<'a>(
     db: &mut PgConnection,
-    new_ids: &HashMap<(Uuid, &'a str, &'a str), Uuid>,
-) -> Result<Vec<(Uuid, &'a str, &'a str)>, ApiError> {
-    if new_ids.is_empty() {
+    new: &[(Uuid, &'a str, &'a str, Uuid)],
+) -> Result<Vec<(Uuid, &'a str, &'a str, Uuid)>, ApiError> {
+    if new.is_empty() {
         return Ok(Vec::new());
     }
-    // In key order, so concurrent batches claim shared identifiers in the same order (no deadlock).
-    let mut keys: Vec<&(Uuid, &str, &str)> = new_ids.keys().collect();
-    keys.sort();
-    let tenants: Vec<Uuid> = keys.iter().map(|(tenant, _, _)| *tenant).collect();
-    let kinds: Vec<&str> = keys.iter().map(|(_, kind, _)| *kind).collect();
-    let values: Vec<&str> = keys.iter().map(|(_, _, value)| *value).collect();
-    let ids: Vec<Uuid> = keys.iter().map(|key| new_ids[*key]).collect();
+    let tenants: Vec<Uuid> = new.iter().map(|n| n.0).collect();
+    let kinds: Vec<&str> = new.iter().map(|n| n.1).collect();
+    let values: Vec<&str> = new.iter().map(|n| n.2).collect();
+    let ids: Vec<Uuid> = new.iter().map(|n| n.3).collect();
     let created: Vec<Uuid> = sqlx::query_scalar!(
         r#"WITH identifier AS (
                INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
@@ -352,37 +397,18 @@ async fn create<'a>(
     )
     .fetch_all(&mut *db)
     .await?;
-    Ok(keys.into_iter().filter(|key| !created.contains(&new_ids[*key])).copied().collect())
+    Ok(new.iter().filter(|n| !created.contains(&n.3)).copied().collect())
 }
 
-/// Gives each contact the request's identifiers, in one statement (an identifier the contact
-/// has already, or that another contact owns, stays as it is).
-async fn attach(
-    db: &mut PgConnection,
-    items: &[(TenantId, &ContactRequest, &ResolvedContact)],
-    ids: &[Uuid],
-) -> Result<(), ApiError> {
-    let mut wanted: Vec<(Uuid, &str, &str, Uuid)> = Vec::new();
-    for ((tenant, request, contact), id) in items.iter().zip(ids) {
-        for (position, (kind, value)) in request.identifiers().into_iter().enumerate() {
-            // A new contact was created with its first identifier. For an existing one the
-            // conflict on identifiers it has already is cheaper than telling them apart here.
-            if contact.id.is_none() && position == 0 {
-                continue;
-            }
-            wanted.push((tenant.0, kind, value, *id));
-        }
+/// Gives contacts identifiers, (tenant, kind, value, contact) in key order, in one statement.
+async fn attach(db: &mut PgConnection, wanted: &[(Uuid, &str, &str, Uuid)]) -> Result<(), ApiError> {
+    if wanted.is_empty() {
+        return Ok(());
     }
-    // In key order, so concurrent batches claim shared identifiers in the same order.
-    wanted.sort();
-    wanted.dedup_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2));
     let tenants: Vec<Uuid> = wanted.iter().map(|w| w.0).collect();
     let kinds: Vec<&str> = wanted.iter().map(|w| w.1).collect();
     let values: Vec<&str> = wanted.iter().map(|w| w.2).collect();
     let owners: Vec<Uuid> = wanted.iter().map(|w| w.3).collect();
-    if tenants.is_empty() {
-        return Ok(());
-    }
     sqlx::query!(
         r#"INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[])

@@ -46,7 +46,7 @@ pub(crate) struct Draft {
 
 impl Draft {
     /// When its job runs, if not at once: a scheduled time still ahead of `now`.
-    fn later_than(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(super) fn later_than(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.scheduled_at.filter(|at| *at > now)
     }
 }
@@ -78,31 +78,7 @@ pub(crate) async fn store_with(
     rates: &RateDefaults,
     local: Option<&LocalDispatch>,
 ) -> Result<(Vec<Result<Accepted, ApiError>>, Vec<Handoff>), ApiError> {
-    let requests: Vec<(TenantId, &ContactRequest)> = drafts.iter().map(|d| (d.tenant, &d.recipient)).collect();
-    // The addresses the requests name are asked about with the contacts, in one statement.
-    let named = named_endpoints(drafts);
-    let (found, suppressed) = contacts::lookup_with_suppressions(tx, &requests, &named).await?;
-    // Addresses decide which drafts go ahead, before any contact is created for them.
-    let planned: Vec<Result<(ResolvedContact, Vec<FallbackStep>), ApiError>> = drafts
-        .iter()
-        .zip(found)
-        .map(|(draft, contact)| {
-            let contact = contact?;
-            let steps = draft
-                .chain
-                .iter()
-                .map(|(channel, content)| {
-                    Ok(FallbackStep {
-                        channel: *channel,
-                        recipient: contact.address(*channel)?,
-                        content: content.clone(),
-                    })
-                })
-                .collect::<Result<Vec<_>, ApiError>>()?;
-            Ok((contact, steps))
-        })
-        .collect();
-    let planned = without_suppressed(tx, drafts, planned, &named, suppressed).await?;
+    let planned = plan(tx, drafts).await?;
     let ready: Vec<(&Draft, &ResolvedContact, &[FallbackStep])> = drafts
         .iter()
         .zip(&planned)
@@ -122,7 +98,6 @@ pub(crate) async fn store_with(
     let mut claims = Vec::new();
     let claim = Uuid::now_v7();
     for ((draft, _, steps), contact_id) in ready.iter().zip(&contact_ids) {
-        let (first, rest) = steps.split_first().ok_or_else(|| ApiError::internal("a draft without channels"))?;
         let (scheduled_at, reason) = match deferred.get(&draft.id) {
             Some((until, why)) => (Some(*until), Some(why.clone())),
             None => (draft.scheduled_at, draft.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339()))),
@@ -136,23 +111,8 @@ pub(crate) async fn store_with(
         if let (Some(local), Some(permit)) = (local, permit) {
             claims.push((draft.id, local.owner, permit));
         }
-        rows.push(NewMessage {
-            id: draft.id,
-            tenant_id: draft.tenant,
-            contact_id: Some(*contact_id),
-            conversation_id: draft.conversation_id,
-            channel: first.channel,
-            fallback: serde_json::to_value(rest).map_err(ApiError::internal)?,
-            recipient: &first.recipient,
-            content: serde_json::to_value(&first.content).map_err(ApiError::internal)?,
-            status: if claimed { MessageStatus::Sending } else { draft.status },
-            lane: draft.lane,
-            scheduled_at,
-            metadata: draft.metadata.clone(),
-            supersedes: None,
-            attempts: i32::from(claimed),
-            claim: local.filter(|_| claimed).map(|local| (local.owner, claim)),
-        });
+        let owner = local.filter(|_| claimed).map(|local| (local.owner, claim));
+        rows.push(message_row(draft, *contact_id, steps, scheduled_at, owner)?);
         reasons.push(reason);
         if draft.status == MessageStatus::Queued && !claimed {
             let job = DispatchJob::new(draft.id, draft.tenant.0, 0);
@@ -183,9 +143,71 @@ pub(crate) async fn store_with(
     Ok((answers(drafts, planned, now, &deferred, &paced, &claimed_ids), handoffs))
 }
 
+/// A draft's contact and the steps of its chain (each channel with its address), or its own 422.
+pub(super) type Planned = Result<(ResolvedContact, Vec<FallbackStep>), ApiError>;
+
+/// What acceptance reads before it writes: each draft's contact, and its steps without those
+/// whose address is suppressed on their channel (a draft with none left is a 422 on `to`).
+pub(super) async fn plan(db: &mut PgConnection, drafts: &[Draft]) -> Result<Vec<Planned>, ApiError> {
+    let requests: Vec<(TenantId, &ContactRequest)> = drafts.iter().map(|d| (d.tenant, &d.recipient)).collect();
+    // The addresses the requests name are asked about with the contacts, in one statement.
+    let named = named_endpoints(drafts);
+    let (found, suppressed) = contacts::lookup_with_suppressions(db, &requests, &named).await?;
+    // Addresses decide which drafts go ahead, before any contact is created for them.
+    let planned: Vec<Planned> = drafts
+        .iter()
+        .zip(found)
+        .map(|(draft, contact)| {
+            let contact = contact?;
+            let steps = draft
+                .chain
+                .iter()
+                .map(|(channel, content)| {
+                    Ok(FallbackStep {
+                        channel: *channel,
+                        recipient: contact.address(*channel)?,
+                        content: content.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            Ok((contact, steps))
+        })
+        .collect();
+    without_suppressed(db, drafts, planned, &named, suppressed).await
+}
+
+/// The row of a draft going out on its first step; `claim` (owner, token) stores it claimed
+/// for this process's dispatcher.
+pub(super) fn message_row<'a>(
+    draft: &Draft,
+    contact_id: Uuid,
+    steps: &'a [FallbackStep],
+    scheduled_at: Option<DateTime<Utc>>,
+    claim: Option<(Uuid, Uuid)>,
+) -> Result<NewMessage<'a>, ApiError> {
+    let (first, rest) = steps.split_first().ok_or_else(|| ApiError::internal("a draft without channels"))?;
+    Ok(NewMessage {
+        id: draft.id,
+        tenant_id: draft.tenant,
+        contact_id: Some(contact_id),
+        conversation_id: draft.conversation_id,
+        channel: first.channel,
+        fallback: serde_json::to_value(rest).map_err(ApiError::internal)?,
+        recipient: &first.recipient,
+        content: serde_json::to_value(&first.content).map_err(ApiError::internal)?,
+        status: if claim.is_some() { MessageStatus::Sending } else { draft.status },
+        lane: draft.lane,
+        scheduled_at,
+        metadata: draft.metadata.clone(),
+        supersedes: None,
+        attempts: i32::from(claim.is_some()),
+        claim,
+    })
+}
+
 /// The claimed message as the dispatcher sees it: as it was before the claim, like a row the
 /// batched claim returns.
-fn claimed_row(row: &NewMessage<'_>, now: DateTime<Utc>) -> MessageRow {
+pub(super) fn claimed_row(row: &NewMessage<'_>, now: DateTime<Utc>) -> MessageRow {
     MessageRow {
         id: row.id,
         tenant_id: row.tenant_id.0,
@@ -308,7 +330,7 @@ fn answers<T>(
 }
 
 /// The status of an accepted send's response.
-const ACCEPTED: u16 = 202;
+pub(super) const ACCEPTED: u16 = 202;
 
 /// What the send API hands the acceptor: a draft, and the request's key if it has one.
 #[derive(Debug, Clone)]
@@ -379,8 +401,9 @@ async fn accept_alone(
         .unwrap_or_else(|| Err(ApiError::internal("no answer")))
 }
 
-/// Claims the submissions' keys, stores the drafts whose key is new (or that have none), and
-/// completes each key with its response — or gives it up if its draft was refused.
+/// Stores the submissions in two round trips where it can (`single_write.rs`); otherwise claims
+/// their keys, stores the drafts whose key is new (or that have none), and completes each key
+/// with its response — or gives it up if its draft was refused — in one transaction.
 async fn store_in_transaction(
     pool: &PgPool,
     rates: &RateDefaults,
@@ -388,6 +411,11 @@ async fn store_in_transaction(
     submissions: &[Submission],
 ) -> Result<Vec<Result<Answer, ApiError>>, ApiError> {
     let local = crate::dispatch::local::current(local);
+    if let Some(answers) = super::single_write::store(pool, local.as_ref(), submissions).await? {
+        metrics::counter!("messages_accept_batches_total", "path" => "single_write").increment(1);
+        return Ok(answers);
+    }
+    metrics::counter!("messages_accept_batches_total", "path" => "transaction").increment(1);
     // What each keyed request answers if its message is stored: the key is claimed with it.
     let expected: Vec<Option<Value>> = submissions
         .iter()
