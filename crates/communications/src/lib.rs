@@ -93,6 +93,16 @@ type Ingester =
 const MAX_ACCEPT_BATCH: usize = 128;
 /// Transactions storing accepted messages at once.
 const ACCEPT_BATCHES_IN_FLIGHT: usize = 2;
+/// Group commit for acceptance (`kernel::batch`): while requests arrive steadily (batches
+/// starting within 10 ms of each other, 100/s and up), a batch waits up to ACCEPT_LINGER_MS for
+/// company. At 800 messages/s batches then hold two or three requests instead of one, which
+/// halves what a message costs the database and the service (a batch costs about as much as
+/// the messages in it), for a millisecond of latency on average.
+const ACCEPT_LINGER: kernel::batch::Linger = kernel::batch::Linger {
+    wait: std::time::Duration::from_millis(ACCEPT_LINGER_MS),
+    steady_within: std::time::Duration::from_millis(10),
+};
+const ACCEPT_LINGER_MS: u64 = 2;
 
 impl Communications {
     /// With the providers' public endpoints; see [`Communications::with_endpoints`].
@@ -161,10 +171,16 @@ impl Communications {
     pub(crate) fn acceptor(&self) -> &Acceptor {
         self.acceptor.get_or_init(|| {
             let (pool, rates, local) = (self.batch_pool.clone(), self.rates.clone(), self.local.clone());
-            kernel::batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |submissions| {
-                let (pool, rates, local) = (pool.clone(), rates.clone(), local.clone());
-                async move { messages::accept::accept_batch(&pool, &rates, &local, submissions).await }
-            })
+            let linger = Some(ACCEPT_LINGER);
+            kernel::batch::Batcher::spawn_lingering(
+                MAX_ACCEPT_BATCH,
+                ACCEPT_BATCHES_IN_FLIGHT,
+                linger,
+                move |submissions| {
+                    let (pool, rates, local) = (pool.clone(), rates.clone(), local.clone());
+                    async move { messages::accept::accept_batch(&pool, &rates, &local, submissions).await }
+                },
+            )
         })
     }
 
@@ -173,7 +189,8 @@ impl Communications {
         self.ingester.get_or_init(|| {
             let (pool, rates, waker, local) =
                 (self.batch_pool.clone(), self.rates.clone(), self.queue_waker.clone(), self.local.clone());
-            kernel::batch::Batcher::spawn(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, move |events| {
+            let linger = Some(ACCEPT_LINGER);
+            kernel::batch::Batcher::spawn_lingering(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, linger, move |events| {
                 let (pool, rates, waker, local) = (pool.clone(), rates.clone(), waker.clone(), local.clone());
                 async move { triggers::ingest::ingest_batch(&pool, &rates, &waker, &local, events).await }
             })

@@ -7,13 +7,30 @@
 //! one round trip and one commit on many requests instead of one each. That is where the time
 //! went: a handful of statements per message, each a round trip and (for writes) a WAL flush, on
 //! a database that shares the machine's two cores with the service.
+//!
+//! At everyday rates that is not enough: batches finish before the next request arrives, so
+//! each holds one or two, and a message costs five times its share under saturation. A batcher
+//! may therefore *linger* (group commit): while traffic is steady — batches starting within
+//! [`Linger::steady_within`] of each other — a batch's first request waits up to
+//! [`Linger::wait`] for company. A request after a quieter spell still goes at once.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 type Pending<Req, Resp> = (Req, oneshot::Sender<Resp>);
+
+/// How long a batch waits for company while traffic is steady (see the module's notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Linger {
+    /// The longest a batch's first request waits for more (the timer's resolution is a
+    /// millisecond).
+    pub wait: Duration,
+    /// Traffic counts as steady while batches start within this of each other.
+    pub steady_within: Duration,
+}
 
 /// Collects requests from concurrent callers into batches for `run`.
 pub struct Batcher<Req, Resp> {
@@ -40,13 +57,24 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<Resp>> + Send + 'static,
     {
+        Self::spawn_lingering(max_batch, in_flight, None, run)
+    }
+
+    /// [`Batcher::spawn`], lingering for company as `linger` says while traffic is steady.
+    pub fn spawn_lingering<F, Fut>(max_batch: usize, in_flight: usize, linger: Option<Linger>, run: F) -> Self
+    where
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Resp>> + Send + 'static,
+    {
         let (sender, mut receiver) = mpsc::unbounded_channel::<Pending<Req, Resp>>();
         let permits = Arc::new(Semaphore::new(in_flight.max(1)));
         let run = Arc::new(run);
         tokio::spawn(async move {
+            let mut previous_start: Option<tokio::time::Instant> = None;
             loop {
                 let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let Some(first) = receiver.recv().await else { return };
+                let started = tokio::time::Instant::now();
                 let mut batch = vec![first];
                 while batch.len() < max_batch {
                     match receiver.try_recv() {
@@ -54,6 +82,18 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                         Err(_) => break,
                     }
                 }
+                let steady = |linger: &Linger| previous_start.is_some_and(|at| started - at < linger.steady_within);
+                if let Some(linger) = linger.filter(steady) {
+                    let deadline = started + linger.wait;
+                    while batch.len() < max_batch {
+                        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                            Ok(Some(pending)) => batch.push(pending),
+                            // Out of time, or no callers left: this batch goes as it is.
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                }
+                previous_start = Some(started);
                 let run = run.clone();
                 tokio::spawn(async move {
                     let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) = batch.into_iter().unzip();
@@ -75,6 +115,26 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
         let (reply, response) = oneshot::channel();
         self.sender.send((request, reply)).ok()?;
         response.await.ok()
+    }
+
+    /// Submits `requests` together, so that they share a batch (up to `max_batch`) rather than
+    /// race each other into several, and waits for their answers, in order.
+    pub async fn call_many(&self, requests: Vec<Req>) -> Vec<Option<Resp>> {
+        let waiting: Vec<_> = requests
+            .into_iter()
+            .map(|request| {
+                let (reply, response) = oneshot::channel();
+                self.sender.send((request, reply)).ok().map(|()| response)
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(waiting.len());
+        for response in waiting {
+            answers.push(match response {
+                Some(response) => response.await.ok(),
+                None => None,
+            });
+        }
+        answers
     }
 }
 
@@ -141,10 +201,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn requests_submitted_together_share_a_batch() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let batcher = Batcher::spawn(64, 2, move |requests: Vec<u32>| {
+            seen.lock().expect("not poisoned").push(requests.len());
+            async move { requests.into_iter().map(|n| n + 1).collect::<Vec<_>>() }
+        });
+        let answers = batcher.call_many((0..10).collect()).await;
+        assert_eq!(answers, (1..11).map(Some).collect::<Vec<_>>());
+        assert_eq!(sizes.lock().expect("not poisoned").clone(), vec![10]);
+    }
+
+    #[tokio::test]
     async fn a_lone_request_is_answered_without_waiting_for_company() {
         let batcher = Batcher::spawn(64, 2, |requests: Vec<u8>| async move { requests });
         let answer = tokio::time::timeout(Duration::from_millis(500), batcher.call(7)).await;
         assert_eq!(answer.expect("answered in time"), Some(7));
+    }
+
+    /// Requests 2 ms apart, steady traffic: a lingering batch waits for the next ones. A lone
+    /// request after a quiet spell goes at once.
+    #[tokio::test]
+    async fn while_traffic_is_steady_a_lingering_batch_waits_for_company() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let linger = Linger { wait: Duration::from_millis(100), steady_within: Duration::from_millis(300) };
+        let batcher = Batcher::spawn_lingering(64, 1, Some(linger), move |requests: Vec<u32>| {
+            seen.lock().expect("not poisoned").push(requests.len());
+            async move { requests }
+        });
+        let mut calls = Vec::new();
+        for n in 0..20u32 {
+            let batcher = batcher.clone();
+            calls.push(tokio::spawn(async move { batcher.call(n).await }));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        for (n, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.expect("caller"), Some(n as u32));
+        }
+        let together = sizes.lock().expect("not poisoned").clone();
+        assert_eq!(together.iter().sum::<usize>(), 20);
+        // The first goes alone (nothing before it); the rest share a few batches.
+        assert!(together.len() <= 6, "steady traffic shares batches: {together:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let lone = std::time::Instant::now();
+        assert_eq!(batcher.call(99).await, Some(99));
+        let waited = lone.elapsed();
+        assert!(waited < Duration::from_millis(50), "a request after a quiet spell waited {waited:?}");
     }
 
     #[tokio::test]

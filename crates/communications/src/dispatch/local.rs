@@ -34,7 +34,8 @@ pub struct LocalDispatch {
     /// The lease the claims carry.
     pub owner: Uuid,
     permits: Arc<Semaphore>,
-    sender: mpsc::UnboundedSender<Handoff>,
+    /// Messages stored together go over together, so that their dispatch shares statements.
+    sender: mpsc::UnboundedSender<Vec<Handoff>>,
 }
 
 /// Where the module finds the local dispatcher, if this process runs one.
@@ -49,11 +50,16 @@ impl LocalDispatch {
         self.permits.clone().try_acquire_owned().ok()
     }
 
-    /// Hands a committed, claimed message to the dispatcher. If it has stopped in the meantime,
-    /// the message stays claimed by a lease that will lapse, and recovery queues it again.
-    pub(crate) fn hand_off(&self, handoff: Handoff) {
-        if let Err(error) = self.sender.send(handoff) {
-            tracing::warn!(message_id = %error.0.message.id, "the local dispatcher stopped; recovery will queue the message");
+    /// Hands committed, claimed messages (stored together) to the dispatcher, which prepares
+    /// them together. If it has stopped in the meantime, the messages stay claimed by a lease
+    /// that will lapse, and recovery queues them again.
+    pub(crate) fn hand_off(&self, handoffs: Vec<Handoff>) {
+        if handoffs.is_empty() {
+            return;
+        }
+        if let Err(error) = self.sender.send(handoffs) {
+            let ids: Vec<Uuid> = error.0.iter().map(|handoff| handoff.message.id).collect();
+            tracing::warn!(message_ids = ?ids, "the local dispatcher stopped; recovery will queue the messages");
         }
     }
 }
@@ -86,7 +92,7 @@ impl Pending {
     /// Call once the transaction that stored them has committed.
     pub fn hand_over(self) {
         if let Some(local) = &self.local {
-            self.handoffs.into_iter().for_each(|handoff| local.hand_off(handoff));
+            local.hand_off(self.handoffs);
         }
     }
 }
@@ -100,7 +106,7 @@ pub(crate) fn current(slot: &LocalSlot) -> Option<LocalDispatch> {
 /// and runs it until the returned guard is dropped: from then on acceptance pushes jobs again,
 /// and handed-over messages already received are still sent.
 pub fn serve(dispatcher: &Dispatcher, capacity: usize) -> LocalGuard {
-    let (sender, mut receiver) = mpsc::unbounded_channel::<Handoff>();
+    let (sender, mut receiver) = mpsc::unbounded_channel::<Vec<Handoff>>();
     let permits = Arc::new(Semaphore::new(capacity));
     let local = LocalDispatch { owner: dispatcher.lease.owner, permits: permits.clone(), sender };
     let slot = dispatcher.module.local.clone();
@@ -109,16 +115,20 @@ pub fn serve(dispatcher: &Dispatcher, capacity: usize) -> LocalGuard {
     }
     let dispatcher = dispatcher.clone();
     let task = tokio::spawn(async move {
-        while let Some(handoff) = receiver.recv().await {
+        while let Some(handoffs) = receiver.recv().await {
             let dispatcher = dispatcher.clone();
             tokio::spawn(async move {
-                let Handoff { message, claim, permit } = handoff;
-                let id = message.id;
-                if let Err(error) = dispatcher.dispatch_claimed(message, claim).await {
-                    tracing::warn!(message_id = %id, %error, "dispatching a message claimed at acceptance failed");
-                    give_back(&dispatcher, id, claim).await;
+                let (claimed, permits): (Vec<_>, Vec<_>) =
+                    handoffs.into_iter().map(|h| ((h.message, h.claim), h.permit)).unzip();
+                let ids: Vec<(Uuid, Uuid)> = claimed.iter().map(|(message, claim)| (message.id, *claim)).collect();
+                let results = dispatcher.dispatch_claimed(claimed).await;
+                for ((id, claim), result) in ids.into_iter().zip(results) {
+                    if let Err(error) = result {
+                        tracing::warn!(message_id = %id, %error, "dispatching a message claimed at acceptance failed");
+                        give_back(&dispatcher, id, claim).await;
+                    }
                 }
-                drop(permit);
+                drop(permits);
             });
         }
     });

@@ -76,6 +76,12 @@ const MAX_BATCH: usize = 256;
 /// Batches of one kind running at once: enough to keep the database busy while the next batch
 /// gathers, few enough that batches stay large under load.
 const BATCHES_IN_FLIGHT: usize = 2;
+/// Group commit for the sent-records (`kernel::batch`): a provider's acceptance is recorded after
+/// its request, so waiting for the acceptances of the requests around it costs no message
+/// latency — only the `sent` status shows a few milliseconds later — and at everyday rates saves
+/// a statement and a commit for most messages.
+const RECORD_LINGER: kernel::batch::Linger =
+    kernel::batch::Linger { wait: Duration::from_millis(5), steady_within: Duration::from_millis(20) };
 
 /// Everything a worker needs, cheap to clone.
 #[derive(Debug, Clone)]
@@ -157,7 +163,7 @@ impl Dispatcher {
         };
         let recorder = {
             let pool = module.batch_pool.clone();
-            Batcher::spawn(MAX_BATCH, BATCHES_IN_FLIGHT, move |sent: Vec<SentRow>| {
+            Batcher::spawn_lingering(MAX_BATCH, BATCHES_IN_FLIGHT, Some(RECORD_LINGER), move |sent: Vec<SentRow>| {
                 let pool = pool.clone();
                 async move {
                     let result = messages::record_sent(&pool, &sent).await.map_err(BatchError::from);
@@ -191,16 +197,23 @@ impl Dispatcher {
         self.send_and_record(tenant, job, prepared).await
     }
 
-    /// Sends a message stored claimed at acceptance (see `local.rs`): as a job would, without
-    /// the claim.
-    pub async fn dispatch_claimed(&self, message: messages::MessageRow, claim: uuid::Uuid) -> Result<(), ApiError> {
-        let (tenant, job) = (TenantId(message.tenant_id), DispatchJob::new(message.id, message.tenant_id, 0));
-        let prepared = self
-            .claimed_preparer
-            .call((message, claim))
-            .await
-            .ok_or_else(|| ApiError::internal("the dispatch batcher stopped"))?;
-        self.send_and_record(tenant, job, prepared).await
+    /// Sends messages stored claimed at acceptance, together (see `local.rs`): as jobs would,
+    /// without the claim, prepared in one batch (its slots and in-flight marks one statement),
+    /// their requests concurrent. Answers each message's result, in order.
+    pub async fn dispatch_claimed(
+        &self,
+        claimed: Vec<(messages::MessageRow, uuid::Uuid)>,
+    ) -> Vec<Result<(), ApiError>> {
+        let jobs: Vec<(TenantId, DispatchJob)> = claimed
+            .iter()
+            .map(|(message, _)| (TenantId(message.tenant_id), DispatchJob::new(message.id, message.tenant_id, 0)))
+            .collect();
+        let prepared = self.claimed_preparer.call_many(claimed).await;
+        futures_util::future::join_all(jobs.into_iter().zip(prepared).map(|((tenant, job), prepared)| async move {
+            let prepared = prepared.ok_or_else(|| ApiError::internal("the dispatch batcher stopped"))?;
+            self.send_and_record(tenant, job, prepared).await
+        }))
+        .await
     }
 
     async fn send_and_record(&self, tenant: TenantId, job: DispatchJob, prepared: Prepared) -> Result<(), ApiError> {

@@ -462,7 +462,7 @@ async fn store_in_transaction(
     idempotency::release(&mut tx, &released).await?;
     tx.commit().await?;
     if let Some(local) = &local {
-        handoffs.into_iter().for_each(|handoff| local.hand_off(handoff));
+        local.hand_off(handoffs);
     }
     Ok(answers)
 }

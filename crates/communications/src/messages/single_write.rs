@@ -99,9 +99,12 @@ pub(super) async fn store(
         metrics::counter!("messages_accepted_total", "channel" => row.channel.as_str(), "lane" => row.lane.as_str())
             .increment(1);
     }
-    for (row, permit) in rows.iter().zip(permits) {
-        local.hand_off(Handoff { message: accept::claimed_row(row, now), claim, permit });
-    }
+    local.hand_off(
+        rows.iter()
+            .zip(permits)
+            .map(|(row, permit)| Handoff { message: accept::claimed_row(row, now), claim, permit })
+            .collect(),
+    );
     Ok(Some(
         drafts
             .iter()

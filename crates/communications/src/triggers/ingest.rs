@@ -298,7 +298,7 @@ async fn store_events(
     record_messages(&mut tx, &corrected, &made).await?;
     tx.commit().await?;
     if let Some(local) = &local {
-        handoffs.into_iter().for_each(|handoff| local.hand_off(handoff));
+        local.hand_off(handoffs);
     }
     wake.sort_by_key(|lane| lane.as_str());
     wake.dedup();

@@ -20,6 +20,8 @@ const TRIGGER: &str = "bench_booking_confirmed";
 pub struct Load {
     /// Each request's round trip, in ms.
     pub request_ms: Vec<f64>,
+    /// When each request (by number) was sent, on the clock the simulator's ledger uses.
+    pub sent_at: Vec<(usize, chrono::DateTime<chrono::Utc>)>,
     /// Paced: how long after its due time the latest request started, in ms.
     pub max_lag_ms: f64,
 }
@@ -79,6 +81,7 @@ pub async fn run(client: &reqwest::Client, base: &str, api_key: &str, args: &Ben
                     load.max_lag_ms = load.max_lag_ms.max(due.elapsed().as_secs_f64() * 1000.0);
                 }
                 let sent = Instant::now();
+                load.sent_at.push((n, chrono::Utc::now()));
                 if args.events {
                     post_event(&client, &base, &key, n).await?;
                 } else {
@@ -89,10 +92,11 @@ pub async fn run(client: &reqwest::Client, base: &str, api_key: &str, args: &Ben
             }
         }));
     }
-    let mut total = Load { request_ms: Vec::with_capacity(args.messages), max_lag_ms: 0.0 };
+    let mut total = Load { request_ms: Vec::with_capacity(args.messages), sent_at: Vec::new(), max_lag_ms: 0.0 };
     for task in tasks {
         let load = task.await??;
         total.request_ms.extend(load.request_ms);
+        total.sent_at.extend(load.sent_at);
         total.max_lag_ms = total.max_lag_ms.max(load.max_lag_ms);
     }
     Ok(total)
