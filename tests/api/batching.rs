@@ -122,6 +122,42 @@ fn booking_event(id: &str, n: usize) -> Value {
 async fn events_arriving_together_share_transactions_and_each_is_processed_once() {
     let app = spawn_app().await;
     let tenant = app.create_tenant("events").await;
+    events_are_processed_once(&app, &tenant).await;
+}
+
+/// As above with this process's dispatcher: batches of events are stored by the reads and one
+/// statement (`messages/single_write.rs`); one with a refused draft goes the careful way.
+#[tokio::test]
+async fn events_sent_by_this_process_are_one_write_and_each_is_processed_once() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("events").await;
+    app.active_channel(&tenant, sim_twilio_sms()).await;
+    events_are_processed_once(&app, &tenant).await;
+    assert!(metric(&app, "messages_accept_batches_total{api=\"events\",path=\"single_write\"}").await >= 1.0);
+    // A delivery after the first: the event id is taken, the statement stores nothing, and the
+    // careful way answers what the first made.
+    let again: Value =
+        app.post("/api/v1/events", &tenant.api_key, booking_event("ev-3", 3)).await.json().await.expect("json");
+    assert_eq!(again["duplicate"], true, "{again}");
+    // An event no rule answers is processed once too.
+    let mut other = booking_event("ev-other", 1);
+    other["trigger"]["name"] = json!("booking_cancelled");
+    let first: Value = app.post("/api/v1/events", &tenant.api_key, other.clone()).await.json().await.expect("json");
+    assert_eq!((&first["duplicate"], &first["messages"]), (&json!(false), &json!([])), "{first}");
+    let repeat: Value = app.post("/api/v1/events", &tenant.api_key, other).await.json().await.expect("json");
+    assert_eq!(repeat["duplicate"], true, "{repeat}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let sent = sim.ledger().iter().filter(|entry| entry.operation == "create_message").count();
+        if sent == 60 {
+            break;
+        }
+        assert!(sent < 60 && std::time::Instant::now() < deadline, "{sent} of 60 messages sent");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn events_are_processed_once(app: &TestApp, tenant: &TestTenant) {
     let template = json!({
         "name": "booking_ok",
         "default_locale": "en",
@@ -220,7 +256,7 @@ async fn events_arriving_together_share_transactions_and_each_is_processed_once(
     .await
     .expect("count");
     assert_eq!((messages, texts), (60, 60), "one rendered message per event");
-    let transactions = transactions_of(&app, &ids).await;
+    let transactions = transactions_of(app, &ids).await;
     assert!(transactions < 60, "events arriving together share transactions: {transactions} for 60");
     // Each event's snapshot is kept for the inbox's booking context.
     let snapshots: i64 = sqlx::query_scalar(
@@ -473,18 +509,18 @@ async fn a_batch_sent_by_this_process_is_one_write_and_taken_keys_or_contacts_go
     for (key, bodies) in &answers {
         assert_eq!(bodies[0], bodies[1], "both requests under {key} get the first response");
     }
-    assert!(metric(&app, "messages_accept_batches_total{path=\"single_write\"}").await >= 1.0);
+    assert!(metric(&app, "messages_accept_batches_total{api=\"send\",path=\"single_write\"}").await >= 1.0);
     // Unkeyed sends to another new recipient at once: one contact, whichever batch made it.
     let requests: Vec<_> = (0..10).map(|_| send(None, body(888))).collect();
     for request in requests {
         assert_eq!(request.await.expect("task").0, 202);
     }
-    let careful = metric(&app, "messages_accept_batches_total{path=\"transaction\"}").await;
+    let careful = metric(&app, "messages_accept_batches_total{api=\"send\",path=\"transaction\"}").await;
     // A retried request: its key is taken, so the statement stores nothing and the careful way
     // answers the first response.
     let replay = send(Some("key-12".into()), body(12)).await.expect("task");
     assert_eq!(replay, (202, answers["key-12"][0].clone()));
-    assert!(metric(&app, "messages_accept_batches_total{path=\"transaction\"}").await > careful);
+    assert!(metric(&app, "messages_accept_batches_total{api=\"send\",path=\"transaction\"}").await > careful);
     let mismatch = send(Some("key-12".into()), body(13)).await.expect("task");
     assert_eq!((mismatch.0, &mismatch.1["error"]["field"]), (422, &json!("Idempotency-Key")), "{mismatch:?}");
     let per_recipient: Vec<(String, i64, i64)> = sqlx::query_as(

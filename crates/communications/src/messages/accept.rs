@@ -412,10 +412,10 @@ async fn store_in_transaction(
 ) -> Result<Vec<Result<Answer, ApiError>>, ApiError> {
     let local = crate::dispatch::local::current(local);
     if let Some(answers) = super::single_write::store(pool, local.as_ref(), submissions).await? {
-        metrics::counter!("messages_accept_batches_total", "path" => "single_write").increment(1);
+        metrics::counter!("messages_accept_batches_total", "api" => "send", "path" => "single_write").increment(1);
         return Ok(answers);
     }
-    metrics::counter!("messages_accept_batches_total", "path" => "transaction").increment(1);
+    metrics::counter!("messages_accept_batches_total", "api" => "send", "path" => "transaction").increment(1);
     // What each keyed request answers if its message is stored: the key is claimed with it.
     let expected: Vec<Option<Value>> = submissions
         .iter()

@@ -11,4 +11,4 @@ pub mod queue;
 pub(crate) mod quiet_hours;
 pub mod repository;
 pub mod service;
-mod single_write;
+pub(crate) mod single_write;

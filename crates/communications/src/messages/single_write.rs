@@ -20,7 +20,7 @@
 //! way, which answers those requests as before. A refused keyed request goes that way too: its
 //! key may hold an earlier answer.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use kernel::error::ApiError;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -42,17 +42,87 @@ pub(super) async fn store(
     submissions: &[Submission],
 ) -> Result<Option<Vec<Result<Answer, ApiError>>>, ApiError> {
     let Some(local) = local else { return Ok(None) };
+    let drafts: Vec<Draft> = submissions.iter().map(|s| s.draft.clone()).collect();
+    // A refused keyed request goes the careful way: its key may hold an earlier answer. So
+    // every key claimed here is a stored request's.
+    let refusable: Vec<bool> = submissions.iter().map(|s| s.key.is_none()).collect();
+    let mut keys: Vec<(Uuid, &str, &[u8], Value)> = Vec::new();
+    for s in submissions {
+        if let Some(key) = &s.key {
+            let answer = Accepted { id: s.draft.id, status: s.draft.status, wake: None };
+            let answer = serde_json::to_value(answer).map_err(ApiError::internal)?;
+            keys.push((s.draft.tenant.0, key.key.as_str(), key.hash.as_slice(), answer));
+        }
+    }
+    // In one order, so that batches sharing keys queue instead of deadlocking.
+    keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let Some(planned) = store_drafts(pool, local, &drafts, &refusable, Claims::Keys(&keys)).await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        drafts
+            .iter()
+            .zip(planned)
+            .map(|(draft, plan)| {
+                plan.map(|_| Answer::Accepted(Accepted { id: draft.id, status: draft.status, wake: None }))
+            })
+            .collect(),
+    ))
+}
+
+/// An event batch's ids (with the messages each makes, and the entity snapshots they carry),
+/// claimed in the statement that stores their messages (`triggers/ingest.rs`).
+#[derive(Debug)]
+pub(crate) struct EventClaims {
+    pub tenants: Vec<Uuid>,
+    pub ids: Vec<String>,
+    pub names: Vec<String>,
+    /// For each message, its event's position in the batch, from 1.
+    pub event_of: Vec<i64>,
+    pub message_ids: Vec<Uuid>,
+    pub snapshots: crate::inbox::context::SnapshotColumns,
+}
+
+/// The events' messages, `drafts` (every one of which must be stored: a refused one goes the
+/// careful way, which records it as skipped), in two round trips; `false` when the batch is not
+/// one this path takes, or an event id was processed meanwhile.
+pub(crate) async fn store_events(
+    pool: &PgPool,
+    local: Option<&LocalDispatch>,
+    drafts: &[Draft],
+    events: &EventClaims,
+) -> Result<bool, ApiError> {
+    let Some(local) = local else { return Ok(false) };
+    let refusable = vec![false; drafts.len()];
+    Ok(store_drafts(pool, local, drafts, &refusable, Claims::Events(events)).await?.is_some())
+}
+
+/// What the statement claims besides the messages.
+enum Claims<'a> {
+    /// The send API's keys: (tenant, key, body hash, answer), in key order.
+    Keys(&'a [(Uuid, &'a str, &'a [u8], Value)]),
+    Events(&'a EventClaims),
+}
+
+/// The reads, then the statement; each draft's plan if stored. `refusable` says which drafts
+/// may be refused (answered with their 422) without sending the batch the careful way.
+async fn store_drafts(
+    pool: &PgPool,
+    local: &LocalDispatch,
+    drafts: &[Draft],
+    refusable: &[bool],
+    claims: Claims<'_>,
+) -> Result<Option<Vec<accept::Planned>>, ApiError> {
     let now = Utc::now();
     let goes_now = |draft: &Draft| {
         draft.status == MessageStatus::Queued && draft.lane != Lane::Bulk && draft.later_than(now).is_none()
     };
-    if !submissions.iter().all(|s| goes_now(&s.draft)) {
+    if !drafts.iter().all(goes_now) {
         return Ok(None);
     }
-    let drafts: Vec<Draft> = submissions.iter().map(|s| s.draft.clone()).collect();
     let mut db = pool.acquire().await?;
-    let planned = accept::plan(&mut db, &drafts).await?;
-    if planned.iter().zip(submissions).any(|(plan, s)| plan.is_err() && s.key.is_some()) {
+    let planned = accept::plan(&mut db, drafts).await?;
+    if planned.iter().zip(refusable).any(|(plan, refusable)| plan.is_err() && !refusable) {
         return Ok(None);
     }
     let ready: Vec<(&Draft, &ResolvedContact, &[FallbackStep])> = drafts
@@ -74,22 +144,14 @@ pub(super) async fn store(
         rows.push(accept::message_row(draft, *contact, steps, draft.scheduled_at, Some((local.owner, claim)))?);
         reasons.push(draft.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339())));
     }
-    let mut keys: Vec<(Uuid, &str, &[u8], Value)> = Vec::new();
-    for s in submissions.iter().filter(|s| ready.iter().any(|(draft, ..)| draft.id == s.draft.id)) {
-        if let Some(key) = &s.key {
-            let answer = Accepted { id: s.draft.id, status: s.draft.status, wake: None };
-            keys.push((
-                s.draft.tenant.0,
-                key.key.as_str(),
-                key.hash.as_slice(),
-                serde_json::to_value(answer).map_err(ApiError::internal)?,
-            ));
-        }
-    }
-    // In one order, so that batches sharing keys queue instead of deadlocking.
-    keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    if !rows.is_empty() {
-        match insert(&mut db, &rows, &reasons, &people, &keys).await {
+    // An event batch's ids are claimed even when its rules made no message.
+    if !rows.is_empty() || matches!(claims, Claims::Events(_)) {
+        let columns = Columns::of(&rows, &reasons, &people);
+        let inserted = match claims {
+            Claims::Keys(keys) => insert(&mut db, &columns, keys).await,
+            Claims::Events(events) => insert_events(&mut db, &columns, events).await,
+        };
+        match inserted {
             Ok(()) => {}
             Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Ok(None),
             Err(error) => return Err(error.into()),
@@ -105,53 +167,90 @@ pub(super) async fn store(
             .map(|(row, permit)| Handoff { message: accept::claimed_row(row, now), claim, permit })
             .collect(),
     );
-    Ok(Some(
-        drafts
-            .iter()
-            .zip(planned)
-            .map(|(draft, plan)| {
-                plan.map(|_| Answer::Accepted(Accepted { id: draft.id, status: draft.status, wake: None }))
-            })
-            .collect(),
-    ))
+    drop(rows);
+    Ok(Some(planned))
 }
 
-/// The one statement: keys, new contacts with their first identifier, the other identifiers,
-/// the messages (claimed) with their `queued` events.
+/// The messages' and contacts' columns, as both statements bind them.
+struct Columns<'a> {
+    ids: Vec<Uuid>,
+    event_ids: Vec<Uuid>,
+    tenants: Vec<Uuid>,
+    contacts: Vec<Option<Uuid>>,
+    conversations: Vec<Option<Uuid>>,
+    channels: Vec<&'a str>,
+    fallbacks: Vec<Value>,
+    recipients: Vec<&'a str>,
+    contents: Vec<Value>,
+    lanes: Vec<&'a str>,
+    scheduled: Vec<Option<DateTime<Utc>>>,
+    metadata: Vec<Value>,
+    owners: Vec<Option<Uuid>>,
+    claims: Vec<Option<Uuid>>,
+    reasons: &'a [Option<String>],
+    new: Identifiers,
+    more: Identifiers,
+}
+
+/// (tenant, kind, value, contact) of contact identifiers, as columns.
+struct Identifiers {
+    tenants: Vec<Uuid>,
+    kinds: Vec<String>,
+    values: Vec<String>,
+    contacts: Vec<Uuid>,
+}
+
+impl Identifiers {
+    fn of(rows: &[(Uuid, &str, &str, Uuid)]) -> Self {
+        Self {
+            tenants: rows.iter().map(|r| r.0).collect(),
+            kinds: rows.iter().map(|r| r.1.to_owned()).collect(),
+            values: rows.iter().map(|r| r.2.to_owned()).collect(),
+            contacts: rows.iter().map(|r| r.3).collect(),
+        }
+    }
+}
+
+impl<'a> Columns<'a> {
+    fn of(messages: &'a [NewMessage<'a>], reasons: &'a [Option<String>], people: &contacts::PersistPlan<'_>) -> Self {
+        Self {
+            ids: messages.iter().map(|m| m.id).collect(),
+            event_ids: messages.iter().map(|_| Uuid::now_v7()).collect(),
+            tenants: messages.iter().map(|m| m.tenant_id.0).collect(),
+            contacts: messages.iter().map(|m| m.contact_id).collect(),
+            conversations: messages.iter().map(|m| m.conversation_id).collect(),
+            channels: messages.iter().map(|m| m.channel.as_str()).collect(),
+            fallbacks: messages.iter().map(|m| m.fallback.clone()).collect(),
+            recipients: messages.iter().map(|m| m.recipient).collect(),
+            contents: messages.iter().map(|m| m.content.clone()).collect(),
+            lanes: messages.iter().map(|m| m.lane.as_str()).collect(),
+            scheduled: messages.iter().map(|m| m.scheduled_at).collect(),
+            metadata: messages.iter().map(|m| m.metadata.clone()).collect(),
+            owners: messages.iter().map(|m| m.claim.map(|(owner, _)| owner)).collect(),
+            claims: messages.iter().map(|m| m.claim.map(|(_, claim)| claim)).collect(),
+            reasons,
+            new: Identifiers::of(&people.new),
+            more: Identifiers::of(&people.attach),
+        }
+    }
+}
+
+// Both statements: the claimed message was queued first, as far as its trail goes. Every CTE
+// runs to its end whether or not the final statement reads it; a unique violation in any undoes
+// all. The new contacts' identifiers are inserted without ON CONFLICT: one taken since the
+// lookup must fail the statement.
+
+/// The send API's statement: keys, new contacts with their first identifier, the other
+/// identifiers, the messages (claimed) with their `queued` events.
 async fn insert(
     db: &mut sqlx::PgConnection,
-    messages: &[NewMessage<'_>],
-    reasons: &[Option<String>],
-    people: &contacts::PersistPlan<'_>,
+    c: &Columns<'_>,
     keys: &[(Uuid, &str, &[u8], Value)],
 ) -> Result<(), sqlx::Error> {
-    let column = |f: fn(&NewMessage<'_>) -> Value| messages.iter().map(f).collect::<Vec<Value>>();
-    let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
-    let event_ids: Vec<Uuid> = messages.iter().map(|_| Uuid::now_v7()).collect();
-    let tenants: Vec<Uuid> = messages.iter().map(|m| m.tenant_id.0).collect();
-    let contacts: Vec<Option<Uuid>> = messages.iter().map(|m| m.contact_id).collect();
-    let conversations: Vec<Option<Uuid>> = messages.iter().map(|m| m.conversation_id).collect();
-    let channels: Vec<&str> = messages.iter().map(|m| m.channel.as_str()).collect();
-    let recipients: Vec<&str> = messages.iter().map(|m| m.recipient).collect();
-    let lanes: Vec<&str> = messages.iter().map(|m| m.lane.as_str()).collect();
-    let scheduled: Vec<Option<chrono::DateTime<Utc>>> = messages.iter().map(|m| m.scheduled_at).collect();
-    let owners: Vec<Option<Uuid>> = messages.iter().map(|m| m.claim.map(|(owner, _)| owner)).collect();
-    let claims: Vec<Option<Uuid>> = messages.iter().map(|m| m.claim.map(|(_, claim)| claim)).collect();
-    let split = |rows: &[(Uuid, &str, &str, Uuid)]| {
-        let tenants: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-        let kinds: Vec<String> = rows.iter().map(|r| r.1.to_owned()).collect();
-        let values: Vec<String> = rows.iter().map(|r| r.2.to_owned()).collect();
-        let contacts: Vec<Uuid> = rows.iter().map(|r| r.3).collect();
-        (tenants, kinds, values, contacts)
-    };
-    let (new_tenants, new_kinds, new_values, new_contacts) = split(&people.new);
-    let (more_tenants, more_kinds, more_values, more_contacts) = split(&people.attach);
     let key_tenants: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
     let key_names: Vec<&str> = keys.iter().map(|k| k.1).collect();
     let key_hashes: Vec<&[u8]> = keys.iter().map(|k| k.2).collect();
     let key_bodies: Vec<Value> = keys.iter().map(|k| k.3.clone()).collect();
-    // The claimed message was queued first, as far as its trail goes. Every CTE runs to its
-    // end whether or not the final statement reads it; a unique violation in any undoes all.
     sqlx::query!(
         r#"WITH key AS (
                INSERT INTO communications.idempotency_keys (tenant_id, key, request_hash, response_status, response_body)
@@ -184,34 +283,123 @@ async fn insert(
            SELECT event.id, message.tenant_id, message.id, 'queued', event.reason, $29, now()
            FROM message JOIN unnest($1::uuid[], $27::uuid[], $28::text[]) AS event(message_id, id, reason)
                 ON event.message_id = message.id"#,
-        &ids,
-        &tenants,
-        &contacts as &[Option<Uuid>],
-        &conversations as &[Option<Uuid>],
-        &channels as &[&str],
-        &column(|m| m.fallback.clone()),
-        &recipients as &[&str],
-        &column(|m| m.content.clone()),
-        &lanes as &[&str],
-        &scheduled as &[Option<chrono::DateTime<Utc>>],
-        &column(|m| m.metadata.clone()),
-        &owners as &[Option<Uuid>],
-        &claims as &[Option<Uuid>],
-        &new_tenants,
-        &new_kinds,
-        &new_values,
-        &new_contacts,
-        &more_tenants,
-        &more_kinds,
-        &more_values,
-        &more_contacts,
+        &c.ids,
+        &c.tenants,
+        &c.contacts as &[Option<Uuid>],
+        &c.conversations as &[Option<Uuid>],
+        &c.channels as &[&str],
+        &c.fallbacks,
+        &c.recipients as &[&str],
+        &c.contents,
+        &c.lanes as &[&str],
+        &c.scheduled as &[Option<DateTime<Utc>>],
+        &c.metadata,
+        &c.owners as &[Option<Uuid>],
+        &c.claims as &[Option<Uuid>],
+        &c.new.tenants,
+        &c.new.kinds,
+        &c.new.values,
+        &c.new.contacts,
+        &c.more.tenants,
+        &c.more.kinds,
+        &c.more.values,
+        &c.more.contacts,
         &key_tenants,
         &key_names as &[&str],
         &key_hashes as &[&[u8]],
         &key_bodies,
         ACCEPTED as i16,
-        &event_ids,
-        reasons as &[Option<String>],
+        &c.event_ids,
+        c.reasons as &[Option<String>],
+        EventSource::Api.as_str(),
+    )
+    .execute(&mut *db)
+    .await?;
+    Ok(())
+}
+
+/// The events' statement: their ids (a processed one fails it) with the messages each makes,
+/// their entity snapshots (the newest kept, as `triggers/ingest.rs` does), then as [`insert`].
+async fn insert_events(db: &mut sqlx::PgConnection, c: &Columns<'_>, e: &EventClaims) -> Result<(), sqlx::Error> {
+    let s = &e.snapshots;
+    sqlx::query!(
+        r#"WITH processed AS (
+               INSERT INTO communications.processed_events (tenant_id, event_id, event, message_ids)
+               SELECT e.tenant_id, e.event_id, e.event,
+                      ARRAY(SELECT m.id FROM unnest($25::int8[], $26::uuid[]) WITH ORDINALITY AS m(event_n, id, k)
+                            WHERE m.event_n = e.n ORDER BY m.k)
+               FROM unnest($22::uuid[], $23::text[], $24::text[]) WITH ORDINALITY AS e(tenant_id, event_id, event, n)
+               ORDER BY e.n),
+           snapshot AS (
+               INSERT INTO communications.entity_snapshots
+                   (tenant_id, kind, entity_id, source, op, row, event_id, occurred_at)
+               SELECT * FROM unnest($29::uuid[], $30::text[], $31::text[], $32::text[], $33::text[], $34::jsonb[],
+                                    $35::text[], $36::timestamptz[])
+               ON CONFLICT (tenant_id, kind, entity_id) DO UPDATE
+                   SET source = EXCLUDED.source, op = EXCLUDED.op, row = EXCLUDED.row, event_id = EXCLUDED.event_id,
+                       occurred_at = EXCLUDED.occurred_at
+                   WHERE entity_snapshots.occurred_at <= EXCLUDED.occurred_at),
+           identifier AS (
+               INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
+               SELECT * FROM unnest($14::uuid[], $15::text[], $16::text[], $17::uuid[])
+               RETURNING contact_id, tenant_id),
+           contact AS (
+               INSERT INTO communications.contacts (id, tenant_id) SELECT contact_id, tenant_id FROM identifier),
+           more AS (
+               INSERT INTO communications.contact_identifiers (tenant_id, kind, value, contact_id)
+               SELECT * FROM unnest($18::uuid[], $19::text[], $20::text[], $21::uuid[])
+               ON CONFLICT DO NOTHING),
+           message AS (
+               INSERT INTO communications.messages
+                   (id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, status, lane,
+                    scheduled_at, metadata, attempts, claimed_by, claim)
+               SELECT id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, 'sending',
+                      lane, scheduled_at, metadata, 1, claimed_by, claim
+               FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[], $7::text[],
+                           $8::jsonb[], $9::text[], $10::timestamptz[], $11::jsonb[], $12::uuid[], $13::uuid[])
+                    AS m(id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, lane,
+                         scheduled_at, metadata, claimed_by, claim)
+               RETURNING id, tenant_id)
+           INSERT INTO communications.message_events (id, tenant_id, message_id, status, reason, source, occurred_at)
+           SELECT event.id, message.tenant_id, message.id, 'queued', event.reason, $37, now()
+           FROM message JOIN unnest($1::uuid[], $27::uuid[], $28::text[]) AS event(message_id, id, reason)
+                ON event.message_id = message.id"#,
+        &c.ids,
+        &c.tenants,
+        &c.contacts as &[Option<Uuid>],
+        &c.conversations as &[Option<Uuid>],
+        &c.channels as &[&str],
+        &c.fallbacks,
+        &c.recipients as &[&str],
+        &c.contents,
+        &c.lanes as &[&str],
+        &c.scheduled as &[Option<DateTime<Utc>>],
+        &c.metadata,
+        &c.owners as &[Option<Uuid>],
+        &c.claims as &[Option<Uuid>],
+        &c.new.tenants,
+        &c.new.kinds,
+        &c.new.values,
+        &c.new.contacts,
+        &c.more.tenants,
+        &c.more.kinds,
+        &c.more.values,
+        &c.more.contacts,
+        &e.tenants,
+        &e.ids,
+        &e.names,
+        &e.event_of,
+        &e.message_ids,
+        &c.event_ids,
+        c.reasons as &[Option<String>],
+        &s.tenants,
+        &s.kinds,
+        &s.ids,
+        &s.sources,
+        &s.ops,
+        &s.rows,
+        &s.event_ids,
+        &s.times,
         EventSource::Api.as_str(),
     )
     .execute(&mut *db)

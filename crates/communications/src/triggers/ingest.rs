@@ -15,12 +15,13 @@ use super::event::{IncomingEvent, lookup, parse_time};
 use super::rules::{self, AudiencePaths, TriggerRule};
 use crate::Communications;
 use crate::contacts::RecipientInput;
-use crate::dispatch::local::LocalSlot;
+use crate::dispatch::local::{LocalDispatch, LocalSlot};
 use crate::messages::accept::{self, Draft};
 use crate::messages::content::{ContentInput, TemplateRef};
 use crate::messages::model::MessageStatus;
 use crate::messages::queue::QueueWaker;
 use crate::messages::service::{ChannelsInput, SendRequest};
+use crate::messages::single_write::{self, EventClaims};
 use crate::rate_limit::RateDefaults;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -176,6 +177,11 @@ async fn store_events(
     events: &[PlannedEvent],
 ) -> Result<Vec<EventOutcome>, ApiError> {
     let local = crate::dispatch::local::current(local);
+    if let Some(outcomes) = store_in_one_statement(pool, local.as_ref(), events).await? {
+        metrics::counter!("messages_accept_batches_total", "api" => "events", "path" => "single_write").increment(1);
+        return Ok(outcomes);
+    }
+    metrics::counter!("messages_accept_batches_total", "api" => "events", "path" => "transaction").increment(1);
     let mut tx = pool.begin().await?;
     let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant.0).collect();
     let ids: Vec<String> = events.iter().map(|e| e.event.id.clone()).collect();
@@ -306,6 +312,62 @@ async fn store_events(
         waker.wake(lane);
     }
     Ok(outcomes)
+}
+
+/// Events (unique within `events`) whose messages all go out now through this process: the
+/// reads, then one statement that claims their ids, keeps their snapshots and stores their
+/// messages (`messages/single_write.rs`). `None` when they do not qualify, or one was processed
+/// meanwhile: [`store_events`] goes the careful way.
+async fn store_in_one_statement(
+    pool: &PgPool,
+    local: Option<&LocalDispatch>,
+    events: &[PlannedEvent],
+) -> Result<Option<Vec<EventOutcome>>, ApiError> {
+    if local.is_none() {
+        return Ok(None);
+    }
+    let drafts: Vec<Draft> = events.iter().flat_map(|p| p.drafts.iter().map(|(_, _, draft)| draft.clone())).collect();
+    let (event_of, message_ids): (Vec<i64>, Vec<Uuid>) = events
+        .iter()
+        .enumerate()
+        .flat_map(|(n, planned)| planned.drafts.iter().map(move |(_, _, draft)| (n as i64 + 1, draft.id)))
+        .unzip();
+    let snapshots: Vec<(Uuid, &IncomingEvent)> = events.iter().map(|p| (p.tenant.0, &p.event)).collect();
+    let claims = EventClaims {
+        tenants: events.iter().map(|e| e.tenant.0).collect(),
+        ids: events.iter().map(|e| e.event.id.clone()).collect(),
+        names: events.iter().map(|e| e.event.name.clone()).collect(),
+        event_of,
+        message_ids,
+        snapshots: crate::inbox::context::snapshot_columns(&snapshots),
+    };
+    if !single_write::store_events(pool, local, &drafts, &claims).await? {
+        return Ok(None);
+    }
+    Ok(Some(
+        events
+            .iter()
+            .map(|planned| EventOutcome {
+                event_id: planned.event.id.clone(),
+                duplicate: false,
+                messages: planned
+                    .drafts
+                    .iter()
+                    .map(|(rule_id, scheduled_at, draft)| QueuedMessage {
+                        id: draft.id,
+                        rule_id: *rule_id,
+                        status: draft.status,
+                        scheduled_at: *scheduled_at,
+                    })
+                    .collect(),
+                skipped: planned
+                    .skipped
+                    .iter()
+                    .map(|(rule_id, reason)| Skipped { rule_id: *rule_id, reason: reason.clone() })
+                    .collect(),
+            })
+            .collect(),
+    ))
 }
 
 /// The messages earlier deliveries of these events made.
