@@ -167,7 +167,6 @@ async fn store_drafts(
             .map(|(row, permit)| Handoff { message: accept::claimed_row(row, now), claim, permit })
             .collect(),
     );
-    drop(rows);
     Ok(Some(planned))
 }
 
@@ -235,6 +234,41 @@ impl<'a> Columns<'a> {
     }
 }
 
+/// Runs `$sql` (a literal, as sqlx needs it) with the messages' and contacts' columns of `$c`
+/// bound as $1-$21 and `$more` after them: the two statements differ only in what they claim.
+macro_rules! execute_with_columns {
+    ($db:expr, $c:expr, $sql:tt, $($more:expr),+ $(,)?) => {
+        sqlx::query!(
+            $sql,
+            &$c.ids,
+            &$c.tenants,
+            &$c.contacts as &[Option<Uuid>],
+            &$c.conversations as &[Option<Uuid>],
+            &$c.channels as &[&str],
+            &$c.fallbacks,
+            &$c.recipients as &[&str],
+            &$c.contents,
+            &$c.lanes as &[&str],
+            &$c.scheduled as &[Option<DateTime<Utc>>],
+            &$c.metadata,
+            &$c.owners as &[Option<Uuid>],
+            &$c.claims as &[Option<Uuid>],
+            &$c.new.tenants,
+            &$c.new.kinds,
+            &$c.new.values,
+            &$c.new.contacts,
+            &$c.more.tenants,
+            &$c.more.kinds,
+            &$c.more.values,
+            &$c.more.contacts,
+            $($more),+
+        )
+        .execute(&mut *$db)
+        .await
+        .map(|_| ())
+    };
+}
+
 // Both statements: the claimed message was queued first, as far as its trail goes. Every CTE
 // runs to its end whether or not the final statement reads it; a unique violation in any undoes
 // all. The new contacts' identifiers are inserted without ON CONFLICT: one taken since the
@@ -251,7 +285,9 @@ async fn insert(
     let key_names: Vec<&str> = keys.iter().map(|k| k.1).collect();
     let key_hashes: Vec<&[u8]> = keys.iter().map(|k| k.2).collect();
     let key_bodies: Vec<Value> = keys.iter().map(|k| k.3.clone()).collect();
-    sqlx::query!(
+    execute_with_columns!(
+        db,
+        c,
         r#"WITH key AS (
                INSERT INTO communications.idempotency_keys (tenant_id, key, request_hash, response_status, response_body)
                SELECT tenant_id, key, hash, $26, body
@@ -283,27 +319,6 @@ async fn insert(
            SELECT event.id, message.tenant_id, message.id, 'queued', event.reason, $29, now()
            FROM message JOIN unnest($1::uuid[], $27::uuid[], $28::text[]) AS event(message_id, id, reason)
                 ON event.message_id = message.id"#,
-        &c.ids,
-        &c.tenants,
-        &c.contacts as &[Option<Uuid>],
-        &c.conversations as &[Option<Uuid>],
-        &c.channels as &[&str],
-        &c.fallbacks,
-        &c.recipients as &[&str],
-        &c.contents,
-        &c.lanes as &[&str],
-        &c.scheduled as &[Option<DateTime<Utc>>],
-        &c.metadata,
-        &c.owners as &[Option<Uuid>],
-        &c.claims as &[Option<Uuid>],
-        &c.new.tenants,
-        &c.new.kinds,
-        &c.new.values,
-        &c.new.contacts,
-        &c.more.tenants,
-        &c.more.kinds,
-        &c.more.values,
-        &c.more.contacts,
         &key_tenants,
         &key_names as &[&str],
         &key_hashes as &[&[u8]],
@@ -312,9 +327,7 @@ async fn insert(
         &c.event_ids,
         c.reasons as &[Option<String>],
         EventSource::Api.as_str(),
-    )
-    .execute(&mut *db)
-    .await?;
+    )?;
     Ok(())
 }
 
@@ -322,7 +335,9 @@ async fn insert(
 /// their entity snapshots (the newest kept, as `triggers/ingest.rs` does), then as [`insert`].
 async fn insert_events(db: &mut sqlx::PgConnection, c: &Columns<'_>, e: &EventClaims) -> Result<(), sqlx::Error> {
     let s = &e.snapshots;
-    sqlx::query!(
+    execute_with_columns!(
+        db,
+        c,
         r#"WITH processed AS (
                INSERT INTO communications.processed_events (tenant_id, event_id, event, message_ids)
                SELECT e.tenant_id, e.event_id, e.event,
@@ -364,27 +379,6 @@ async fn insert_events(db: &mut sqlx::PgConnection, c: &Columns<'_>, e: &EventCl
            SELECT event.id, message.tenant_id, message.id, 'queued', event.reason, $37, now()
            FROM message JOIN unnest($1::uuid[], $27::uuid[], $28::text[]) AS event(message_id, id, reason)
                 ON event.message_id = message.id"#,
-        &c.ids,
-        &c.tenants,
-        &c.contacts as &[Option<Uuid>],
-        &c.conversations as &[Option<Uuid>],
-        &c.channels as &[&str],
-        &c.fallbacks,
-        &c.recipients as &[&str],
-        &c.contents,
-        &c.lanes as &[&str],
-        &c.scheduled as &[Option<DateTime<Utc>>],
-        &c.metadata,
-        &c.owners as &[Option<Uuid>],
-        &c.claims as &[Option<Uuid>],
-        &c.new.tenants,
-        &c.new.kinds,
-        &c.new.values,
-        &c.new.contacts,
-        &c.more.tenants,
-        &c.more.kinds,
-        &c.more.values,
-        &c.more.contacts,
         &e.tenants,
         &e.ids,
         &e.names,
@@ -401,8 +395,6 @@ async fn insert_events(db: &mut sqlx::PgConnection, c: &Columns<'_>, e: &EventCl
         &s.event_ids,
         &s.times,
         EventSource::Api.as_str(),
-    )
-    .execute(&mut *db)
-    .await?;
+    )?;
     Ok(())
 }
