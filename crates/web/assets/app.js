@@ -91,7 +91,11 @@
     if (main.dataset.query) return;
     const response = await fetch(`/inbox/list?view=${encodeURIComponent(view)}${selected ? `&c=${selected}` : ''}`);
     if (!response.ok) return;
-    list.innerHTML = await response.text();
+    const fresh = document.createElement('div');
+    fresh.innerHTML = await response.text();
+    const restore = keepFocus(list, list);
+    list.replaceChildren(...fresh.childNodes);
+    restore();
     formatTimes(list);
   }
 

@@ -67,6 +67,19 @@ async fn an_agent_tabs_from_the_skip_link_through_list_thread_composer_and_side_
     browser.press(TAB).await;
     let focus = browser.script(FOCUS).await;
     assert_eq!((&focus[0], focus[1].as_str().unwrap_or_default().contains("conversation")), (&json!("list"), true));
+    // Another customer writes: the list is refreshed under the focus, which stays on the same
+    // conversation rather than falling back to the page.
+    sim.post_inbound(InboundSpec::Meta {
+        phone_number_id: "106540352242922".into(),
+        from: "4915187654321".into(),
+        text: "Someone else".into(),
+    })
+    .await
+    .unwrap();
+    browser.wait_for_text("#list", "Someone else", Duration::from_secs(5)).await;
+    let kept =
+        browser.script("arguments[0](document.activeElement.dataset.id || document.activeElement.tagName);").await;
+    assert_eq!(kept, json!(id), "a refresh of the list dropped the focus");
 
     // Claim with the keyboard: the refresh puts the focus on Release, where Claim was.
     browser.script("document.querySelector('button[data-action=claim]').focus(); arguments[0](true);").await;
