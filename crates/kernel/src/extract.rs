@@ -98,6 +98,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let field = if path.is_empty() { "body".to_owned() } else { path };
         return Err(ApiError::validation(field, "must not contain NUL characters (\\u0000)"));
     }
+    // Tracking the path costs on every key; only a refused body needs it, so it is read again.
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
     let error = match result {

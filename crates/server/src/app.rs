@@ -428,7 +428,7 @@ impl kernel::scheduling::AppointmentListener for AppointmentNotices {
                 "id": event.id, "event": event.change.event_name(),
                 "occurred_at": event.occurred_at.to_rfc3339(), "data": event.data,
             });
-            let incoming = communications::triggers::event::parse(&body)?;
+            let incoming = communications::triggers::event::parse(body)?;
             self.0.ingest_event(event.tenant, incoming).await?;
             Ok(())
         })

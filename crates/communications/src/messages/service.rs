@@ -181,8 +181,9 @@ impl Communications {
     ) -> Result<MessageContent, ApiError> {
         match &input.template {
             Some(template) => {
-                let variables = template.variables.clone().unwrap_or_else(|| json!({}));
-                self.render_template(tenant, &template.name, template.locale.as_deref(), &variables, channel).await
+                // No variables render like an empty object.
+                let variables = template.variables.as_ref().unwrap_or(&Value::Null);
+                self.render_template(tenant, &template.name, template.locale.as_deref(), variables, channel).await
             }
             None => content::for_channel(input, channel),
         }

@@ -77,8 +77,8 @@ pub(crate) struct EventClaims {
     pub tenants: Vec<Uuid>,
     pub ids: Vec<String>,
     pub names: Vec<String>,
-    /// For each message, its event's position in the batch, from 1.
-    pub event_of: Vec<i64>,
+    /// Where each event's run of `message_ids` ends (see `triggers::ingest::message_runs`).
+    pub ends: Vec<i32>,
     pub message_ids: Vec<Uuid>,
     pub snapshots: crate::inbox::context::SnapshotColumns,
 }
@@ -341,9 +341,9 @@ async fn insert_events(db: &mut sqlx::PgConnection, c: &Columns<'_>, e: &EventCl
         r#"WITH processed AS (
                INSERT INTO communications.processed_events (tenant_id, event_id, event, message_ids)
                SELECT e.tenant_id, e.event_id, e.event,
-                      ARRAY(SELECT m.id FROM unnest($25::int8[], $26::uuid[]) WITH ORDINALITY AS m(event_n, id, k)
-                            WHERE m.event_n = e.n ORDER BY m.k)
-               FROM unnest($22::uuid[], $23::text[], $24::text[]) WITH ORDINALITY AS e(tenant_id, event_id, event, n)
+                      ($26::uuid[])[lag(e.last, 1, 0) OVER (ORDER BY e.n) + 1 : e.last]
+               FROM unnest($22::uuid[], $23::text[], $24::text[], $25::int4[])
+                    WITH ORDINALITY AS e(tenant_id, event_id, event, last, n)
                ORDER BY e.n),
            snapshot AS (
                INSERT INTO communications.entity_snapshots
@@ -382,7 +382,7 @@ async fn insert_events(db: &mut sqlx::PgConnection, c: &Columns<'_>, e: &EventCl
         &e.tenants,
         &e.ids,
         &e.names,
-        &e.event_of,
+        &e.ends,
         &e.message_ids,
         &c.event_ids,
         c.reasons as &[Option<String>],

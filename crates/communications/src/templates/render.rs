@@ -102,6 +102,41 @@ impl VariantBody {
     }
 }
 
+/// A stored body with each of its templates compiled, once per cached template rather than
+/// once per message.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    body: VariantBody,
+    env: Environment<'static>,
+}
+
+impl Compiled {
+    pub fn new(body: VariantBody) -> Result<Self, minijinja::Error> {
+        let mut env = environment();
+        let sources: Vec<(String, &String)> = match &body {
+            VariantBody::Sms(sms) => vec![("text".into(), &sms.text)],
+            VariantBody::Email(email) => {
+                [("subject", Some(&email.subject)), ("html.html", email.html.as_ref()), ("text", email.text.as_ref())]
+                    .into_iter()
+                    .filter_map(|(name, source)| Some((name.to_owned(), source?)))
+                    .collect()
+            }
+            VariantBody::Whatsapp(whatsapp) => whatsapp
+                .text
+                .iter()
+                .map(|text| ("text".to_owned(), text))
+                .chain(whatsapp.meta_template.iter().flat_map(|meta| {
+                    meta.body_parameters.iter().enumerate().map(|(i, p)| (format!("body_parameters[{i}]"), p))
+                }))
+                .collect(),
+        };
+        for (name, source) in sources {
+            env.add_template_owned(name, source.clone())?;
+        }
+        Ok(Self { body, env })
+    }
+}
+
 /// Parses and checks a body for `channel`: shape, required parts, and the syntax of every
 /// template in it. Errors name the field under `field` (e.g. `variants[0].body`).
 pub fn parse_body(channel: Channel, locale: &str, body: &Value, field: &str) -> Result<VariantBody, ApiError> {
@@ -305,16 +340,18 @@ impl Fields {
 /// Renders one parsed variant body with `variables` (a JSON object).
 pub fn render(
     template_name: &str,
-    body: &VariantBody,
+    compiled: &Compiled,
     variables: &Value,
     fields: Fields,
 ) -> Result<MessageContent, ApiError> {
     let context = minijinja::Value::from(minijinja::value::Serde(variables));
-    let render_one = |name: &str, source: &str| render_source(template_name, name, source, &context, variables, fields);
+    let render_one = |name: &str, source: &str| {
+        render_source(&compiled.env, template_name, name, source, &context, variables, fields)
+    };
     let too_long = |what: &str, max: usize| {
         ApiError::validation(fields.variables, format!("the rendered {what} is longer than {max} characters"))
     };
-    match body {
+    match &compiled.body {
         VariantBody::Sms(body) => {
             let text = render_one("text", &body.text)?.trim().to_owned();
             if text.is_empty() {
@@ -396,6 +433,7 @@ pub fn render(
 }
 
 fn render_source(
+    env: &Environment<'static>,
     template_name: &str,
     part: &str,
     source: &str,
@@ -403,9 +441,8 @@ fn render_source(
     variables: &Value,
     fields: Fields,
 ) -> Result<String, ApiError> {
-    let env = environment();
     let template = env
-        .template_from_named_str(part, source)
+        .get_template(part)
         .map_err(|error| ApiError::internal(format!("stored template `{template_name}` does not compile: {error}")))?;
     template.render(context.clone()).map_err(|error| {
         if error.kind() == ErrorKind::OutOfFuel {
@@ -539,7 +576,7 @@ mod tests {
             "body",
         )
         .unwrap();
-        let content = render("t", &email, &json!({"trip": "A & <B>"}), Fields::SEND).unwrap();
+        let content = render("t", &Compiled::new(email).unwrap(), &json!({"trip": "A & <B>"}), Fields::SEND).unwrap();
         assert_eq!(
             content,
             MessageContent::Email {
@@ -552,9 +589,9 @@ mod tests {
         );
         let sms =
             parse_body(Channel::Sms, "en", &json!({"text": "{{ booking.ref }} {{ booking.departure }}"}), "b").unwrap();
-        let error = render("t", &sms, &json!({"booking": {"ref": "X1"}}), Fields::SEND);
+        let error = render("t", &Compiled::new(sms.clone()).unwrap(), &json!({"booking": {"ref": "X1"}}), Fields::SEND);
         assert_eq!(field(error), "content.template.variables.booking.departure");
-        let error = render("t", &sms, &json!({}), Fields::PREVIEW);
+        let error = render("t", &Compiled::new(sms.clone()).unwrap(), &json!({}), Fields::PREVIEW);
         assert_eq!(field(error), "variables.booking.ref");
     }
 
@@ -564,12 +601,12 @@ mod tests {
             parse_body(Channel::Sms, "en", &json!({"text": "{% for p in people %}{{ p.name }}{% endfor %}"}), "b")
                 .unwrap();
         assert_eq!(
-            field(render("t", &sms, &json!({"people": [{"nom": "x"}]}), Fields::SEND)),
+            field(render("t", &Compiled::new(sms.clone()).unwrap(), &json!({"people": [{"nom": "x"}]}), Fields::SEND)),
             "content.template.variables"
         );
         let endless = "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}";
         let endless = parse_body(Channel::Sms, "en", &json!({"text": endless}), "b").unwrap();
-        match render("t", &endless, &json!({}), Fields::SEND) {
+        match render("t", &Compiled::new(endless).unwrap(), &json!({}), Fields::SEND) {
             Err(ApiError::Validation { field, message }) => {
                 assert_eq!(field, "content.template.variables");
                 assert!(message.contains("too much work"), "{message}");
@@ -578,7 +615,7 @@ mod tests {
         }
         let long = parse_body(Channel::Sms, "en", &json!({"text": "{{ x }}"}), "b").unwrap();
         assert_eq!(
-            field(render("t", &long, &json!({"x": "a".repeat(1601)}), Fields::SEND)),
+            field(render("t", &Compiled::new(long).unwrap(), &json!({"x": "a".repeat(1601)}), Fields::SEND)),
             "content.template.variables"
         );
     }

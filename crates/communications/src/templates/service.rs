@@ -1,7 +1,7 @@
 //! Template operations: what the handlers, the send path and (later) trigger rules call.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use kernel::error::ApiError;
@@ -45,6 +45,22 @@ pub struct VariantRecord {
     /// `{"meta_template":{"name","language","body_parameters","components"}}`.
     #[schema(value_type = Object)]
     pub body: Value,
+    /// The body parsed and compiled on its first render: the record lives in the cache.
+    #[serde(skip)]
+    compiled: OnceLock<Result<render::Compiled, String>>,
+}
+
+impl VariantRecord {
+    fn compiled(&self) -> Result<&render::Compiled, String> {
+        self.compiled
+            .get_or_init(|| {
+                let body =
+                    render::parse_body(self.channel, &self.locale, &self.body, "body").map_err(|e| e.to_string())?;
+                render::Compiled::new(body).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -180,7 +196,7 @@ fn record(row: TemplateRow, variants: Vec<VariantRow>) -> TemplateRecord {
         default_locale: row.default_locale,
         variants: variants
             .into_iter()
-            .map(|v| VariantRecord { channel: v.channel, locale: v.locale, body: v.body })
+            .map(|v| VariantRecord { channel: v.channel, locale: v.locale, body: v.body, compiled: OnceLock::new() })
             .collect(),
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -226,10 +242,10 @@ fn render_record(
                 ),
             )
         })?;
-    let body = render::parse_body(channel, &variant.locale, &variant.body, "body").map_err(|error| {
+    let compiled = variant.compiled().map_err(|error| {
         ApiError::internal(format!("stored variant of template `{}` is invalid: {error}", template.name))
     })?;
-    let content = render::render(&template.name, &body, variables, fields)?;
+    let content = render::render(&template.name, compiled, variables, fields)?;
     Ok(Rendered { channel, locale: variant.locale.clone(), content })
 }
 

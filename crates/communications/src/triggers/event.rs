@@ -17,29 +17,34 @@ pub struct IncomingEvent {
     pub document: Value,
 }
 
-/// Reads a domain event or a Hasura event-trigger payload; 422s name the missing field.
-pub fn parse(body: &Value) -> Result<IncomingEvent, ApiError> {
-    let object = body.as_object().ok_or_else(|| ApiError::validation("body", "must be a JSON object"))?;
+/// Reads a domain event or a Hasura event-trigger payload; 422s name the missing field. The
+/// body's parts move into the event's document rather than being copied.
+pub fn parse(mut body: Value) -> Result<IncomingEvent, ApiError> {
+    let object = body.as_object_mut().ok_or_else(|| ApiError::validation("body", "must be a JSON object"))?;
     let id = match object.get("id") {
         Some(Value::String(id)) if !id.trim().is_empty() && id.len() <= 200 => id.clone(),
         Some(Value::Number(id)) => id.to_string(),
         _ => return Err(ApiError::validation("id", "is required: a string identifying the event, for de-duplication")),
     };
-    if let Some(hasura) = object.get("event").filter(|e| e.is_object()) {
-        let name = body
-            .pointer("/trigger/name")
+    if object.get("event").is_some_and(Value::is_object) {
+        let mut hasura = object.remove("event").unwrap_or_default();
+        let name = object
+            .get("trigger")
+            .and_then(|trigger| trigger.get("name"))
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| ApiError::validation("trigger.name", "is required in a Hasura event payload"))?;
+            .ok_or_else(|| ApiError::validation("trigger.name", "is required in a Hasura event payload"))?
+            .to_owned();
         let occurred_at = timestamp(object.get("created_at"), "created_at")?;
+        let mut take = |pointer: &str| hasura.pointer_mut(pointer).map(Value::take).unwrap_or(Value::Null);
         let data = json!({
-            "op": hasura.get("op").cloned().unwrap_or(Value::Null),
-            "old": hasura.pointer("/data/old").cloned().unwrap_or(Value::Null),
-            "new": hasura.pointer("/data/new").cloned().unwrap_or(Value::Null),
-            "table": object.get("table").cloned().unwrap_or(Value::Null),
-            "session_variables": hasura.get("session_variables").cloned().unwrap_or(Value::Null),
+            "op": take("/op"),
+            "old": take("/data/old"),
+            "new": take("/data/new"),
+            "table": object.remove("table").unwrap_or(Value::Null),
+            "session_variables": take("/session_variables"),
         });
-        return Ok(event(id, name.to_owned(), occurred_at, data));
+        return Ok(event(id, name, occurred_at, data));
     }
     if let Some(scheduled_time) = object.get("scheduled_time") {
         // A Hasura cron trigger: `{"id","name","scheduled_time","payload","comment"}`.
@@ -48,20 +53,22 @@ pub fn parse(body: &Value) -> Result<IncomingEvent, ApiError> {
             .and_then(Value::as_str)
             .map(str::trim)
             .filter(|n| !n.is_empty() && n.len() <= 200)
-            .ok_or_else(|| ApiError::validation("name", "is required in a Hasura cron-trigger payload"))?;
+            .ok_or_else(|| ApiError::validation("name", "is required in a Hasura cron-trigger payload"))?
+            .to_owned();
         let at = timestamp(Some(scheduled_time), "scheduled_time")?;
-        let payload = object.get("payload").cloned().unwrap_or_else(|| json!({}));
-        return Ok(cron_event(id, name.to_owned(), at, payload));
+        let payload = object.remove("payload").unwrap_or_else(|| json!({}));
+        return Ok(cron_event(id, name, at, payload));
     }
     let name = object
         .get("event")
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|n| !n.is_empty() && n.len() <= 200)
-        .ok_or_else(|| ApiError::validation("event", "is required: the event's name, e.g. booking.confirmed"))?;
+        .ok_or_else(|| ApiError::validation("event", "is required: the event's name, e.g. booking.confirmed"))?
+        .to_owned();
     let occurred_at = timestamp(object.get("occurred_at"), "occurred_at")?;
-    let data = object.get("data").cloned().unwrap_or_else(|| json!({}));
-    Ok(event(id, name.to_owned(), occurred_at, data))
+    let data = object.remove("data").unwrap_or_else(|| json!({}));
+    Ok(event(id, name, occurred_at, data))
 }
 
 /// The event a cron trigger emits: rules see `data.scheduled_time` and `data.payload`.
@@ -194,7 +201,7 @@ mod tests {
 
     #[test]
     fn hasura_payloads_become_events_named_by_their_trigger() {
-        let event = parse(&hasura_update()).unwrap();
+        let event = parse(hasura_update()).unwrap();
         assert_eq!(event.name, "service_leg_status");
         assert_eq!(event.id, "85558393-c75d-4d2f-9c15-e80591b83894");
         assert_eq!(lookup(&event.document, "data.new.status"), Some(&json!("DELAYED")));
@@ -206,7 +213,7 @@ mod tests {
     #[test]
     fn domain_events_need_a_name_and_an_id() {
         let event =
-            parse(&json!({"event": "booking.confirmed", "id": "e-1", "data": {"booking": {"ref": "B1"}}})).unwrap();
+            parse(json!({"event": "booking.confirmed", "id": "e-1", "data": {"booking": {"ref": "B1"}}})).unwrap();
         assert_eq!(lookup(&event.document, "data.booking.ref"), Some(&json!("B1")));
         for (body, field) in [
             (json!({"event": "x"}), "id"),
@@ -214,7 +221,7 @@ mod tests {
             (json!({"id": "1", "event": "x", "occurred_at": "yesterday"}), "occurred_at"),
             (json!({"id": "1", "event": {"op": "UPDATE"}}), "trigger.name"),
         ] {
-            match parse(&body) {
+            match parse(body.clone()) {
                 Err(ApiError::Validation { field: got, .. }) => assert_eq!(got, field, "{body}"),
                 other => panic!("{body}: {other:?}"),
             }
@@ -223,7 +230,7 @@ mod tests {
 
     #[test]
     fn conditions_see_changes() {
-        let event = parse(&hasura_update()).unwrap();
+        let event = parse(hasura_update()).unwrap();
         let became_delayed = Condition {
             path: "data.new.status".into(),
             equals: Some(json!("DELAYED")),

@@ -43,7 +43,7 @@ pub async fn post_event(
     Json(body): Json<Value>,
 ) -> Result<(StatusCode, Json<EventOutcome>), ApiError> {
     caller.require_admin()?;
-    let event = event::parse(&body)?;
+    let event = event::parse(body)?;
     let outcome = module.ingest_event(caller.tenant_id, event).await?;
     Ok((StatusCode::ACCEPTED, Json(outcome)))
 }

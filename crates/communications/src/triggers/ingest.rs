@@ -186,13 +186,9 @@ async fn store_events(
     let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant.0).collect();
     let ids: Vec<String> = events.iter().map(|e| e.event.id.clone()).collect();
     let names: Vec<String> = events.iter().map(|e| e.event.name.clone()).collect();
-    // Each event's messages as planned (`event_of` counts from 1, as ORDINALITY does): recorded
-    // with the claim, and corrected below only for an event a draft of which was refused.
-    let (event_of, planned_ids): (Vec<i64>, Vec<Uuid>) = events
-        .iter()
-        .enumerate()
-        .flat_map(|(n, planned)| planned.drafts.iter().map(move |(_, _, draft)| (n as i64 + 1, draft.id)))
-        .unzip();
+    // Each event's messages as planned: recorded with the claim, and corrected below only for
+    // an event a draft of which was refused.
+    let (ends, planned_ids) = message_runs(events);
     // The entity snapshots the events carry are kept in the same statement. A duplicate event
     // writes its snapshot again: the same row at the same time, so nothing changes.
     let snapshots: Vec<(Uuid, &IncomingEvent)> = events.iter().map(|p| (p.tenant.0, &p.event)).collect();
@@ -208,17 +204,15 @@ async fn store_events(
                        occurred_at = EXCLUDED.occurred_at
                    WHERE entity_snapshots.occurred_at <= EXCLUDED.occurred_at)
            INSERT INTO communications.processed_events (tenant_id, event_id, event, message_ids)
-           SELECT e.tenant_id, e.event_id, e.event,
-                  ARRAY(SELECT m.id FROM unnest($4::int8[], $5::uuid[]) WITH ORDINALITY AS m(event_n, id, k)
-                        WHERE m.event_n = e.n ORDER BY m.k)
-           FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS e(tenant_id, event_id, event, n)
+           SELECT e.tenant_id, e.event_id, e.event, ($5::uuid[])[lag(e.last, 1, 0) OVER (ORDER BY e.n) + 1 : e.last]
+           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[]) WITH ORDINALITY AS e(tenant_id, event_id, event, last, n)
            ORDER BY e.n
            ON CONFLICT DO NOTHING
            RETURNING tenant_id, event_id"#,
         &tenants,
         &ids,
         &names,
-        &event_of,
+        &ends,
         &planned_ids,
         &s.tenants,
         &s.kinds,
@@ -327,17 +321,13 @@ async fn store_in_one_statement(
         return Ok(None);
     }
     let drafts: Vec<Draft> = events.iter().flat_map(|p| p.drafts.iter().map(|(_, _, draft)| draft.clone())).collect();
-    let (event_of, message_ids): (Vec<i64>, Vec<Uuid>) = events
-        .iter()
-        .enumerate()
-        .flat_map(|(n, planned)| planned.drafts.iter().map(move |(_, _, draft)| (n as i64 + 1, draft.id)))
-        .unzip();
+    let (ends, message_ids) = message_runs(events);
     let snapshots: Vec<(Uuid, &IncomingEvent)> = events.iter().map(|p| (p.tenant.0, &p.event)).collect();
     let claims = EventClaims {
         tenants: events.iter().map(|e| e.tenant.0).collect(),
         ids: events.iter().map(|e| e.event.id.clone()).collect(),
         names: events.iter().map(|e| e.event.name.clone()).collect(),
-        event_of,
+        ends,
         message_ids,
         snapshots: crate::inbox::context::snapshot_columns(&snapshots),
     };
@@ -451,6 +441,21 @@ fn recipient(paths: &AudiencePaths, document: &Value) -> Option<RecipientInput> 
         email: text(&paths.email),
     };
     (to.contact_id.is_some() || to.phone.is_some() || to.email.is_some()).then_some(to)
+}
+
+/// The events' planned message ids in one array, and where each event's run of them ends
+/// (counting from 1, as PostgreSQL arrays do): event n's are `ids[ends[n - 1] + 1 : ends[n]]`,
+/// an empty slice when it made none.
+fn message_runs(events: &[PlannedEvent]) -> (Vec<i32>, Vec<Uuid>) {
+    let ids: Vec<Uuid> = events.iter().flat_map(|p| p.drafts.iter().map(|(_, _, draft)| draft.id)).collect();
+    let ends = events
+        .iter()
+        .scan(0, |end, planned| {
+            *end += i32::try_from(planned.drafts.len()).unwrap_or(i32::MAX);
+            Some(*end)
+        })
+        .collect();
+    (ends, ids)
 }
 
 fn request_for(

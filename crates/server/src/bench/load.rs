@@ -134,9 +134,14 @@ async fn post_event(client: &reqwest::Client, base: &str, api_key: &str, n: usiz
     if !accepted(status) {
         bail!("event {n} was not accepted: {status} {text}");
     }
-    let outcome: Value = serde_json::from_str(&text).with_context(|| format!("event {n}: {status} {text}"))?;
-    let made = outcome["messages"].as_array().map(Vec::len);
-    if made != Some(1) {
+    // Only the number of messages is checked: the driver shares the machine with the service,
+    // so it reads no more of the answer than that.
+    #[derive(serde::Deserialize)]
+    struct Outcome {
+        messages: Vec<serde::de::IgnoredAny>,
+    }
+    let outcome: Outcome = serde_json::from_str(&text).with_context(|| format!("event {n}: {status} {text}"))?;
+    if outcome.messages.len() != 1 {
         bail!("event {n} should have made exactly one message: {status} {text}");
     }
     Ok(())
