@@ -135,6 +135,17 @@ impl Communications {
     /// Validates `request` and renders its content for every channel of its chain, without
     /// writing anything: a bad request is a 422 that leaves nothing behind (not even a contact).
     pub(crate) async fn draft(&self, tenant: TenantId, request: SendRequest) -> Result<Draft, ApiError> {
+        self.draft_with(tenant, request, None).await
+    }
+
+    /// As [`Self::draft`], with the template's variables given apart from the request (a trigger
+    /// rule's are its event's document, which is lent rather than copied for each message).
+    pub(crate) async fn draft_with(
+        &self,
+        tenant: TenantId,
+        request: SendRequest,
+        variables: Option<&Value>,
+    ) -> Result<Draft, ApiError> {
         let chain = match request.channels {
             ChannelsInput::One(channel) => vec![channel],
             ChannelsInput::Chain(chain) => chain,
@@ -156,7 +167,7 @@ impl Communications {
         }
         let mut contents = Vec::with_capacity(chain.len());
         for channel in chain {
-            contents.push((channel, self.content_for(tenant, &request.content, channel).await?));
+            contents.push((channel, self.content_for(tenant, &request.content, variables, channel).await?));
         }
         Ok(Draft {
             id: Uuid::now_v7(),
@@ -177,12 +188,13 @@ impl Communications {
         &self,
         tenant: TenantId,
         input: &ContentInput,
+        variables: Option<&Value>,
         channel: Channel,
     ) -> Result<MessageContent, ApiError> {
         match &input.template {
             Some(template) => {
                 // No variables render like an empty object.
-                let variables = template.variables.as_ref().unwrap_or(&Value::Null);
+                let variables = variables.or(template.variables.as_ref()).unwrap_or(&Value::Null);
                 self.render_template(tenant, &template.name, template.locale.as_deref(), variables, channel).await
             }
             None => content::for_channel(input, channel),

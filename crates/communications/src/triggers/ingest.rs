@@ -89,7 +89,8 @@ impl Communications {
                     planned.skipped.push((rule.id, "the event has no value at the audience paths".into()));
                     continue;
                 };
-                match self.draft(tenant, request_for(rule, event, to, scheduled_at)).await {
+                let request = request_for(rule, event, to, scheduled_at);
+                match self.draft_with(tenant, request, Some(&event.document)).await {
                     Ok(draft) => planned.drafts.push((rule.id, scheduled_at, draft)),
                     Err(error @ (ApiError::Validation { .. } | ApiError::Conflict { .. })) => {
                         planned.skipped.push((rule.id, skip_reason(&error)));
@@ -474,7 +475,7 @@ fn request_for(
             template: Some(TemplateRef {
                 name: rule.template_name.clone(),
                 locale,
-                variables: Some(event.document.clone()),
+                variables: None, // the event's document, lent to the render
             }),
             ..ContentInput::default()
         },

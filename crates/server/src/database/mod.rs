@@ -9,7 +9,7 @@ use anyhow::Context;
 use apalis_postgres::PostgresStorage;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, PgPool};
 
 use crate::settings::DatabaseSettings;
 use embedded::{EmbeddedPostgres, PgBinaries};
@@ -39,19 +39,6 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
-            // sqlx pings every connection it releases (a round trip we cannot turn off) and, by
-            // default, again as it hands it out: two idle round trips around every statement.
-            // The second only tells news of a connection that sat idle long enough for the
-            // server to go away meanwhile (a restart); one just released was answering then.
-            .test_before_acquire(false)
-            .before_acquire(|connection, meta| {
-                Box::pin(async move {
-                    if meta.idle_for >= PING_IF_IDLE_FOR {
-                        connection.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
             .connect_with(options)
             .await
             .context("cannot connect to PostgreSQL")?;
@@ -70,10 +57,6 @@ impl Database {
         }
     }
 }
-
-/// How long a pooled connection may have been idle and still be handed out without a ping.
-/// Under load every connection is reused within milliseconds; a server restart takes longer.
-const PING_IF_IDLE_FOR: Duration = Duration::from_millis(250);
 
 /// Connections the batch statements of the hot path have to themselves, besides `pool`'s.
 pub const BATCH_CONNECTIONS: u32 = 8;
