@@ -444,3 +444,30 @@ async fn agents_read_and_preview_templates_but_only_admins_change_them() {
         client.post(app.url("/api/v1/templates")).header("x-csrf-token", &csrf).json(&second).send().await.unwrap();
     assert_eq!(create.status(), 201);
 }
+
+/// Compiled templates live with the cached template record: an edit replaces both, so the next
+/// send renders what the template says now.
+#[tokio::test]
+async fn a_send_after_an_edit_renders_the_edited_template() {
+    let app = spawn_app().await;
+    let tenant = app.create_tenant("edits").await;
+    let template = json!({"name": "greeting", "default_locale": "en",
+        "variants": [{"channel": "sms", "locale": "en", "body": {"text": "Hello {{ name }}"}}]});
+    let id = create(&app, &tenant, template).await["id"].as_str().unwrap().to_owned();
+    let text_sent = async |app: &TestApp| {
+        let body = json!({"to": {"phone": "+4915112345678"}, "channels": "sms",
+            "content": {"template": {"name": "greeting", "variables": {"name": "Ada"}}}});
+        let accepted: Value = app.post("/api/v1/messages", &tenant.api_key, body).await.json().await.unwrap();
+        let message: Value = app
+            .get(&format!("/api/v1/messages/{}", accepted["id"].as_str().unwrap()), &tenant.api_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        message["content"]["text"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(text_sent(&app).await, "Hello Ada");
+    let edit = json!({"variants": [{"channel": "sms", "locale": "en", "body": {"text": "Welcome back, {{ name }}"}}]});
+    assert_eq!(patch(&app, &tenant, &id, edit).await.status(), 200);
+    assert_eq!(text_sent(&app).await, "Welcome back, Ada");
+}

@@ -5,6 +5,7 @@
 //! a 422 naming `content.template.variables.<path>`.
 
 pub mod http;
+pub mod locale;
 pub mod render;
 pub mod repository;
 pub mod service;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::locale;
 use super::render::{self, Fields};
 use super::repository::{self, NewTemplate, NewVariant, TemplateChanges, TemplateRow, VariantRow};
 use crate::Communications;
@@ -158,7 +159,7 @@ fn parse_description(raw: Option<&str>) -> Result<Option<String>, ApiError> {
 }
 
 fn parse_default_locale(raw: &str) -> Result<String, ApiError> {
-    render::parse_locale(raw)
+    locale::parse_locale(raw)
         .ok_or_else(|| ApiError::validation("default_locale", "must be a locale such as `en` or `de-AT`"))
 }
 
@@ -172,7 +173,7 @@ fn parse_variants(inputs: &[VariantInput]) -> Result<Vec<NewVariant>, ApiError> 
     }
     let mut parsed: Vec<NewVariant> = Vec::with_capacity(inputs.len());
     for (index, input) in inputs.iter().enumerate() {
-        let locale = render::parse_locale(&input.locale).ok_or_else(|| {
+        let locale = locale::parse_locale(&input.locale).ok_or_else(|| {
             ApiError::validation(format!("variants[{index}].locale"), "must be a locale such as `en` or `de-AT`")
         })?;
         if parsed.iter().any(|v| v.channel == input.channel && v.locale == locale) {
@@ -215,7 +216,7 @@ fn render_record(
     let requested = match locale.map(str::trim).filter(|l| !l.is_empty()) {
         None => None,
         Some(raw) => Some(
-            render::parse_locale(raw)
+            locale::parse_locale(raw)
                 .ok_or_else(|| ApiError::validation(locale_field, "must be a locale such as `en` or `de-AT`"))?,
         ),
     };
@@ -225,7 +226,7 @@ fn render_record(
         Value::Object(_) => variables,
         _ => return Err(ApiError::validation(fields.variables, "must be an object")),
     };
-    let chain = render::fallback_chain(requested.as_deref(), &template.default_locale);
+    let chain = locale::fallback_chain(requested.as_deref(), &template.default_locale);
     let variant = chain
         .iter()
         .find_map(|locale| {
