@@ -9,7 +9,7 @@ use anyhow::Context;
 use apalis_postgres::PostgresStorage;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::settings::DatabaseSettings;
 use embedded::{EmbeddedPostgres, PgBinaries};
@@ -39,6 +39,22 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
+            // sqlx pings every connection it releases (a round trip we cannot turn off) and, by
+            // default, again as it hands it out: two idle round trips around every use. Leaving
+            // out the second saved about 8 % of the service's CPU and 5 % of PostgreSQL's at 800
+            // messages/s. It tells news only of a connection that sat idle long enough for the
+            // server to drop it meanwhile; one released moments ago answered then (HikariCP skips
+            // its check within 500 ms of a connection's last use, the same way). A drop inside
+            // that window costs what a statement in flight at the drop costs.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .context("cannot connect to PostgreSQL")?;
@@ -57,6 +73,10 @@ impl Database {
         }
     }
 }
+
+/// How long a pooled connection may have been idle and still be handed out without a ping.
+/// Under load every connection is reused within milliseconds; a server restart takes longer.
+const PING_IF_IDLE_FOR: Duration = Duration::from_millis(250);
 
 /// Connections the batch statements of the hot path have to themselves, besides `pool`'s.
 pub const BATCH_CONNECTIONS: u32 = 8;
