@@ -230,6 +230,7 @@ async fn events_are_processed_once(app: &TestApp, tenant: &TestTenant) {
         assert_eq!(first["messages"].as_array().expect("messages").len(), 1, "{first}");
         assert_eq!(first["skipped"][0]["reason"], "the event has no value at the audience paths", "{first}");
         assert_eq!(repeat["messages"][0]["id"], first["messages"][0]["id"], "the repeat names what the first made");
+        assert_eq!(repeat["messages"][0]["rule_id"], first["messages"][0]["rule_id"], "and the rule that made it");
         ids.push(first["messages"][0]["id"].as_str().expect("id").parse::<uuid::Uuid>().expect("uuid"));
     }
     let bad = &by_event["ev-bad"][0];

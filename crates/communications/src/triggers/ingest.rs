@@ -34,7 +34,7 @@ pub struct EventOutcome {
     pub skipped: Vec<Skipped>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QueuedMessage {
     pub id: Uuid,
     pub rule_id: Uuid,
@@ -61,7 +61,8 @@ pub(crate) struct PlannedEvent {
 impl Communications {
     /// Processes an event once by its id: its matching rules' messages are rendered first, then
     /// stored with the event's claim in a transaction shared with the events arriving alongside
-    /// it (see [`ingest_batch`]). A repeat of a processed event answers what the first made.
+    /// it (see [`ingest_batch`]). A repeat of a processed event answers with the messages the
+    /// first made, as they are now.
     pub async fn ingest_event(&self, tenant: TenantId, event: IncomingEvent) -> Result<EventOutcome, ApiError> {
         let planned = self.plan(tenant, event).await?;
         self.ingester().call(planned).await.ok_or_else(|| ApiError::internal("the event batcher stopped"))?
@@ -252,11 +253,7 @@ async fn store_events(
     for planned in events {
         let event_id = planned.event.id.clone();
         if !is_new(planned) {
-            let ids = earlier.get(&(planned.tenant.0, event_id.clone())).cloned().unwrap_or_default();
-            let messages = ids
-                .into_iter()
-                .map(|id| QueuedMessage { id, rule_id: Uuid::nil(), status: MessageStatus::Queued, scheduled_at: None })
-                .collect();
+            let messages = earlier.get(&(planned.tenant.0, event_id.clone())).cloned().unwrap_or_default();
             outcomes.push(EventOutcome { event_id, duplicate: true, messages, skipped: Vec::new() });
             continue;
         }
@@ -361,24 +358,39 @@ async fn store_in_one_statement(
     ))
 }
 
-/// The messages earlier deliveries of these events made.
+/// The messages earlier deliveries of these events made, as they are now, with the rule that
+/// made each (kept in its metadata).
 async fn earlier_messages(
     tx: &mut PgConnection,
     tenants: &[Uuid],
     ids: &[String],
-) -> Result<HashMap<(Uuid, String), Vec<Uuid>>, ApiError> {
-    Ok(sqlx::query!(
-        r#"SELECT p.tenant_id, p.event_id, p.message_ids
+) -> Result<HashMap<(Uuid, String), Vec<QueuedMessage>>, ApiError> {
+    let rows = sqlx::query!(
+        r#"SELECT p.tenant_id, p.event_id, x.id AS "id?", (m.metadata->>'trigger_rule_id')::uuid AS rule_id,
+                  m.status AS "status?: MessageStatus", m.scheduled_at
            FROM unnest($1::uuid[], $2::text[]) AS e(tenant_id, event_id)
-           JOIN communications.processed_events p ON p.tenant_id = e.tenant_id AND p.event_id = e.event_id"#,
+           JOIN communications.processed_events p ON p.tenant_id = e.tenant_id AND p.event_id = e.event_id
+           LEFT JOIN LATERAL unnest(p.message_ids) WITH ORDINALITY AS x(id, k) ON true
+           LEFT JOIN communications.messages m ON m.tenant_id = p.tenant_id AND m.id = x.id
+           ORDER BY p.tenant_id, p.event_id, x.k"#,
         tenants,
         ids,
     )
     .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(|row| ((row.tenant_id, row.event_id), row.message_ids))
-    .collect())
+    .await?;
+    let mut earlier: HashMap<(Uuid, String), Vec<QueuedMessage>> = HashMap::new();
+    for row in rows {
+        let messages = earlier.entry((row.tenant_id, row.event_id)).or_default();
+        if let Some(id) = row.id {
+            messages.push(QueuedMessage {
+                id,
+                rule_id: row.rule_id.unwrap_or_default(),
+                status: row.status.unwrap_or(MessageStatus::Queued),
+                scheduled_at: row.scheduled_at,
+            });
+        }
+    }
+    Ok(earlier)
 }
 
 /// Records which messages the `corrected` events made after all (`made`: `(tenant, event id,
