@@ -80,6 +80,7 @@ async fn an_agent_tabs_from_the_skip_link_through_list_thread_composer_and_side_
     let kept =
         browser.script("arguments[0](document.activeElement.dataset.id || document.activeElement.tagName);").await;
     assert_eq!(kept, json!(id), "a refresh of the list dropped the focus");
+    browser.screenshot("list-focus-after-refresh").await;
 
     // Claim with the keyboard: the refresh puts the focus on Release, where Claim was.
     browser.script("document.querySelector('button[data-action=claim]').focus(); arguments[0](true);").await;

@@ -34,7 +34,7 @@ pub struct EventOutcome {
     pub skipped: Vec<Skipped>,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QueuedMessage {
     pub id: Uuid,
     pub rule_id: Uuid,
@@ -231,7 +231,7 @@ async fn store_events(
     .map(|row| (row.tenant_id, row.event_id))
     .collect();
     let is_new = |planned: &PlannedEvent| claimed.contains(&(planned.tenant.0, planned.event.id.clone()));
-    let earlier = if claimed.len() < events.len() {
+    let mut earlier = if claimed.len() < events.len() {
         let (tenants, ids): (Vec<Uuid>, Vec<String>) = tenants
             .iter()
             .zip(&ids)
@@ -253,7 +253,7 @@ async fn store_events(
     for planned in events {
         let event_id = planned.event.id.clone();
         if !is_new(planned) {
-            let messages = earlier.get(&(planned.tenant.0, event_id.clone())).cloned().unwrap_or_default();
+            let messages = earlier.remove(&(planned.tenant.0, event_id.clone())).unwrap_or_default();
             outcomes.push(EventOutcome { event_id, duplicate: true, messages, skipped: Vec::new() });
             continue;
         }

@@ -41,11 +41,11 @@ impl Database {
             .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
             // sqlx pings every connection it releases (a round trip we cannot turn off) and, by
             // default, again as it hands it out: two idle round trips around every use. Leaving
-            // out the second saved about 8 % of the service's CPU and 5 % of PostgreSQL's at 800
-            // messages/s. It tells news only of a connection that sat idle long enough for the
-            // server to drop it meanwhile; one released moments ago answered then (HikariCP skips
-            // its check within 500 ms of a connection's last use, the same way). A drop inside
-            // that window costs what a statement in flight at the drop costs.
+            // out the second saved 5-8 % of the service's CPU at 800 messages/s (PostgreSQL's
+            // moved within the noise). It tells news only of a connection that sat idle long
+            // enough for the server to drop it meanwhile; one released moments ago answered then
+            // (HikariCP skips its check within 500 ms of a connection's last use, the same way).
+            // A drop inside that window costs what a statement in flight at the drop costs.
             .test_before_acquire(false)
             .before_acquire(|connection, meta| {
                 Box::pin(async move {
