@@ -106,9 +106,14 @@ async fn two_worker_processes_keep_to_the_rate_limit() {
         steady.len(),
         error * 100.0
     );
-    // Never above the limit (5 % for the clock's granularity); below it only as far as a loaded
-    // machine can fall behind (two processes sharing two cores with the whole test suite).
-    assert!(measured <= RATE * 1.05, "measured {measured:.2}/s against a limit of {RATE}/s");
+    // Never above the limit's promise — over any interval at most rate × length + burst (the
+    // burst is one second's worth): a worker that stalls (two processes sharing two cores with
+    // the whole test suite) finds a full bucket afterwards, and may spend it inside the window —
+    // 5 % more for the clock's granularity; below it only as far as a loaded machine can fall
+    // behind.
+    let allowed = RATE * steady.len() as f64 * 1.05 + RATE;
+    let sent = steady.iter().sum::<u64>() as f64;
+    assert!(sent <= allowed, "{sent} sends in {} s against a limit of {RATE}/s: {per_second:?}", steady.len());
     assert!(measured >= RATE * 0.85, "measured {measured:.2}/s: the limiter held sends back below {RATE}/s");
 }
 
