@@ -428,15 +428,15 @@ async fn a_slot_that_is_now_marks_its_message_in_flight_under_its_own_claim_only
         provider,
     };
     let roomy = RateDefaults { sms_per_second: 1000.0, burst: 10, ..RateDefaults::default() };
+    let kept = kernel::kept::KeptConnections::new(app.pool.clone());
 
     // Another claim holds the first message now: its slot is taken, but it is not marked.
-    let slots = reserve_and_mark(&app.pool, &roomy, &[wanted(ids[0], uuid::Uuid::now_v7(), Some("twilio"))])
-        .await
-        .expect("slots");
+    let slots =
+        reserve_and_mark(&kept, &roomy, &[wanted(ids[0], uuid::Uuid::now_v7(), Some("twilio"))]).await.expect("slots");
     assert_eq!(slots, vec![(std::time::Duration::ZERO, Premark::TakenBack)]);
     assert_eq!(requested(ids[0]).await, None);
     // Under its own claim it is marked in flight to its first provider.
-    let slots = reserve_and_mark(&app.pool, &roomy, &[wanted(ids[0], claim, Some("twilio"))]).await.expect("slots");
+    let slots = reserve_and_mark(&kept, &roomy, &[wanted(ids[0], claim, Some("twilio"))]).await.expect("slots");
     assert_eq!(slots, vec![(std::time::Duration::ZERO, Premark::Marked)]);
     assert_eq!(requested(ids[0]).await.as_deref(), Some("twilio"));
 
@@ -447,7 +447,7 @@ async fn a_slot_that_is_now_marks_its_message_in_flight_under_its_own_claim_only
     let wanted =
         |id: uuid::Uuid, provider: Option<&'static str>| Wanted { account_id: account, ..wanted(id, claim, provider) };
     let slots = reserve_and_mark(
-        &app.pool,
+        &kept,
         &tight,
         &[wanted(ids[1], Some("twilio")), wanted(ids[2], Some("twilio")), wanted(ids[0], None)],
     )
@@ -476,6 +476,11 @@ async fn the_batch_statements_run_on_connections_that_keep_their_generic_plans()
         sqlx::query_scalar::<_, String>("SHOW plan_cache_mode").fetch_one(&pool).await.expect("show")
     };
     assert_eq!(mode(module.batch_pool.clone()).await, "force_generic_plan");
+    assert_eq!(
+        mode(module.kept.pool().clone()).await,
+        "force_generic_plan",
+        "the kept connections are the batch pool's"
+    );
     assert_eq!(mode(module.pool.clone()).await, "auto");
     assert_eq!(module.batch_pool.options().get_max_connections(), switchboard::database::BATCH_CONNECTIONS);
 }

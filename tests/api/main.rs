@@ -34,6 +34,7 @@ mod inbox_input;
 mod inbox_replies;
 mod isolation;
 mod job_queue;
+mod kept_connections;
 mod labels_notes;
 mod messages;
 mod missed_calls;

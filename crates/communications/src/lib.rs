@@ -41,6 +41,9 @@ pub struct Communications {
     /// claims, slots, marks and sent-records — which keep one plan each (`with_batch_pool`);
     /// the same pool as `pool` unless the server gives it one.
     pub batch_pool: sqlx::PgPool,
+    /// `batch_pool`'s connections kept between the hottest batches — acceptance, the slot and
+    /// mark, the sent-record — sparing each use sqlx's check on release (`kernel::kept`).
+    pub kept: kernel::kept::KeptConnections,
     pub keyring: Arc<Keyring>,
     pub endpoints: Arc<ProviderEndpoints>,
     /// For provider calls made with reqwest (Meta, Twilio).
@@ -111,6 +114,7 @@ impl Communications {
         let queue_waker = messages::queue::QueueWaker::new(pool.clone());
         Self {
             batch_pool: pool.clone(),
+            kept: kernel::kept::KeptConnections::new(pool.clone()),
             pool,
             keyring,
             endpoints: Arc::new(endpoints),
@@ -140,6 +144,7 @@ impl Communications {
     /// spent more time being planned than running. The API's other queries (listings, search)
     /// keep the default, where a plan for the filter at hand matters.
     pub fn with_batch_pool(mut self, pool: sqlx::PgPool) -> Self {
+        self.kept = kernel::kept::KeptConnections::new(pool.clone());
         self.batch_pool = pool;
         self
     }
@@ -169,7 +174,7 @@ impl Communications {
     /// needs a Tokio runtime).
     pub(crate) fn acceptor(&self) -> &Acceptor {
         self.acceptor.get_or_init(|| {
-            let (pool, rates, local) = (self.batch_pool.clone(), self.rates.clone(), self.local.clone());
+            let (pool, rates, local) = (self.kept.clone(), self.rates.clone(), self.local.clone());
             let linger = Some(ACCEPT_LINGER);
             kernel::batch::Batcher::spawn_lingering(
                 MAX_ACCEPT_BATCH,
@@ -187,7 +192,7 @@ impl Communications {
     pub(crate) fn ingester(&self) -> &Ingester {
         self.ingester.get_or_init(|| {
             let (pool, rates, waker, local) =
-                (self.batch_pool.clone(), self.rates.clone(), self.queue_waker.clone(), self.local.clone());
+                (self.kept.clone(), self.rates.clone(), self.queue_waker.clone(), self.local.clone());
             let linger = Some(ACCEPT_LINGER);
             kernel::batch::Batcher::spawn_lingering(MAX_ACCEPT_BATCH, ACCEPT_BATCHES_IN_FLIGHT, linger, move |events| {
                 let (pool, rates, waker, local) = (pool.clone(), rates.clone(), waker.clone(), local.clone());

@@ -3,7 +3,8 @@
 //! Belongs here: typed ids, the authenticated [`auth::Caller`] extractor, the one error type
 //! that becomes an HTTP response ([`error::ApiError`]), JSON/path/query extractors whose
 //! rejections are JSON errors naming the field, cursor pagination, secret wrappers, request
-//! batching, and in-memory caches voided by PostgreSQL notifications (`cache`).
+//! batching, pooled connections kept between batches (`kept`), and in-memory caches voided by
+//! PostgreSQL notifications (`cache`).
 //!
 //! Must not be here: SQL against any module's schema, provider knowledge, or business rules.
 //! Modules depend on the kernel; the kernel depends on no module.
@@ -16,6 +17,7 @@ pub mod directory;
 pub mod error;
 pub mod extract;
 pub mod ids;
+pub mod kept;
 pub mod pagination;
 pub mod scheduling;
 

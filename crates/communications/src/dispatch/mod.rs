@@ -34,6 +34,7 @@ use std::time::Duration;
 use cpaas::{SendError, SendMessageCommand, SendReceipt};
 use kernel::error::ApiError;
 use kernel::ids::TenantId;
+use kernel::kept::KeptConnections;
 use serde::Deserialize;
 
 use crate::Communications;
@@ -162,11 +163,11 @@ impl Dispatcher {
             )
         };
         let recorder = {
-            let pool = module.batch_pool.clone();
+            let kept = module.kept.clone();
             Batcher::spawn_lingering(MAX_BATCH, BATCHES_IN_FLIGHT, Some(RECORD_LINGER), move |sent: Vec<SentRow>| {
-                let pool = pool.clone();
+                let kept = kept.clone();
                 async move {
-                    let result = messages::record_sent(&pool, &sent).await.map_err(BatchError::from);
+                    let result = record_sent_on(&kept, &sent).await.map_err(BatchError::from);
                     vec![result; sent.len()]
                 }
             })
@@ -390,6 +391,14 @@ pub(crate) enum Failure {
 
 /// A batched statement's failure, as every caller in the batch sees it.
 pub(crate) type BatchError = kernel::error::SharedError;
+
+/// The sent-record, on a connection kept between batches (`kernel::kept`).
+async fn record_sent_on(kept: &KeptConnections, sent: &[SentRow]) -> Result<(), ApiError> {
+    let mut connection = kept.acquire().await?;
+    messages::record_sent(&mut *connection, sent).await?;
+    connection.reusable();
+    Ok(())
+}
 
 pub(crate) fn channel_type(channel: Channel) -> crate::channels::ChannelType {
     match channel {

@@ -187,7 +187,7 @@ async fn reserve_slots(
             provider: context.providers.iter().find(|p| p.enabled).map(|p| p.provider.as_str()),
         });
     }
-    let slots = slots::reserve_and_mark(&module.batch_pool, rates, &wanted).await.map_err(|e| e.to_string())?;
+    let slots = slots::reserve_and_mark(&module.kept, rates, &wanted).await.map_err(|e| e.to_string())?;
     drop(wanted); // It borrows the contexts' accounts.
     for (index, (delay, premark)) in positions.into_iter().zip(slots) {
         contexts[index].delay = delay;

@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kernel::error::ApiError;
+use kernel::kept::KeptConnections;
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::messages::model::{Channel, Lane};
@@ -59,7 +59,7 @@ pub enum Premark {
 
 /// Each wanted message's wait for its slot (zero: now) and its mark, in `wanted`'s order.
 pub async fn reserve_and_mark(
-    pool: &PgPool,
+    db: &KeptConnections,
     rates: &RateDefaults,
     wanted: &[Wanted<'_>],
 ) -> Result<Vec<(Duration, Premark)>, ApiError> {
@@ -112,6 +112,7 @@ pub async fn reserve_and_mark(
     let claims: Vec<Uuid> = wanted.iter().map(|w| w.claim).collect();
     let providers: Vec<Option<&str>> = wanted.iter().map(|w| w.provider).collect();
     let (message_keys, before): (Vec<String>, Vec<f64>) = keyed.into_iter().unzip();
+    let mut connection = db.acquire().await?;
     // A token's wait rounds to whole microseconds, as `reserve_on_keys` reports it: under half a
     // microsecond is now. The mark joins the arrays themselves, not a CTE of them, so its plan is
     // the in-flight mark's own (by primary key).
@@ -148,8 +149,9 @@ pub async fn reserve_and_mark(
         &message_keys,
         &before,
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *connection)
     .await?;
+    connection.reusable();
     let mut answers = vec![None; wanted.len()];
     for row in rows {
         let index = usize::try_from(row.n - 1).ok().filter(|i| *i < wanted.len());

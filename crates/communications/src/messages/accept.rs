@@ -14,8 +14,9 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use kernel::error::ApiError;
 use kernel::ids::TenantId;
+use kernel::kept::KeptConnections;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::content::MessageContent;
@@ -355,7 +356,7 @@ pub(crate) enum Answer {
 /// others with it. A key that appears twice in a batch is claimed by its first submission; the
 /// repeat goes after the batch, and so finds the first one's answer as a later request would.
 pub(crate) async fn accept_batch(
-    pool: &PgPool,
+    db: &KeptConnections,
     rates: &RateDefaults,
     local: &LocalSlot,
     submissions: Vec<Submission>,
@@ -363,26 +364,26 @@ pub(crate) async fn accept_batch(
     kernel::batch::first_of_each_key(
         submissions,
         |submission| submission.key.as_ref().map(|key| (submission.draft.tenant, key.key.clone())),
-        async |batch| accept_together(pool, rates, local, batch).await,
-        |submission| accept_alone(pool, rates, local, submission),
+        async |batch| accept_together(db, rates, local, batch).await,
+        |submission| accept_alone(db, rates, local, submission),
     )
     .await
 }
 
 async fn accept_together(
-    pool: &PgPool,
+    db: &KeptConnections,
     rates: &RateDefaults,
     local: &LocalSlot,
     submissions: Vec<Submission>,
 ) -> Vec<Result<Answer, ApiError>> {
-    match store_in_transaction(pool, rates, local, &submissions).await {
+    match store_in_transaction(db, rates, local, &submissions).await {
         Ok(answers) => answers,
         Err(error) if submissions.len() == 1 => vec![Err(error)],
         Err(error) => {
             tracing::warn!(%error, drafts = submissions.len(), "storing a batch of messages failed; storing them one by one");
             let mut answers = Vec::with_capacity(submissions.len());
             for submission in submissions {
-                answers.push(accept_alone(pool, rates, local, submission).await);
+                answers.push(accept_alone(db, rates, local, submission).await);
             }
             answers
         }
@@ -390,12 +391,12 @@ async fn accept_together(
 }
 
 async fn accept_alone(
-    pool: &PgPool,
+    db: &KeptConnections,
     rates: &RateDefaults,
     local: &LocalSlot,
     submission: Submission,
 ) -> Result<Answer, ApiError> {
-    store_in_transaction(pool, rates, local, std::slice::from_ref(&submission))
+    store_in_transaction(db, rates, local, std::slice::from_ref(&submission))
         .await?
         .pop()
         .unwrap_or_else(|| Err(ApiError::internal("no answer")))
@@ -405,13 +406,13 @@ async fn accept_alone(
 /// their keys, stores the drafts whose key is new (or that have none), and completes each key
 /// with its response — or gives it up if its draft was refused — in one transaction.
 async fn store_in_transaction(
-    pool: &PgPool,
+    db: &KeptConnections,
     rates: &RateDefaults,
     local: &LocalSlot,
     submissions: &[Submission],
 ) -> Result<Vec<Result<Answer, ApiError>>, ApiError> {
     let local = crate::dispatch::local::current(local);
-    if let Some(answers) = super::single_write::store(pool, local.as_ref(), submissions).await? {
+    if let Some(answers) = super::single_write::store(db, local.as_ref(), submissions).await? {
         metrics::counter!("messages_accept_batches_total", "api" => "send", "path" => "single_write").increment(1);
         return Ok(answers);
     }
@@ -425,7 +426,7 @@ async fn store_in_transaction(
         })
         .collect::<Result<_, _>>()
         .map_err(ApiError::internal)?;
-    let mut tx = pool.begin().await?;
+    let mut tx = db.pool().begin().await?;
     let keys: Vec<(TenantId, &RequestKey, u16, &Value)> = submissions
         .iter()
         .zip(&expected)

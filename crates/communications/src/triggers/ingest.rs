@@ -3,13 +3,14 @@
 use chrono::{DateTime, Utc};
 use kernel::error::ApiError;
 use kernel::ids::TenantId;
+use kernel::kept::KeptConnections;
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
 use super::event::{IncomingEvent, lookup, parse_time};
 use super::rules::{self, AudiencePaths, TriggerRule};
@@ -130,7 +131,7 @@ fn skip_reason(error: &ApiError) -> String {
 /// An event id twice in a batch is claimed by the first; the repeat goes after the batch and
 /// is answered as the duplicate it is.
 pub(crate) async fn ingest_batch(
-    pool: &PgPool,
+    db: &KeptConnections,
     rates: &RateDefaults,
     waker: &QueueWaker,
     local: &LocalSlot,
@@ -139,31 +140,31 @@ pub(crate) async fn ingest_batch(
     kernel::batch::first_of_each_key(
         events,
         |planned| Some((planned.tenant, planned.event.id.clone())),
-        async |batch| match store_events(pool, rates, waker, local, &batch).await {
+        async |batch| match store_events(db, rates, waker, local, &batch).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(error) if batch.len() == 1 => vec![Err(error)],
             Err(error) => {
                 tracing::warn!(%error, events = batch.len(), "storing a batch of events failed; storing them one by one");
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for planned in &batch {
-                    outcomes.push(store_alone(pool, rates, waker, local, planned).await);
+                    outcomes.push(store_alone(db, rates, waker, local, planned).await);
                 }
                 outcomes
             }
         },
-        |planned| async move { store_alone(pool, rates, waker, local, &planned).await },
+        |planned| async move { store_alone(db, rates, waker, local, &planned).await },
     )
     .await
 }
 
 async fn store_alone(
-    pool: &PgPool,
+    db: &KeptConnections,
     rates: &RateDefaults,
     waker: &QueueWaker,
     local: &LocalSlot,
     planned: &PlannedEvent,
 ) -> Result<EventOutcome, ApiError> {
-    store_events(pool, rates, waker, local, std::slice::from_ref(planned))
+    store_events(db, rates, waker, local, std::slice::from_ref(planned))
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("no outcome"))
@@ -172,19 +173,19 @@ async fn store_alone(
 /// Claims the events' ids (unique within `events`), stores the messages of those never seen,
 /// and answers the others with what their first delivery made.
 async fn store_events(
-    pool: &PgPool,
+    db: &KeptConnections,
     rates: &RateDefaults,
     waker: &QueueWaker,
     local: &LocalSlot,
     events: &[PlannedEvent],
 ) -> Result<Vec<EventOutcome>, ApiError> {
     let local = crate::dispatch::local::current(local);
-    if let Some(outcomes) = store_in_one_statement(pool, local.as_ref(), events).await? {
+    if let Some(outcomes) = store_in_one_statement(db, local.as_ref(), events).await? {
         metrics::counter!("messages_accept_batches_total", "api" => "events", "path" => "single_write").increment(1);
         return Ok(outcomes);
     }
     metrics::counter!("messages_accept_batches_total", "api" => "events", "path" => "transaction").increment(1);
-    let mut tx = pool.begin().await?;
+    let mut tx = db.pool().begin().await?;
     let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant.0).collect();
     let ids: Vec<String> = events.iter().map(|e| e.event.id.clone()).collect();
     let names: Vec<String> = events.iter().map(|e| e.event.name.clone()).collect();
@@ -311,7 +312,7 @@ async fn store_events(
 /// messages (`messages/single_write.rs`). `None` when they do not qualify, or one was processed
 /// meanwhile: [`store_events`] goes the careful way.
 async fn store_in_one_statement(
-    pool: &PgPool,
+    db: &KeptConnections,
     local: Option<&LocalDispatch>,
     events: &[PlannedEvent],
 ) -> Result<Option<Vec<EventOutcome>>, ApiError> {
@@ -329,7 +330,7 @@ async fn store_in_one_statement(
         message_ids,
         snapshots: crate::inbox::context::snapshot_columns(&snapshots),
     };
-    if !single_write::store_events(pool, local, &drafts, &claims).await? {
+    if !single_write::store_events(db, local, &drafts, &claims).await? {
         return Ok(None);
     }
     Ok(Some(
