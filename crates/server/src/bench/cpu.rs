@@ -37,6 +37,7 @@ pub struct Sample {
     at: Instant,
     cores: usize,
     machine: u64,
+    steal: u64,
     postgres: u64,
     service: u64,
     sim: u64,
@@ -50,7 +51,11 @@ pub struct CpuReport {
     pub cores: usize,
     /// Busy jiffies over everything the window's cores could have run.
     pub machine_busy: f64,
+    /// Everything the machine ran, steal left out.
     pub machine_ms_per_message: f64,
+    /// Time the hypervisor gave to others while this machine's processes wanted to run: not
+    /// spent on them, but on a busy host it comes and goes between runs.
+    pub steal_ms_per_message: f64,
     pub postgres_ms_per_message: f64,
     /// In process: this whole process (service, simulator and driver).
     pub service_ms_per_message: f64,
@@ -60,7 +65,7 @@ pub struct CpuReport {
 
 impl Sample {
     pub fn take(scope: Scope) -> anyhow::Result<Self> {
-        let (cores, machine) = machine_busy(&std::fs::read_to_string("/proc/stat")?)?;
+        let (cores, machine, steal) = machine_busy(&std::fs::read_to_string("/proc/stat")?)?;
         let own = std::process::id();
         let mut postgres = Vec::new();
         let (mut service, mut sim) = (0, 0);
@@ -93,7 +98,16 @@ impl Sample {
         if let Some(postmaster) = scope.postmaster {
             postgres.retain(|(pid, stat)| *pid == postmaster || stat.ppid == postmaster);
         }
-        Ok(Self { at: Instant::now(), cores, machine, postgres: postgres_total(&postgres), service, sim, driver })
+        Ok(Self {
+            at: Instant::now(),
+            cores,
+            machine,
+            steal,
+            postgres: postgres_total(&postgres),
+            service,
+            sim,
+            driver,
+        })
     }
 
     /// From `self` (the start) to `end`, per message.
@@ -106,6 +120,7 @@ impl Sample {
             cores: end.cores,
             machine_busy: busy / (seconds * end.cores.max(1) as f64),
             machine_ms_per_message: ms(self.machine, end.machine),
+            steal_ms_per_message: ms(self.steal, end.steal),
             postgres_ms_per_message: ms(self.postgres, end.postgres),
             service_ms_per_message: ms(self.service, end.service),
             sim_ms_per_message: scope.external.then(|| ms(self.sim, end.sim)),
@@ -164,16 +179,17 @@ impl ProcStat {
     }
 }
 
-/// The number of CPUs and their busy jiffies (user, nice, system, irq, softirq, steal; guest
-/// time is already inside user) from `/proc/stat`.
-fn machine_busy(stat: &str) -> anyhow::Result<(usize, u64)> {
+/// The number of CPUs, their busy jiffies (user, nice, system, irq, softirq; guest time is
+/// already inside user) and their stolen jiffies, from `/proc/stat`.
+fn machine_busy(stat: &str) -> anyhow::Result<(usize, u64, u64)> {
     let total =
         stat.lines().find(|l| l.starts_with("cpu ")).ok_or_else(|| anyhow::anyhow!("no cpu line in /proc/stat"))?;
     let values: Vec<u64> = total.split_whitespace().skip(1).map(|v| v.parse().unwrap_or(0)).collect();
-    let busy = [0, 1, 2, 5, 6, 7].iter().map(|&i| values.get(i).copied().unwrap_or(0)).sum();
+    let busy = [0, 1, 2, 5, 6].iter().map(|&i| values.get(i).copied().unwrap_or(0)).sum();
+    let steal = values.get(7).copied().unwrap_or(0);
     let cores =
         stat.lines().filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)).count();
-    Ok((cores.max(1), busy))
+    Ok((cores.max(1), busy, steal))
 }
 
 /// `sysconf(_SC_CLK_TCK)`: the unit of every figure in /proc.
@@ -202,7 +218,7 @@ mod tests {
     fn the_machine_counts_busy_jiffies_of_all_cores() {
         let stat =
             "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\ncpu1 50 3 25 500 10 2 1 1 0 0\nintr 1\n";
-        assert_eq!(machine_busy(stat).expect("parsed"), (2, 161));
+        assert_eq!(machine_busy(stat).expect("parsed"), (2, 160, 1));
     }
 
     #[test]

@@ -160,8 +160,9 @@ pub fn print_text(report: &BenchReport) {
     let cpu = &report.cpu;
     let optional = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
     println!(
-        "  CPU ms/message: machine {:.3}, postgres {:.3}, service {:.3}{}, sim {}, driver {}",
+        "  CPU ms/message: machine {:.3} (and {:.3} stolen), postgres {:.3}, service {:.3}{}, sim {}, driver {}",
         cpu.machine_ms_per_message,
+        cpu.steal_ms_per_message,
         cpu.postgres_ms_per_message,
         cpu.service_ms_per_message,
         if cpu.sim_ms_per_message.is_none() { " (with sim and driver)" } else { "" },
