@@ -37,7 +37,7 @@ use crate::dispatch::local::{Handoff, LocalDispatch};
 /// the batch is not one this path takes, or when the statement found a key or an identifier
 /// taken: the caller stores it the careful way.
 pub(super) async fn store(
-    db: &KeptConnections,
+    kept: &KeptConnections,
     local: Option<&LocalDispatch>,
     submissions: &[Submission],
 ) -> Result<Option<Vec<Result<Answer, ApiError>>>, ApiError> {
@@ -56,7 +56,7 @@ pub(super) async fn store(
     }
     // In one order, so that batches sharing keys queue instead of deadlocking.
     keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let Some(planned) = store_drafts(db, local, &drafts, &refusable, Claims::Keys(&keys)).await? else {
+    let Some(planned) = store_drafts(kept, local, &drafts, &refusable, Claims::Keys(&keys)).await? else {
         return Ok(None);
     };
     Ok(Some(
@@ -87,14 +87,14 @@ pub(crate) struct EventClaims {
 /// careful way, which records it as skipped), in two round trips; `false` when the batch is not
 /// one this path takes, or an event id was processed meanwhile.
 pub(crate) async fn store_events(
-    db: &KeptConnections,
+    kept: &KeptConnections,
     local: Option<&LocalDispatch>,
     drafts: &[Draft],
     events: &EventClaims,
 ) -> Result<bool, ApiError> {
     let Some(local) = local else { return Ok(false) };
     let refusable = vec![false; drafts.len()];
-    Ok(store_drafts(db, local, drafts, &refusable, Claims::Events(events)).await?.is_some())
+    Ok(store_drafts(kept, local, drafts, &refusable, Claims::Events(events)).await?.is_some())
 }
 
 /// What the statement claims besides the messages.
@@ -107,7 +107,7 @@ enum Claims<'a> {
 /// The reads, then the statement; each draft's plan if stored. `refusable` says which drafts
 /// may be refused (answered with their 422) without sending the batch the careful way.
 async fn store_drafts(
-    db: &KeptConnections,
+    kept: &KeptConnections,
     local: &LocalDispatch,
     drafts: &[Draft],
     refusable: &[bool],
@@ -120,7 +120,7 @@ async fn store_drafts(
     if !drafts.iter().all(goes_now) {
         return Ok(None);
     }
-    let mut db = db.acquire().await?;
+    let mut db = kept.acquire().await?;
     let planned = accept::plan(&mut db, drafts).await?;
     if planned.iter().zip(refusable).any(|(plan, refusable)| plan.is_err() && !refusable) {
         return Ok(None);
