@@ -124,6 +124,11 @@ fn receipt_is_the_sid_of_the_201_body() {
     let body =
         r#"{"sid": "SMc270985b65f443d9af000abb1ee3b588", "status": "queued", "num_segments": "1", "error_code": null}"#;
     assert_eq!(parse_sid(body).as_deref(), Some("SMc270985b65f443d9af000abb1ee3b588"));
+    for unusable in [r#"{"sid": ""}"#, r#"{"sid": 5}"#, r#"{"sid": null}"#, r#"{"status": "queued"}"#, "[]", "not json"]
+    {
+        assert_eq!(parse_sid(unusable), None, "{unusable}");
+    }
+    assert_eq!(parse_sid(r#"{"uri": "/x", "sid": "SM\u0031"}"#).as_deref(), Some("SM1"), "an escaped sid is read too");
     let response = ProviderResponse { status: 201, retry_after: None, body: body.into() };
     assert_eq!(receipt_from_response(&response).unwrap().provider_message_id, "SMc270985b65f443d9af000abb1ee3b588");
     let response = ProviderResponse { status: 201, retry_after: None, body: "{}".into() };
