@@ -93,9 +93,8 @@ struct Inner {
     api_base: String,
     /// `{base_url}/2010-04-01/Accounts/{sid}`.
     account_url: String,
-    messages_url: String,
-    /// `messages_url` parsed once, not per send.
-    messages_endpoint: reqwest::Url,
+    /// `{account_url}/Messages.json`, parsed once rather than per send.
+    messages_url: reqwest::Url,
     account_sid: String,
     auth_token: SecretString,
     sender: Sender,
@@ -120,9 +119,8 @@ impl TwilioAdapter {
                 http: http.clone(),
                 api_base: base_url("twilio", &config.base_url)?,
                 account_url: account_url(config)?,
-                messages_endpoint: reqwest::Url::parse(&messages_url(config)?)
+                messages_url: reqwest::Url::parse(&messages_url(config)?)
                     .map_err(|e| ConfigError::new("twilio", format!("base_url is not a URL: {e}")))?,
-                messages_url: messages_url(config)?,
                 account_sid: config.account_sid.clone(),
                 auth_token: config.auth_token.clone(),
                 sender: sender(config)?,
@@ -137,7 +135,7 @@ impl TwilioAdapter {
         let form = build_form(command, &inner.sender, inner.status_callback.as_deref())?;
         let request = inner
             .http
-            .post(inner.messages_endpoint.clone())
+            .post(inner.messages_url.clone())
             .basic_auth(&inner.account_sid, Some(inner.auth_token.expose_secret()))
             .form(&form);
         let response = execute(request, inner.timeout).await?;
