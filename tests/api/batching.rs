@@ -475,14 +475,14 @@ async fn the_batch_statements_run_on_connections_that_keep_their_generic_plans()
     let mode = |pool: sqlx::PgPool| async move {
         sqlx::query_scalar::<_, String>("SHOW plan_cache_mode").fetch_one(&pool).await.expect("show")
     };
-    assert_eq!(mode(module.batch_pool.clone()).await, "force_generic_plan");
+    assert_eq!(mode(module.batch_pool().clone()).await, "force_generic_plan");
     assert_eq!(
         mode(module.kept.pool().clone()).await,
         "force_generic_plan",
         "the kept connections are the batch pool's"
     );
     assert_eq!(mode(module.pool.clone()).await, "auto");
-    assert_eq!(module.batch_pool.options().get_max_connections(), switchboard::database::BATCH_CONNECTIONS);
+    assert_eq!(module.batch_pool().options().get_max_connections(), switchboard::database::BATCH_CONNECTIONS);
 }
 
 async fn metric(app: &TestApp, prefix: &str) -> f64 {

@@ -37,12 +37,9 @@ use kernel::error::ApiError;
 #[derive(Debug, Clone)]
 pub struct Communications {
     pub pool: sqlx::PgPool,
-    /// Connections for the hot path's batch statements — acceptance, events, the dispatcher's
-    /// claims, slots, marks and sent-records — which keep one plan each (`with_batch_pool`);
-    /// the same pool as `pool` unless the server gives it one.
-    pub batch_pool: sqlx::PgPool,
-    /// `batch_pool`'s connections kept between the hottest batches — acceptance, the slot and
-    /// mark, the sent-record — sparing each use sqlx's check on release (`kernel::kept`).
+    /// The batch pool ([`Communications::batch_pool`]) and its connections kept between the
+    /// hottest batches — acceptance, the slot and mark, the sent-record — sparing each use
+    /// sqlx's check on release (`kernel::kept`).
     pub kept: kernel::kept::KeptConnections,
     pub keyring: Arc<Keyring>,
     pub endpoints: Arc<ProviderEndpoints>,
@@ -118,7 +115,6 @@ impl Communications {
         let sns = Arc::new(sns_verifier(&endpoints));
         let queue_waker = messages::queue::QueueWaker::new(pool.clone());
         Self {
-            batch_pool: pool.clone(),
             kept: kernel::kept::KeptConnections::new(pool.clone()),
             pool,
             keyring,
@@ -149,9 +145,15 @@ impl Communications {
     /// spent more time being planned than running. The API's other queries (listings, search)
     /// keep the default, where a plan for the filter at hand matters.
     pub fn with_batch_pool(mut self, pool: sqlx::PgPool) -> Self {
-        self.kept = kernel::kept::KeptConnections::new(pool.clone());
-        self.batch_pool = pool;
+        self.kept = kernel::kept::KeptConnections::new(pool);
         self
+    }
+
+    /// Connections for the hot path's batch statements — acceptance, events, the dispatcher's
+    /// claims, slots, marks and sent-records — which keep one plan each (`with_batch_pool`);
+    /// the same pool as `pool` unless the server gives it one.
+    pub fn batch_pool(&self) -> &sqlx::PgPool {
+        self.kept.pool()
     }
 
     pub fn with_booker(mut self, booker: Arc<dyn kernel::scheduling::SlotBooker>) -> Self {

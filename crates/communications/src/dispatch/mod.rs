@@ -147,7 +147,7 @@ impl Dispatcher {
             })
         };
         let marker = {
-            let pool = module.batch_pool.clone();
+            let pool = module.batch_pool().clone();
             Batcher::spawn(
                 MAX_BATCH,
                 BATCHES_IN_FLIGHT,

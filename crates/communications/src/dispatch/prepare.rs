@@ -87,7 +87,7 @@ pub(crate) async fn prepare_batch(
     let mut ids: Vec<(Uuid, Uuid)> = jobs.iter().map(|job| (job.tenant_id, job.message_id)).collect();
     ids.sort();
     let claim = Uuid::now_v7();
-    let claimed = match messages::claim_queued(&module.batch_pool, &ids, owner, claim).await {
+    let claimed = match messages::claim_queued(module.batch_pool(), &ids, owner, claim).await {
         Ok(claimed) => claimed,
         Err(error) => {
             let error = super::BatchError::from(error);
