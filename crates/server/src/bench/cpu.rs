@@ -1,5 +1,9 @@
 //! CPU time from /proc, per party of a benchmark (the machine, PostgreSQL, our service, the
 //! simulator, the driver), so a run reports what each message cost and not only how fast it went.
+//! Context switches are counted beside it: at everyday rates most of what is left is paid per
+//! wake-up (a statement, a commit's flush, a request), and what a switch costs differs from one
+//! machine to the next — a virtual machine that exits to its hypervisor pays several times more —
+//! so the same build's CPU per message only compares across machines with its switches in view.
 
 use std::time::Instant;
 
@@ -42,6 +46,19 @@ pub struct Sample {
     service: u64,
     sim: u64,
     driver: u64,
+    switches: Switches<u64>,
+}
+
+/// Context switches (voluntary and not) per party; `machine` is every process's, the kernel's
+/// threads included.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Switches<T> {
+    pub machine: T,
+    pub postgres: T,
+    /// In process: this whole process (service, simulator and driver).
+    pub service: T,
+    pub sim: Option<T>,
+    pub driver: Option<T>,
 }
 
 /// CPU per message over a window, in milliseconds.
@@ -61,14 +78,19 @@ pub struct CpuReport {
     pub service_ms_per_message: f64,
     pub sim_ms_per_message: Option<f64>,
     pub driver_ms_per_message: Option<f64>,
+    /// Of the threads alive at both ends of the window (a thread that exits in it takes its
+    /// count along; the pools here keep theirs).
+    pub switches_per_message: Switches<f64>,
 }
 
 impl Sample {
     pub fn take(scope: Scope) -> anyhow::Result<Self> {
-        let (cores, machine, steal) = machine_busy(&std::fs::read_to_string("/proc/stat")?)?;
+        let proc_stat = std::fs::read_to_string("/proc/stat")?;
+        let (cores, machine, steal) = machine_busy(&proc_stat)?;
         let own = std::process::id();
         let mut postgres = Vec::new();
         let (mut service, mut sim) = (0, 0);
+        let mut switches = Switches { machine: machine_switches(&proc_stat), ..Switches::default() };
         for entry in std::fs::read_dir("/proc")?.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
             // Processes come and go while we look: one that is gone counts as nothing.
@@ -84,20 +106,35 @@ impl Sample {
             else {
                 continue;
             };
+            let threads = switches_of(pid);
             match comm {
-                "postgres" => postgres.push((pid, stat)),
-                "cpaas-sim" => sim += stat.own(),
-                _ => service += stat.own(),
+                "postgres" => postgres.push((pid, stat, threads)),
+                "cpaas-sim" => {
+                    sim += stat.own();
+                    *switches.sim.get_or_insert(0) += threads;
+                }
+                _ => {
+                    service += stat.own();
+                    switches.service += threads;
+                }
             }
         }
         if let Some(pid) = scope.server_pid {
             service = read_stat(&format!("/proc/{pid}/stat"))?.own();
+            switches.service = switches_of(pid);
         }
         let own_time = read_stat("/proc/self/stat")?.own();
         let (service, driver) = if scope.external { (service, own_time) } else { (own_time, 0) };
-        if let Some(postmaster) = scope.postmaster {
-            postgres.retain(|(pid, stat)| *pid == postmaster || stat.ppid == postmaster);
+        if scope.external {
+            switches.driver = Some(switches_of(own));
+        } else {
+            switches.service = switches_of(own);
         }
+        if let Some(postmaster) = scope.postmaster {
+            postgres.retain(|(pid, stat, _)| *pid == postmaster || stat.ppid == postmaster);
+        }
+        switches.postgres = postgres.iter().map(|(.., threads)| threads).sum();
+        let postgres: Vec<(u32, ProcStat)> = postgres.into_iter().map(|(pid, stat, _)| (pid, stat)).collect();
         Ok(Self {
             at: Instant::now(),
             cores,
@@ -107,6 +144,7 @@ impl Sample {
             service,
             sim,
             driver,
+            switches,
         })
     }
 
@@ -125,8 +163,50 @@ impl Sample {
             service_ms_per_message: ms(self.service, end.service),
             sim_ms_per_message: scope.external.then(|| ms(self.sim, end.sim)),
             driver_ms_per_message: scope.external.then(|| ms(self.driver, end.driver)),
+            switches_per_message: self.switches.per_message(&end.switches, messages),
         }
     }
+}
+
+impl Switches<u64> {
+    fn per_message(&self, end: &Self, messages: usize) -> Switches<f64> {
+        let per = |from: u64, to: u64| to.saturating_sub(from) as f64 / messages.max(1) as f64;
+        let optional = |from: Option<u64>, to: Option<u64>| Some(per(from?, to?));
+        Switches {
+            machine: per(self.machine, end.machine),
+            postgres: per(self.postgres, end.postgres),
+            service: per(self.service, end.service),
+            sim: optional(self.sim, end.sim),
+            driver: optional(self.driver, end.driver),
+        }
+    }
+}
+
+/// The context switches of `pid`'s threads alive now; a process gone counts as none.
+fn switches_of(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .map(|status| thread_switches(&status))
+        .sum()
+}
+
+/// `voluntary_ctxt_switches` plus `nonvoluntary_ctxt_switches` of a `/proc/<pid>/task/<tid>/status`.
+fn thread_switches(status: &str) -> u64 {
+    status
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            matches!(name, "voluntary_ctxt_switches" | "nonvoluntary_ctxt_switches")
+                .then(|| value.trim().parse::<u64>().ok())?
+        })
+        .sum()
+}
+
+/// The `ctxt` line of `/proc/stat`: every context switch since boot, on all CPUs.
+fn machine_switches(stat: &str) -> u64 {
+    stat.lines().find_map(|line| line.strip_prefix("ctxt ")?.trim().parse().ok()).unwrap_or(0)
 }
 
 /// Backends that exit during the window take their time with them, but it reappears in their
@@ -219,6 +299,27 @@ mod tests {
         let stat =
             "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\ncpu1 50 3 25 500 10 2 1 1 0 0\nintr 1\n";
         assert_eq!(machine_busy(stat).expect("parsed"), (2, 160, 1));
+    }
+
+    #[test]
+    fn switches_are_read_from_status_and_stat() {
+        let status = "Name:\tpostgres\nvoluntary_ctxt_switches:\t1200\nnonvoluntary_ctxt_switches:\t34\n";
+        assert_eq!(thread_switches(status), 1234);
+        assert_eq!(thread_switches("Name:\tgone\n"), 0);
+        assert_eq!(machine_switches("cpu  1 2 3\nintr 5 1\nctxt 987654\nbtime 1\n"), 987_654);
+        let (start, end) = (
+            Switches { machine: 100, postgres: 10, service: 20, sim: Some(5), driver: None },
+            Switches { machine: 300, postgres: 50, service: 60, sim: Some(25), driver: None },
+        );
+        let per = start.per_message(&end, 20);
+        assert_eq!((per.machine, per.postgres, per.service, per.sim, per.driver), (10.0, 2.0, 2.0, Some(1.0), None));
+    }
+
+    #[test]
+    fn our_own_threads_are_counted() {
+        // This test's process has run and slept, so its threads have switched at least once.
+        assert!(switches_of(std::process::id()) > 0);
+        assert_eq!(switches_of(u32::MAX), 0);
     }
 
     #[test]

@@ -169,6 +169,17 @@ pub fn print_text(report: &BenchReport) {
         optional(cpu.sim_ms_per_message),
         optional(cpu.driver_ms_per_message),
     );
+    let switches = &cpu.switches_per_message;
+    let optional = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    println!(
+        "  context switches/message: machine {:.1}, postgres {:.1}, service {:.1}{}, sim {}, driver {}",
+        switches.machine,
+        switches.postgres,
+        switches.service,
+        if switches.sim.is_none() { " (with sim and driver)" } else { "" },
+        optional(switches.sim),
+        optional(switches.driver),
+    );
     println!(
         "  machine busy {:.0} % of {} cores over the measured {:.2} s (first request to all dispatched)",
         cpu.machine_busy * 100.0,
