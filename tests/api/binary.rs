@@ -45,7 +45,7 @@ fn every_command_explains_itself() {
     }
 }
 
-fn run_json(args: &[&str], database_url: &str, stdin: Option<&str>) -> Value {
+pub(crate) fn run_json(args: &[&str], database_url: &str, stdin: Option<&str>) -> Value {
     let mut child = switchboard(args, &[("DATABASE_URL", database_url)])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -8,6 +8,7 @@ mod agents;
 mod api_keys;
 mod auth;
 mod batching;
+mod bench_command;
 mod binary;
 mod browser;
 mod calendar_sync;
