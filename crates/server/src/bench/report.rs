@@ -158,27 +158,21 @@ pub fn print_text(report: &BenchReport) {
         None => println!(),
     }
     let cpu = &report.cpu;
-    let optional = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
     println!(
-        "  CPU ms/message: machine {:.3} (and {:.3} stolen), postgres {:.3}, service {:.3}{}, sim {}, driver {}",
+        "  CPU ms/message: machine {:.3} (and {:.3} stolen), {}",
         cpu.machine_ms_per_message,
         cpu.steal_ms_per_message,
-        cpu.postgres_ms_per_message,
-        cpu.service_ms_per_message,
-        if cpu.sim_ms_per_message.is_none() { " (with sim and driver)" } else { "" },
-        optional(cpu.sim_ms_per_message),
-        optional(cpu.driver_ms_per_message),
+        parties(
+            [cpu.postgres_ms_per_message, cpu.service_ms_per_message],
+            [cpu.sim_ms_per_message, cpu.driver_ms_per_message],
+            3
+        ),
     );
     let switches = &cpu.switches_per_message;
-    let optional = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
     println!(
-        "  context switches/message: machine {:.1}, postgres {:.1}, service {:.1}{}, sim {}, driver {}",
+        "  context switches/message: machine {:.1}, {}",
         switches.machine,
-        switches.postgres,
-        switches.service,
-        if switches.sim.is_none() { " (with sim and driver)" } else { "" },
-        optional(switches.sim),
-        optional(switches.driver),
+        parties([switches.postgres, switches.service], [switches.sim, switches.driver], 1),
     );
     println!(
         "  machine busy {:.0} % of {} cores over the measured {:.2} s (first request to all dispatched)",
@@ -190,6 +184,18 @@ pub fn print_text(report: &BenchReport) {
         print_throughput(report);
     }
     println!("  lost {}, duplicated {} (the simulator's ledger)", report.lost, report.duplicated);
+}
+
+/// "postgres …, service …, sim …, driver …" to `precision` decimals; in process the simulator
+/// and the driver have no figures of their own (they are the service's).
+fn parties([postgres, service]: [f64; 2], [sim, driver]: [Option<f64>; 2], precision: usize) -> String {
+    let optional = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.precision$}"));
+    let in_process = if sim.is_none() { " (with sim and driver)" } else { "" };
+    format!(
+        "postgres {postgres:.precision$}, service {service:.precision$}{in_process}, sim {}, driver {}",
+        optional(sim),
+        optional(driver)
+    )
 }
 
 fn print_throughput(report: &BenchReport) {
