@@ -6,6 +6,7 @@
 //! two CPUs took 72-145 µs, against 8 µs on one — so CPU per message compares across machines
 //! only with the switches in view.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -47,19 +48,32 @@ pub struct Sample {
     service: u64,
     sim: u64,
     driver: u64,
-    switches: Switches<u64>,
+    /// `ctxt` of /proc/stat.
+    machine_switches: u64,
+    /// Each thread's switches so far, by thread id, with whose it is. Kept per thread because
+    /// threads come and go in a window (other tests' backends on a shared cluster, a pool's idle
+    /// connection closing): a sum would drop by what a leaving thread takes along.
+    threads: HashMap<u32, (Party, u64)>,
 }
 
-/// Context switches (voluntary and not) per party; `machine` is every process's, the kernel's
-/// threads included.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Switches<T> {
-    pub machine: T,
-    pub postgres: T,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Party {
+    Postgres,
+    Service,
+    Sim,
+    Driver,
+}
+
+/// Context switches (voluntary and not) per message and party; `machine` is every process's,
+/// the kernel's threads included.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Switches {
+    pub machine: f64,
+    pub postgres: f64,
     /// In process: this whole process (service, simulator and driver).
-    pub service: T,
-    pub sim: Option<T>,
-    pub driver: Option<T>,
+    pub service: f64,
+    pub sim: Option<f64>,
+    pub driver: Option<f64>,
 }
 
 /// CPU per message over a window, in milliseconds.
@@ -79,9 +93,9 @@ pub struct CpuReport {
     pub service_ms_per_message: f64,
     pub sim_ms_per_message: Option<f64>,
     pub driver_ms_per_message: Option<f64>,
-    /// Of the threads alive at both ends of the window (a thread that exits in it takes its
-    /// count along; the pools here keep theirs).
-    pub switches_per_message: Switches<f64>,
+    /// Of the threads alive at the window's end (one that exits in it takes its count along;
+    /// the benchmark's pools keep theirs).
+    pub switches_per_message: Switches,
 }
 
 impl Sample {
@@ -91,7 +105,10 @@ impl Sample {
         let own = std::process::id();
         let mut postgres = Vec::new();
         let (mut service, mut sim) = (0, 0);
-        let mut switches = Switches { machine: machine_switches(&proc_stat), ..Switches::default() };
+        let mut threads = HashMap::new();
+        let mut count = |party: Party, pid: u32| {
+            threads.extend(switches_of(pid).into_iter().map(|(tid, switches)| (tid, (party, switches))));
+        };
         for entry in std::fs::read_dir("/proc")?.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
             // Processes come and go while we look: one that is gone counts as nothing.
@@ -107,35 +124,31 @@ impl Sample {
             else {
                 continue;
             };
-            let threads = switches_of(pid);
             match comm {
-                "postgres" => postgres.push((pid, stat, threads)),
+                "postgres" => postgres.push((pid, stat)),
                 "cpaas-sim" => {
                     sim += stat.own();
-                    *switches.sim.get_or_insert(0) += threads;
+                    count(Party::Sim, pid);
                 }
                 _ => {
                     service += stat.own();
-                    switches.service += threads;
+                    count(Party::Service, pid);
                 }
             }
         }
         if let Some(pid) = scope.server_pid {
             service = read_stat(&format!("/proc/{pid}/stat"))?.own();
-            switches.service = switches_of(pid);
+            count(Party::Service, pid);
         }
         let own_time = read_stat("/proc/self/stat")?.own();
         let (service, driver) = if scope.external { (service, own_time) } else { (own_time, 0) };
-        if scope.external {
-            switches.driver = Some(switches_of(own));
-        } else {
-            switches.service = switches_of(own);
-        }
+        count(if scope.external { Party::Driver } else { Party::Service }, own);
         if let Some(postmaster) = scope.postmaster {
-            postgres.retain(|(pid, stat, _)| *pid == postmaster || stat.ppid == postmaster);
+            postgres.retain(|(pid, stat)| *pid == postmaster || stat.ppid == postmaster);
         }
-        switches.postgres = postgres.iter().map(|(.., threads)| threads).sum();
-        let postgres: Vec<(u32, ProcStat)> = postgres.into_iter().map(|(pid, stat, _)| (pid, stat)).collect();
+        for (pid, _) in &postgres {
+            count(Party::Postgres, *pid);
+        }
         Ok(Self {
             at: Instant::now(),
             cores,
@@ -145,7 +158,8 @@ impl Sample {
             service,
             sim,
             driver,
-            switches,
+            machine_switches: machine_switches(&proc_stat),
+            threads,
         })
     }
 
@@ -164,33 +178,45 @@ impl Sample {
             service_ms_per_message: ms(self.service, end.service),
             sim_ms_per_message: scope.external.then(|| ms(self.sim, end.sim)),
             driver_ms_per_message: scope.external.then(|| ms(self.driver, end.driver)),
-            switches_per_message: self.switches.per_message(&end.switches, messages),
+            switches_per_message: self.switches_until(end, messages, scope),
         }
     }
 }
 
-impl Switches<u64> {
-    fn per_message(&self, end: &Self, messages: usize) -> Switches<f64> {
-        let per = |from: u64, to: u64| to.saturating_sub(from) as f64 / messages.max(1) as f64;
-        let optional = |from: Option<u64>, to: Option<u64>| Some(per(from?, to?));
+impl Sample {
+    /// Per message, from `self` to `end`: a thread alive at both ends adds what it switched in
+    /// between, one born in the window all of its switches, one that left in it nothing (it took
+    /// its count along).
+    fn switches_until(&self, end: &Sample, messages: usize, scope: Scope) -> Switches {
+        let mut sums = [0u64; 4];
+        for (tid, (party, switches)) in &end.threads {
+            let before = self.threads.get(tid).filter(|(was, _)| was == party).map_or(0, |(_, before)| *before);
+            sums[*party as usize] += switches.saturating_sub(before);
+        }
+        let per = |switches: u64| switches as f64 / messages.max(1) as f64;
+        let [postgres, service, sim, driver] = sums.map(per);
         Switches {
-            machine: per(self.machine, end.machine),
-            postgres: per(self.postgres, end.postgres),
-            service: per(self.service, end.service),
-            sim: optional(self.sim, end.sim),
-            driver: optional(self.driver, end.driver),
+            machine: per(end.machine_switches.saturating_sub(self.machine_switches)),
+            postgres,
+            service,
+            sim: scope.external.then_some(sim),
+            driver: scope.external.then_some(driver),
         }
     }
 }
 
-/// The context switches of `pid`'s threads alive now; a process gone counts as none.
-fn switches_of(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+/// The context switches of each of `pid`'s threads alive now, by thread id; a process gone has
+/// none.
+fn switches_of(pid: u32) -> Vec<(u32, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
     tasks
         .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .map(|status| thread_switches(&status))
-        .sum()
+        .filter_map(|task| {
+            let tid = task.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            Some((tid, thread_switches(&status)))
+        })
+        .collect()
 }
 
 /// `voluntary_ctxt_switches` plus `nonvoluntary_ctxt_switches` of a `/proc/<pid>/task/<tid>/status`.
@@ -308,19 +334,46 @@ mod tests {
         assert_eq!(thread_switches(status), 1234);
         assert_eq!(thread_switches("Name:\tgone\n"), 0);
         assert_eq!(machine_switches("cpu  1 2 3\nintr 5 1\nctxt 987654\nbtime 1\n"), 987_654);
-        let (start, end) = (
-            Switches { machine: 100, postgres: 10, service: 20, sim: Some(5), driver: None },
-            Switches { machine: 300, postgres: 50, service: 60, sim: Some(25), driver: None },
+    }
+
+    #[test]
+    fn switches_are_counted_per_thread_so_a_leaving_one_takes_only_its_own() {
+        let sample = |machine_switches, threads: &[(u32, Party, u64)]| Sample {
+            at: Instant::now(),
+            cores: 2,
+            machine: 0,
+            steal: 0,
+            postgres: 0,
+            service: 0,
+            sim: 0,
+            driver: 0,
+            machine_switches,
+            threads: threads.iter().map(|&(tid, party, switches)| (tid, (party, switches))).collect(),
+        };
+        let start = sample(
+            100,
+            &[(1, Party::Postgres, 1000), (2, Party::Postgres, 10), (3, Party::Service, 20), (4, Party::Sim, 5)],
         );
-        let per = start.per_message(&end, 20);
-        assert_eq!((per.machine, per.postgres, per.service, per.sim, per.driver), (10.0, 2.0, 2.0, Some(1.0), None));
+        // Backend 1 left (with more switches than the rest together), backend 5 was born.
+        let end = sample(
+            300,
+            &[(2, Party::Postgres, 50), (5, Party::Postgres, 8), (3, Party::Service, 60), (4, Party::Sim, 25)],
+        );
+        let external = Scope { external: true, server_pid: None, postmaster: None };
+        let per = start.switches_until(&end, 20, external);
+        assert_eq!((per.machine, per.postgres, per.service), (10.0, 2.4, 2.0));
+        assert_eq!((per.sim, per.driver), (Some(1.0), Some(0.0)));
+        let in_process = start.switches_until(&end, 20, Scope { external: false, ..external });
+        assert_eq!((in_process.sim, in_process.driver), (None, None));
     }
 
     #[test]
     fn our_own_threads_are_counted() {
         // This test's process has run and slept, so its threads have switched at least once.
-        assert!(switches_of(std::process::id()) > 0);
-        assert_eq!(switches_of(u32::MAX), 0);
+        let ours = switches_of(std::process::id());
+        assert!(ours.iter().any(|&(tid, _)| tid == std::process::id()), "{ours:?}");
+        assert!(ours.iter().map(|(_, switches)| switches).sum::<u64>() > 0, "{ours:?}");
+        assert_eq!(switches_of(u32::MAX), []);
     }
 
     #[test]
