@@ -80,9 +80,11 @@ const BATCHES_IN_FLIGHT: usize = 2;
 /// Group commit for the sent-records (`kernel::batch`): a provider's acceptance is recorded after
 /// its request, so waiting for the acceptances of the requests around it costs no message
 /// latency — only the `sent` status shows a few milliseconds later — and at everyday rates saves
-/// a statement and a commit for most messages.
+/// a statement and a commit for most messages. 10 ms rather than 5: at 800/s a sent-record
+/// held 12.6 messages instead of 8.0, and the whole machine used 4 % less per message (two
+/// rounds, alternating, acceptance's wait unchanged).
 const RECORD_LINGER: kernel::batch::Linger =
-    kernel::batch::Linger { wait: Duration::from_millis(5), steady_within: Duration::from_millis(20) };
+    kernel::batch::Linger { wait: Duration::from_millis(10), steady_within: Duration::from_millis(20) };
 
 /// Everything a worker needs, cheap to clone.
 #[derive(Debug, Clone)]
