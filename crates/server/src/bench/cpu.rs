@@ -181,13 +181,12 @@ impl Sample {
             switches_per_message: self.switches_until(end, messages, scope),
         }
     }
-}
 
-impl Sample {
     /// Per message, from `self` to `end`: a thread alive at both ends adds what it switched in
     /// between, one born in the window all of its switches, one that left in it nothing (it took
     /// its count along).
     fn switches_until(&self, end: &Sample, messages: usize, scope: Scope) -> Switches {
+        // In `Party`'s order.
         let mut sums = [0u64; 4];
         for (tid, (party, switches)) in &end.threads {
             let before = self.threads.get(tid).filter(|(was, _)| was == party).map_or(0, |(_, before)| *before);
