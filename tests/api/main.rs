@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod acceptance_slots;
 mod agents;
 mod api_keys;
 mod auth;

@@ -97,7 +97,7 @@ pub struct Dispatcher {
     /// Records provider acceptances, many per statement.
     recorder: Batcher<SentRow, Result<(), BatchError>>,
     /// Gathers what messages claimed at acceptance need for their sends, many per statement.
-    claimed_preparer: Batcher<(messages::MessageRow, uuid::Uuid), Prepared>,
+    claimed_preparer: Batcher<prepare::Claimed, Prepared>,
     /// Marks messages in flight just before their requests, many per statement.
     marker: Batcher<(uuid::Uuid, uuid::Uuid, &'static str), Result<bool, BatchError>>,
     /// The lease this process's claims carry.
@@ -203,13 +203,10 @@ impl Dispatcher {
     /// Sends messages stored claimed at acceptance, together (see `local.rs`): as jobs would,
     /// without the claim, prepared in one batch (its slots and in-flight marks one statement),
     /// their requests concurrent. Answers each message's result, in order.
-    pub async fn dispatch_claimed(
-        &self,
-        claimed: Vec<(messages::MessageRow, uuid::Uuid)>,
-    ) -> Vec<Result<(), ApiError>> {
+    pub(crate) async fn dispatch_claimed(&self, claimed: Vec<prepare::Claimed>) -> Vec<Result<(), ApiError>> {
         let jobs: Vec<(TenantId, DispatchJob)> = claimed
             .iter()
-            .map(|(message, _)| (TenantId(message.tenant_id), DispatchJob::new(message.id, message.tenant_id, 0)))
+            .map(|(message, ..)| (TenantId(message.tenant_id), DispatchJob::new(message.id, message.tenant_id, 0)))
             .collect();
         let prepared = self.claimed_preparer.call_many(claimed).await;
         futures_util::future::join_all(jobs.into_iter().zip(prepared).map(|((tenant, job), prepared)| async move {

@@ -26,6 +26,9 @@ use crate::messages::queue::DispatchJob;
 use crate::messages::repository::{self as messages, MessageRow};
 use crate::rate_limit::RateDefaults;
 
+/// A message stored claimed (its claim's token) and its slot if acceptance reserved it.
+pub(crate) type Claimed = (MessageRow, Uuid, Option<(Duration, Premark)>);
+
 /// A claimed message and what its send needs.
 #[derive(Debug)]
 pub(crate) struct Prepared {
@@ -98,8 +101,7 @@ pub(crate) async fn prepare_batch(
     // In job order (the queue's order), so rate-limit slots follow it too.
     let batch: Vec<(DispatchJob, Option<messages::ClaimedRow>)> =
         jobs.into_iter().map(|job| (job, claimed.remove(&job.message_id))).collect();
-    let claims: Vec<(DispatchJob, Option<&messages::ClaimedRow>, Uuid)> =
-        batch.iter().map(|(j, c)| (*j, c.as_ref(), claim)).collect();
+    let claims: Vec<Entry<'_>> = batch.iter().map(|(j, c)| (*j, c.as_ref(), claim, None)).collect();
     let contexts = match contexts_for(module, rates, &claims).await {
         Ok(contexts) => contexts.into_iter().map(Ok).collect(),
         Err(error) => batch.iter().map(|_| Err(error.clone())).collect::<Vec<_>>(),
@@ -111,16 +113,19 @@ pub(crate) async fn prepare_batch(
         .collect()
 }
 
-/// One context per entry of `batch` (a job, its claimed message if any, and the claim's token;
-/// a default context for unclaimed entries).
+/// A job, its claimed message if any, the claim's token, and the message's slot if it was
+/// reserved when the message was stored (`local.rs`).
+type Entry<'a> = (DispatchJob, Option<&'a messages::ClaimedRow>, Uuid, Option<(Duration, Premark)>);
+
+/// One context per entry of `batch` (a default context for unclaimed entries).
 async fn contexts_for(
     module: &Communications,
     rates: &RateDefaults,
-    batch: &[(DispatchJob, Option<&messages::ClaimedRow>, Uuid)],
+    batch: &[Entry<'_>],
 ) -> Result<Vec<SendContext>, String> {
     let mut keys: Vec<(Uuid, crate::channels::ChannelType)> = batch
         .iter()
-        .filter_map(|(_, claimed, _)| *claimed)
+        .filter_map(|(_, claimed, ..)| *claimed)
         .map(|c| (c.message.tenant_id, channel_type(c.message.channel)))
         .collect();
     keys.sort_by_key(|(tenant, channel)| (*tenant, channel.as_str()));
@@ -139,7 +144,7 @@ async fn contexts_for(
         .collect();
     let mut contexts: Vec<SendContext> = batch
         .iter()
-        .map(|(_, claimed, _)| {
+        .map(|(_, claimed, ..)| {
             let Some(claimed) = claimed else { return SendContext::default() };
             let message = &claimed.message;
             let found = accounts
@@ -159,17 +164,22 @@ async fn contexts_for(
 }
 
 /// Reserves a slot for every message that will be sent now and has not waited for its slot
-/// before, and marks in flight those whose slot is now: one statement for the whole batch.
+/// before, and marks in flight those whose slot is now: one statement for the whole batch. A
+/// message whose slot was reserved when it was stored takes that.
 async fn reserve_slots(
     module: &Communications,
     rates: &RateDefaults,
-    batch: &[(DispatchJob, Option<&messages::ClaimedRow>, Uuid)],
+    batch: &[Entry<'_>],
     contexts: &mut [SendContext],
 ) -> Result<(), String> {
     let mut positions = Vec::new();
     let mut wanted = Vec::new();
-    for (index, ((job, claimed, claim), context)) in batch.iter().zip(contexts.iter()).enumerate() {
+    for (index, ((job, claimed, claim, early), context)) in batch.iter().zip(contexts.iter_mut()).enumerate() {
         let Some(claimed) = claimed else { continue };
+        if let Some((delay, premark)) = early {
+            (context.delay, context.premark) = (*delay, *premark);
+            continue;
+        }
         let sendable = context.account_for(&claimed.message).is_ok();
         if !sendable || job.deferrals > 0 {
             continue;
@@ -211,34 +221,36 @@ pub(crate) async fn prepare_one(
         Err(error) => return Prepared { message, claim, context: Err(error.to_string()) },
     };
     let claimed = messages::ClaimedRow { message, suppressed };
-    let context = contexts_for(&dispatcher.module, &dispatcher.rates, &[(job, Some(&claimed), claim)])
+    let context = contexts_for(&dispatcher.module, &dispatcher.rates, &[(job, Some(&claimed), claim, None)])
         .await
         .map(|mut contexts| contexts.pop().unwrap_or_default());
     Prepared { message: claimed.message, claim, context }
 }
 
 /// Prepares messages claimed at acceptance (their addresses were checked for suppression then):
-/// the same lookups and reservations as [`prepare_batch`], without the claim.
+/// the same lookups and reservations as [`prepare_batch`], without the claim, and without the
+/// reservation for those whose slot acceptance reserved.
 pub(crate) async fn prepare_claimed(
     module: &Communications,
     rates: &RateDefaults,
-    claimed: Vec<(MessageRow, Uuid)>,
+    claimed: Vec<Claimed>,
 ) -> Vec<Prepared> {
-    let (rows, claims): (Vec<messages::ClaimedRow>, Vec<Uuid>) =
-        claimed.into_iter().map(|(message, claim)| (messages::ClaimedRow { message, suppressed: None }, claim)).unzip();
-    let batch: Vec<(DispatchJob, Option<&messages::ClaimedRow>, Uuid)> = rows
-        .iter()
-        .zip(&claims)
-        .map(|(row, claim)| (DispatchJob::new(row.message.id, row.message.tenant_id, 0), Some(row), *claim))
-        .collect();
+    let mut rows = Vec::with_capacity(claimed.len());
+    let mut batch_of = Vec::with_capacity(claimed.len());
+    for (message, claim, slot) in claimed {
+        batch_of.push((DispatchJob::new(message.id, message.tenant_id, 0), claim, slot));
+        rows.push(messages::ClaimedRow { message, suppressed: None });
+    }
+    let batch: Vec<Entry<'_>> =
+        rows.iter().zip(&batch_of).map(|(row, (job, claim, slot))| (*job, Some(row), *claim, *slot)).collect();
     let contexts: Vec<Result<SendContext, String>> = match contexts_for(module, rates, &batch).await {
         Ok(contexts) => contexts.into_iter().map(Ok).collect(),
         Err(error) => batch.iter().map(|_| Err(error.clone())).collect(),
     };
     drop(batch);
     rows.into_iter()
-        .zip(claims)
+        .zip(batch_of)
         .zip(contexts)
-        .map(|((row, claim), context)| Prepared { message: row.message, claim, context })
+        .map(|((row, (_, claim, _)), context)| Prepared { message: row.message, claim, context })
         .collect()
 }

@@ -57,6 +57,89 @@ pub enum Premark {
     TakenBack,
 }
 
+/// A batch's reservation as the statements bind it: each key's advance, and for each wanted
+/// message its key and how far before the key's new `tat` its token lies (as
+/// `rate_limit::reserve_on_keys` computes a token's wait).
+#[derive(Debug, Default)]
+pub struct Reservation {
+    /// Sorted: callers with overlapping keys lock them in the same order, and queue.
+    pub keys: Vec<String>,
+    pub advances: Vec<f64>,
+    /// Per wanted message, in `wanted`'s order.
+    pub ids: Vec<Uuid>,
+    pub providers: Vec<Option<&'static str>>,
+    pub message_keys: Vec<String>,
+    pub before: Vec<f64>,
+}
+
+impl Reservation {
+    /// The reservation of `wanted`'s slots.
+    pub fn of(rates: &RateDefaults, wanted: &[Wanted<'_>]) -> Result<Self, ApiError> {
+        // Per account, in the batch's order: the positions of its urgent and of its bulk messages.
+        let mut accounts: Vec<(Uuid, Vec<usize>, Vec<usize>)> = Vec::new();
+        for (index, message) in wanted.iter().enumerate() {
+            let position = match accounts.iter().position(|(id, ..)| *id == message.account_id) {
+                Some(position) => position,
+                None => {
+                    accounts.push((message.account_id, Vec::new(), Vec::new()));
+                    accounts.len() - 1
+                }
+            };
+            match message.lane {
+                Lane::Urgent => accounts[position].1.push(index),
+                Lane::Bulk => accounts[position].2.push(index),
+            }
+        }
+        let mut advances: HashMap<String, f64> = HashMap::new();
+        let mut keyed: Vec<(String, f64)> = vec![(String::new(), 0.0); wanted.len()];
+        for (_, urgent, bulk) in &accounts {
+            let first = &wanted[urgent.first().or(bulk.first()).copied().unwrap_or_default()];
+            let (tenant, account, channel) = (first.tenant_id, first.account_id, first.channel);
+            let limit = rate_limit::limit_for(channel, first.verification, rates);
+            let urgent_key = rate_limit::channel_account_key(tenant, account);
+            let (bulk_key, bulk_limit) = rate_limit::bulk_key(tenant, account, channel, first.verification, rates);
+            let (urgent_count, all) = (urgent.len(), urgent.len() + bulk.len());
+            if urgent_count > 0 {
+                advances.insert(urgent_key.clone(), advance(&urgent_key, limit, urgent_count)?);
+            }
+            advances.insert(bulk_key.clone(), advance(&bulk_key, bulk_limit, all)?);
+            for (i, index) in urgent.iter().enumerate() {
+                keyed[*index] = (urgent_key.clone(), before_tat(limit, urgent_count - i));
+            }
+            // The bulk key counts the urgent messages first; their own slots are the urgent key's.
+            for (i, index) in bulk.iter().enumerate() {
+                keyed[*index] = (bulk_key.clone(), before_tat(bulk_limit, all - (urgent_count + i)));
+            }
+        }
+        let mut reservations: Vec<(String, f64)> = advances.into_iter().collect();
+        reservations.sort_by(|a, b| a.0.cmp(&b.0));
+        let (keys, advances) = reservations.into_iter().unzip();
+        let (message_keys, before) = keyed.into_iter().unzip();
+        Ok(Self {
+            keys,
+            advances,
+            ids: wanted.iter().map(|w| w.message_id).collect(),
+            providers: wanted.iter().map(|w| w.provider).collect(),
+            message_keys,
+            before,
+        })
+    }
+}
+
+/// A message's delay before its request and its mark, from its wait for its slot in
+/// microseconds and whether the statement marked it; `asked`: it named a provider to mark.
+pub fn answer(asked: bool, wait_us: f64, marked: bool) -> (Duration, Premark) {
+    // Zero for a marked message: it was marked because its wait rounds to nothing.
+    let delay = Duration::from_micros(wait_us.max(0.0).round() as u64);
+    let premark = match (asked, marked) {
+        (false, _) => Premark::NotAsked,
+        (true, true) => Premark::Marked,
+        (true, false) if delay.is_zero() => Premark::TakenBack,
+        (true, false) => Premark::NotAsked,
+    };
+    (delay, premark)
+}
+
 /// Each wanted message's wait for its slot (zero: now) and its mark, in `wanted`'s order.
 pub async fn reserve_and_mark(
     db: &KeptConnections,
@@ -66,52 +149,8 @@ pub async fn reserve_and_mark(
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    // Per account, in the batch's order: the positions of its urgent and of its bulk messages.
-    let mut accounts: Vec<(Uuid, Vec<usize>, Vec<usize>)> = Vec::new();
-    for (index, message) in wanted.iter().enumerate() {
-        let position = match accounts.iter().position(|(id, ..)| *id == message.account_id) {
-            Some(position) => position,
-            None => {
-                accounts.push((message.account_id, Vec::new(), Vec::new()));
-                accounts.len() - 1
-            }
-        };
-        match message.lane {
-            Lane::Urgent => accounts[position].1.push(index),
-            Lane::Bulk => accounts[position].2.push(index),
-        }
-    }
-    // Each key's advance, and for each message its key and how far before the key's new `tat`
-    // its token lies (as `rate_limit::reserve_on_keys` computes a token's wait).
-    let mut advances: HashMap<String, f64> = HashMap::new();
-    let mut keyed: Vec<(String, f64)> = vec![(String::new(), 0.0); wanted.len()];
-    for (_, urgent, bulk) in &accounts {
-        let first = &wanted[urgent.first().or(bulk.first()).copied().unwrap_or_default()];
-        let (tenant, account, channel) = (first.tenant_id, first.account_id, first.channel);
-        let limit = rate_limit::limit_for(channel, first.verification, rates);
-        let urgent_key = rate_limit::channel_account_key(tenant, account);
-        let (bulk_key, bulk_limit) = rate_limit::bulk_key(tenant, account, channel, first.verification, rates);
-        let (urgent_count, all) = (urgent.len(), urgent.len() + bulk.len());
-        if urgent_count > 0 {
-            advances.insert(urgent_key.clone(), advance(&urgent_key, limit, urgent_count)?);
-        }
-        advances.insert(bulk_key.clone(), advance(&bulk_key, bulk_limit, all)?);
-        for (i, index) in urgent.iter().enumerate() {
-            keyed[*index] = (urgent_key.clone(), before_tat(limit, urgent_count - i));
-        }
-        // The bulk key counts the urgent messages first; their own slots are the urgent key's.
-        for (i, index) in bulk.iter().enumerate() {
-            keyed[*index] = (bulk_key.clone(), before_tat(bulk_limit, all - (urgent_count + i)));
-        }
-    }
-    // Sorted: callers with overlapping keys lock them in the same order, and queue.
-    let mut reservations: Vec<(String, f64)> = advances.into_iter().collect();
-    reservations.sort_by(|a, b| a.0.cmp(&b.0));
-    let (keys, advances): (Vec<String>, Vec<f64>) = reservations.into_iter().unzip();
-    let ids: Vec<Uuid> = wanted.iter().map(|w| w.message_id).collect();
+    let r = Reservation::of(rates, wanted)?;
     let claims: Vec<Uuid> = wanted.iter().map(|w| w.claim).collect();
-    let providers: Vec<Option<&str>> = wanted.iter().map(|w| w.provider).collect();
-    let (message_keys, before): (Vec<String>, Vec<f64>) = keyed.into_iter().unzip();
     let mut connection = db.acquire().await?;
     // A token's wait rounds to whole microseconds, as `reserve_on_keys` reports it: under half a
     // microsecond is now. The mark joins the arrays themselves, not a CTE of them, so its plan is
@@ -141,13 +180,13 @@ pub async fn reserve_and_mark(
                   EXISTS (SELECT 1 FROM marked WHERE marked.id = w.id) AS "marked!"
            FROM unnest($3::uuid[], $6::text[], $7::float8[]) WITH ORDINALITY AS w(id, key, before_us, n)
            JOIN reserved r ON r.key = w.key"#,
-        &keys,
-        &advances,
-        &ids,
+        &r.keys,
+        &r.advances,
+        &r.ids,
         &claims,
-        &providers as &[Option<&str>],
-        &message_keys,
-        &before,
+        &r.providers as &[Option<&str>],
+        &r.message_keys,
+        &r.before,
     )
     .fetch_all(&mut *connection)
     .await?;
@@ -156,15 +195,7 @@ pub async fn reserve_and_mark(
     for row in rows {
         let index = usize::try_from(row.n - 1).ok().filter(|i| *i < wanted.len());
         let index = index.ok_or_else(|| ApiError::internal("a slot for a message not asked for"))?;
-        // Zero for a marked message: it was marked because its wait rounds to nothing.
-        let delay = Duration::from_micros(row.wait_us.max(0.0).round() as u64);
-        let premark = match (wanted[index].provider, row.marked) {
-            (None, _) => Premark::NotAsked,
-            (Some(_), true) => Premark::Marked,
-            (Some(_), false) if delay.is_zero() => Premark::TakenBack,
-            (Some(_), false) => Premark::NotAsked,
-        };
-        answers[index] = Some((delay, premark));
+        answers[index] = Some(answer(wanted[index].provider.is_some(), row.wait_us, row.marked));
     }
     answers.into_iter().map(|answer| answer.ok_or_else(|| ApiError::internal("a message without its slot"))).collect()
 }

@@ -138,7 +138,7 @@ pub(crate) async fn store_with(
         .into_iter()
         .filter_map(|(id, _, permit)| {
             let row = rows.iter().find(|row| row.id == id)?;
-            Some(Handoff { message: claimed_row(row, now), claim, permit })
+            Some(Handoff { message: claimed_row(row, now), claim, slot: None, permit })
         })
         .collect();
     Ok((answers(drafts, planned, now, &deferred, &paced, &claimed_ids), handoffs))

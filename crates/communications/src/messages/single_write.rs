@@ -20,6 +20,8 @@
 //! way, which answers those requests as before. A refused keyed request goes that way too: its
 //! key may hold an earlier answer.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use kernel::error::ApiError;
 use kernel::kept::KeptConnections;
@@ -32,6 +34,7 @@ use super::repository::NewMessage;
 use super::service::{Accepted, FallbackStep};
 use crate::contacts::{self, ResolvedContact};
 use crate::dispatch::local::{Handoff, LocalDispatch};
+use crate::dispatch::slots::{self, Reservation};
 
 /// Stores `submissions` in two round trips and hands their messages to `local`; `None` when
 /// the batch is not one this path takes, or when the statement found a key or an identifier
@@ -144,15 +147,20 @@ async fn store_drafts(
         rows.push(accept::message_row(draft, *contact, steps, draft.scheduled_at, Some((local.owner, claim)))?);
         reasons.push(draft.scheduled_at.map(|at| format!("scheduled for {}", at.to_rfc3339())));
     }
+    let mut slots = HashMap::new();
     // An event batch's ids are claimed even when its rules made no message.
     if !rows.is_empty() || matches!(claims, Claims::Events(_)) {
+        let reservation = local.slots_to_reserve(&rows, claim).await?;
         let columns = Columns::of(&rows, &reasons, &people);
         let inserted = match claims {
-            Claims::Keys(keys) => insert(&mut db, &columns, keys).await,
-            Claims::Events(events) => insert_events(&mut db, &columns, events).await,
+            Claims::Keys(keys) => insert(&mut db, &columns, &reservation, keys).await,
+            Claims::Events(events) => insert_events(&mut db, &columns, &reservation, events).await,
         };
         match inserted {
-            Ok(()) => {}
+            Ok(reserved) => {
+                let answers = reserved.into_iter().map(|(id, wait, marked)| (id, slots::answer(true, wait, marked)));
+                slots.extend(answers);
+            }
             Err(sqlx::Error::Database(error)) if error.is_unique_violation() => return Ok(None),
             Err(error) => return Err(error.into()),
         }
@@ -165,7 +173,12 @@ async fn store_drafts(
     local.hand_off(
         rows.iter()
             .zip(permits)
-            .map(|(row, permit)| Handoff { message: accept::claimed_row(row, now), claim, permit })
+            .map(|(row, permit)| Handoff {
+                message: accept::claimed_row(row, now),
+                claim,
+                slot: slots.remove(&row.id),
+                permit,
+            })
             .collect(),
     );
     Ok(Some(planned))
@@ -236,9 +249,11 @@ impl<'a> Columns<'a> {
 }
 
 /// Runs `$sql` (a literal, as sqlx needs it) with the messages' and contacts' columns of `$c`
-/// bound as $1-$21 and `$more` after them: the two statements differ only in what they claim.
-macro_rules! execute_with_columns {
-    ($db:expr, $c:expr, $sql:tt, $($more:expr),+ $(,)?) => {
+/// bound as $1-$21, the slots' reservation `$r` as $22-$27 and `$more` after them: the two
+/// statements differ only in what they claim. Answers (message, wait in µs, marked) for each
+/// message whose slot it reserved.
+macro_rules! fetch_with_columns {
+    ($db:expr, $c:expr, $r:expr, $sql:tt, $($more:expr),+ $(,)?) => {
         sqlx::query!(
             $sql,
             &$c.ids,
@@ -262,37 +277,64 @@ macro_rules! execute_with_columns {
             &$c.more.kinds,
             &$c.more.values,
             &$c.more.contacts,
+            &$r.keys,
+            &$r.advances,
+            &$r.ids,
+            &$r.providers as &[Option<&str>],
+            &$r.message_keys,
+            &$r.before,
             $($more),+
         )
-        .execute(&mut *$db)
+        .fetch_all(&mut *$db)
         .await
-        .map(|_| ())
+        .map(|rows| rows.into_iter().map(|row| (row.id, row.wait_us, row.marked)).collect::<Vec<_>>())
     };
 }
 
 // Both statements: the claimed message was queued first, as far as its trail goes. Every CTE
 // runs to its end whether or not the final statement reads it; a unique violation in any undoes
-// all. The new contacts' identifiers are inserted without ON CONFLICT: one taken since the
+// all, the slots' reservation with the rest. A message whose slot is now is stored in flight
+// to its first provider, as the dispatcher's slot-and-mark would mark it (`dispatch/slots.rs`,
+// whose reservation this repeats: a change to one is a change to both). The new contacts' identifiers are inserted without ON CONFLICT: one taken since the
 // lookup must fail the statement.
 
-/// The send API's statement: keys, new contacts with their first identifier, the other
-/// identifiers, the messages (claimed) with their `queued` events.
+/// What the statements answer per reserved slot: (message, wait in µs, marked in flight).
+type Slots = Vec<(Uuid, f64, bool)>;
+
+/// The send API's statement: the slots, keys, new contacts with their first identifier, the
+/// other identifiers, the messages (claimed) with their `queued` events.
 async fn insert(
     db: &mut sqlx::PgConnection,
     c: &Columns<'_>,
+    r: &Reservation,
     keys: &[(Uuid, &str, &[u8], Value)],
-) -> Result<(), sqlx::Error> {
+) -> Result<Slots, sqlx::Error> {
     let key_tenants: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
     let key_names: Vec<&str> = keys.iter().map(|k| k.1).collect();
     let key_hashes: Vec<&[u8]> = keys.iter().map(|k| k.2).collect();
     let key_bodies: Vec<Value> = keys.iter().map(|k| k.3.clone()).collect();
-    execute_with_columns!(
+    fetch_with_columns!(
         db,
         c,
-        r#"WITH key AS (
+        r,
+        r#"WITH c AS (SELECT clock_timestamp() AS now),
+           reserved AS (
+               INSERT INTO communications.rate_limits AS r (key, tat, granted)
+               SELECT k.key, c.now + k.advance * interval '1 microsecond', true
+               FROM c, unnest($22::text[], $23::float8[]) WITH ORDINALITY AS k(key, advance, n)
+               ORDER BY k.n
+               ON CONFLICT (key) DO UPDATE SET
+                   granted = true,
+                   tat = greatest(r.tat, (SELECT now FROM c)) + (EXCLUDED.tat - (SELECT now FROM c))
+               RETURNING r.key, (extract(epoch FROM r.tat - (SELECT now FROM c)) * 1000000)::float8 AS ahead_us),
+           slot AS (
+               SELECT w.id, w.provider, greatest(r.ahead_us - w.before_us, 0) AS wait_us
+               FROM unnest($24::uuid[], $25::text[], $26::text[], $27::float8[]) AS w(id, provider, key, before_us)
+               JOIN reserved r ON r.key = w.key),
+           key AS (
                INSERT INTO communications.idempotency_keys (tenant_id, key, request_hash, response_status, response_body)
-               SELECT tenant_id, key, hash, $26, body
-               FROM unnest($22::uuid[], $23::text[], $24::bytea[], $25::jsonb[]) WITH ORDINALITY
+               SELECT tenant_id, key, hash, $32, body
+               FROM unnest($28::uuid[], $29::text[], $30::bytea[], $31::jsonb[]) WITH ORDINALITY
                     AS k(tenant_id, key, hash, body, n)
                ORDER BY n),
            identifier AS (
@@ -308,18 +350,22 @@ async fn insert(
            message AS (
                INSERT INTO communications.messages
                    (id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, status, lane,
-                    scheduled_at, metadata, attempts, claimed_by, claim)
-               SELECT id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, 'sending',
-                      lane, scheduled_at, metadata, 1, claimed_by, claim
+                    scheduled_at, metadata, attempts, claimed_by, claim, requested_at, requested_via)
+               SELECT m.id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, 'sending',
+                      lane, scheduled_at, metadata, 1, claimed_by, claim,
+                      CASE WHEN s.wait_us < 0.5 THEN now() END, CASE WHEN s.wait_us < 0.5 THEN s.provider END
                FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[], $7::text[],
                            $8::jsonb[], $9::text[], $10::timestamptz[], $11::jsonb[], $12::uuid[], $13::uuid[])
                     AS m(id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, lane,
                          scheduled_at, metadata, claimed_by, claim)
-               RETURNING id, tenant_id)
-           INSERT INTO communications.message_events (id, tenant_id, message_id, status, reason, source, occurred_at)
-           SELECT event.id, message.tenant_id, message.id, 'queued', event.reason, $29, now()
-           FROM message JOIN unnest($1::uuid[], $27::uuid[], $28::text[]) AS event(message_id, id, reason)
-                ON event.message_id = message.id"#,
+                    LEFT JOIN slot s ON s.id = m.id
+               RETURNING id, tenant_id, requested_at IS NOT NULL AS marked),
+           trail AS (
+               INSERT INTO communications.message_events (id, tenant_id, message_id, status, reason, source, occurred_at)
+               SELECT event.id, message.tenant_id, message.id, 'queued', event.reason, $35, now()
+               FROM message JOIN unnest($1::uuid[], $33::uuid[], $34::text[]) AS event(message_id, id, reason)
+                    ON event.message_id = message.id)
+           SELECT m.id AS "id!", s.wait_us AS "wait_us!", m.marked AS "marked!" FROM message m JOIN slot s ON s.id = m.id"#,
         &key_tenants,
         &key_names as &[&str],
         &key_hashes as &[&[u8]],
@@ -328,29 +374,48 @@ async fn insert(
         &c.event_ids,
         c.reasons as &[Option<String>],
         EventSource::Api.as_str(),
-    )?;
-    Ok(())
+    )
 }
 
 /// The events' statement: their ids (a processed one fails it) with the messages each makes,
 /// their entity snapshots (the newest kept, as `triggers/ingest.rs` does), then as [`insert`].
-async fn insert_events(db: &mut sqlx::PgConnection, c: &Columns<'_>, e: &EventClaims) -> Result<(), sqlx::Error> {
+async fn insert_events(
+    db: &mut sqlx::PgConnection,
+    c: &Columns<'_>,
+    r: &Reservation,
+    e: &EventClaims,
+) -> Result<Slots, sqlx::Error> {
     let s = &e.snapshots;
-    execute_with_columns!(
+    fetch_with_columns!(
         db,
         c,
-        r#"WITH processed AS (
+        r,
+        r#"WITH c AS (SELECT clock_timestamp() AS now),
+           reserved AS (
+               INSERT INTO communications.rate_limits AS r (key, tat, granted)
+               SELECT k.key, c.now + k.advance * interval '1 microsecond', true
+               FROM c, unnest($22::text[], $23::float8[]) WITH ORDINALITY AS k(key, advance, n)
+               ORDER BY k.n
+               ON CONFLICT (key) DO UPDATE SET
+                   granted = true,
+                   tat = greatest(r.tat, (SELECT now FROM c)) + (EXCLUDED.tat - (SELECT now FROM c))
+               RETURNING r.key, (extract(epoch FROM r.tat - (SELECT now FROM c)) * 1000000)::float8 AS ahead_us),
+           slot AS (
+               SELECT w.id, w.provider, greatest(r.ahead_us - w.before_us, 0) AS wait_us
+               FROM unnest($24::uuid[], $25::text[], $26::text[], $27::float8[]) AS w(id, provider, key, before_us)
+               JOIN reserved r ON r.key = w.key),
+           processed AS (
                INSERT INTO communications.processed_events (tenant_id, event_id, event, message_ids)
                SELECT e.tenant_id, e.event_id, e.event,
-                      ($26::uuid[])[lag(e.last, 1, 0) OVER (ORDER BY e.n) + 1 : e.last]
-               FROM unnest($22::uuid[], $23::text[], $24::text[], $25::int4[])
+                      ($32::uuid[])[lag(e.last, 1, 0) OVER (ORDER BY e.n) + 1 : e.last]
+               FROM unnest($28::uuid[], $29::text[], $30::text[], $31::int4[])
                     WITH ORDINALITY AS e(tenant_id, event_id, event, last, n)
                ORDER BY e.n),
            snapshot AS (
                INSERT INTO communications.entity_snapshots
                    (tenant_id, kind, entity_id, source, op, row, event_id, occurred_at)
-               SELECT * FROM unnest($29::uuid[], $30::text[], $31::text[], $32::text[], $33::text[], $34::jsonb[],
-                                    $35::text[], $36::timestamptz[])
+               SELECT * FROM unnest($35::uuid[], $36::text[], $37::text[], $38::text[], $39::text[], $40::jsonb[],
+                                    $41::text[], $42::timestamptz[])
                ON CONFLICT (tenant_id, kind, entity_id) DO UPDATE
                    SET source = EXCLUDED.source, op = EXCLUDED.op, row = EXCLUDED.row, event_id = EXCLUDED.event_id,
                        occurred_at = EXCLUDED.occurred_at
@@ -368,18 +433,22 @@ async fn insert_events(db: &mut sqlx::PgConnection, c: &Columns<'_>, e: &EventCl
            message AS (
                INSERT INTO communications.messages
                    (id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, status, lane,
-                    scheduled_at, metadata, attempts, claimed_by, claim)
-               SELECT id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, 'sending',
-                      lane, scheduled_at, metadata, 1, claimed_by, claim
+                    scheduled_at, metadata, attempts, claimed_by, claim, requested_at, requested_via)
+               SELECT m.id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, 'sending',
+                      lane, scheduled_at, metadata, 1, claimed_by, claim,
+                      CASE WHEN s.wait_us < 0.5 THEN now() END, CASE WHEN s.wait_us < 0.5 THEN s.provider END
                FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::jsonb[], $7::text[],
                            $8::jsonb[], $9::text[], $10::timestamptz[], $11::jsonb[], $12::uuid[], $13::uuid[])
                     AS m(id, tenant_id, contact_id, conversation_id, channel, fallback, recipient, content, lane,
                          scheduled_at, metadata, claimed_by, claim)
-               RETURNING id, tenant_id)
-           INSERT INTO communications.message_events (id, tenant_id, message_id, status, reason, source, occurred_at)
-           SELECT event.id, message.tenant_id, message.id, 'queued', event.reason, $37, now()
-           FROM message JOIN unnest($1::uuid[], $27::uuid[], $28::text[]) AS event(message_id, id, reason)
-                ON event.message_id = message.id"#,
+                    LEFT JOIN slot s ON s.id = m.id
+               RETURNING id, tenant_id, requested_at IS NOT NULL AS marked),
+           trail AS (
+               INSERT INTO communications.message_events (id, tenant_id, message_id, status, reason, source, occurred_at)
+               SELECT event.id, message.tenant_id, message.id, 'queued', event.reason, $43, now()
+               FROM message JOIN unnest($1::uuid[], $33::uuid[], $34::text[]) AS event(message_id, id, reason)
+                    ON event.message_id = message.id)
+           SELECT m.id AS "id!", s.wait_us AS "wait_us!", m.marked AS "marked!" FROM message m JOIN slot s ON s.id = m.id"#,
         &e.tenants,
         &e.ids,
         &e.names,
@@ -396,6 +465,5 @@ async fn insert_events(db: &mut sqlx::PgConnection, c: &Columns<'_>, e: &EventCl
         &s.event_ids,
         &s.times,
         EventSource::Api.as_str(),
-    )?;
-    Ok(())
+    )
 }
