@@ -2,10 +2,13 @@
 //!
 //! A message due now, accepted by a process that runs dispatch lanes, is stored already claimed
 //! (`sending`, this process's lease and a claim token) and handed to the local dispatcher after
-//! the commit: no job row to insert, fetch and acknowledge, no claim statement, no wake-up — the
-//! provider request follows the acceptance's commit by one in-flight mark. Crash safety is the
-//! claim's: if the process dies before the request, recovery finds the message claimed by a
-//! lapsed lease and never requested, and queues it again with a job (see `lease.rs`).
+//! the commit: no job row to insert, fetch and acknowledge, no claim statement, no wake-up. The
+//! provider request follows the acceptance's commit by one in-flight mark, or at once when the
+//! statement that stored the message also reserved its slot and marked it
+//! ([`LocalDispatch::slots_to_reserve`]). Crash safety is the claim's: if the process dies before
+//! the request, recovery finds the message claimed by a lapsed lease and queues it again with a
+//! job if it was never marked, or makes it `unknown` for settlement with its provider if it was
+//! (see `lease.rs`, `settle.rs`).
 //!
 //! At most `capacity` messages are handed over at once; beyond that acceptance pushes jobs as
 //! before, so a burst far larger than the process can send at once goes through the queue that

@@ -201,14 +201,21 @@ impl Dispatcher {
     }
 
     /// Sends messages stored claimed at acceptance, together (see `local.rs`): as jobs would,
-    /// without the claim, prepared in one batch (its slots and in-flight marks one statement),
-    /// their requests concurrent. Answers each message's result, in order.
+    /// without the claim, prepared in one batch (the slots and in-flight marks acceptance did not
+    /// take care of in one statement), their requests concurrent. Answers each message's result,
+    /// in order.
     pub(crate) async fn dispatch_claimed(&self, claimed: Vec<prepare::Claimed>) -> Vec<Result<(), ApiError>> {
         let jobs: Vec<(TenantId, DispatchJob)> = claimed
             .iter()
             .map(|(message, ..)| (TenantId(message.tenant_id), DispatchJob::new(message.id, message.tenant_id, 0)))
             .collect();
-        let prepared = self.claimed_preparer.call_many(claimed).await;
+        // With every slot reserved when the messages were stored there is no statement to share:
+        // what is left is read from memory, here, without the batcher's hop to its task and back.
+        let prepared: Vec<Option<Prepared>> = if claimed.iter().all(|(.., slot)| slot.is_some()) {
+            prepare::prepare_claimed(&self.module, &self.rates, claimed).await.into_iter().map(Some).collect()
+        } else {
+            self.claimed_preparer.call_many(claimed).await
+        };
         futures_util::future::join_all(jobs.into_iter().zip(prepared).map(|((tenant, job), prepared)| async move {
             let prepared = prepared.ok_or_else(|| ApiError::internal("the dispatch batcher stopped"))?;
             self.send_and_record(tenant, job, prepared).await

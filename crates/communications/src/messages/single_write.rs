@@ -11,7 +11,10 @@
 //!    the requests name; quiet hours), outside any transaction — under READ COMMITTED each
 //!    statement of the transaction read afresh anyway;
 //! 2. one autocommit statement whose data-modifying CTEs insert the keys, create and complete
-//!    the contacts, and insert the messages, stored claimed, with their first events.
+//!    the contacts, reserve the messages' rate-limit slots, and insert the messages, stored
+//!    claimed — and marked in flight when their slot is now, so that the dispatcher's own
+//!    slot-and-mark statement is not needed (`dispatch::local::LocalDispatch::slots_to_reserve`)
+//!    — with their first events.
 //!
 //! The statement takes nothing for granted that the reads saw: a key, or a new contact's
 //! identifier, that exists by then (a retried request, a concurrent one for the same new
