@@ -13,6 +13,14 @@
 //! may therefore *linger* (group commit): while traffic is steady — batches starting within
 //! [`Linger::steady_within`] of each other — a batch's first request waits up to
 //! [`Linger::wait`] for company. A request after a quieter spell still goes at once.
+//!
+//! A batch that company came to densely stops waiting once it stops coming: with at least
+//! [`DENSE`] requests, a pause of [`GAP_FACTOR`] times their mean spacing (at least [`MIN_GAP`])
+//! ends the wait. That is a closed group of clients — a load driver, a campaign's senders, an
+//! integration with fixed concurrency — all of whom are already in the batch and wait for its
+//! answer before they send again: nobody else is coming, and lingering on would only idle the
+//! group. At everyday rates requests come a millisecond or more apart, the pause it would take is
+//! longer than the wait, and the wait is unchanged.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +39,13 @@ pub struct Linger {
     /// Traffic counts as steady while batches start within this of each other.
     pub steady_within: Duration,
 }
+
+/// A lingering batch this large may stop waiting before its time (see the module's notes).
+pub const DENSE: usize = 8;
+/// The pause, in mean spacings of the batch's arrivals so far, that ends its wait.
+pub const GAP_FACTOR: u32 = 4;
+/// The shortest pause that ends a wait: a client's turnaround on a busy machine.
+pub const MIN_GAP: Duration = Duration::from_micros(500);
 
 /// Collects requests from concurrent callers into batches for `run`.
 pub struct Batcher<Req, Resp> {
@@ -85,9 +100,21 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                 let steady = |linger: &Linger| previous_start.is_some_and(|at| started - at < linger.steady_within);
                 if let Some(linger) = linger.filter(steady) {
                     let deadline = started + linger.wait;
+                    let (mut arrivals, mut last) = (0u32, started);
                     while batch.len() < max_batch {
-                        match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                            Ok(Some(pending)) => batch.push(pending),
+                        let until = if batch.len() >= DENSE {
+                            // Requests already queued when the batch began came together.
+                            let spacing = (last - started).checked_div(arrivals).unwrap_or_default();
+                            deadline.min(last + (spacing * GAP_FACTOR).max(MIN_GAP))
+                        } else {
+                            deadline
+                        };
+                        match tokio::time::timeout_at(until, receiver.recv()).await {
+                            Ok(Some(pending)) => {
+                                batch.push(pending);
+                                arrivals += 1;
+                                last = tokio::time::Instant::now();
+                            }
                             // Out of time, or no callers left: this batch goes as it is.
                             Ok(None) | Err(_) => break,
                         }
@@ -249,6 +276,28 @@ mod tests {
         assert_eq!(batcher.call(99).await, Some(99));
         let waited = lone.elapsed();
         assert!(waited < Duration::from_millis(50), "a request after a quiet spell waited {waited:?}");
+    }
+
+    /// A closed group of callers, each sending again as soon as it is answered: once all of them
+    /// are in the batch, it goes without waiting out its linger.
+    #[tokio::test]
+    async fn a_batch_that_company_came_to_densely_stops_waiting_once_it_stops_coming() {
+        let linger = Linger { wait: Duration::from_millis(400), steady_within: Duration::from_secs(5) };
+        let batcher = Batcher::spawn_lingering(256, 1, Some(linger), |requests: Vec<u32>| async move { requests });
+        // Traffic becomes steady: a first batch.
+        assert_eq!(batcher.call(0).await, Some(0));
+        let started = std::time::Instant::now();
+        let group: Vec<_> = (1..=32u32)
+            .map(|n| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.call(n).await })
+            })
+            .collect();
+        for (n, call) in (1..=32u32).zip(group) {
+            assert_eq!(call.await.expect("caller"), Some(n));
+        }
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(200), "32 callers at once waited {took:?} of a 400 ms linger");
     }
 
     #[tokio::test]
