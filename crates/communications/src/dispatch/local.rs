@@ -73,7 +73,18 @@ impl LocalDispatch {
     /// first enabled provider can be asked, after a crash, whether it has the message: one marked
     /// in flight is `unknown` after a crash, and settled with its provider (`settle.rs`); SNS SMS
     /// cannot be, so its messages are marked just before their requests, as jobs' are.
-    pub(crate) async fn slots_to_reserve(&self, rows: &[NewMessage<'_>], claim: Uuid) -> Result<Reservation, ApiError> {
+    ///
+    /// What fails here (the accounts unreadable, a rate unusable) leaves every slot to the
+    /// dispatcher, which meets the same failure where it is the message's to record: acceptance
+    /// does not depend on it.
+    pub(crate) async fn slots_to_reserve(&self, rows: &[NewMessage<'_>], claim: Uuid) -> Reservation {
+        self.try_slots_to_reserve(rows, claim).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "no slots reserved at acceptance; the dispatcher reserves them");
+            Reservation::default()
+        })
+    }
+
+    async fn try_slots_to_reserve(&self, rows: &[NewMessage<'_>], claim: Uuid) -> Result<Reservation, ApiError> {
         let mut keys: Vec<_> = rows.iter().map(|row| (row.tenant_id.0, channel_type(row.channel))).collect();
         keys.sort_by_key(|(tenant, channel)| (*tenant, channel.as_str()));
         keys.dedup();
@@ -105,7 +116,7 @@ impl LocalDispatch {
 
     /// Hands committed, claimed messages (stored together) to the dispatcher, which prepares
     /// them together. If it has stopped in the meantime, the messages stay claimed by a lease
-    /// that will lapse, and recovery queues them again.
+    /// that will lapse, and recovery queues them again (or settles those marked in flight).
     pub(crate) fn hand_off(&self, handoffs: Vec<Handoff>) {
         if handoffs.is_empty() {
             return;

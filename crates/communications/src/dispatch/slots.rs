@@ -17,7 +17,9 @@
 //! the rate. So urgent messages never wait behind a bulk backlog, bulk gets what urgent leaves,
 //! and together they stay within the provider's rate. The
 //! reservation is that function's statement and arithmetic, repeated here because sqlx checks
-//! static SQL only: a change to one is a change to both.
+//! static SQL only: a change to one is a change to both — and to the acceptance's one write
+//! (`messages/single_write.rs`), which reserves the slots of the messages it stores with
+//! [`Reservation`] and marks those whose slot is now, so that they skip this statement.
 
 use std::collections::HashMap;
 use std::time::Duration;

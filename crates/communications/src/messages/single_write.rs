@@ -153,7 +153,7 @@ async fn store_drafts(
     let mut slots = HashMap::new();
     // An event batch's ids are claimed even when its rules made no message.
     if !rows.is_empty() || matches!(claims, Claims::Events(_)) {
-        let reservation = local.slots_to_reserve(&rows, claim).await?;
+        let reservation = local.slots_to_reserve(&rows, claim).await;
         let columns = Columns::of(&rows, &reasons, &people);
         let inserted = match claims {
             Claims::Keys(keys) => insert(&mut db, &columns, &reservation, keys).await,
@@ -294,12 +294,12 @@ macro_rules! fetch_with_columns {
     };
 }
 
-// Both statements: the claimed message was queued first, as far as its trail goes. Every CTE
-// runs to its end whether or not the final statement reads it; a unique violation in any undoes
-// all, the slots' reservation with the rest. A message whose slot is now is stored in flight
-// to its first provider, as the dispatcher's slot-and-mark would mark it (`dispatch/slots.rs`,
-// whose reservation this repeats: a change to one is a change to both). The new contacts' identifiers are inserted without ON CONFLICT: one taken since the
-// lookup must fail the statement.
+// Both statements: the claimed message was queued first, as far as its trail goes. Every CTE runs
+// to its end whether or not the final statement reads it; a unique violation in any undoes all, the
+// slots' reservation with the rest. A message whose slot is now is stored in flight to its first
+// provider, as the dispatcher's slot-and-mark would mark it (`dispatch/slots.rs`, whose reservation
+// this repeats: a change to one is a change to both). The new contacts' identifiers are inserted
+// without ON CONFLICT: one taken since the lookup must fail the statement.
 
 /// What the statements answer per reserved slot: (message, wait in µs, marked in flight).
 type Slots = Vec<(Uuid, f64, bool)>;
