@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestTenant, sim_twilio_sms, spawn_app_with_sim};
+use crate::helpers::{TestApp, TestTenant, sim_sns_sms, sim_twilio_sms, spawn_app_with_sim};
 
 const RATE: f64 = 20.0;
 const BURST: u32 = 4;
@@ -134,12 +134,7 @@ async fn acceptance_reserves_each_slot_once_and_marks_in_flight_the_messages_who
 async fn an_sns_message_is_marked_just_before_its_request_as_it_cannot_be_settled_after_a_crash() {
     let (app, sim) = spawn_app_with_sim(|_| {}).await;
     let tenant = app.create_tenant("sns-late-mark").await;
-    app.active_channel(
-        &tenant,
-        json!({"channel_type": "sms", "provider": "sns", "display_name": "SMS",
-               "config": {"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "secret", "origination_number": "+18005550199"}}),
-    )
-    .await;
+    app.active_channel(&tenant, sim_sns_sms()).await;
     let ids = send_at_once(&app, &tenant, 5, "sns").await;
     let marked = sent_and_marked_at_acceptance(&app, &ids, Duration::from_secs(20)).await;
     assert_eq!(marked, 0, "an SNS message is marked by the dispatcher, after its acceptance");

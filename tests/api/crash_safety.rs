@@ -13,7 +13,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::delivery::{PHONE, email, send, sms, wait_for, wait_for_within, whatsapp};
-use crate::helpers::{RunningServer, TestApp, TestTenant, spawn_app_with_sim, spawn_app_with_sim_config, url_for};
+use crate::helpers::{
+    RunningServer, TestApp, TestTenant, sim_sns_sms, spawn_app_with_sim, spawn_app_with_sim_config, url_for,
+};
 
 /// Cuts the app's database off until [`restore`].
 async fn cut_off(app: &TestApp) {
@@ -279,12 +281,7 @@ async fn an_interrupted_send_to_a_provider_that_calls_back_waits_for_the_callbac
 async fn an_interrupted_sns_sms_is_unknowable_and_stays_unknown() {
     let (app, sim) = spawn_app_with_sim(quick_recovery).await;
     let tenant = app.create_tenant("unknowable").await;
-    app.active_channel(
-        &tenant,
-        json!({"channel_type": "sms", "provider": "sns", "display_name": "SMS",
-               "config": {"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "secret", "origination_number": "+18005550199"}}),
-    )
-    .await;
+    app.active_channel(&tenant, sim_sns_sms()).await;
     let body = json!({"to": {"phone": PHONE}, "channels": "sms", "content": {"text": "sns in doubt"}});
     let id = left_behind_by_a_dead_process(&app, &tenant, body, "sns", true).await;
     let deadline = Instant::now() + Duration::from_secs(30);

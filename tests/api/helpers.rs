@@ -378,6 +378,12 @@ pub fn sim_twilio_sms() -> Value {
            "config": {"account_sid": format!("AC{}", "0123456789abcdef".repeat(2)), "auth_token": "sim-twilio-auth-token", "from": "+15005550006"}})
 }
 
+/// An SMS account sending through SNS (which the simulator accepts with any credentials).
+pub fn sim_sns_sms() -> Value {
+    json!({"channel_type": "sms", "provider": "sns", "display_name": "SMS",
+           "config": {"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "secret", "origination_number": "+18005550199"}})
+}
+
 pub fn sim_whatsapp() -> Value {
     json!({"channel_type": "whatsapp", "display_name": "WA",
            "config": {"phone_number_id": "106540352242922", "waba_id": "102290129340398", "signup_code": "AQB-code"}})
