@@ -79,7 +79,7 @@ pub(crate) async fn store_with(
     rates: &RateDefaults,
     local: Option<&LocalDispatch>,
 ) -> Result<(Vec<Result<Accepted, ApiError>>, Vec<Handoff>), ApiError> {
-    let planned = plan(tx, drafts).await?;
+    let planned = plan(tx, &drafts.iter().collect::<Vec<_>>()).await?;
     let ready: Vec<(&Draft, &ResolvedContact, &[FallbackStep])> = drafts
         .iter()
         .zip(&planned)
@@ -149,7 +149,7 @@ pub(super) type Planned = Result<(ResolvedContact, Vec<FallbackStep>), ApiError>
 
 /// What acceptance reads before it writes: each draft's contact, and its steps without those
 /// whose address is suppressed on their channel (a draft with none left is a 422 on `to`).
-pub(super) async fn plan(db: &mut PgConnection, drafts: &[Draft]) -> Result<Vec<Planned>, ApiError> {
+pub(super) async fn plan(db: &mut PgConnection, drafts: &[&Draft]) -> Result<Vec<Planned>, ApiError> {
     let requests: Vec<(TenantId, &ContactRequest)> = drafts.iter().map(|d| (d.tenant, &d.recipient)).collect();
     // The addresses the requests name are asked about with the contacts, in one statement.
     let named = named_endpoints(drafts);
@@ -240,7 +240,7 @@ pub(super) fn claimed_row(row: &NewMessage<'_>, now: DateTime<Utc>) -> MessageRo
 
 /// The (tenant, channel, address) each draft's request names for the channels of its chain:
 /// most messages go to exactly these, so their suppressions can be read before the contacts are.
-fn named_endpoints(drafts: &[Draft]) -> Vec<(Uuid, Channel, String)> {
+fn named_endpoints(drafts: &[&Draft]) -> Vec<(Uuid, Channel, String)> {
     let mut named = Vec::new();
     for draft in drafts {
         let ContactRequest::Identifiers { phone, email } = &draft.recipient else { continue };
@@ -265,7 +265,7 @@ fn named_endpoints(drafts: &[Draft]) -> Vec<(Uuid, Channel, String)> {
 /// `named` endpoints; the others (an address a stored contact gave) are read here.
 async fn without_suppressed(
     tx: &mut PgConnection,
-    drafts: &[Draft],
+    drafts: &[&Draft],
     planned: Vec<Result<(ResolvedContact, Vec<FallbackStep>), ApiError>>,
     named: &[(Uuid, Channel, String)],
     mut suppressed: contacts::Suppressed,

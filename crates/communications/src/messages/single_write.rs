@@ -48,7 +48,7 @@ pub(super) async fn store(
     submissions: &[Submission],
 ) -> Result<Option<Vec<Result<Answer, ApiError>>>, ApiError> {
     let Some(local) = local else { return Ok(None) };
-    let drafts: Vec<Draft> = submissions.iter().map(|s| s.draft.clone()).collect();
+    let drafts: Vec<&Draft> = submissions.iter().map(|s| &s.draft).collect();
     // A refused keyed request goes the careful way: its key may hold an earlier answer. So
     // every key claimed here is a stored request's.
     let refusable: Vec<bool> = submissions.iter().map(|s| s.key.is_none()).collect();
@@ -95,7 +95,7 @@ pub(crate) struct EventClaims {
 pub(crate) async fn store_events(
     kept: &KeptConnections,
     local: Option<&LocalDispatch>,
-    drafts: &[Draft],
+    drafts: &[&Draft],
     events: &EventClaims,
 ) -> Result<bool, ApiError> {
     let Some(local) = local else { return Ok(false) };
@@ -115,12 +115,12 @@ enum Claims<'a> {
 async fn store_drafts(
     kept: &KeptConnections,
     local: &LocalDispatch,
-    drafts: &[Draft],
+    drafts: &[&Draft],
     refusable: &[bool],
     claims: Claims<'_>,
 ) -> Result<Option<Vec<accept::Planned>>, ApiError> {
     let now = Utc::now();
-    let goes_now = |draft: &Draft| {
+    let goes_now = |draft: &&Draft| {
         draft.status == MessageStatus::Queued && draft.lane != Lane::Bulk && draft.later_than(now).is_none()
     };
     if !drafts.iter().all(goes_now) {
@@ -134,7 +134,7 @@ async fn store_drafts(
     let ready: Vec<(&Draft, &ResolvedContact, &[FallbackStep])> = drafts
         .iter()
         .zip(&planned)
-        .filter_map(|(draft, plan)| plan.as_ref().ok().map(|(contact, steps)| (draft, contact, steps.as_slice())))
+        .filter_map(|(draft, plan)| plan.as_ref().ok().map(|(contact, steps)| (*draft, contact, steps.as_slice())))
         .collect();
     let items: Vec<_> = ready.iter().map(|(draft, contact, _)| (draft.tenant, &draft.recipient, *contact)).collect();
     let people = contacts::plan_persist(&items)?;

@@ -37,13 +37,13 @@ pub fn parse(mut body: Value) -> Result<IncomingEvent, ApiError> {
             .to_owned();
         let occurred_at = timestamp(object.get("created_at"), "created_at")?;
         let mut take = |pointer: &str| hasura.pointer_mut(pointer).map(Value::take).unwrap_or(Value::Null);
-        let data = json!({
-            "op": take("/op"),
-            "old": take("/data/old"),
-            "new": take("/data/new"),
-            "table": object.remove("table").unwrap_or(Value::Null),
-            "session_variables": take("/session_variables"),
-        });
+        let data = object_of([
+            ("op", take("/op")),
+            ("old", take("/data/old")),
+            ("new", take("/data/new")),
+            ("table", object.remove("table").unwrap_or(Value::Null)),
+            ("session_variables", take("/session_variables")),
+        ]);
         return Ok(event(id, name, occurred_at, data));
     }
     if let Some(scheduled_time) = object.get("scheduled_time") {
@@ -73,13 +73,20 @@ pub fn parse(mut body: Value) -> Result<IncomingEvent, ApiError> {
 
 /// The event a cron trigger emits: rules see `data.scheduled_time` and `data.payload`.
 pub fn cron_event(id: String, name: String, scheduled_time: DateTime<Utc>, payload: Value) -> IncomingEvent {
-    let data = json!({ "scheduled_time": scheduled_time.to_rfc3339(), "payload": payload });
+    let data = object_of([("scheduled_time", scheduled_time.to_rfc3339().into()), ("payload", payload)]);
     event(id, name, scheduled_time, data)
 }
 
 fn event(id: String, name: String, occurred_at: DateTime<Utc>, data: Value) -> IncomingEvent {
-    let document = json!({ "event": name, "occurred_at": occurred_at.to_rfc3339(), "data": data });
+    let document =
+        object_of([("event", name.clone().into()), ("occurred_at", occurred_at.to_rfc3339().into()), ("data", data)]);
     IncomingEvent { id, name, occurred_at, document }
+}
+
+/// An object of `entries`, moved in. (`json!` would copy each value, a whole row at a time:
+/// it serializes what it is given.)
+fn object_of<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Object(entries.into_iter().map(|(key, value)| (key.to_owned(), value)).collect())
 }
 
 fn timestamp(value: Option<&Value>, field: &str) -> Result<DateTime<Utc>, ApiError> {
@@ -94,7 +101,8 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .ok()
-        .or_else(|| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc()))
+        // `NaiveDateTime`'s own parser reads `%Y-%m-%dT%H:%M:%S%.f` without a format to interpret.
+        .or_else(|| text.parse::<chrono::NaiveDateTime>().ok().map(|t| t.and_utc()))
 }
 
 /// A dotted path with optional indexes: `data.new.passengers[0].phone`.
@@ -208,6 +216,42 @@ mod tests {
         assert_eq!(lookup(&event.document, "data.table.name"), Some(&json!("service_legs")));
         assert_eq!(lookup(&event.document, "data.new.passengers[0].phone"), Some(&json!("+4915112345678")));
         assert_eq!(event.occurred_at.to_rfc3339(), "2026-11-22T14:00:00.123456+00:00");
+    }
+
+    #[test]
+    fn a_hasura_payload_becomes_this_document() {
+        let event = parse(hasura_update()).unwrap();
+        let expected = json!({
+            "event": "service_leg_status",
+            "occurred_at": "2026-11-22T14:00:00.123456+00:00",
+            "data": {
+                "op": "UPDATE",
+                "old": {"id": 7, "status": "ON_TIME", "departure_at": "2026-11-23T09:00:00"},
+                "new": {"id": 7, "status": "DELAYED", "departure_at": "2026-11-23T09:00:00",
+                        "passengers": [{"phone": "+4915112345678"}]},
+                "table": {"schema": "operations", "name": "service_legs"},
+                "session_variables": {"x-hasura-role": "admin"}
+            }
+        });
+        assert_eq!(event.document, expected);
+        let cron = cron_event("c-1".into(), "digest".into(), event.occurred_at, json!({"phone": "+4915112345678"}));
+        assert_eq!(
+            cron.document,
+            json!({"event": "digest", "occurred_at": "2026-11-22T14:00:00.123456+00:00",
+                   "data": {"scheduled_time": "2026-11-22T14:00:00.123456+00:00", "payload": {"phone": "+4915112345678"}}})
+        );
+    }
+
+    #[test]
+    fn times_come_with_a_zone_or_as_hasura_writes_them_in_utc() {
+        let at = |text: &str| parse_time(text).map(|t| t.to_rfc3339());
+        assert_eq!(at("2026-11-22T14:00:00.123456"), Some("2026-11-22T14:00:00.123456+00:00".into()));
+        assert_eq!(at("2026-11-22T14:00:00"), Some("2026-11-22T14:00:00+00:00".into()));
+        assert_eq!(at("2026-11-22T15:00:00+01:00"), Some("2026-11-22T14:00:00+00:00".into()));
+        assert_eq!(at("2026-11-22T14:00:00Z"), Some("2026-11-22T14:00:00+00:00".into()));
+        for bad in ["2026-11-22", "yesterday", "2026-13-01T00:00:00", ""] {
+            assert_eq!(at(bad), None, "{bad}");
+        }
     }
 
     #[test]

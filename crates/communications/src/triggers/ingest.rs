@@ -319,7 +319,7 @@ async fn store_in_one_statement(
     if local.is_none() {
         return Ok(None);
     }
-    let drafts: Vec<Draft> = events.iter().flat_map(|p| p.drafts.iter().map(|(_, _, draft)| draft.clone())).collect();
+    let drafts: Vec<&Draft> = events.iter().flat_map(|p| p.drafts.iter().map(|(_, _, draft)| draft)).collect();
     let (ends, message_ids) = message_runs(events);
     let snapshots: Vec<(Uuid, &IncomingEvent)> = events.iter().map(|p| (p.tenant.0, &p.event)).collect();
     let claims = EventClaims {
