@@ -4,7 +4,6 @@
 //! they are written, so a stored template always compiles; a variable missing at send time is
 //! a 422 naming `content.template.variables.<path>`.
 
-mod context;
 pub mod http;
 pub mod locale;
 pub mod render;

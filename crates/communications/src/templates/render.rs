@@ -9,7 +9,6 @@ use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::context::Reads;
 use crate::messages::content::MessageContent;
 use crate::messages::model::Channel;
 
@@ -32,7 +31,7 @@ const RENDER_FUEL: u64 = 200_000;
 
 /// A strict environment: undefined values fail rendering; only templates named `*.html` (the
 /// email HTML part) are HTML-escaped; a render that does too much work is stopped.
-pub(super) fn environment<'a>() -> Environment<'a> {
+fn environment<'a>() -> Environment<'a> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|name| if name.ends_with(".html") { AutoEscape::Html } else { AutoEscape::None });
@@ -109,8 +108,6 @@ impl VariantBody {
 pub struct Compiled {
     body: VariantBody,
     env: Environment<'static>,
-    /// What its templates read of the variables.
-    reads: Reads,
 }
 
 impl Compiled {
@@ -133,12 +130,10 @@ impl Compiled {
                 }))
                 .collect(),
         };
-        let mut reads = Vec::with_capacity(sources.len());
         for (name, source) in sources {
-            env.add_template_owned(name.clone(), source.clone())?;
-            reads.push(env.get_template(&name)?.undeclared_variables(true));
+            env.add_template_owned(name, source.clone())?;
         }
-        Ok(Self { body, env, reads: Reads::of(reads) })
+        Ok(Self { body, env })
     }
 }
 
@@ -300,7 +295,7 @@ pub fn render(
     variables: &Value,
     fields: Fields,
 ) -> Result<MessageContent, ApiError> {
-    let context = compiled.reads.context(variables);
+    let context = minijinja::Value::from(minijinja::value::Serde(variables));
     let render_one = |name: &str, source: &str| {
         render_source(&compiled.env, template_name, name, source, &context, variables, fields)
     };
