@@ -24,6 +24,7 @@ async fn every_mode_of_the_benchmark_runs_and_accounts_for_every_message() {
         ("send with keys", &["--idempotency-keys"][..]),
         ("events", &["--events"][..]),
         ("send", &["--rate", "400"][..]),
+        ("events", &["--events", "--recipients", "7"][..]),
     ] {
         let database_url = fresh_database().await;
         let mut args = vec!["bench", "--messages", &messages, "--clients", "8", "--warm-up", "30", "--json"];
@@ -59,6 +60,24 @@ async fn every_mode_of_the_benchmark_runs_and_accounts_for_every_message() {
         }
         assert!(switches["sim"].is_null() && switches["driver"].is_null(), "{run}");
 
+        // Each tenant's messages (the warm-up's and the run's) went to seven numbers in turn,
+        // or each to one of its own: so many contacts, and the accounting above still exact.
+        let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
+        let contacts: i64 = sqlx::query_scalar("SELECT count(*) FROM communications.contacts")
+            .fetch_one(&pool)
+            .await
+            .expect("contacts");
+        pool.close().await;
+        match extra {
+            [.., "--recipients", count] => {
+                assert_eq!(report["recipients"].as_u64(), count.parse().ok(), "{run}");
+                assert_eq!(contacts, 2 * 7, "{run}");
+            }
+            _ => {
+                assert!(report["recipients"].is_null(), "{run}");
+                assert_eq!(contacts, 30 + MESSAGES as i64, "{run}");
+            }
+        }
         match extra {
             ["--rate", rate] => {
                 assert_eq!(report["rate"].as_f64(), rate.parse().ok(), "{run}");

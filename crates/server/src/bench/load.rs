@@ -14,6 +14,9 @@ use super::BenchArgs;
 
 /// The Hasura trigger (and template) the event mode's rule listens to.
 const TRIGGER: &str = "bench_booking_confirmed";
+/// The event mode's SMS: these around the booking's reference.
+const BOOKED_BEFORE: &str = "Your booking ";
+const BOOKED_AFTER: &str = " is confirmed";
 
 /// What the clients observed.
 #[derive(Debug, Default)]
@@ -31,7 +34,7 @@ pub async fn prepare_events(client: &reqwest::Client, base: &str, api_key: &str)
     let template = json!({
         "name": TRIGGER,
         "default_locale": "en",
-        "variants": [{"channel": "sms", "locale": "en", "body": {"text": "Your booking {{ data.new.booking_ref }} is confirmed"}}]
+        "variants": [{"channel": "sms", "locale": "en", "body": {"text": format!("{BOOKED_BEFORE}{{{{ data.new.booking_ref }}}}{BOOKED_AFTER}")}}]
     });
     created(client, &format!("{base}/api/v1/templates"), api_key, &template).await.context("creating the template")?;
     let rule = json!({
@@ -82,11 +85,12 @@ pub async fn run(client: &reqwest::Client, base: &str, api_key: &str, args: &Ben
                 }
                 let sent = Instant::now();
                 load.sent_at.push((n, chrono::Utc::now()));
+                let to = recipient(n, args.recipients);
                 if args.events {
-                    post_event(&client, &base, &key, n).await?;
+                    post_event(&client, &base, &key, n, &to).await?;
                 } else {
                     let key_header = args.idempotency_keys.then(|| format!("bench-{run_id}-{n}"));
-                    post_message(&client, &base, &key, n, key_header).await?;
+                    post_message(&client, &base, &key, n, &to, key_header).await?;
                 }
                 load.request_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
             }
@@ -102,9 +106,21 @@ pub async fn run(client: &reqwest::Client, base: &str, api_key: &str, args: &Ben
     Ok(total)
 }
 
-/// The SMS recipient of request `n`, whichever way it is made.
-pub fn recipient(n: usize) -> String {
-    format!("+491{n:010}")
+/// The SMS recipient of request `n`, whichever way it is made: a number of its own, or one of
+/// `recipients` in turn.
+pub fn recipient(n: usize, recipients: Option<u64>) -> String {
+    let number = recipients.map_or(n as u64, |count| n as u64 % count);
+    format!("+491{number:010}")
+}
+
+/// What request `n`'s SMS says, whichever way it is made. Numbers may repeat (`--recipients`),
+/// texts never: the run's accounting matches the ledger by them.
+pub fn text(n: usize, events: bool) -> String {
+    if events { format!("{BOOKED_BEFORE}{}{BOOKED_AFTER}", booking_ref(n)) } else { format!("bench {n}") }
+}
+
+fn booking_ref(n: usize) -> String {
+    format!("BK-{n:07}")
 }
 
 async fn post_message(
@@ -112,9 +128,10 @@ async fn post_message(
     base: &str,
     api_key: &str,
     n: usize,
+    to: &str,
     idempotency_key: Option<String>,
 ) -> anyhow::Result<()> {
-    let body = json!({"to": {"phone": recipient(n)}, "channels": "sms", "content": {"text": format!("bench {n}")}});
+    let body = json!({"to": {"phone": to}, "channels": "sms", "content": {"text": text(n, false)}});
     let mut request = client.post(format!("{base}/api/v1/messages")).bearer_auth(api_key).json(&body);
     if let Some(key) = idempotency_key {
         request = request.header("Idempotency-Key", key);
@@ -126,12 +143,12 @@ async fn post_message(
     Ok(())
 }
 
-async fn post_event(client: &reqwest::Client, base: &str, api_key: &str, n: usize) -> anyhow::Result<()> {
+async fn post_event(client: &reqwest::Client, base: &str, api_key: &str, n: usize, to: &str) -> anyhow::Result<()> {
     let response = client
         .post(format!("{base}/api/v1/events"))
         .bearer_auth(api_key)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(hasura_event(n))
+        .body(hasura_event(n, to))
         .send()
         .await?;
     let status = response.status();
@@ -159,12 +176,9 @@ fn accepted(status: StatusCode) -> bool {
 /// A Hasura event-trigger payload as Hasura posts it: a booking row updated to CONFIRMED, with
 /// an event id of its own (Hasura's are UUIDs). Written as text: the driver shares the machine
 /// with the service, and building a JSON tree per request cost it a third more than a send's.
-fn hasura_event(n: usize) -> String {
+fn hasura_event(n: usize, to: &str) -> String {
     let row = |status: &str| {
-        format!(
-            r#"{{"id": {n}, "booking_ref": "BK-{n:07}", "status": "{status}", "customer_phone": "{}"}}"#,
-            recipient(n)
-        )
+        format!(r#"{{"id": {n}, "booking_ref": "{}", "status": "{status}", "customer_phone": "{to}"}}"#, booking_ref(n))
     };
     format!(
         r#"{{"event": {{"session_variables": {{"x-hasura-role": "admin"}}, "op": "UPDATE", "data": {{"old": {old}, "new": {new}}}, "trace_context": {{"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "b7ad6b7169203331"}}}}, "created_at": "{at}", "id": "{id}", "delivery_info": {{"max_retries": 3, "current_retry": 0}}, "trigger": {{"name": "{TRIGGER}"}}, "table": {{"schema": "public", "name": "bookings"}}}}"#,
@@ -179,10 +193,19 @@ fn hasura_event(n: usize) -> String {
 mod tests {
     #[test]
     fn the_hasura_payload_is_json_with_the_booking() {
-        let event: serde_json::Value = serde_json::from_str(&super::hasura_event(42)).expect("JSON");
+        let to = super::recipient(42, None);
+        let event: serde_json::Value = serde_json::from_str(&super::hasura_event(42, &to)).expect("JSON");
         assert_eq!(event["trigger"]["name"], super::TRIGGER);
         assert_eq!(event["event"]["data"]["new"]["booking_ref"], "BK-0000042");
-        assert_eq!(event["event"]["data"]["new"]["customer_phone"], super::recipient(42));
+        assert_eq!(event["event"]["data"]["new"]["customer_phone"], to);
         assert_eq!(event["event"]["data"]["old"]["status"], "PENDING");
+        assert_eq!(super::text(42, true), "Your booking BK-0000042 is confirmed");
+    }
+
+    #[test]
+    fn numbers_are_each_requests_own_or_taken_in_turn() {
+        assert_eq!(super::recipient(42, None), "+4910000000042");
+        assert_eq!(super::recipient(42, Some(10)), "+4910000000002");
+        assert_ne!(super::text(2, false), super::text(12, false));
     }
 }

@@ -56,6 +56,11 @@ pub struct BenchArgs {
     /// statements are planned against empty tables until autovacuum's first ANALYZE.
     #[arg(long, value_name = "MESSAGES", default_value_t = 2_000)]
     pub warm_up: usize,
+    /// Send to this many numbers in turn, as everyday traffic to known customers does: after the
+    /// first N messages every recipient is a contact already. Without it each message goes to a
+    /// number of its own and creates its contact, acceptance's dearest case.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub recipients: Option<u64>,
 }
 
 /// The simulator's ledger, in this process or over its control API.
@@ -154,11 +159,12 @@ async fn measure(
     let cpu_after = cpu::Sample::take(scope)?;
 
     let sends = ledger.sends().await?;
-    let created: Vec<(String, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT recipient, created_at FROM communications.messages WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_all(pool)
-            .await?;
+    let created: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT COALESCE(content->>'text', ''), created_at FROM communications.messages WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?;
     let cpu = cpu_before.report(&cpu_after, args.messages, scope);
     let measured = report::Measured { started_at, accept_seconds, load, cpu, created };
     Ok(report::build(args, measured, &sends))

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::BenchArgs;
 use super::cpu::CpuReport;
-use super::load::{Load, recipient};
+use super::load::{Load, text};
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
@@ -19,6 +19,8 @@ pub struct BenchReport {
     pub rate: Option<f64>,
     pub messages: usize,
     pub clients: usize,
+    /// How many numbers the messages went to in turn; absent: each to a number of its own.
+    pub recipients: Option<u64>,
     /// Messages sent (and ANALYZE run) before the measured ones.
     pub warm_up: usize,
     pub accept_seconds: f64,
@@ -53,24 +55,25 @@ pub struct Measured {
     pub accept_seconds: f64,
     pub load: Load,
     pub cpu: CpuReport,
-    /// `(recipient, created_at)` of the run's messages.
+    /// `(text, created_at)` of the run's messages.
     pub created: Vec<(String, DateTime<Utc>)>,
 }
 
 pub fn build(args: &BenchArgs, mut measured: Measured, ledger: &[cpaas_sim::LedgerEntry]) -> BenchReport {
-    let mut by_recipient: HashMap<&str, Vec<&cpaas_sim::LedgerEntry>> = HashMap::new();
+    // By the SMS's text (Twilio's `Body`), which no two requests share; numbers may repeat.
+    let mut by_text: HashMap<&str, Vec<&cpaas_sim::LedgerEntry>> = HashMap::new();
     for entry in ledger {
-        if let Some(to) = entry.recipient.as_deref() {
-            by_recipient.entry(to).or_default().push(entry);
+        if let Some(body) = entry.body.get("Body").and_then(serde_json::Value::as_str) {
+            by_text.entry(body).or_default().push(entry);
         }
     }
-    let lost = (0..args.messages).filter(|n| !by_recipient.contains_key(recipient(*n).as_str())).count();
-    let duplicated = by_recipient.values().map(|sends| sends.len().saturating_sub(1)).sum();
+    let lost = (0..args.messages).filter(|n| !by_text.contains_key(text(*n, args.events).as_str())).count();
+    let duplicated = by_text.values().map(|sends| sends.len().saturating_sub(1)).sum();
     let mut latencies: Vec<f64> = measured
         .created
         .iter()
-        .filter_map(|(to, at)| {
-            let sent = by_recipient.get(to.as_str())?.first()?;
+        .filter_map(|(body, at)| {
+            let sent = by_text.get(body.as_str())?.first()?;
             Some((sent.received_at - *at).num_microseconds()? as f64 / 1000.0)
         })
         .collect();
@@ -79,7 +82,7 @@ pub fn build(args: &BenchArgs, mut measured: Measured, ledger: &[cpaas_sim::Ledg
         .sent_at
         .iter()
         .filter_map(|(n, at)| {
-            let sent = by_recipient.get(recipient(*n).as_str())?.first()?;
+            let sent = by_text.get(text(*n, args.events).as_str())?.first()?;
             Some((sent.received_at - *at).num_microseconds()? as f64 / 1000.0)
         })
         .collect();
@@ -97,6 +100,7 @@ pub fn build(args: &BenchArgs, mut measured: Measured, ledger: &[cpaas_sim::Ledg
         rate: args.rate,
         messages: args.messages,
         clients: args.clients,
+        recipients: args.recipients,
         warm_up: args.warm_up,
         accept_seconds: measured.accept_seconds,
         accepted_per_second: args.messages as f64 / measured.accept_seconds,
@@ -136,8 +140,12 @@ pub fn print_text(report: &BenchReport) {
         Some(rate) => format!("paced at {rate}/s"),
         None => "flat out".to_owned(),
     };
+    let to = match report.recipients {
+        Some(count) => format!("{count} numbers in turn"),
+        None => "a number each".to_owned(),
+    };
     println!(
-        "switchboard bench: {} messages, {} API clients; {}, {}, {pace}; after {} warm-up messages",
+        "switchboard bench: {} messages to {to}, {} API clients; {}, {}, {pace}; after {} warm-up messages",
         report.messages, report.clients, report.api, report.target, report.warm_up
     );
     // Paced, throughput is the rate by construction: what a run shows is latency and cost.
