@@ -1,8 +1,8 @@
 //! `switchboard bench`, the documented benchmark, through the real binary: each way it drives
-//! the pipeline (sends, sends with an Idempotency-Key each, Hasura events, paced) runs against a
-//! database of its own, and its report accounts for every message by the simulator's ledger and
-//! carries the figures the benchmark exists for. Slow paths and wrong numbers are for the
-//! benchmark itself to show; here it must run, and count right.
+//! the pipeline (sends, sends with an Idempotency-Key each, Hasura events, paced, with status
+//! callbacks) runs against a database of its own, and its report accounts for every message by
+//! the simulator's ledger and carries the figures the benchmark exists for. Slow paths and wrong
+//! numbers are for the benchmark itself to show; here it must run, and count right.
 
 use serde_json::Value;
 
@@ -25,6 +25,7 @@ async fn every_mode_of_the_benchmark_runs_and_accounts_for_every_message() {
         ("events", &["--events"][..]),
         ("send", &["--rate", "400"][..]),
         ("events", &["--events", "--recipients", "7"][..]),
+        ("send", &["--status-callbacks"][..]),
     ] {
         let database_url = fresh_database().await;
         let mut args = vec!["bench", "--messages", &messages, "--clients", "8", "--warm-up", "30", "--json"];
@@ -84,6 +85,25 @@ async fn every_mode_of_the_benchmark_runs_and_accounts_for_every_message() {
                 assert!(report["max_lag_ms"].is_number(), "{run}");
             }
             _ => assert!(report["rate"].is_null() && report["max_lag_ms"].is_null(), "{run}"),
+        }
+        // With the simulator's callbacks the run lasts until each message is delivered, as the
+        // database says too; without them no message is.
+        let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
+        let delivered: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM communications.messages WHERE status = 'delivered'")
+                .fetch_one(&pool)
+                .await
+                .expect("delivered");
+        pool.close().await;
+        match extra {
+            ["--status-callbacks"] => {
+                assert_eq!(report["delivered"].as_u64(), Some(MESSAGES), "{run}");
+                assert_eq!(delivered, 30 + MESSAGES as i64, "warm-up's and run's messages delivered: {run}");
+            }
+            _ => {
+                assert!(report["delivered"].is_null(), "{run}");
+                assert_eq!(delivered, 0, "{run}");
+            }
         }
     }
 }

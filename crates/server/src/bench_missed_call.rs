@@ -80,7 +80,7 @@ pub async fn run(settings: &mut Settings, database: &Database, args: MissedCallB
         bail!("need --calls ≥ 1, --rate > 0, --clients ≥ 1 and --sms-rate > 0");
     }
     settings.dispatch.sms_rate_per_sec = args.sms_rate;
-    let service = crate::bench::InProcess::start(settings, database).await?;
+    let service = crate::bench::InProcess::start(settings, database, None).await?;
     let (base, sim) = (service.base.clone(), service.sim.clone());
 
     let (tenant, key) = crate::bench::prepare_tenant(&database.pool).await?;

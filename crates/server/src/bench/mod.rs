@@ -61,7 +61,18 @@ pub struct BenchArgs {
     /// number of its own and creates its contact, acceptance's dearest case.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub recipients: Option<u64>,
+    /// The simulator posts Twilio's status callbacks for every message (sent, then delivered,
+    /// each `CALLBACK_DELAY` after the last), as a live account does, and the measured window
+    /// lasts until every message is delivered: delivery tracking's cost is in the figures.
+    /// External: the simulator must have been started with `--auto-callbacks-ms`
+    /// (`scripts/bench-external` does so when given this option).
+    #[arg(long)]
+    pub status_callbacks: bool,
 }
+
+/// In process, how long the simulator waits before each status callback: Twilio reports `sent`
+/// and then `delivered` within seconds; shorter keeps runs short, and the work is the same.
+pub(crate) const CALLBACK_DELAY: Duration = Duration::from_millis(250);
 
 /// The simulator's ledger, in this process or over its control API.
 enum Ledger {
@@ -113,7 +124,8 @@ pub async fn run(settings: &mut Settings, database: &Database, args: BenchArgs) 
         _ => {
             // The benchmark measures the pipeline, not a provider's rate limit.
             settings.dispatch.sms_rate_per_sec = 1_000_000.0;
-            let service = InProcess::start(settings, database).await?;
+            let callbacks = args.status_callbacks.then_some(CALLBACK_DELAY);
+            let service = InProcess::start(settings, database, callbacks).await?;
             let (base, ledger) = (service.base.clone(), Ledger::InProcess(service.sim.clone()));
             (Some(service), base, ledger)
         }
@@ -156,6 +168,10 @@ async fn measure(
     let load = load::run(client, base, &api_key, args).await?;
     let accept_seconds = started.elapsed().as_secs_f64();
     wait_for_dispatch(pool, tenant_id).await?;
+    let delivered = match args.status_callbacks {
+        true => Some(wait_for_delivery(pool, tenant_id).await?),
+        false => None,
+    };
     let cpu_after = cpu::Sample::take(scope)?;
 
     let sends = ledger.sends().await?;
@@ -166,7 +182,7 @@ async fn measure(
     .fetch_all(pool)
     .await?;
     let cpu = cpu_before.report(&cpu_after, args.messages, scope);
-    let measured = report::Measured { started_at, accept_seconds, load, cpu, created };
+    let measured = report::Measured { started_at, accept_seconds, load, cpu, created, delivered };
     Ok(report::build(args, measured, &sends))
 }
 
@@ -184,6 +200,10 @@ async fn warm_up(pool: &sqlx::PgPool, client: &reqwest::Client, base: &str, args
     let warm = BenchArgs { messages: args.warm_up, rate: None, ..args.clone() };
     load::run(client, base, &api_key, &warm).await?;
     wait_for_dispatch(pool, tenant_id).await?;
+    // Its callbacks would otherwise land in the measured window.
+    if args.status_callbacks {
+        wait_for_delivery(pool, tenant_id).await?;
+    }
     sqlx::query("ANALYZE").execute(pool).await?;
     Ok(())
 }
@@ -209,6 +229,31 @@ async fn wait_for_dispatch(pool: &sqlx::PgPool, tenant_id: uuid::Uuid) -> anyhow
     }
 }
 
+/// Waits until every message of the tenant is delivered (or five minutes have passed) and says
+/// how many are. Fails early when none is after half a minute: the simulator posts no callbacks.
+async fn wait_for_delivery(pool: &sqlx::PgPool, tenant_id: uuid::Uuid) -> anyhow::Result<usize> {
+    let started = Instant::now();
+    loop {
+        let (delivered, total): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status = 'delivered'), count(*)
+             FROM communications.messages WHERE tenant_id = $1",
+        )
+        .bind(tenant_id)
+        .fetch_one(pool)
+        .await?;
+        let elapsed = started.elapsed();
+        if delivered == 0 && elapsed > Duration::from_secs(30) {
+            bail!(
+                "no message was delivered in 30 s: does the simulator post status callbacks (cpaas-sim --auto-callbacks-ms)?"
+            );
+        }
+        if delivered == total || elapsed > Duration::from_secs(300) {
+            return Ok(usize::try_from(delivered).unwrap_or(0));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The service with its dispatch workers and the simulated Twilio, in this process, for a
 /// benchmark: on a free port, the simulator's webhooks pointing back at it.
 pub(crate) struct InProcess {
@@ -219,7 +264,12 @@ pub(crate) struct InProcess {
 }
 
 impl InProcess {
-    pub(crate) async fn start(settings: &mut Settings, database: &Database) -> anyhow::Result<Self> {
+    /// `callbacks`: the simulator posts status callbacks this long apart after each send.
+    pub(crate) async fn start(
+        settings: &mut Settings,
+        database: &Database,
+        callbacks: Option<Duration>,
+    ) -> anyhow::Result<Self> {
         settings.http.bind = "127.0.0.1:0".parse()?;
         settings.dispatch.in_serve = true;
         let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -227,7 +277,8 @@ impl InProcess {
         settings.providers.twilio_api_url = sim_url.clone();
         let app = Application::build(settings, database.pool.clone()).await?;
         let base = format!("http://{}", app.local_addr());
-        let config = cpaas_sim::SimConfig { webhook_base: Some(base.clone()), ..Default::default() };
+        let config =
+            cpaas_sim::SimConfig { webhook_base: Some(base.clone()), auto_callbacks: callbacks, ..Default::default() };
         let (router, sim) = cpaas_sim::Simulator::router(config)?;
         sim.set_base_url(&sim_url);
         tokio::spawn(async move { axum::serve(sim_listener, router).await });

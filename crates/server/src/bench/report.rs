@@ -45,6 +45,9 @@ pub struct BenchReport {
     pub request_to_provider_ms_p99: f64,
     pub lost: usize,
     pub duplicated: usize,
+    /// With status callbacks: how many of the messages are `delivered` (all, unless some
+    /// callbacks were lost); the CPU figures then include delivery tracking.
+    pub delivered: Option<usize>,
     pub cpu: CpuReport,
 }
 
@@ -57,6 +60,8 @@ pub struct Measured {
     pub cpu: CpuReport,
     /// `(text, created_at)` of the run's messages.
     pub created: Vec<(String, DateTime<Utc>)>,
+    /// With status callbacks: how many messages ended `delivered`.
+    pub delivered: Option<usize>,
 }
 
 pub fn build(args: &BenchArgs, mut measured: Measured, ledger: &[cpaas_sim::LedgerEntry]) -> BenchReport {
@@ -118,6 +123,7 @@ pub fn build(args: &BenchArgs, mut measured: Measured, ledger: &[cpaas_sim::Ledg
         request_to_provider_ms_p99: percentile(&mut from_request, 0.99),
         lost,
         duplicated,
+        delivered: measured.delivered,
         cpu: measured.cpu,
     }
 }
@@ -144,8 +150,9 @@ pub fn print_text(report: &BenchReport) {
         Some(count) => format!("{count} numbers in turn"),
         None => "a number each".to_owned(),
     };
+    let callbacks = if report.delivered.is_some() { ", with status callbacks" } else { "" };
     println!(
-        "switchboard bench: {} messages to {to}, {} API clients; {}, {}, {pace}; after {} warm-up messages",
+        "switchboard bench: {} messages to {to}, {} API clients; {}, {}, {pace}{callbacks}; after {} warm-up messages",
         report.messages, report.clients, report.api, report.target, report.warm_up
     );
     // Paced, throughput is the rate by construction: what a run shows is latency and cost.
@@ -183,15 +190,19 @@ pub fn print_text(report: &BenchReport) {
         parties([switches.postgres, switches.service], [switches.sim, switches.driver], 1),
     );
     println!(
-        "  machine busy {:.0} % of {} cores over the measured {:.2} s (first request to all dispatched)",
+        "  machine busy {:.0} % of {} cores over the measured {:.2} s (first request to all {})",
         cpu.machine_busy * 100.0,
         cpu.cores,
-        cpu.window_seconds
+        cpu.window_seconds,
+        if report.delivered.is_some() { "delivered" } else { "dispatched" }
     );
     if report.rate.is_some() {
         print_throughput(report);
     }
     println!("  lost {}, duplicated {} (the simulator's ledger)", report.lost, report.duplicated);
+    if let Some(delivered) = report.delivered {
+        println!("  delivered {delivered} of {} (status callbacks applied)", report.messages);
+    }
 }
 
 /// "postgres …, service …, sim …, driver …" to `precision` decimals; in process the simulator
