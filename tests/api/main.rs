@@ -49,4 +49,5 @@ mod stream;
 mod templates;
 mod triggers;
 mod webchat;
+mod webhook_batches;
 mod webhooks;

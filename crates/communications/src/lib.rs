@@ -67,6 +67,8 @@ pub struct Communications {
     acceptor: Arc<OnceLock<Acceptor>>,
     /// Stores processed events and their messages in shared transactions; started on first use.
     ingester: Arc<OnceLock<Ingester>>,
+    /// Stores verified webhook envelopes in shared transactions; started on first use.
+    pub(crate) recorder: Arc<OnceLock<tracking::batch::Recorder>>,
     /// This process's dispatcher for the messages it accepts, while its lanes run.
     pub(crate) local: dispatch::local::LocalSlot,
     /// Trigger rules by (tenant, event) for a second; voided by rule writes here.
@@ -139,6 +141,7 @@ impl Communications {
             dialogue_wake: Arc::default(),
             acceptor: Arc::default(),
             ingester: Arc::default(),
+            recorder: Arc::default(),
             local: Arc::default(),
             rule_cache: Arc::default(),
             sending_configs: Arc::default(),

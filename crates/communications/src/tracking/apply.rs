@@ -1,5 +1,6 @@
-//! Storing a verified webhook envelope and applying its events, in one transaction: the
-//! provider gets its 200 only once both are durable.
+//! Storing a verified webhook envelope and applying its events, in one transaction (shared with
+//! the envelopes that arrived with it, `super::batch`): the provider gets its 200 only once both
+//! are durable.
 
 use chrono::{DateTime, Utc};
 use cpaas::{DeliveryStatus, FailureClass, ProviderError, ProviderEvent};
@@ -75,52 +76,25 @@ impl EnvelopeOutcome {
 pub(crate) const FIRST_REMATCH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Communications {
+    /// Stores a verified envelope and applies its events; durable when this returns. Envelopes
+    /// arriving together share a transaction (`tracking::batch`).
     pub async fn record_webhook(&self, envelope: TrackedEvent<'_>) -> Result<EnvelopeOutcome, ApiError> {
         let started = std::time::Instant::now();
-        let mut tx = self.pool.begin().await?;
-        let id = Uuid::now_v7();
-        let named_tenant = match envelope.tenants {
-            [only] => Some(*only),
-            _ => None,
-        };
-        let inserted = tracking::insert_envelope(
-            &mut *tx,
-            id,
-            named_tenant,
-            envelope.provider,
-            envelope.kind,
-            envelope.envelope_id,
-            envelope.body,
-            "received",
-        )
-        .await?;
-        if !inserted {
-            return Ok(EnvelopeOutcome::Duplicate);
-        }
-        let applied =
-            apply_events(&mut tx, &self.retry, envelope.tenants, envelope.correlation, envelope.events, envelope.body)
-                .await?;
-        let pending = match applied.outcome {
-            EnvelopeOutcome::Unmatched => Some(Pending {
-                events: serde_json::to_value(envelope.events).map_err(ApiError::internal)?,
-                scope: envelope.tenants,
-                correlation: envelope.correlation,
-                retry_at: Utc::now() + chrono::Duration::from_std(FIRST_REMATCH_DELAY).unwrap_or_default(),
-            }),
-            _ => None,
-        };
-        tracking::settle_envelope(&mut *tx, id, applied.outcome.as_str(), applied.tenant, pending).await?;
-        tx.commit().await?;
-        if applied.outcome == EnvelopeOutcome::Applied {
+        let recorder = self.recorder.get_or_init(|| super::batch::spawn(self.pool.clone(), self.retry.clone()));
+        let outcome = recorder
+            .call(super::batch::Envelope::of(&envelope))
+            .await
+            .ok_or_else(|| ApiError::internal("the webhook recorder stopped"))??;
+        if outcome == EnvelopeOutcome::Applied {
             // New conversations and messages, statuses of replies: the streams read them now.
             self.feed.signal();
             // A text may have queued a dialogue turn.
             self.dialogue_wake.notify_one();
         }
-        metrics::counter!("webhook_envelopes_total", "provider" => envelope.provider.to_owned(), "outcome" => applied.outcome.as_str()).increment(1);
+        metrics::counter!("webhook_envelopes_total", "provider" => envelope.provider.to_owned(), "outcome" => outcome.as_str()).increment(1);
         metrics::histogram!("webhook_processing_seconds", "provider" => envelope.provider.to_owned())
             .record(started.elapsed().as_secs_f64());
-        Ok(applied.outcome)
+        Ok(outcome)
     }
 
     /// Keeps a signed envelope we refuse (an SNS topic nobody configured, a record from another
@@ -141,6 +115,47 @@ impl Communications {
             .increment(1);
         Ok(())
     }
+}
+
+/// Stores one envelope and applies its events inside `tx`, which the caller commits. A
+/// redelivery (the provider's id for the envelope on record already) writes nothing.
+pub(crate) async fn record_in(
+    tx: &mut sqlx::PgConnection,
+    retry: &RetryPolicy,
+    envelope: &TrackedEvent<'_>,
+) -> Result<EnvelopeOutcome, ApiError> {
+    let id = Uuid::now_v7();
+    let named_tenant = match envelope.tenants {
+        [only] => Some(*only),
+        _ => None,
+    };
+    let inserted = tracking::insert_envelope(
+        &mut *tx,
+        id,
+        named_tenant,
+        envelope.provider,
+        envelope.kind,
+        envelope.envelope_id,
+        envelope.body,
+        "received",
+    )
+    .await?;
+    if !inserted {
+        return Ok(EnvelopeOutcome::Duplicate);
+    }
+    let applied =
+        apply_events(tx, retry, envelope.tenants, envelope.correlation, envelope.events, envelope.body).await?;
+    let pending = match applied.outcome {
+        EnvelopeOutcome::Unmatched => Some(Pending {
+            events: serde_json::to_value(envelope.events).map_err(ApiError::internal)?,
+            scope: envelope.tenants,
+            correlation: envelope.correlation,
+            retry_at: Utc::now() + chrono::Duration::from_std(FIRST_REMATCH_DELAY).unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    tracking::settle_envelope(&mut *tx, id, applied.outcome.as_str(), applied.tenant, pending).await?;
+    Ok(applied.outcome)
 }
 
 /// What applying an envelope's events came to.

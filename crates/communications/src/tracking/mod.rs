@@ -13,6 +13,7 @@
 //! message's own recipient. Callbacks that match no message yet are tried again (`rematch`).
 
 mod apply;
+pub(crate) mod batch;
 pub mod merge;
 pub mod rematch;
 pub(crate) mod repository;
