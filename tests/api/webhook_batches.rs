@@ -1,6 +1,7 @@
-//! Provider callbacks that arrive together share transactions (group commit), and still keep
-//! delivery tracking's promises: each is applied once, a redelivery is a duplicate, and an
-//! envelope that fails never takes the rest of its batch down with it.
+//! Status callbacks at volume: those that arrive together share transactions (group commit) and
+//! still keep delivery tracking's promises — each is applied once, a redelivery is a duplicate,
+//! an envelope that fails never takes the rest of its batch down with it — and the Twilio auth
+//! tokens they are verified with are kept in memory only until the channel changes.
 
 use cpaas_sim::CallbackStatus;
 use serde_json::{Value, json};
@@ -137,4 +138,36 @@ async fn an_envelope_that_fails_is_recorded_alone_and_its_batch_goes_on_without_
         }
     }
     panic!("in five rounds the poisoned callback never shared a batch: the path under test did not run");
+}
+
+#[tokio::test]
+async fn a_changed_twilio_auth_token_counts_for_the_next_callback() {
+    let (app, sim) = spawn_app_with_sim(|_| {}).await;
+    let tenant = app.create_tenant("rotating-token").await;
+    let account = app.active_channel(&tenant, crate::helpers::sim_twilio_sms()).await;
+    let provider_url = format!(
+        "/api/v1/channel-accounts/{}/providers/{}",
+        account["id"].as_str().unwrap(),
+        account["providers"][0]["id"].as_str().unwrap()
+    );
+    let set_token = |token: &'static str| {
+        let request = app.client.patch(app.url(&provider_url)).bearer_auth(&tenant.api_key);
+        async move {
+            let patched = request.json(&json!({"config": {"auth_token": token}})).send().await.unwrap();
+            assert_eq!(patched.status(), 200, "{}", patched.text().await.unwrap_or_default());
+        }
+    };
+    let sent = sent_messages(&app, &tenant, 0, 2).await;
+    // Verified with the token the simulator signs with: now it is kept.
+    sim.post_status_callbacks(&sent[0].1, &[CallbackStatus::Delivered]).await.expect("the sim's token");
+
+    // Another token on the account: the kept one no longer verifies, at once (not a TTL later).
+    set_token("a-rotated-token").await;
+    let refused = sim.post_status_callbacks(&sent[1].1, &[CallbackStatus::Delivered]).await;
+    let refused = refused.expect_err("signed with the token the account no longer has");
+    assert!(format!("{refused:#}").contains("403 Forbidden"), "{refused:#}");
+
+    set_token("sim-twilio-auth-token").await;
+    sim.post_status_callbacks(&sent[1].1, &[CallbackStatus::Sent]).await.expect("the token is back");
+    wait_for(&app, &tenant, &sent[0].0, "delivered").await;
 }

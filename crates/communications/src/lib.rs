@@ -77,6 +77,8 @@ pub struct Communications {
     pub(crate) sending_configs: Arc<dispatch::configs::SendingConfigs>,
     /// Templates by (tenant, name) for a second; voided by template writes here.
     pub(crate) template_cache: Arc<TemplateCache>,
+    /// The auth tokens Twilio signs each tenant's webhooks with, voided when channels change.
+    pub(crate) webhook_tokens: Arc<kernel::cache::Notified<uuid::Uuid, Arc<[String]>>>,
 }
 
 // What turning an event or a templated request into messages reads on every request, kept for a
@@ -146,6 +148,7 @@ impl Communications {
             rule_cache: Arc::default(),
             sending_configs: Arc::default(),
             template_cache: Arc::default(),
+            webhook_tokens: Arc::new(dispatch::configs::notified()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Channel-account operations: what the handlers (and later the verification flows) call.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kernel::error::ApiError;
 use kernel::ids::TenantId;
@@ -432,8 +433,22 @@ fn parse_priority(priority: i32) -> Result<i32, ApiError> {
 
 impl Communications {
     /// The auth tokens a Twilio webhook for this tenant may be signed with: the tenant's Twilio
-    /// providers', then the platform default's.
-    pub async fn twilio_tokens(&self, tenant: TenantId) -> Result<Vec<String>, ApiError> {
+    /// providers', then the platform default's. Every status callback needs them, two or three
+    /// per message sent: they are kept until the channel configuration changes (the dispatcher's
+    /// notification, `dispatch::configs`), which spares each callback three reads and a
+    /// decryption. A rotated token is seen as soon as its change commits.
+    pub async fn twilio_tokens(&self, tenant: TenantId) -> Result<Arc<[String]>, ApiError> {
+        if let Some(tokens) = self.webhook_tokens.get(&self.pool, &tenant.0) {
+            return Ok(tokens);
+        }
+        // Taken before the reads: a change committed meanwhile voids what they return.
+        let generation = self.webhook_tokens.generation();
+        let tokens: Arc<[String]> = self.read_twilio_tokens(tenant).await?.into();
+        self.webhook_tokens.put(tenant.0, generation, tokens.clone());
+        Ok(tokens)
+    }
+
+    async fn read_twilio_tokens(&self, tenant: TenantId) -> Result<Vec<String>, ApiError> {
         let mut tokens = Vec::new();
         let accounts =
             repository::list_accounts(&self.pool, tenant, kernel::pagination::PageRequest { limit: 100, after: None })

@@ -39,8 +39,13 @@ pub(crate) struct SendingConfigs {
 
 impl Default for SendingConfigs {
     fn default() -> Self {
-        Self { cache: Notified::new(CHANNEL, TTL) }
+        Self { cache: notified() }
     }
+}
+
+/// A cache of anything read from the channel configuration, voided as [`SendingConfigs`] is.
+pub(crate) fn notified<K, V>() -> Notified<K, V> {
+    Notified::new(CHANNEL, TTL)
 }
 
 impl SendingConfigs {

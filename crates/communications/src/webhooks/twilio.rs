@@ -41,7 +41,7 @@ pub async fn twilio_webhook(
     );
     let tokens = module.twilio_tokens(TenantId(tenant_id)).await?;
     let mut verdict = Err(cpaas::webhooks::WebhookError::MissingSignature);
-    for token in &tokens {
+    for token in tokens.iter() {
         verdict = cpaas::webhooks::twilio::verify_signature(token.as_bytes(), &url, &params, signature);
         if verdict.is_ok() {
             break;
