@@ -80,7 +80,7 @@ impl Communications {
     /// arriving together share a transaction (`tracking::batch`).
     pub async fn record_webhook(&self, envelope: TrackedEvent<'_>) -> Result<EnvelopeOutcome, ApiError> {
         let started = std::time::Instant::now();
-        let recorder = self.recorder.get_or_init(|| super::batch::spawn(self.pool.clone(), self.retry.clone()));
+        let recorder = self.recorder.get_or_init(|| super::batch::spawn(self.pool.clone(), self.retry));
         let outcome = recorder
             .call(super::batch::Envelope::of(&envelope))
             .await
@@ -125,14 +125,10 @@ pub(crate) async fn record_in(
     envelope: &TrackedEvent<'_>,
 ) -> Result<EnvelopeOutcome, ApiError> {
     let id = Uuid::now_v7();
-    let named_tenant = match envelope.tenants {
-        [only] => Some(*only),
-        _ => None,
-    };
     let inserted = tracking::insert_envelope(
         &mut *tx,
         id,
-        named_tenant,
+        named_tenant(envelope),
         envelope.provider,
         envelope.kind,
         envelope.envelope_id,
@@ -143,6 +139,24 @@ pub(crate) async fn record_in(
     if !inserted {
         return Ok(EnvelopeOutcome::Duplicate);
     }
+    apply_and_settle(tx, retry, id, envelope).await
+}
+
+/// The tenant an envelope's URL names, if it names exactly one.
+pub(crate) fn named_tenant(envelope: &TrackedEvent<'_>) -> Option<Uuid> {
+    match envelope.tenants {
+        [only] => Some(*only),
+        _ => None,
+    }
+}
+
+/// Applies the events of an envelope stored as received (`id`) and records their outcome.
+pub(crate) async fn apply_and_settle(
+    tx: &mut sqlx::PgConnection,
+    retry: &RetryPolicy,
+    id: Uuid,
+    envelope: &TrackedEvent<'_>,
+) -> Result<EnvelopeOutcome, ApiError> {
     let applied =
         apply_events(tx, retry, envelope.tenants, envelope.correlation, envelope.events, envelope.body).await?;
     let pending = match applied.outcome {
@@ -156,6 +170,29 @@ pub(crate) async fn record_in(
     };
     tracking::settle_envelope(&mut *tx, id, applied.outcome.as_str(), applied.tenant, pending).await?;
     Ok(applied.outcome)
+}
+
+/// The raw payload the trail keeps with a provider event: the body, parsed when it is JSON.
+pub(crate) fn payload_of(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|_| json!({ "raw": body }))
+}
+
+/// What makes a provider event the same one again: a redelivery is recorded once.
+pub(crate) fn dedupe_key(
+    provider: &str,
+    status: DeliveryStatus,
+    timestamp: DateTime<Utc>,
+    error: Option<&ProviderError>,
+    recipient: Option<&str>,
+) -> String {
+    format!(
+        "{}:{:?}:{}:{}:{}",
+        provider,
+        status,
+        timestamp.timestamp_millis(),
+        error.map(|e| e.code.as_str()).unwrap_or_default(),
+        recipient.unwrap_or_default(),
+    )
 }
 
 /// What applying an envelope's events came to.
@@ -176,7 +213,7 @@ pub(crate) async fn apply_events(
     events: &[ProviderEvent],
     body: &str,
 ) -> Result<Applied, ApiError> {
-    let payload: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| json!({ "raw": body }));
+    let payload = payload_of(body);
     let mut outcomes = Vec::with_capacity(events.len());
     let mut tenant = match scope {
         [only] => Some(*only),
@@ -296,14 +333,7 @@ async fn apply_status(
     };
     let tenant = message.tenant_id;
     let reason = update.error.map(|e| format!("{}: {}", e.code, e.reason));
-    let dedupe_key = format!(
-        "{}:{:?}:{}:{}:{}",
-        update.provider,
-        update.status,
-        update.timestamp.timestamp_millis(),
-        update.error.map(|e| e.code.as_str()).unwrap_or_default(),
-        update.recipient.unwrap_or_default(),
-    );
+    let dedupe_key = dedupe_key(update.provider, update.status, update.timestamp, update.error, update.recipient);
     // A report about an address this message was not sent to (a bounce listing a stranger) is
     // kept on the record and changes nothing: we only ever act on our own recipient.
     if let Some(stranger) = update.recipient.filter(|named| names_another_recipient(&message, update.status, named)) {

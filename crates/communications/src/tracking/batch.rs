@@ -1,5 +1,6 @@
 //! Group commit for provider webhooks (`kernel::batch`): the envelopes that arrive together are
-//! stored and applied in one transaction, and each provider gets its 200 when that commits.
+//! stored and applied in one transaction — plain status reports set-wise, a handful of
+//! statements for the batch (`super::bulk`) — and each provider gets its 200 when it commits.
 //!
 //! A live account posts two or three status callbacks for every message it sends (Twilio `sent`
 //! and `delivered`, Meta's `read` too), so delivery tracking writes more often than sending does.
@@ -9,10 +10,11 @@
 //!
 //! Nobody waits on a callback's answer but the provider, which allows seconds, so a batch
 //! lingers for company while traffic is steady. Within a batch envelopes go in the order of the
-//! message they are about, so two batches lock the same messages in the same order. If anything
-//! in a shared transaction fails (a deadlock with a writer that locks in another order, one bad
-//! envelope), it rolls back whole and each envelope is recorded alone, as before batching: one
-//! envelope's trouble is never another's. An unreachable database fails them all at once.
+//! message they are about, and the bulk path locks messages in id order, so two batches lock the
+//! same messages in the same order. If anything in a shared transaction fails (a deadlock with a
+//! writer that locks in another order, one bad envelope), it rolls back whole and each envelope
+//! is recorded alone, the careful way, as before batching: one envelope's trouble is never
+//! another's. An unreachable database fails them all at once.
 
 use cpaas::ProviderEvent;
 use kernel::error::{ApiError, SharedError};
@@ -94,14 +96,12 @@ async fn record_batch(
     retry: &RetryPolicy,
     envelopes: Vec<Envelope>,
 ) -> Vec<Result<EnvelopeOutcome, SharedError>> {
-    if envelopes.len() > 1 {
-        match together(pool, retry, &envelopes).await {
-            Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
-            Err(error) if error.is_unavailable() => return vec![Err(SharedError::from(error)); envelopes.len()],
-            Err(error) => {
-                metrics::counter!("webhook_batches_split_total").increment(1);
-                tracing::info!(%error, envelopes = envelopes.len(), "webhook envelopes failed together: each goes alone");
-            }
+    match together(pool, retry, &envelopes).await {
+        Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+        Err(error) if error.is_unavailable() => return vec![Err(SharedError::from(error)); envelopes.len()],
+        Err(error) => {
+            metrics::counter!("webhook_batches_split_total").increment(1);
+            tracing::info!(%error, envelopes = envelopes.len(), "webhook envelopes failed together: each goes alone");
         }
     }
     let mut results = Vec::with_capacity(envelopes.len());
@@ -111,6 +111,7 @@ async fn record_batch(
     results
 }
 
+/// The batch in one transaction, set-wise where it can be (`super::bulk`).
 async fn together(
     pool: &sqlx::PgPool,
     retry: &RetryPolicy,
@@ -118,15 +119,18 @@ async fn together(
 ) -> Result<Vec<EnvelopeOutcome>, ApiError> {
     let mut order: Vec<usize> = (0..envelopes.len()).collect();
     order.sort_by(|&a, &b| envelopes[a].lock_key().cmp(&envelopes[b].lock_key()));
-    let mut outcomes = vec![EnvelopeOutcome::Ignored; envelopes.len()];
+    let tracked: Vec<TrackedEvent<'_>> = order.iter().map(|&at| envelopes[at].tracked()).collect();
     let mut tx = pool.begin().await?;
-    for index in order {
-        outcomes[index] = record_in(&mut tx, retry, &envelopes[index].tracked()).await?;
-    }
+    let sorted = super::bulk::record_all(&mut tx, retry, &tracked).await?;
     tx.commit().await?;
+    let mut outcomes = vec![EnvelopeOutcome::Ignored; envelopes.len()];
+    for (at, outcome) in order.into_iter().zip(sorted) {
+        outcomes[at] = outcome;
+    }
     Ok(outcomes)
 }
 
+/// One envelope the careful way, in a transaction of its own: what a batch falls back to.
 async fn alone(pool: &sqlx::PgPool, retry: &RetryPolicy, envelope: &Envelope) -> Result<EnvelopeOutcome, ApiError> {
     let mut tx = pool.begin().await?;
     let outcome = record_in(&mut tx, retry, &envelope.tracked()).await?;

@@ -14,6 +14,7 @@
 
 mod apply;
 pub(crate) mod batch;
+mod bulk;
 pub mod merge;
 pub mod rematch;
 pub(crate) mod repository;

@@ -264,3 +264,175 @@ pub async fn tenant_of_mail_domain(
     .fetch_optional(db)
     .await?)
 }
+
+/// An envelope as the bulk path stores it first (`tracking::bulk`), as received.
+#[derive(Debug)]
+pub struct NewEnvelope<'a> {
+    pub id: Uuid,
+    pub tenant: Option<Uuid>,
+    pub provider: &'a str,
+    pub kind: &'a str,
+    pub provider_id: Option<&'a str>,
+    pub body: &'a str,
+}
+
+/// Stores many envelopes as received in one statement; returns the ids of those stored (the
+/// others' provider ids are on record already: redeliveries, or copies within the batch).
+pub async fn insert_envelopes(db: impl PgExecutor<'_>, envelopes: &[NewEnvelope<'_>]) -> Result<Vec<Uuid>, ApiError> {
+    let ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
+    let tenants: Vec<Option<Uuid>> = envelopes.iter().map(|e| e.tenant).collect();
+    let providers: Vec<&str> = envelopes.iter().map(|e| e.provider).collect();
+    let kinds: Vec<&str> = envelopes.iter().map(|e| e.kind).collect();
+    let provider_ids: Vec<Option<&str>> = envelopes.iter().map(|e| e.provider_id).collect();
+    let bodies: Vec<&str> = envelopes.iter().map(|e| e.body).collect();
+    Ok(sqlx::query_scalar!(
+        r#"INSERT INTO communications.webhook_envelopes (id, tenant_id, provider, kind, provider_id, body, outcome)
+           SELECT id, tenant_id, provider, kind, provider_id, body, 'received'
+           FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
+                AS e(id, tenant_id, provider, kind, provider_id, body)
+           ON CONFLICT DO NOTHING
+           RETURNING id"#,
+        &ids,
+        &tenants as &[Option<Uuid>],
+        &providers as &[&str],
+        &kinds as &[&str],
+        &provider_ids as &[Option<&str>],
+        &bodies as &[&str],
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// The messages these (provider, provider id) pairs belong to, locked in id order (so that
+/// concurrent batches lock alike), whatever their tenant: the caller checks each scope.
+pub async fn lock_by_provider_ids(
+    db: &mut PgConnection,
+    providers: &[&str],
+    provider_message_ids: &[&str],
+) -> Result<Vec<MessageRow>, ApiError> {
+    Ok(sqlx::query_as!(
+        MessageRow,
+        r#"SELECT id, tenant_id, contact_id, conversation_id, channel AS "channel: Channel", fallback, recipient, content,
+                  status AS "status: MessageStatus", status_reason, lane AS "lane: Lane", channel_account_id, provider,
+                  provider_message_id, attempts, scheduled_at, metadata, supersedes, superseded_by, created_at,
+                  updated_at, sent_at, delivered_at, read_at, failed_at
+           FROM communications.messages
+           WHERE (provider, provider_message_id) IN
+                 (SELECT * FROM unnest($1::text[], $2::text[]))
+           ORDER BY id
+           FOR UPDATE"#,
+        providers as &[&str],
+        provider_message_ids as &[&str],
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+/// A provider event for the trail, with its dedupe key, as the bulk path writes it.
+#[derive(Debug)]
+pub struct KeyedEvent {
+    pub tenant_id: Uuid,
+    pub message_id: Uuid,
+    pub status: MessageStatus,
+    pub reason: String,
+    pub payload: Value,
+    pub occurred_at: DateTime<Utc>,
+    pub dedupe_key: String,
+}
+
+/// Appends provider events in one statement, each unless the same one is on record; returns
+/// the (message, dedupe key) of those that were new.
+pub async fn record_provider_events(
+    db: impl PgExecutor<'_>,
+    events: &[KeyedEvent],
+) -> Result<Vec<(Uuid, String)>, ApiError> {
+    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+    let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id).collect();
+    let messages: Vec<Uuid> = events.iter().map(|e| e.message_id).collect();
+    let statuses: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
+    let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();
+    let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let keys: Vec<&str> = events.iter().map(|e| e.dedupe_key.as_str()).collect();
+    let recorded = sqlx::query!(
+        r#"INSERT INTO communications.message_events
+               (id, tenant_id, message_id, status, reason, source, payload, occurred_at, dedupe_key)
+           SELECT id, tenant_id, message_id, status, reason, 'provider', payload, occurred_at, dedupe_key
+           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::timestamptz[],
+                       $8::text[])
+                AS e(id, tenant_id, message_id, status, reason, payload, occurred_at, dedupe_key)
+           ON CONFLICT (message_id, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING
+           RETURNING message_id, dedupe_key AS "dedupe_key!""#,
+        &ids,
+        &tenants,
+        &messages,
+        &statuses as &[&str],
+        &reasons as &[&str],
+        &payloads as &[&Value],
+        &times,
+        &keys as &[&str],
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(recorded.into_iter().map(|row| (row.message_id, row.dedupe_key)).collect())
+}
+
+/// A message's forward move on delivery, as the bulk path writes it: its new status and when it
+/// first reached each stage in this batch (`None`: not in this batch).
+#[derive(Debug)]
+pub struct Advance {
+    pub id: Uuid,
+    pub status: MessageStatus,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+/// Moves messages forward on delivery, as [`advance`] does one by one (never to `failed`: the
+/// bulk path leaves failures to the careful one).
+pub async fn advance_many(db: impl PgExecutor<'_>, advances: &[Advance]) -> Result<(), ApiError> {
+    let ids: Vec<Uuid> = advances.iter().map(|a| a.id).collect();
+    let statuses: Vec<&str> = advances.iter().map(|a| a.status.as_str()).collect();
+    let sent: Vec<Option<DateTime<Utc>>> = advances.iter().map(|a| a.sent_at).collect();
+    let delivered: Vec<Option<DateTime<Utc>>> = advances.iter().map(|a| a.delivered_at).collect();
+    let read: Vec<Option<DateTime<Utc>>> = advances.iter().map(|a| a.read_at).collect();
+    sqlx::query!(
+        r#"UPDATE communications.messages m SET
+               status = a.status,
+               status_reason = NULL,
+               sent_at = COALESCE(m.sent_at, a.sent_at),
+               delivered_at = COALESCE(m.delivered_at, a.delivered_at),
+               read_at = COALESCE(m.read_at, a.read_at),
+               updated_at = now()
+           FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[])
+                AS a(id, status, sent_at, delivered_at, read_at)
+           WHERE m.id = a.id"#,
+        &ids,
+        &statuses as &[&str],
+        &sent as &[Option<DateTime<Utc>>],
+        &delivered as &[Option<DateTime<Utc>>],
+        &read as &[Option<DateTime<Utc>>],
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Records what became of many envelopes (none left to match) in one statement.
+pub async fn settle_envelopes(db: impl PgExecutor<'_>, settled: &[(Uuid, &str, Option<Uuid>)]) -> Result<(), ApiError> {
+    let ids: Vec<Uuid> = settled.iter().map(|(id, _, _)| *id).collect();
+    let outcomes: Vec<&str> = settled.iter().map(|(_, outcome, _)| *outcome).collect();
+    let tenants: Vec<Option<Uuid>> = settled.iter().map(|(_, _, tenant)| *tenant).collect();
+    sqlx::query!(
+        r#"UPDATE communications.webhook_envelopes e
+           SET outcome = s.outcome, tenant_id = COALESCE(s.tenant_id, e.tenant_id)
+           FROM unnest($1::uuid[], $2::text[], $3::uuid[]) AS s(id, outcome, tenant_id)
+           WHERE e.id = s.id"#,
+        &ids,
+        &outcomes as &[&str],
+        &tenants as &[Option<Uuid>],
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
