@@ -11,6 +11,9 @@
 //! does: to the same channel again later when the provider's class says so (`Retry`), else to the
 //! next channel of the chain. Bounces and complaints suppress an address only when they name the
 //! message's own recipient. Callbacks that match no message yet are tried again (`rematch`).
+//!
+//! Envelopes that arrive together share a transaction (`batch`), and their plain status reports
+//! are applied set-wise (`bulk`) by the same rules as the one-by-one path (`apply`).
 
 mod apply;
 pub(crate) mod batch;
