@@ -302,13 +302,14 @@ async fn after_inbound(
     Ok(())
 }
 
-struct StatusUpdate<'a> {
-    provider: &'a str,
-    provider_message_id: &'a str,
-    status: DeliveryStatus,
-    timestamp: DateTime<Utc>,
-    recipient: Option<&'a str>,
-    error: Option<&'a ProviderError>,
+/// One status report of an envelope, as both paths read it.
+pub(crate) struct StatusUpdate<'a> {
+    pub provider: &'a str,
+    pub provider_message_id: &'a str,
+    pub status: DeliveryStatus,
+    pub timestamp: DateTime<Utc>,
+    pub recipient: Option<&'a str>,
+    pub error: Option<&'a ProviderError>,
 }
 
 async fn apply_status(

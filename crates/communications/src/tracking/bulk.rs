@@ -19,7 +19,9 @@ use cpaas::{DeliveryStatus, ProviderEvent};
 use kernel::error::ApiError;
 use uuid::Uuid;
 
-use super::apply::{EnvelopeOutcome, TrackedEvent, apply_and_settle, dedupe_key, named_tenant, payload_of};
+use super::apply::{
+    EnvelopeOutcome, StatusUpdate, TrackedEvent, apply_and_settle, dedupe_key, named_tenant, payload_of,
+};
 use super::merge;
 use super::repository::{self as tracking, Advance, KeyedEvent, NewEnvelope};
 use crate::dispatch::RetryPolicy;
@@ -68,7 +70,7 @@ pub(crate) async fn record_all(
         let mut keys = Vec::with_capacity(found.len());
         for (update, message_id) in status_updates(envelope).zip(found) {
             let Some(message) = messages.get_mut(&message_id) else { continue };
-            let key = dedupe_key(update.provider, update.status, update.timestamp, None, update.recipient);
+            let key = dedupe_key(update.provider, update.status, update.timestamp, update.error, update.recipient);
             let mapped = merge::status_of(update.status).unwrap_or(message.status);
             events.push(KeyedEvent {
                 tenant_id: message.tenant_id,
@@ -144,23 +146,16 @@ fn plain(envelope: &TrackedEvent<'_>) -> bool {
         })
 }
 
-struct StatusUpdate<'a> {
-    provider: &'a str,
-    provider_message_id: &'a str,
-    status: DeliveryStatus,
-    timestamp: DateTime<Utc>,
-    recipient: Option<&'a str>,
-}
-
 fn status_updates<'a>(envelope: &'a TrackedEvent<'_>) -> impl Iterator<Item = StatusUpdate<'a>> {
     envelope.events.iter().filter_map(|event| match event {
-        ProviderEvent::StatusUpdate { provider, provider_message_id, status, timestamp, recipient, .. } => {
+        ProviderEvent::StatusUpdate { provider, provider_message_id, status, timestamp, recipient, error, .. } => {
             Some(StatusUpdate {
                 provider: provider.as_str(),
                 provider_message_id,
                 status: *status,
                 timestamp: *timestamp,
                 recipient: recipient.as_deref(),
+                error: error.as_ref(),
             })
         }
         _ => None,
