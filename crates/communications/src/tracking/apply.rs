@@ -221,29 +221,17 @@ pub(crate) async fn apply_events(
     };
     for event in events {
         let outcome = match event {
-            ProviderEvent::StatusUpdate {
-                provider,
-                provider_message_id,
-                status,
-                timestamp,
-                recipient,
-                error,
-                correlation_id,
-            } => {
-                let update = StatusUpdate {
-                    provider: provider.as_str(),
-                    provider_message_id,
-                    status: *status,
-                    timestamp: *timestamp,
-                    recipient: recipient.as_deref(),
-                    error: error.as_ref(),
-                };
-                // The event's own echo first; Twilio's comes with the envelope (its URL).
-                let correlation = correlation_id.as_deref().and_then(|id| id.parse().ok()).or(envelope_correlation);
-                let (outcome, message_tenant) = apply_status(tx, retry, scope, correlation, update, &payload).await?;
-                tenant = tenant.or(message_tenant);
-                outcome
-            }
+            ProviderEvent::StatusUpdate { correlation_id, .. } => match StatusUpdate::of(event) {
+                Some(update) => {
+                    // The event's own echo first; Twilio's comes with the envelope (its URL).
+                    let correlation = correlation_id.as_deref().and_then(|id| id.parse().ok()).or(envelope_correlation);
+                    let (outcome, message_tenant) =
+                        apply_status(tx, retry, scope, correlation, update, &payload).await?;
+                    tenant = tenant.or(message_tenant);
+                    outcome
+                }
+                None => EnvelopeOutcome::Ignored,
+            },
             ProviderEvent::InboundMessage { provider, to, .. } => {
                 if tenant.is_none() {
                     tenant = match provider {
@@ -310,6 +298,25 @@ pub(crate) struct StatusUpdate<'a> {
     pub timestamp: DateTime<Utc>,
     pub recipient: Option<&'a str>,
     pub error: Option<&'a ProviderError>,
+}
+
+impl<'a> StatusUpdate<'a> {
+    /// The status report `event` is, if it is one.
+    pub(crate) fn of(event: &'a ProviderEvent) -> Option<Self> {
+        match event {
+            ProviderEvent::StatusUpdate {
+                provider, provider_message_id, status, timestamp, recipient, error, ..
+            } => Some(StatusUpdate {
+                provider: provider.as_str(),
+                provider_message_id,
+                status: *status,
+                timestamp: *timestamp,
+                recipient: recipient.as_deref(),
+                error: error.as_ref(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 async fn apply_status(

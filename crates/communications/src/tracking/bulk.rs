@@ -147,19 +147,7 @@ fn plain(envelope: &TrackedEvent<'_>) -> bool {
 }
 
 fn status_updates<'a>(envelope: &'a TrackedEvent<'_>) -> impl Iterator<Item = StatusUpdate<'a>> {
-    envelope.events.iter().filter_map(|event| match event {
-        ProviderEvent::StatusUpdate { provider, provider_message_id, status, timestamp, recipient, error, .. } => {
-            Some(StatusUpdate {
-                provider: provider.as_str(),
-                provider_message_id,
-                status: *status,
-                timestamp: *timestamp,
-                recipient: recipient.as_deref(),
-                error: error.as_ref(),
-            })
-        }
-        _ => None,
-    })
+    envelope.events.iter().filter_map(StatusUpdate::of)
 }
 
 /// Locks the messages the candidates' events name, by provider id, keyed by message id.
