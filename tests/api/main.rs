@@ -45,6 +45,7 @@ mod ops_metrics;
 mod pipeline;
 mod queues;
 mod rate_limits;
+mod sent_records;
 mod stream;
 mod templates;
 mod triggers;

@@ -126,14 +126,51 @@ impl ApiError {
             _ => false,
         }
     }
+
+    /// PostgreSQL ended the statement to break a deadlock (40P01) or a serialization conflict
+    /// (40001): nothing is wrong with it, and the same statement run again will most likely
+    /// pass, the transaction it collided with having gone on.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Self::Internal(source) => {
+                source.downcast_ref::<sqlx::Error>().is_some_and(database_conflict)
+                    || source.downcast_ref::<SharedError>().is_some_and(|shared| shared.conflict)
+            }
+            _ => false,
+        }
+    }
+
+    /// Worth doing again as it was: the database was away ([`Self::is_unavailable`]) or the
+    /// statement lost a collision ([`Self::is_conflict`]).
+    pub fn is_transient(&self) -> bool {
+        self.is_unavailable() || self.is_conflict()
+    }
 }
 
-/// A failure shared by every caller of a batched statement (`kernel::batch`): its text, and
-/// whether the database was unreachable, so each caller can still tell a 503 from a 500.
-#[derive(Debug, Clone)]
+/// Whether PostgreSQL chose the statement as a deadlock's or serialization conflict's victim.
+pub fn database_conflict(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .is_some_and(|code| matches!(code.as_ref(), "40P01" | "40001"))
+}
+
+/// A failure shared by every caller of a batched statement (`kernel::batch`): its text, whether
+/// the database was unreachable, so each caller can still tell a 503 from a 500, and whether it
+/// lost a collision, so each can still tell "do it again" from "it is broken".
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct SharedError {
     pub message: String,
     pub unavailable: bool,
+    pub conflict: bool,
+}
+
+impl SharedError {
+    /// See [`ApiError::is_transient`].
+    pub fn transient(&self) -> bool {
+        self.unavailable || self.conflict
+    }
 }
 
 impl From<ApiError> for SharedError {
@@ -142,7 +179,7 @@ impl From<ApiError> for SharedError {
             Some(source) => format!("{error}: {source}"),
             None => error.to_string(),
         };
-        Self { unavailable: error.is_unavailable(), message }
+        Self { unavailable: error.is_unavailable(), conflict: error.is_conflict(), message }
     }
 }
 
@@ -154,7 +191,7 @@ impl From<sqlx::Error> for SharedError {
 
 impl From<SharedError> for ApiError {
     fn from(error: SharedError) -> Self {
-        if error.unavailable { ApiError::Unavailable(error.message) } else { ApiError::internal(error.message) }
+        if error.unavailable { ApiError::Unavailable(error.message) } else { ApiError::internal(error) }
     }
 }
 
@@ -269,5 +306,7 @@ mod unavailable_tests {
         assert!(!broken.is_unavailable());
         assert_eq!(broken.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!ApiError::from(sqlx::Error::PoolClosed).is_unavailable(), "our own shutdown");
+        assert!(!broken.is_conflict() && !broken.is_transient());
+        assert!(timed_out.is_transient());
     }
 }

@@ -243,3 +243,24 @@ pub async fn give_back(pool: &PgPool, id: Uuid, claim: Uuid) -> Result<(), ApiEr
     tracing::warn!(message_id = %id, requeued = row.requeued, "gave back a message whose dispatch failed");
     Ok(())
 }
+
+/// [`give_back`], tried for a minute whatever the error, so a message whose dispatch failed goes
+/// to the queue or to settlement now. If that fails too, recovery takes it back once the claim is
+/// stale (`stuck_after_secs`), and the error says so.
+pub async fn give_back_patiently(pool: &PgPool, id: Uuid, claim: Uuid) -> Result<(), ApiError> {
+    let mut delay = Duration::from_millis(100);
+    let mut last = None;
+    for _ in 0..60 {
+        match give_back(pool, id, claim).await {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                tracing::debug!(message_id = %id, %error, "giving the message back failed; trying again");
+                last = Some(error);
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+    tracing::error!(message_id = %id, "could not give back a message whose dispatch failed; recovery will");
+    Err(last.unwrap_or_else(|| ApiError::internal("giving the message back failed")))
+}

@@ -196,7 +196,7 @@ pub fn serve(dispatcher: &Dispatcher, capacity: usize) -> LocalGuard {
                 for ((id, claim), result) in ids.into_iter().zip(results) {
                     if let Err(error) = result {
                         tracing::warn!(message_id = %id, %error, "dispatching a message claimed at acceptance failed");
-                        give_back(&dispatcher, id, claim).await;
+                        let _ = super::lease::give_back_patiently(&dispatcher.module.pool, id, claim).await;
                     }
                 }
                 drop(permits);
@@ -204,22 +204,6 @@ pub fn serve(dispatcher: &Dispatcher, capacity: usize) -> LocalGuard {
         }
     });
     LocalGuard { slot, permits, capacity, _task: task }
-}
-
-/// Hands a message whose dispatch failed to the queue or to settlement now (`lease::give_back`),
-/// trying for a minute whatever the error; if that fails too, recovery takes it back once the
-/// claim is stale.
-async fn give_back(dispatcher: &Dispatcher, id: Uuid, claim: Uuid) {
-    let mut delay = std::time::Duration::from_millis(100);
-    for _ in 0..60 {
-        match super::lease::give_back(&dispatcher.module.pool, id, claim).await {
-            Ok(()) => return,
-            Err(error) => tracing::debug!(message_id = %id, %error, "giving the message back failed; trying again"),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(std::time::Duration::from_secs(1));
-    }
-    tracing::error!(message_id = %id, "could not give back a message whose dispatch failed; recovery will");
 }
 
 /// Unregisters the local dispatcher when dropped (or finished).

@@ -105,12 +105,13 @@ pub struct Dispatcher {
 }
 
 /// How long recording an outcome waits for an unavailable database before giving up (the
-/// message is then settled by recovery).
+/// message is then given back, or settled by recovery).
 const OUTCOME_PATIENCE: Duration = Duration::from_secs(600);
 
-/// Runs `op` again while it fails only because the database is unreachable, for up to
-/// `patience`, backing off from 100 ms to 1 s.
-pub(crate) async fn retry_unavailable<T, F, Fut>(patience: Duration, mut op: F) -> Result<T, ApiError>
+/// Runs `op` again while it fails only because the database is unreachable or PostgreSQL chose
+/// it as a deadlock's victim (`ApiError::is_transient`), for up to `patience`, backing off from
+/// 100 ms to 1 s.
+pub(crate) async fn retry_transient<T, F, Fut>(patience: Duration, mut op: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,
@@ -119,8 +120,8 @@ where
     let mut delay = Duration::from_millis(100);
     loop {
         match op().await {
-            Err(error) if error.is_unavailable() && started.elapsed() < patience => {
-                tracing::debug!(%error, "database unavailable; trying again");
+            Err(error) if error.is_transient() && started.elapsed() < patience => {
+                tracing::debug!(%error, "database unavailable or a deadlock's victim; trying again");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
@@ -166,13 +167,22 @@ impl Dispatcher {
         };
         let recorder = {
             let kept = module.kept.clone();
-            Batcher::spawn_lingering(MAX_BATCH, BATCHES_IN_FLIGHT, Some(RECORD_LINGER), move |sent: Vec<SentRow>| {
-                let kept = kept.clone();
-                async move {
-                    let result = record_sent_on(&kept, &sent).await.map_err(BatchError::from);
-                    vec![result; sent.len()]
-                }
-            })
+            Batcher::spawn_lingering(
+                MAX_BATCH,
+                BATCHES_IN_FLIGHT,
+                Some(RECORD_LINGER),
+                move |mut sent: Vec<SentRow>| {
+                    let kept = kept.clone();
+                    async move {
+                        // Rows locked in id order, as a webhook batch locks them, which makes
+                        // deadlocks with one rarer (each side retries when it loses one). Every
+                        // caller gets the same result, so the order of the answers does not matter.
+                        sent.sort_by_key(|row| row.message_id);
+                        let result = record_sent_on(&kept, &sent).await.map_err(BatchError::from);
+                        vec![result; sent.len()]
+                    }
+                },
+            )
         };
         Self { module, adapters: AdapterCache::default(), rates, preparer, claimed_preparer, recorder, marker, lease }
     }
@@ -180,10 +190,12 @@ impl Dispatcher {
     /// Handles one job to the end. Errors are infrastructure failures (the database) that
     /// outlasted our patience, which apalis retries; provider failures are outcomes, recorded on
     /// the message. While the database is away the job waits for it rather than fail: apalis's
-    /// few attempts would run out in an outage and leave the message without a job.
+    /// few attempts would run out in an outage and leave the message without a job. A claimed
+    /// message whose outcome could not be recorded is given back (`lease::give_back`) rather than
+    /// left `sending` under this live process's lease, where only the stuck rule would find it.
     pub async fn dispatch(&self, job: DispatchJob) -> Result<(), ApiError> {
         let tenant = TenantId(job.tenant_id);
-        let claimed = retry_unavailable(OUTCOME_PATIENCE, || async {
+        let claimed = retry_transient(OUTCOME_PATIENCE, || async {
             let batched =
                 self.preparer.call(job).await.ok_or_else(|| ApiError::internal("the dispatch batcher stopped"))?;
             batched.map_err(ApiError::from)
@@ -192,12 +204,19 @@ impl Dispatcher {
         let prepared = match claimed {
             Some(prepared) => prepared,
             // Not `queued`: the careful path looks at it alone, or there is nothing to do.
-            None => match retry_unavailable(OUTCOME_PATIENCE, || self.claim(tenant, job)).await? {
+            None => match retry_transient(OUTCOME_PATIENCE, || self.claim(tenant, job)).await? {
                 Some((message, claim)) => prepare::prepare_one(self, tenant, job, message, claim).await,
                 None => return Ok(()),
             },
         };
-        self.send_and_record(tenant, job, prepared).await
+        let (id, claim) = (prepared.message.id, prepared.claim);
+        match self.send_and_record(tenant, job, prepared).await {
+            Err(error) => {
+                tracing::warn!(message_id = %id, %error, "dispatching a message failed");
+                lease::give_back_patiently(&self.module.pool, id, claim).await.map_err(|_| error)
+            }
+            done => done,
+        }
     }
 
     /// Sends messages stored claimed at acceptance, together (see `local.rs`): as jobs would,
@@ -229,7 +248,7 @@ impl Dispatcher {
             // Recovery took the message back before its request started: someone else sends it.
             Err(Failure::TakenBack) => Ok(()),
             Err(failure) => {
-                retry_unavailable(OUTCOME_PATIENCE, || {
+                retry_transient(OUTCOME_PATIENCE, || {
                     outcome::record(self, tenant, job, &prepared.message, prepared.claim, &failure)
                 })
                 .await
@@ -256,12 +275,13 @@ impl Dispatcher {
             match recorded {
                 Ok(()) => return Ok(()),
                 // Only this process knows the provider's answer: wait for the database rather
-                // than leave the message to settlement.
-                Err(error) if error.unavailable && started.elapsed() < OUTCOME_PATIENCE => {
+                // than leave the message to settlement, and run again after losing a deadlock
+                // (a webhook's transaction adopting the same messages by correlation id).
+                Err(error) if error.transient() && started.elapsed() < OUTCOME_PATIENCE => {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
-                // Left `sending`: recovery makes it `unknown` and settlement finds it at the provider.
+                // Given back by the caller: `unknown`, and settlement finds it at the provider.
                 Err(error) => return Err(ApiError::from(error)),
             }
         }
