@@ -74,7 +74,7 @@ async fn metric(app: &TestApp, prefix: &str) -> f64 {
 }
 
 /// Requests the sim received for `text`, whatever the provider.
-fn sends_of(sim: &SimHandle, text: &str) -> usize {
+pub(crate) fn sends_of(sim: &SimHandle, text: &str) -> usize {
     sim.ledger()
         .iter()
         .filter(|entry| entry.outcome.starts_with("accepted") && entry.body.to_string().contains(text))

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::crash_safety::sends_of;
 use crate::delivery::{PHONE, send, sms, wait_for, wait_for_within};
 use crate::helpers::{TestApp, TestTenant, spawn_app_with_sim};
 
@@ -43,11 +44,11 @@ fn statuses(message: &Value) -> Vec<&str> {
     message["events"].as_array().unwrap().iter().filter_map(|event| event["status"].as_str()).collect()
 }
 
-fn sends_of(sim: &cpaas_sim::SimHandle, text: &str) -> usize {
-    sim.ledger()
-        .iter()
-        .filter(|entry| entry.outcome.starts_with("accepted") && entry.body.to_string().contains(text))
-        .count()
+/// A message due half a second from now: dispatched from its job, not at acceptance.
+async fn send_soon(app: &TestApp, tenant: &TestTenant, text: &str) -> String {
+    let at = (chrono::Utc::now() + chrono::Duration::milliseconds(500)).to_rfc3339();
+    send(app, tenant, json!({"to": {"phone": PHONE}, "channels": "sms", "scheduled_at": at, "content": {"text": text}}))
+        .await
 }
 
 async fn message(app: &TestApp, tenant: &TestTenant, id: &str) -> Value {
@@ -71,13 +72,7 @@ async fn a_sent_record_chosen_as_a_deadlocks_victim_is_written_again() {
 
     // A job's dispatch (a scheduled message) the same way.
     sqlx::query("ALTER SEQUENCE public.sent_record_attempts RESTART").execute(&app.pool).await.unwrap();
-    let at = (chrono::Utc::now() + chrono::Duration::milliseconds(500)).to_rfc3339();
-    let later = send(
-        &app,
-        &tenant,
-        json!({"to": {"phone": PHONE}, "channels": "sms", "scheduled_at": at, "content": {"text": "victim later"}}),
-    )
-    .await;
+    let later = send_soon(&app, &tenant, "victim later").await;
     let sent = wait_for(&app, &tenant, &later, "sent").await;
     assert_eq!(statuses(&sent), ["queued", "sent"], "{sent:#}");
     assert_eq!(attempts(&app).await, 3);
@@ -94,13 +89,7 @@ async fn a_job_whose_sent_record_cannot_be_written_is_given_back_for_settlement(
     let tenant = app.create_tenant("record-refused").await;
     sms(&app, &tenant).await;
     refuse_sent_records(&app, "P0001", i64::MAX).await;
-    let at = (chrono::Utc::now() + chrono::Duration::milliseconds(500)).to_rfc3339();
-    let id = send(
-        &app,
-        &tenant,
-        json!({"to": {"phone": PHONE}, "channels": "sms", "scheduled_at": at, "content": {"text": "record refused"}}),
-    )
-    .await;
+    let id = send_soon(&app, &tenant, "record refused").await;
     // Twilio has it, but its answer cannot be written: given back at once, not left `sending`
     // for the stuck rule (five minutes).
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -309,4 +309,14 @@ mod unavailable_tests {
         assert!(!broken.is_conflict() && !broken.is_transient());
         assert!(timed_out.is_transient());
     }
+
+    #[test]
+    fn a_deadlocks_victim_is_still_one_after_a_batch_shared_it() {
+        let shared = SharedError { message: "deadlock detected".into(), unavailable: false, conflict: true };
+        assert!(shared.transient());
+        let error = ApiError::from(shared.clone());
+        assert!(error.is_conflict() && error.is_transient() && !error.is_unavailable());
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(SharedError::from(error).conflict, "and again after another batch");
+    }
 }
