@@ -21,6 +21,13 @@
 //! answer before they send again: nobody else is coming, and lingering on would only idle the
 //! group. At everyday rates requests come a millisecond or more apart, the pause it would take is
 //! longer than the wait, and the wait is unchanged.
+//!
+//! A batcher may also *overlap* under saturation: while the batch started last holds at least
+//! `overlap_from` requests, one more batch may start beside the `in_flight` ones. At everyday
+//! rates a second batch in flight only splits the requests of one commit in two (each statement
+//! and commit then serves half as many), but a batch that large means the requests of one commit
+//! fill it, and the next one can form and run its statements while the last one waits for its
+//! flush instead of after its answers.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -81,13 +88,41 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<Resp>> + Send + 'static,
     {
+        Self::spawn_overlapping(max_batch, in_flight, linger, None, run)
+    }
+
+    /// [`Batcher::spawn_lingering`], and while the batch started last holds at least
+    /// `overlap_from` requests, one more batch may run beside the `in_flight` ones (see the
+    /// module's notes).
+    pub fn spawn_overlapping<F, Fut>(
+        max_batch: usize,
+        in_flight: usize,
+        linger: Option<Linger>,
+        overlap_from: Option<usize>,
+        run: F,
+    ) -> Self
+    where
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Resp>> + Send + 'static,
+    {
         let (sender, mut receiver) = mpsc::unbounded_channel::<Pending<Req, Resp>>();
         let permits = Arc::new(Semaphore::new(in_flight.max(1)));
+        let overlap = Arc::new(Semaphore::new(usize::from(overlap_from.is_some())));
         let run = Arc::new(run);
         tokio::spawn(async move {
             let mut previous_start: Option<tokio::time::Instant> = None;
+            let mut previous_len = 0;
             loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let permit = if overlap_from.is_some_and(|from| previous_len >= from) {
+                    tokio::select! {
+                        biased;
+                        permit = permits.clone().acquire_owned() => permit,
+                        permit = overlap.clone().acquire_owned() => permit,
+                    }
+                } else {
+                    permits.clone().acquire_owned().await
+                };
+                let Ok(permit) = permit else { return };
                 let Some(first) = receiver.recv().await else { return };
                 let started = tokio::time::Instant::now();
                 let mut batch = vec![first];
@@ -121,6 +156,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
                     }
                 }
                 previous_start = Some(started);
+                previous_len = batch.len();
                 let run = run.clone();
                 tokio::spawn(async move {
                     let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Resp>>) = batch.into_iter().unzip();
@@ -298,6 +334,45 @@ mod tests {
         }
         let took = started.elapsed();
         assert!(took < Duration::from_millis(200), "32 callers at once waited {took:?} of a 400 ms linger");
+    }
+
+    /// How many batches ran at once, at most, when `callers` callers came together in waves
+    /// while each batch took 50 ms.
+    async fn most_batches_at_once(overlap_from: Option<usize>, callers: u32) -> usize {
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (now, peak) = (running.clone(), most.clone());
+        let batcher = Batcher::spawn_overlapping(256, 1, None, overlap_from, move |requests: Vec<u32>| {
+            let (now, peak) = (now.clone(), peak.clone());
+            async move {
+                let at_once = now.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                peak.fetch_max(at_once, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                requests
+            }
+        });
+        let mut calls = Vec::new();
+        for wave in 0..3u32 {
+            for n in 0..callers {
+                let batcher = batcher.clone();
+                calls.push(tokio::spawn(async move { batcher.call(wave * 1000 + n).await }));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for call in calls {
+            assert!(call.await.expect("caller").is_some());
+        }
+        most.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waves of 20 callers 10 ms apart, each batch taking 50 ms: a batch of 20 lets the next one
+    /// start beside it (never more than one beside it); waves of 4 do not.
+    #[tokio::test]
+    async fn a_batch_large_enough_lets_the_next_one_start_beside_it() {
+        assert_eq!(most_batches_at_once(Some(16), 20).await, 2);
+        assert_eq!(most_batches_at_once(Some(16), 4).await, 1);
+        assert_eq!(most_batches_at_once(None, 20).await, 1);
     }
 
     #[tokio::test]
