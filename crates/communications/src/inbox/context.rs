@@ -6,7 +6,7 @@
 //! (`entity_snapshots`: table and primary key → the newest `new` row), so showing a conversation
 //! never calls the upstream system.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -14,6 +14,7 @@ use kernel::auth::Caller;
 use kernel::error::{ApiError, ErrorBody};
 use kernel::extract::{Json, Path};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
@@ -78,72 +79,82 @@ fn scalar(value: &Value) -> Option<String> {
     }
 }
 
-/// The entity an event is about, and its row as the event carries it.
-struct Snapshot<'a> {
-    tenant: Uuid,
+/// The entity an event is about and its row as the event carries it: a row of
+/// `communications.entity_snapshots`. It is made where the event is planned, its row serialized
+/// there once, so that the batch storing the event (`triggers/ingest.rs`) only binds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
     kind: String,
     id: String,
     source: String,
     op: String,
-    row: Value,
-    event: &'a IncomingEvent,
+    row: Box<RawValue>,
+    event_id: String,
+    occurred_at: DateTime<Utc>,
 }
 
-fn snapshot_of(tenant: Uuid, event: &IncomingEvent) -> Option<Snapshot<'_>> {
+/// The snapshot `event` brings, if any; `link` is the event's ([`link_of_event`]).
+pub(crate) fn snapshot_of(event: &IncomingEvent, link: Option<Link>) -> Option<Snapshot> {
     let data = event.document.get("data")?;
+    let raw = |row: &Value| serde_json::value::to_raw_value(row).ok();
+    let (event_id, occurred_at) = (event.id.clone(), event.occurred_at);
     // Appointments come from our own fulfillment module as domain events: the event's data is
     // the appointment as it is now.
     if let (Some(change), Some(id)) =
         (event.name.strip_prefix("appointment."), data.get("appointment_id").and_then(scalar))
     {
         let (kind, source, op) = ("appointment".into(), "fulfillment".into(), change.into());
-        return Some(Snapshot { tenant, kind, id, source, op, row: data.clone(), event });
+        return Some(Snapshot { kind, id, source, op, row: raw(data)?, event_id, occurred_at });
     }
     let table = data.get("table")?;
-    let (Link { kind, id }, name) = (link_of_event(event)?, table.get("name").and_then(Value::as_str)?);
+    let (Link { kind, id }, name) = (link?, table.get("name").and_then(Value::as_str)?);
     let schema = table.get("schema").and_then(Value::as_str).unwrap_or("public");
     let op = data.get("op").and_then(Value::as_str).unwrap_or("UNKNOWN").to_owned();
-    let row = data.get("new").filter(|row| row.is_object()).or_else(|| data.get("old")).cloned().unwrap_or_default();
-    Some(Snapshot { tenant, kind, id, source: format!("{schema}.{name}"), op, row, event })
+    let row = match data.get("new").filter(|row| row.is_object()).or_else(|| data.get("old")) {
+        Some(row) => raw(row)?,
+        None => raw(&Value::Null)?,
+    };
+    Some(Snapshot { kind, id, source: format!("{schema}.{name}"), op, row, event_id, occurred_at })
 }
 
 /// The snapshots a batch of events brings, as the columns of `communications.entity_snapshots`:
-/// one row per entity (a statement cannot update a row twice), the newest event's. The event
-/// path keeps them within its claim of the events (`triggers/ingest.rs`), unless a newer event
-/// already did (events may arrive out of order).
+/// one row per entity (a statement cannot update a row twice), the newest event's, in key order
+/// (two batches that share entities then lock them in one order). The event path keeps them
+/// within its claim of the events (`triggers/ingest.rs`), unless a newer event already did
+/// (events may arrive out of order).
 #[derive(Debug, Default)]
-pub(crate) struct SnapshotColumns {
+pub(crate) struct SnapshotColumns<'a> {
     pub tenants: Vec<Uuid>,
-    pub kinds: Vec<String>,
-    pub ids: Vec<String>,
-    pub sources: Vec<String>,
-    pub ops: Vec<String>,
-    pub rows: Vec<Value>,
-    pub event_ids: Vec<String>,
+    pub kinds: Vec<&'a str>,
+    pub ids: Vec<&'a str>,
+    pub sources: Vec<&'a str>,
+    pub ops: Vec<&'a str>,
+    pub rows: Vec<sqlx::types::Json<&'a RawValue>>,
+    pub event_ids: Vec<&'a str>,
     pub times: Vec<DateTime<Utc>>,
 }
 
-pub(crate) fn snapshot_columns(events: &[(Uuid, &IncomingEvent)]) -> SnapshotColumns {
-    let mut newest: HashMap<(Uuid, String, String), Snapshot<'_>> = HashMap::new();
-    for snapshot in events.iter().filter_map(|(tenant, event)| snapshot_of(*tenant, event)) {
-        let key = (snapshot.tenant, snapshot.kind.clone(), snapshot.id.clone());
+pub(crate) fn snapshot_columns<'a>(snapshots: impl Iterator<Item = (Uuid, &'a Snapshot)>) -> SnapshotColumns<'a> {
+    let mut newest: BTreeMap<(Uuid, &str, &str), &Snapshot> = BTreeMap::new();
+    for (tenant, snapshot) in snapshots {
+        let key = (tenant, snapshot.kind.as_str(), snapshot.id.as_str());
         match newest.get(&key) {
-            Some(kept) if kept.event.occurred_at > snapshot.event.occurred_at => {}
+            Some(kept) if kept.occurred_at > snapshot.occurred_at => {}
             _ => {
                 newest.insert(key, snapshot);
             }
         }
     }
     let mut columns = SnapshotColumns::default();
-    for snapshot in newest.into_values() {
-        columns.tenants.push(snapshot.tenant);
-        columns.kinds.push(snapshot.kind);
-        columns.ids.push(snapshot.id);
-        columns.sources.push(snapshot.source);
-        columns.ops.push(snapshot.op);
-        columns.rows.push(snapshot.row);
-        columns.event_ids.push(snapshot.event.id.clone());
-        columns.times.push(snapshot.event.occurred_at);
+    for ((tenant, ..), snapshot) in newest {
+        columns.tenants.push(tenant);
+        columns.kinds.push(&snapshot.kind);
+        columns.ids.push(&snapshot.id);
+        columns.sources.push(&snapshot.source);
+        columns.ops.push(&snapshot.op);
+        columns.rows.push(sqlx::types::Json(&snapshot.row));
+        columns.event_ids.push(&snapshot.event_id);
+        columns.times.push(snapshot.occurred_at);
     }
     columns
 }

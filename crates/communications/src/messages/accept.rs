@@ -138,7 +138,7 @@ pub(crate) async fn store_with(
         .into_iter()
         .filter_map(|(id, _, permit)| {
             let row = rows.iter().find(|row| row.id == id)?;
-            Some(Handoff { message: claimed_row(row, now), claim, slot: None, permit })
+            Some(Handoff { message: claimed_row(row.clone(), now), claim, slot: None, permit })
         })
         .collect();
     Ok((answers(drafts, planned, now, &deferred, &paced, &claimed_ids), handoffs))
@@ -208,16 +208,16 @@ pub(super) fn message_row<'a>(
 
 /// The claimed message as the dispatcher sees it: as it was before the claim, like a row the
 /// batched claim returns.
-pub(super) fn claimed_row(row: &NewMessage<'_>, now: DateTime<Utc>) -> MessageRow {
+pub(super) fn claimed_row(row: NewMessage<'_>, now: DateTime<Utc>) -> MessageRow {
     MessageRow {
         id: row.id,
         tenant_id: row.tenant_id.0,
         contact_id: row.contact_id,
         conversation_id: row.conversation_id,
         channel: row.channel,
-        fallback: row.fallback.clone(),
+        fallback: row.fallback,
         recipient: row.recipient.to_owned(),
-        content: row.content.clone(),
+        content: row.content,
         status: MessageStatus::Queued,
         status_reason: None,
         lane: row.lane,
@@ -226,7 +226,7 @@ pub(super) fn claimed_row(row: &NewMessage<'_>, now: DateTime<Utc>) -> MessageRo
         provider_message_id: None,
         attempts: 0,
         scheduled_at: row.scheduled_at,
-        metadata: row.metadata.clone(),
+        metadata: row.metadata,
         supersedes: row.supersedes,
         superseded_by: None,
         created_at: now,

@@ -49,7 +49,7 @@ pub struct EventRow {
     pub occurred_at: DateTime<Utc>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewMessage<'a> {
     pub id: Uuid,
     pub tenant_id: TenantId,

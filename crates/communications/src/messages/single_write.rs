@@ -79,14 +79,14 @@ pub(super) async fn store(
 /// An event batch's ids (with the messages each makes, and the entity snapshots they carry),
 /// claimed in the statement that stores their messages (`triggers/ingest.rs`).
 #[derive(Debug)]
-pub(crate) struct EventClaims {
+pub(crate) struct EventClaims<'a> {
     pub tenants: Vec<Uuid>,
-    pub ids: Vec<String>,
-    pub names: Vec<String>,
+    pub ids: Vec<&'a str>,
+    pub names: Vec<&'a str>,
     /// Where each event's run of `message_ids` ends (see `triggers::ingest::message_runs`).
     pub ends: Vec<i32>,
     pub message_ids: Vec<Uuid>,
-    pub snapshots: crate::inbox::context::SnapshotColumns,
+    pub snapshots: crate::inbox::context::SnapshotColumns<'a>,
 }
 
 /// The events' messages, `drafts` (every one of which must be stored: a refused one goes the
@@ -96,7 +96,7 @@ pub(crate) async fn store_events(
     kept: &KeptConnections,
     local: Option<&LocalDispatch>,
     drafts: &[&Draft],
-    events: &EventClaims,
+    events: &EventClaims<'_>,
 ) -> Result<bool, ApiError> {
     let Some(local) = local else { return Ok(false) };
     let refusable = vec![false; drafts.len()];
@@ -107,7 +107,7 @@ pub(crate) async fn store_events(
 enum Claims<'a> {
     /// The send API's keys: (tenant, key, body hash, answer), in key order.
     Keys(&'a [(Uuid, &'a str, &'a [u8], Value)]),
-    Events(&'a EventClaims),
+    Events(&'a EventClaims<'a>),
 }
 
 /// The reads, then the statement; each draft's plan if stored. `refusable` says which drafts
@@ -174,12 +174,12 @@ async fn store_drafts(
             .increment(1);
     }
     local.hand_off(
-        rows.iter()
+        rows.into_iter()
             .zip(permits)
             .map(|(row, permit)| Handoff {
+                slot: slots.remove(&row.id),
                 message: accept::claimed_row(row, now),
                 claim,
-                slot: slots.remove(&row.id),
                 permit,
             })
             .collect(),
@@ -195,12 +195,12 @@ struct Columns<'a> {
     contacts: Vec<Option<Uuid>>,
     conversations: Vec<Option<Uuid>>,
     channels: Vec<&'a str>,
-    fallbacks: Vec<Value>,
+    fallbacks: Vec<&'a Value>,
     recipients: Vec<&'a str>,
-    contents: Vec<Value>,
+    contents: Vec<&'a Value>,
     lanes: Vec<&'a str>,
     scheduled: Vec<Option<DateTime<Utc>>>,
-    metadata: Vec<Value>,
+    metadata: Vec<&'a Value>,
     owners: Vec<Option<Uuid>>,
     claims: Vec<Option<Uuid>>,
     reasons: &'a [Option<String>],
@@ -236,12 +236,12 @@ impl<'a> Columns<'a> {
             contacts: messages.iter().map(|m| m.contact_id).collect(),
             conversations: messages.iter().map(|m| m.conversation_id).collect(),
             channels: messages.iter().map(|m| m.channel.as_str()).collect(),
-            fallbacks: messages.iter().map(|m| m.fallback.clone()).collect(),
+            fallbacks: messages.iter().map(|m| &m.fallback).collect(),
             recipients: messages.iter().map(|m| m.recipient).collect(),
-            contents: messages.iter().map(|m| m.content.clone()).collect(),
+            contents: messages.iter().map(|m| &m.content).collect(),
             lanes: messages.iter().map(|m| m.lane.as_str()).collect(),
             scheduled: messages.iter().map(|m| m.scheduled_at).collect(),
-            metadata: messages.iter().map(|m| m.metadata.clone()).collect(),
+            metadata: messages.iter().map(|m| &m.metadata).collect(),
             owners: messages.iter().map(|m| m.claim.map(|(owner, _)| owner)).collect(),
             claims: messages.iter().map(|m| m.claim.map(|(_, claim)| claim)).collect(),
             reasons,
@@ -264,12 +264,12 @@ macro_rules! fetch_with_columns {
             &$c.contacts as &[Option<Uuid>],
             &$c.conversations as &[Option<Uuid>],
             &$c.channels as &[&str],
-            &$c.fallbacks,
+            &$c.fallbacks as &[&Value],
             &$c.recipients as &[&str],
-            &$c.contents,
+            &$c.contents as &[&Value],
             &$c.lanes as &[&str],
             &$c.scheduled as &[Option<DateTime<Utc>>],
-            &$c.metadata,
+            &$c.metadata as &[&Value],
             &$c.owners as &[Option<Uuid>],
             &$c.claims as &[Option<Uuid>],
             &$c.new.tenants,
@@ -386,7 +386,7 @@ async fn insert_events(
     db: &mut sqlx::PgConnection,
     c: &Columns<'_>,
     r: &Reservation,
-    e: &EventClaims,
+    e: &EventClaims<'_>,
 ) -> Result<Slots, sqlx::Error> {
     let s = &e.snapshots;
     fetch_with_columns!(
@@ -453,19 +453,19 @@ async fn insert_events(
                     ON event.message_id = message.id)
            SELECT m.id AS "id!", s.wait_us AS "wait_us!", m.marked AS "marked!" FROM message m JOIN slot s ON s.id = m.id"#,
         &e.tenants,
-        &e.ids,
-        &e.names,
+        &e.ids as &[&str],
+        &e.names as &[&str],
         &e.ends,
         &e.message_ids,
         &c.event_ids,
         c.reasons as &[Option<String>],
         &s.tenants,
-        &s.kinds,
-        &s.ids,
-        &s.sources,
-        &s.ops,
-        &s.rows,
-        &s.event_ids,
+        &s.kinds as &[&str],
+        &s.ids as &[&str],
+        &s.sources as &[&str],
+        &s.ops as &[&str],
+        &s.rows as &[sqlx::types::Json<&serde_json::value::RawValue>],
+        &s.event_ids as &[&str],
         &s.times,
         EventSource::Api.as_str(),
     )

@@ -21,20 +21,10 @@ pub struct IncomingEvent {
 /// body's parts move into the event's document rather than being copied.
 pub fn parse(mut body: Value) -> Result<IncomingEvent, ApiError> {
     let object = body.as_object_mut().ok_or_else(|| ApiError::validation("body", "must be a JSON object"))?;
-    let id = match object.get("id") {
-        Some(Value::String(id)) if !id.trim().is_empty() && id.len() <= 200 => id.clone(),
-        Some(Value::Number(id)) => id.to_string(),
-        _ => return Err(ApiError::validation("id", "is required: a string identifying the event, for de-duplication")),
-    };
+    let id = event_id(object.get("id"))?;
     if object.get("event").is_some_and(Value::is_object) {
         let mut hasura = object.remove("event").unwrap_or_default();
-        let name = object
-            .get("trigger")
-            .and_then(|trigger| trigger.get("name"))
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| ApiError::validation("trigger.name", "is required in a Hasura event payload"))?
-            .to_owned();
+        let name = trigger_name(object.get("trigger"))?;
         let occurred_at = timestamp(object.get("created_at"), "created_at")?;
         let mut take = |pointer: &str| hasura.pointer_mut(pointer).map(Value::take).unwrap_or(Value::Null);
         let data = object_of([
@@ -71,13 +61,32 @@ pub fn parse(mut body: Value) -> Result<IncomingEvent, ApiError> {
     Ok(event(id, name, occurred_at, data))
 }
 
+/// An event's `id`: a string or a number.
+pub(super) fn event_id(id: Option<&Value>) -> Result<String, ApiError> {
+    match id {
+        Some(Value::String(id)) if !id.trim().is_empty() && id.len() <= 200 => Ok(id.clone()),
+        Some(Value::Number(id)) => Ok(id.to_string()),
+        _ => Err(ApiError::validation("id", "is required: a string identifying the event, for de-duplication")),
+    }
+}
+
+/// A Hasura payload's `trigger.name`.
+pub(super) fn trigger_name(trigger: Option<&Value>) -> Result<String, ApiError> {
+    Ok(trigger
+        .and_then(|trigger| trigger.get("name"))
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::validation("trigger.name", "is required in a Hasura event payload"))?
+        .to_owned())
+}
+
 /// The event a cron trigger emits: rules see `data.scheduled_time` and `data.payload`.
 pub fn cron_event(id: String, name: String, scheduled_time: DateTime<Utc>, payload: Value) -> IncomingEvent {
     let data = object_of([("scheduled_time", scheduled_time.to_rfc3339().into()), ("payload", payload)]);
     event(id, name, scheduled_time, data)
 }
 
-fn event(id: String, name: String, occurred_at: DateTime<Utc>, data: Value) -> IncomingEvent {
+pub(super) fn event(id: String, name: String, occurred_at: DateTime<Utc>, data: Value) -> IncomingEvent {
     let document =
         object_of([("event", name.clone().into()), ("occurred_at", occurred_at.to_rfc3339().into()), ("data", data)]);
     IncomingEvent { id, name, occurred_at, document }
@@ -85,11 +94,11 @@ fn event(id: String, name: String, occurred_at: DateTime<Utc>, data: Value) -> I
 
 /// An object of `entries`, moved in. (`json!` would copy each value, a whole row at a time:
 /// it serializes what it is given.)
-fn object_of<const N: usize>(entries: [(&str, Value); N]) -> Value {
+pub(super) fn object_of<const N: usize>(entries: [(&str, Value); N]) -> Value {
     Value::Object(entries.into_iter().map(|(key, value)| (key.to_owned(), value)).collect())
 }
 
-fn timestamp(value: Option<&Value>, field: &str) -> Result<DateTime<Utc>, ApiError> {
+pub(super) fn timestamp(value: Option<&Value>, field: &str) -> Result<DateTime<Utc>, ApiError> {
     match value.and_then(Value::as_str) {
         None => Ok(Utc::now()),
         Some(text) => parse_time(text).ok_or_else(|| ApiError::validation(field, "must be an RFC 3339 timestamp")),

@@ -1,6 +1,8 @@
 //! `POST /api/v1/events` and `/api/v1/trigger-rules`.
 
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use kernel::auth::Caller;
 use kernel::error::{ApiError, ErrorBody};
@@ -12,9 +14,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::cron::{self, CronInput, CronTrigger};
-use super::event;
 use super::ingest::EventOutcome;
 use super::rules::{self, RuleInput, TriggerRule};
+use super::{event, hasura};
 use crate::Communications;
 
 pub fn router() -> OpenApiRouter<Communications> {
@@ -40,10 +42,21 @@ pub fn router() -> OpenApiRouter<Communications> {
 pub async fn post_event(
     State(module): State<Communications>,
     caller: Caller,
-    Json(body): Json<Value>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Result<(StatusCode, Json<EventOutcome>), ApiError> {
-    caller.require_admin()?;
-    let event = event::parse(body)?;
+    kernel::extract::require_json(&headers)?;
+    let event = match hasura::read(&body) {
+        Some(event) => {
+            caller.require_admin()?;
+            event
+        }
+        None => {
+            let body: Value = kernel::extract::parse_json(&body)?;
+            caller.require_admin()?;
+            event::parse(body)?
+        }
+    };
     let outcome = module.ingest_event(caller.tenant_id, event).await?;
     Ok((StatusCode::ACCEPTED, Json(outcome)))
 }

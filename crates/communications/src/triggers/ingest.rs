@@ -5,7 +5,9 @@ use kernel::error::ApiError;
 use kernel::ids::TenantId;
 use kernel::kept::KeptConnections;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use std::collections::{HashMap, HashSet};
@@ -17,6 +19,7 @@ use super::rules::{self, AudiencePaths, TriggerRule};
 use crate::Communications;
 use crate::contacts::RecipientInput;
 use crate::dispatch::local::{LocalDispatch, LocalSlot};
+use crate::inbox::context::{Link, Snapshot, SnapshotColumns};
 use crate::messages::accept::{self, Draft};
 use crate::messages::content::{ContentInput, TemplateRef};
 use crate::messages::model::MessageStatus;
@@ -49,11 +52,15 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// An event with the messages its rules make, validated and rendered but not stored.
+/// An event with the messages its rules make, validated and rendered but not stored, and the
+/// entity snapshot it brings. Its document stays behind: what the batch stores is made here,
+/// where requests are handled side by side, rather than in the one task that stores batches.
 #[derive(Debug, Clone)]
 pub(crate) struct PlannedEvent {
     tenant: TenantId,
-    event: IncomingEvent,
+    id: String,
+    name: String,
+    snapshot: Option<Snapshot>,
     /// Each message with the rule that made it and when it is scheduled.
     drafts: Vec<(Uuid, Option<DateTime<Utc>>, Draft)>,
     skipped: Vec<(Uuid, String)>,
@@ -72,36 +79,38 @@ impl Communications {
     /// The messages `event`'s rules make: a rule or recipient that cannot make one is skipped
     /// with the reason (a bad address, a template variable missing from the event …).
     async fn plan(&self, tenant: TenantId, event: IncomingEvent) -> Result<PlannedEvent, ApiError> {
-        let mut planned = PlannedEvent { tenant, event, drafts: Vec::new(), skipped: Vec::new() };
-        let event = &planned.event;
+        let (mut drafts, mut skipped) = (Vec::new(), Vec::new());
+        let link = crate::inbox::context::link_of_event(&event);
         let rules = self.rules_for(tenant, &event.name).await?;
         for rule in rules.iter() {
             if !rule.conditions.iter().all(|condition| condition.holds(&event.document)) {
                 continue;
             }
-            let scheduled_at = match scheduled_time(rule, event) {
+            let scheduled_at = match scheduled_time(rule, &event) {
                 Ok(at) => at,
                 Err(reason) => {
-                    planned.skipped.push((rule.id, reason));
+                    skipped.push((rule.id, reason));
                     continue;
                 }
             };
             for paths in &rule.audience {
                 let Some(to) = recipient(paths, &event.document) else {
-                    planned.skipped.push((rule.id, "the event has no value at the audience paths".into()));
+                    skipped.push((rule.id, "the event has no value at the audience paths".into()));
                     continue;
                 };
-                let request = request_for(rule, event, to, scheduled_at);
+                let request = request_for(rule, &event, link.as_ref(), to, scheduled_at);
                 match self.draft_with(tenant, request, Some(&event.document)).await {
-                    Ok(draft) => planned.drafts.push((rule.id, scheduled_at, draft)),
+                    Ok(draft) => drafts.push((rule.id, scheduled_at, draft)),
                     Err(error @ (ApiError::Validation { .. } | ApiError::Conflict { .. })) => {
-                        planned.skipped.push((rule.id, skip_reason(&error)));
+                        skipped.push((rule.id, skip_reason(&error)));
                     }
                     Err(error) => return Err(error),
                 }
             }
         }
-        Ok(planned)
+        let snapshot = crate::inbox::context::snapshot_of(&event, link);
+        let IncomingEvent { id, name, .. } = event;
+        Ok(PlannedEvent { tenant, id, name, snapshot, drafts, skipped })
     }
 }
 
@@ -139,7 +148,7 @@ pub(crate) async fn ingest_batch(
 ) -> Vec<Result<EventOutcome, ApiError>> {
     kernel::batch::first_of_each_key(
         events,
-        |planned| Some((planned.tenant, planned.event.id.clone())),
+        |planned| Some((planned.tenant, planned.id.clone())),
         async |batch| match store_events(db, rates, waker, local, &batch).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(error) if batch.len() == 1 => vec![Err(error)],
@@ -187,15 +196,14 @@ async fn store_events(
     metrics::counter!("messages_accept_batches_total", "api" => "events", "path" => "transaction").increment(1);
     let mut tx = db.pool().begin().await?;
     let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant.0).collect();
-    let ids: Vec<String> = events.iter().map(|e| e.event.id.clone()).collect();
-    let names: Vec<String> = events.iter().map(|e| e.event.name.clone()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
     // Each event's messages as planned: recorded with the claim, and corrected below only for
     // an event a draft of which was refused.
     let (ends, planned_ids) = message_runs(events);
     // The entity snapshots the events carry are kept in the same statement. A duplicate event
     // writes its snapshot again: the same row at the same time, so nothing changes.
-    let snapshots: Vec<(Uuid, &IncomingEvent)> = events.iter().map(|p| (p.tenant.0, &p.event)).collect();
-    let s = crate::inbox::context::snapshot_columns(&snapshots);
+    let s = snapshot_columns(events);
     let claimed: HashSet<(Uuid, String)> = sqlx::query!(
         r#"WITH snapshots AS (
                INSERT INTO communications.entity_snapshots
@@ -213,17 +221,17 @@ async fn store_events(
            ON CONFLICT DO NOTHING
            RETURNING tenant_id, event_id"#,
         &tenants,
-        &ids,
-        &names,
+        &ids as &[&str],
+        &names as &[&str],
         &ends,
         &planned_ids,
         &s.tenants,
-        &s.kinds,
-        &s.ids,
-        &s.sources,
-        &s.ops,
-        &s.rows,
-        &s.event_ids,
+        &s.kinds as &[&str],
+        &s.ids as &[&str],
+        &s.sources as &[&str],
+        &s.ops as &[&str],
+        &s.rows as &[Json<&RawValue>],
+        &s.event_ids as &[&str],
         &s.times,
     )
     .fetch_all(&mut *tx)
@@ -231,14 +239,10 @@ async fn store_events(
     .into_iter()
     .map(|row| (row.tenant_id, row.event_id))
     .collect();
-    let is_new = |planned: &PlannedEvent| claimed.contains(&(planned.tenant.0, planned.event.id.clone()));
+    let is_new = |planned: &PlannedEvent| claimed.contains(&(planned.tenant.0, planned.id.clone()));
     let mut earlier = if claimed.len() < events.len() {
-        let (tenants, ids): (Vec<Uuid>, Vec<String>) = tenants
-            .iter()
-            .zip(&ids)
-            .filter(|(t, i)| !claimed.contains(&(**t, (*i).clone())))
-            .map(|(t, i)| (*t, i.clone()))
-            .unzip();
+        let (tenants, ids): (Vec<Uuid>, Vec<String>) =
+            tenants.iter().zip(&ids).map(|(t, i)| (*t, (*i).to_owned())).filter(|key| !claimed.contains(key)).unzip();
         earlier_messages(&mut tx, &tenants, &ids).await?
     } else {
         HashMap::new()
@@ -252,7 +256,7 @@ async fn store_events(
     let mut corrected: Vec<(Uuid, String)> = Vec::new();
     let mut wake = Vec::new();
     for planned in events {
-        let event_id = planned.event.id.clone();
+        let event_id = planned.id.clone();
         if !is_new(planned) {
             let messages = earlier.remove(&(planned.tenant.0, event_id.clone())).unwrap_or_default();
             outcomes.push(EventOutcome { event_id, duplicate: true, messages, skipped: Vec::new() });
@@ -284,7 +288,7 @@ async fn store_events(
                 Err(error) => {
                     refused = true;
                     let reason = skip_reason(&error);
-                    tracing::warn!(tenant_id = %planned.tenant, %rule_id, event_id = %planned.event.id, %reason, "trigger rule produced no message");
+                    tracing::warn!(tenant_id = %planned.tenant, %rule_id, event_id = %planned.id, %reason, "trigger rule produced no message");
                     outcome.skipped.push(Skipped { rule_id: *rule_id, reason });
                 }
             }
@@ -321,14 +325,13 @@ async fn store_in_one_statement(
     }
     let drafts: Vec<&Draft> = events.iter().flat_map(|p| p.drafts.iter().map(|(_, _, draft)| draft)).collect();
     let (ends, message_ids) = message_runs(events);
-    let snapshots: Vec<(Uuid, &IncomingEvent)> = events.iter().map(|p| (p.tenant.0, &p.event)).collect();
     let claims = EventClaims {
         tenants: events.iter().map(|e| e.tenant.0).collect(),
-        ids: events.iter().map(|e| e.event.id.clone()).collect(),
-        names: events.iter().map(|e| e.event.name.clone()).collect(),
+        ids: events.iter().map(|e| e.id.as_str()).collect(),
+        names: events.iter().map(|e| e.name.as_str()).collect(),
         ends,
         message_ids,
-        snapshots: crate::inbox::context::snapshot_columns(&snapshots),
+        snapshots: snapshot_columns(events),
     };
     if !single_write::store_events(db, local, &drafts, &claims).await? {
         return Ok(None);
@@ -337,7 +340,7 @@ async fn store_in_one_statement(
         events
             .iter()
             .map(|planned| EventOutcome {
-                event_id: planned.event.id.clone(),
+                event_id: planned.id.clone(),
                 duplicate: false,
                 messages: planned
                     .drafts
@@ -457,6 +460,13 @@ fn recipient(paths: &AudiencePaths, document: &Value) -> Option<RecipientInput> 
     (to.contact_id.is_some() || to.phone.is_some() || to.email.is_some()).then_some(to)
 }
 
+/// The entity snapshots `events` bring, as columns.
+fn snapshot_columns(events: &[PlannedEvent]) -> SnapshotColumns<'_> {
+    crate::inbox::context::snapshot_columns(
+        events.iter().filter_map(|planned| Some((planned.tenant.0, planned.snapshot.as_ref()?))),
+    )
+}
+
 /// The events' planned message ids in one array, and where each event's run of them ends
 /// (counting from 1, as PostgreSQL arrays do): event n's are `ids[ends[n - 1] + 1 : ends[n]]`,
 /// an empty slice when it made none.
@@ -475,6 +485,7 @@ fn message_runs(events: &[PlannedEvent]) -> (Vec<i32>, Vec<Uuid>) {
 fn request_for(
     rule: &TriggerRule,
     event: &IncomingEvent,
+    link: Option<&Link>,
     to: RecipientInput,
     scheduled_at: Option<DateTime<Utc>>,
 ) -> SendRequest {
@@ -493,7 +504,7 @@ fn request_for(
             ..ContentInput::default()
         },
         scheduled_at,
-        metadata: Some(match crate::inbox::context::link_of_event(event) {
+        metadata: Some(match link {
             // A reply to this message opens a conversation about the same entity.
             Some(link) => {
                 json!({ "trigger_rule_id": rule.id, "event_id": event.id, "event": event.name, "link": link })

@@ -11,6 +11,7 @@
 
 pub mod cron;
 pub mod event;
+pub mod hasura;
 pub mod http;
 pub(crate) mod ingest;
 pub mod rules;

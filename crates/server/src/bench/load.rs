@@ -200,6 +200,9 @@ mod tests {
         assert_eq!(event["event"]["data"]["new"]["customer_phone"], to);
         assert_eq!(event["event"]["data"]["old"]["status"], "PENDING");
         assert_eq!(super::text(42, true), "Your booking BK-0000042 is confirmed");
+        // Read as Hasura's payloads are, without the intermediate tree: the path measured.
+        let read = communications::triggers::hasura::read(super::hasura_event(42, &to).as_bytes()).expect("read");
+        assert_eq!(read.document["data"]["new"]["booking_ref"], "BK-0000042");
     }
 
     #[test]
