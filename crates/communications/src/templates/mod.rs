@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod locale;
+mod reads;
 pub mod render;
 pub mod repository;
 pub mod service;

@@ -12,6 +12,8 @@ use serde_json::Value;
 use crate::messages::content::MessageContent;
 use crate::messages::model::Channel;
 
+use super::reads::Reads;
+
 /// Longest rendered SMS text (ten concatenated segments).
 pub const MAX_SMS_TEXT: usize = 1600;
 /// Longest rendered WhatsApp session text and email text part.
@@ -108,6 +110,8 @@ impl VariantBody {
 pub struct Compiled {
     body: VariantBody,
     env: Environment<'static>,
+    /// What of the variables the body's templates read, together (one may include another).
+    reads: Reads,
 }
 
 impl Compiled {
@@ -130,10 +134,22 @@ impl Compiled {
                 }))
                 .collect(),
         };
+        let mut reads = Reads::default();
         for (name, source) in sources {
-            env.add_template_owned(name, source.clone())?;
+            env.add_template_owned(name.clone(), source.clone())?;
+            for path in env.get_template(&name)?.undeclared_variables(true) {
+                reads.add(&path);
+            }
         }
-        Ok(Self { body, env })
+        Ok(Self { body, env, reads })
+    }
+}
+
+#[cfg(test)]
+impl Compiled {
+    /// This body handing the engine every variable, as rendering did before [`Reads`].
+    pub(super) fn seeing_all(&self) -> Self {
+        Self { reads: Reads::everything(), ..self.clone() }
     }
 }
 
@@ -295,7 +311,7 @@ pub fn render(
     variables: &Value,
     fields: Fields,
 ) -> Result<MessageContent, ApiError> {
-    let context = minijinja::Value::from(minijinja::value::Serde(variables));
+    let context = compiled.reads.project(variables);
     let render_one = |name: &str, source: &str| {
         render_source(&compiled.env, template_name, name, source, &context, variables, fields)
     };
