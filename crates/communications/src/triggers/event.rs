@@ -198,11 +198,11 @@ impl Condition {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn hasura_update() -> Value {
+    pub(in crate::triggers) fn hasura_update() -> Value {
         json!({
             "event": {"session_variables": {"x-hasura-role": "admin"}, "op": "UPDATE",
                       "data": {"old": {"id": 7, "status": "ON_TIME", "departure_at": "2026-11-23T09:00:00"},

@@ -167,15 +167,11 @@ mod tests {
         direct
     }
 
+    /// The envelope of `event::tests`' payload around `event`.
     fn payload(event: Value) -> Value {
-        json!({
-            "event": event,
-            "created_at": "2026-11-22T14:00:00.123456",
-            "id": "85558393-c75d-4d2f-9c15-e80591b83894",
-            "delivery_info": {"max_retries": 0, "current_retry": 0},
-            "trigger": {"name": "service_leg_status"},
-            "table": {"schema": "operations", "name": "service_legs"}
-        })
+        let mut body = event::tests::hasura_update();
+        body["event"] = event;
+        body
     }
 
     #[test]
